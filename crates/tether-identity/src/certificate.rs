@@ -1,0 +1,131 @@
+use prost::Message;
+use ring::digest;
+use tether_proto::v1::{CertificateBody, DeviceCertificate};
+
+use crate::keys::{PUBLIC_KEY_LEN, verify_signature};
+use crate::{CertificateError, Role};
+
+/// The certificate format version this crate writes and accepts.
+pub const CERTIFICATE_VERSION: u32 = 1;
+/// Certificates larger than this are rejected before decoding.
+pub const MAX_CERTIFICATE_BYTES: usize = 512;
+
+pub(crate) const CERTIFICATE_CONTEXT: &[u8] = b"tether/1 certificate\0";
+
+/// Names an account's authority key: the first 8 bytes of SHA-256 of its
+/// public key. Local to members; never appears outside an authenticated
+/// session (R2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AccountKeyId(pub [u8; 8]);
+
+impl AccountKeyId {
+    /// The id of the authority with this public key.
+    pub fn of(authority_public_key: &[u8]) -> Self {
+        let d = digest::digest(&digest::SHA256, authority_public_key);
+        let mut id = [0; 8];
+        id.copy_from_slice(&d.as_ref()[..8]);
+        Self(id)
+    }
+}
+
+/// A certificate whose signature, account and validity have been checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCertificate {
+    /// The device's raw Ed25519 public key.
+    pub public_key: [u8; PUBLIC_KEY_LEN],
+    /// The device's role in the account.
+    pub role: Role,
+    /// The issuing account.
+    pub account_key_id: AccountKeyId,
+    /// Serial number assigned by the authority.
+    pub serial: u64,
+    /// Start of validity, Unix seconds.
+    pub not_before: u64,
+    /// End of validity, Unix seconds.
+    pub not_after: u64,
+}
+
+impl VerifiedCertificate {
+    /// The body this certificate was decoded from, re-encoded (for tickets).
+    pub fn to_body(&self) -> CertificateBody {
+        CertificateBody {
+            version: CERTIFICATE_VERSION,
+            device_public_key: self.public_key.to_vec(),
+            role: self.role.to_proto() as i32,
+            account_key_id: self.account_key_id.0.to_vec(),
+            serial: self.serial,
+            not_before: self.not_before,
+            not_after: self.not_after,
+        }
+    }
+
+    /// Parses a body without any signature check (the caller vouches for it,
+    /// e.g. it came out of a ticket sealed by this node).
+    pub fn from_body(body: &CertificateBody) -> Result<Self, CertificateError> {
+        if body.version != CERTIFICATE_VERSION {
+            return Err(CertificateError::UnsupportedVersion(body.version));
+        }
+        let public_key: [u8; PUBLIC_KEY_LEN] = body
+            .device_public_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| CertificateError::Malformed("device public key length"))?;
+        let account_key_id: [u8; 8] = body
+            .account_key_id
+            .as_slice()
+            .try_into()
+            .map_err(|_| CertificateError::Malformed("account key id length"))?;
+        let role = Role::from_proto(body.role).ok_or(CertificateError::Malformed("role"))?;
+        if body.not_before > body.not_after {
+            return Err(CertificateError::Malformed("validity interval"));
+        }
+        Ok(Self {
+            public_key,
+            role,
+            account_key_id: AccountKeyId(account_key_id),
+            serial: body.serial,
+            not_before: body.not_before,
+            not_after: body.not_after,
+        })
+    }
+}
+
+/// Decodes a certificate from untrusted bytes (size-bounded, never panics).
+pub fn decode_certificate(bytes: &[u8]) -> Result<DeviceCertificate, CertificateError> {
+    if bytes.len() > MAX_CERTIFICATE_BYTES {
+        return Err(CertificateError::Malformed("too large"));
+    }
+    DeviceCertificate::decode(bytes).map_err(|_| CertificateError::Malformed("protobuf"))
+}
+
+/// Checks `cert` against the account's authority key at time `now` (Unix
+/// seconds): signature, account, validity window. The order of checks does
+/// not depend on secrets.
+pub fn verify_certificate(
+    cert: &DeviceCertificate,
+    authority_public_key: &[u8],
+    now: u64,
+) -> Result<VerifiedCertificate, CertificateError> {
+    if cert.body.len() > MAX_CERTIFICATE_BYTES {
+        return Err(CertificateError::Malformed("too large"));
+    }
+    let body = CertificateBody::decode(cert.body.as_slice())
+        .map_err(|_| CertificateError::Malformed("protobuf body"))?;
+    let verified = VerifiedCertificate::from_body(&body)?;
+    if verified.account_key_id != AccountKeyId::of(authority_public_key) {
+        return Err(CertificateError::OtherAccount);
+    }
+    let mut signed = Vec::with_capacity(CERTIFICATE_CONTEXT.len() + cert.body.len());
+    signed.extend_from_slice(CERTIFICATE_CONTEXT);
+    signed.extend_from_slice(&cert.body);
+    if !verify_signature(authority_public_key, &signed, &cert.signature) {
+        return Err(CertificateError::BadSignature);
+    }
+    if now < verified.not_before {
+        return Err(CertificateError::NotYetValid);
+    }
+    if now > verified.not_after {
+        return Err(CertificateError::Expired);
+    }
+    Ok(verified)
+}

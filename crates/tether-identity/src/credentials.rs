@@ -1,0 +1,219 @@
+use tether_proto::v1::{DeviceCertificate, EnrollmentGrant};
+
+use crate::certificate::{AccountKeyId, VerifiedCertificate, verify_certificate};
+use crate::keys::{DeviceKey, GroupKey, PUBLIC_KEY_LEN};
+use crate::{CertificateError, EnrollmentError, KeyError, Role};
+
+/// Everything a member needs to authenticate: its device key, its
+/// certificate, the authority's public key and (for members) the group key.
+#[derive(Debug)]
+pub struct Credentials {
+    key: DeviceKey,
+    certificate: DeviceCertificate,
+    verified: VerifiedCertificate,
+    authority_public_key: [u8; PUBLIC_KEY_LEN],
+    group_key: Option<GroupKey>,
+}
+
+impl Credentials {
+    /// Accepts a grant from the authority for `key`, checking that the
+    /// certificate is valid at `now` and names this key.
+    pub fn from_grant(
+        key: DeviceKey,
+        grant: &EnrollmentGrant,
+        now: u64,
+    ) -> Result<Self, EnrollmentError> {
+        let certificate = grant
+            .certificate
+            .clone()
+            .ok_or(EnrollmentError::Malformed("grant without certificate"))?;
+        let authority_public_key: [u8; PUBLIC_KEY_LEN] = grant
+            .authority_public_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| EnrollmentError::Malformed("authority key length"))?;
+        let verified = verify_certificate(&certificate, &authority_public_key, now)?;
+        if verified.public_key != key.public_key() {
+            return Err(EnrollmentError::WrongKey);
+        }
+        let group_key = match (verified.role.holds_group_key(), grant.group_key.is_empty()) {
+            (true, false) => Some(GroupKey::from_bytes(&grant.group_key)?),
+            (false, true) => None,
+            (true, true) => {
+                return Err(EnrollmentError::Malformed("member grant without group key"));
+            }
+            (false, false) => {
+                return Err(EnrollmentError::Malformed("device grant with group key"));
+            }
+        };
+        Ok(Self {
+            key,
+            certificate,
+            verified,
+            authority_public_key,
+            group_key,
+        })
+    }
+
+    /// Rebuilds credentials from stored parts without a validity check on
+    /// time (a stored certificate may be checked against the clock later).
+    pub fn restore(
+        key: DeviceKey,
+        certificate: DeviceCertificate,
+        authority_public_key: &[u8],
+        group_key: Option<&[u8]>,
+    ) -> Result<Self, EnrollmentError> {
+        let authority_public_key: [u8; PUBLIC_KEY_LEN] = authority_public_key
+            .try_into()
+            .map_err(|_| EnrollmentError::Malformed("authority key length"))?;
+        let verified =
+            verify_certificate(&certificate, &authority_public_key, 0).or_else(|e| match e {
+                // Stored certificates are re-checked against time at use.
+                CertificateError::NotYetValid => {
+                    let body = <tether_proto::v1::CertificateBody as prost::Message>::decode(
+                        certificate.body.as_slice(),
+                    )
+                    .map_err(|_| CertificateError::Malformed("protobuf body"))?;
+                    VerifiedCertificate::from_body(&body)
+                }
+                e => Err(e),
+            })?;
+        if verified.public_key != key.public_key() {
+            return Err(EnrollmentError::WrongKey);
+        }
+        let group_key = group_key
+            .map(GroupKey::from_bytes)
+            .transpose()
+            .map_err(|_: KeyError| EnrollmentError::Malformed("group key length"))?;
+        Ok(Self {
+            key,
+            certificate,
+            verified,
+            authority_public_key,
+            group_key,
+        })
+    }
+
+    /// The device key.
+    pub fn key(&self) -> &DeviceKey {
+        &self.key
+    }
+
+    /// The certificate as issued (for sending to a peer).
+    pub fn certificate_message(&self) -> &DeviceCertificate {
+        &self.certificate
+    }
+
+    /// The checked certificate contents.
+    pub fn certificate(&self) -> &VerifiedCertificate {
+        &self.verified
+    }
+
+    /// The account authority's public key.
+    pub fn authority_public_key(&self) -> &[u8; PUBLIC_KEY_LEN] {
+        &self.authority_public_key
+    }
+
+    /// The account this device belongs to.
+    pub fn account_key_id(&self) -> AccountKeyId {
+        self.verified.account_key_id
+    }
+
+    /// The role in the certificate.
+    pub fn role(&self) -> Role {
+        self.verified.role
+    }
+
+    /// The group key; `None` for smart devices.
+    pub fn group_key(&self) -> Option<&GroupKey> {
+        self.group_key.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AccountAuthority, LocalAuthority};
+
+    const NOW: u64 = 1_800_000_000;
+
+    #[test]
+    fn member_enrollment_carries_group_key_and_device_enrollment_does_not() {
+        let mut auth = LocalAuthority::generate().unwrap();
+        let phone_key = DeviceKey::generate().unwrap();
+        let grant = auth
+            .enroll(&phone_key.enrollment_request(Role::Phone, [1; 16]), NOW)
+            .unwrap();
+        let phone = Credentials::from_grant(phone_key, &grant, NOW).unwrap();
+        assert!(phone.group_key().is_some());
+
+        let lamp_key = DeviceKey::generate().unwrap();
+        let grant = auth
+            .enroll(&lamp_key.enrollment_request(Role::Device, [2; 16]), NOW)
+            .unwrap();
+        assert!(grant.group_key.is_empty());
+        let lamp = Credentials::from_grant(lamp_key, &grant, NOW).unwrap();
+        assert!(lamp.group_key().is_none());
+        assert_ne!(phone.certificate().serial, lamp.certificate().serial);
+    }
+
+    #[test]
+    fn forged_proof_of_possession_is_refused() {
+        let mut auth = LocalAuthority::generate().unwrap();
+        let key = DeviceKey::generate().unwrap();
+        let mut req = key.enrollment_request(Role::Phone, [1; 16]);
+        req.role = Role::Vehicle.to_proto() as i32;
+        assert_eq!(
+            auth.enroll(&req, NOW).unwrap_err(),
+            EnrollmentError::BadProof
+        );
+    }
+
+    #[test]
+    fn certificate_checks_account_signature_and_time() {
+        let mut auth = LocalAuthority::generate().unwrap();
+        let other = LocalAuthority::generate().unwrap();
+        let key = DeviceKey::generate().unwrap();
+        let grant = auth
+            .issue(&key.enrollment_request(Role::Phone, [1; 16]), 100, 200)
+            .unwrap();
+        let cert = grant.certificate.clone().unwrap();
+        let pk = auth.public_key();
+        assert!(crate::verify_certificate(&cert, &pk, 150).is_ok());
+        assert_eq!(
+            crate::verify_certificate(&cert, &pk, 201),
+            Err(CertificateError::Expired)
+        );
+        assert_eq!(
+            crate::verify_certificate(&cert, &pk, 99),
+            Err(CertificateError::NotYetValid)
+        );
+        assert_eq!(
+            crate::verify_certificate(&cert, &other.public_key(), 150),
+            Err(CertificateError::OtherAccount)
+        );
+        let mut tampered = cert.clone();
+        let last = tampered.body.len() - 1;
+        tampered.body[last] ^= 1;
+        assert!(crate::verify_certificate(&tampered, &pk, 150).is_err());
+        let mut bad_sig = cert;
+        bad_sig.signature[0] ^= 1;
+        assert_eq!(
+            crate::verify_certificate(&bad_sig, &pk, 150),
+            Err(CertificateError::BadSignature)
+        );
+        assert!(crate::decode_certificate(&[0xff; 600]).is_err());
+        assert!(crate::decode_certificate(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn authority_state_round_trips() {
+        let mut auth = LocalAuthority::generate().unwrap();
+        let key = DeviceKey::generate().unwrap();
+        auth.enroll(&key.enrollment_request(Role::Phone, [1; 16]), NOW)
+            .unwrap();
+        let restored = LocalAuthority::restore(&auth.state()).unwrap();
+        assert_eq!(restored.public_key(), auth.public_key());
+        assert_eq!(restored.state().next_serial, 2);
+    }
+}
