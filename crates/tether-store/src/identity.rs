@@ -1,0 +1,174 @@
+//! The device's own identity and, on the phone, the account authority.
+
+use prost::Message;
+use rusqlite::{OptionalExtension, params};
+use tether_identity::{
+    AuthorityState, CertificateError, Credentials, DeviceKey, EnrollmentError, PUBLIC_KEY_LEN,
+    decode_certificate,
+};
+
+use crate::{Store, StoreError, from_sql_u64, to_sql_i64};
+
+/// Length of the account group key.
+const GROUP_KEY_LEN: usize = 32;
+
+impl Store {
+    /// Saves enrolled credentials: device key (PKCS#8), certificate,
+    /// authority public key and group key, replacing any stored identity.
+    /// The private key stays in this file only (R2, R31).
+    pub fn save_identity(&mut self, credentials: &Credentials) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO identity (id, device_key, certificate, authority_public_key, group_key)
+             VALUES (1, ?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET
+                 device_key = excluded.device_key,
+                 certificate = excluded.certificate,
+                 authority_public_key = excluded.authority_public_key,
+                 group_key = excluded.group_key",
+            params![
+                credentials.key().pkcs8(),
+                credentials.certificate_message().encode_to_vec(),
+                credentials.authority_public_key().as_slice(),
+                credentials.group_key().map(|k| k.as_bytes().as_slice()),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Loads the enrolled credentials; `None` if there is no identity or only
+    /// a key saved with [`Store::save_device_key`].
+    ///
+    /// The certificate's validity window is not checked here: check it
+    /// against the clock at use. Bytes that do not parse give
+    /// [`StoreError::CorruptRecord`]; parts that parse but do not verify give
+    /// [`StoreError::Identity`].
+    pub fn load_identity(&self) -> Result<Option<Credentials>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT device_key, certificate, authority_public_key, group_key
+                 FROM identity WHERE id = 1",
+                [],
+                |row| {
+                    Ok((
+                        row.get::<_, Vec<u8>>(0)?,
+                        row.get::<_, Option<Vec<u8>>>(1)?,
+                        row.get::<_, Option<Vec<u8>>>(2)?,
+                        row.get::<_, Option<Vec<u8>>>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((pkcs8, Some(certificate), Some(authority_public_key), group_key)) = row else {
+            return Ok(None);
+        };
+        let key = parse_device_key(&pkcs8, "identity device key")?;
+        let certificate = decode_certificate(&certificate)
+            .map_err(|_| StoreError::CorruptRecord("identity certificate"))?;
+        if authority_public_key.len() != PUBLIC_KEY_LEN {
+            return Err(StoreError::CorruptRecord("identity authority public key"));
+        }
+        if group_key.as_ref().is_some_and(|k| k.len() != GROUP_KEY_LEN) {
+            return Err(StoreError::CorruptRecord("identity group key"));
+        }
+        Credentials::restore(
+            key,
+            certificate,
+            &authority_public_key,
+            group_key.as_deref(),
+        )
+        .map(Some)
+        .map_err(|e| match e {
+            EnrollmentError::Malformed(_)
+            | EnrollmentError::Key(_)
+            | EnrollmentError::Certificate(
+                CertificateError::Malformed(_) | CertificateError::UnsupportedVersion(_),
+            ) => StoreError::CorruptRecord("identity certificate"),
+            e => StoreError::Identity(e),
+        })
+    }
+
+    /// Saves a device key generated on this device before enrollment.
+    /// Replaces any stored identity: a certificate for another key would no
+    /// longer match.
+    pub fn save_device_key(&mut self, key: &DeviceKey) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO identity (id, device_key) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET
+                 device_key = excluded.device_key,
+                 certificate = NULL,
+                 authority_public_key = NULL,
+                 group_key = NULL",
+            params![key.pkcs8()],
+        )?;
+        Ok(())
+    }
+
+    /// Loads the device key, whether or not the device has been enrolled.
+    pub fn load_device_key(&self) -> Result<Option<DeviceKey>, StoreError> {
+        let pkcs8: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT device_key FROM identity WHERE id = 1", [], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        pkcs8
+            .map(|p| parse_device_key(&p, "identity device key"))
+            .transpose()
+    }
+
+    /// Saves the account authority's state (phone, local mode). Call after
+    /// every enrollment so a serial is never issued twice.
+    pub fn save_authority(&mut self, state: &AuthorityState) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO authority (id, signing_key, group_key, next_serial)
+             VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET
+                 signing_key = excluded.signing_key,
+                 group_key = excluded.group_key,
+                 next_serial = excluded.next_serial",
+            params![
+                state.signing_key_pkcs8,
+                state.group_key.as_slice(),
+                to_sql_i64(state.next_serial, "authority next serial")?,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Loads the account authority's state; `None` if this node hosts none.
+    /// The signing key and group key are checked to parse.
+    pub fn load_authority(&self) -> Result<Option<AuthorityState>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT signing_key, group_key, next_serial FROM authority WHERE id = 1",
+                [],
+                |row| {
+                    Ok((
+                        row.get::<_, Vec<u8>>(0)?,
+                        row.get::<_, Vec<u8>>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((signing_key_pkcs8, group_key, next_serial)) = row else {
+            return Ok(None);
+        };
+        parse_device_key(&signing_key_pkcs8, "authority signing key")?;
+        let group_key: [u8; GROUP_KEY_LEN] = group_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::CorruptRecord("authority group key"))?;
+        Ok(Some(AuthorityState {
+            signing_key_pkcs8,
+            group_key,
+            next_serial: from_sql_u64(next_serial, "authority next serial")?,
+        }))
+    }
+}
+
+fn parse_device_key(pkcs8: &[u8], what: &'static str) -> Result<DeviceKey, StoreError> {
+    DeviceKey::from_pkcs8(pkcs8).map_err(|_| StoreError::CorruptRecord(what))
+}

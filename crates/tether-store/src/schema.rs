@@ -1,0 +1,86 @@
+//! Schema versions, tracked in SQLite's `user_version` header field.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::StoreError;
+
+/// The schema version this build writes; a database with a higher
+/// `user_version` is refused with [`StoreError::NewerSchema`].
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `MIGRATIONS[i]` takes a database from version `i` to `i + 1`. Append only:
+/// a released step is never edited.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1];
+
+/// Version 1. Tables are STRICT so a value of the wrong type cannot be stored;
+/// single-row tables are pinned to `id = 1`.
+const V1: &str = "
+CREATE TABLE identity (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    device_key BLOB NOT NULL,
+    certificate BLOB,
+    authority_public_key BLOB,
+    group_key BLOB,
+    CHECK ((certificate IS NULL) = (authority_public_key IS NULL)),
+    CHECK (certificate IS NOT NULL OR group_key IS NULL)
+) STRICT;
+
+CREATE TABLE authority (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    signing_key BLOB NOT NULL,
+    group_key BLOB NOT NULL,
+    next_serial INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE receipts (
+    seq INTEGER PRIMARY KEY,
+    idempotency_key BLOB NOT NULL UNIQUE,
+    command_digest BLOB NOT NULL,
+    receipt BLOB NOT NULL,
+    recorded_unix_s INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE tickets (
+    seq INTEGER PRIMARY KEY,
+    peer_label TEXT NOT NULL,
+    ticket BLOB NOT NULL,
+    secret BLOB NOT NULL,
+    not_after INTEGER NOT NULL
+) STRICT;
+CREATE INDEX tickets_by_peer ON tickets (peer_label, seq);
+
+CREATE TABLE settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+";
+
+/// Reads `user_version` and refuses a database newer than this build.
+pub(crate) fn check_version(conn: &Connection) -> Result<u32, StoreError> {
+    let raw: i64 = conn.pragma_query_one(None, "user_version")?;
+    let found = u32::try_from(raw).map_err(|_| StoreError::CorruptRecord("schema version"))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(found)
+}
+
+/// Brings the schema up to [`SCHEMA_VERSION`] in one write transaction, so a
+/// crash mid-migration leaves the old version intact and two processes
+/// opening the same file do not both migrate.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Re-read under the write lock: another process may have migrated since.
+    let found = check_version(&tx)?;
+    if found < SCHEMA_VERSION {
+        for step in &MIGRATIONS[found as usize..] {
+            tx.execute_batch(step)?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

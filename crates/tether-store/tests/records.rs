@@ -1,0 +1,145 @@
+//! Receipts (idempotency log), resumption tickets and settings.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
+
+use tether_store::{MAX_TICKETS_PER_PEER, Store, StoreError};
+
+#[test]
+fn receipt_round_trips_and_first_receipt_wins() {
+    let mut store = Store::open_in_memory().unwrap();
+    assert!(store.get_receipt(b"k1").unwrap().is_none());
+    assert!(store.put_receipt(b"k1", b"digest", b"ok", 100).unwrap());
+    assert!(!store.put_receipt(b"k1", b"other", b"late", 200).unwrap());
+
+    let receipt = store.get_receipt(b"k1").unwrap().unwrap();
+    assert_eq!(receipt.command_digest, b"digest");
+    assert_eq!(receipt.receipt, b"ok");
+    assert_eq!(receipt.recorded_unix_s, 100);
+}
+
+#[test]
+fn prune_receipts_keeps_newest_n_r30() {
+    let mut store = Store::open_in_memory().unwrap();
+    // Recorded times go backwards on purpose: a clock jump must not make the
+    // newest receipt look old.
+    for i in 0..10u8 {
+        store
+            .put_receipt(&[i], b"d", &[i], 1_000 - u64::from(i))
+            .unwrap();
+    }
+    assert_eq!(store.prune_receipts(3).unwrap(), 7);
+    for i in 0..7u8 {
+        assert!(store.get_receipt(&[i]).unwrap().is_none(), "{i} kept");
+    }
+    for i in 7..10u8 {
+        assert_eq!(store.get_receipt(&[i]).unwrap().unwrap().receipt, [i]);
+    }
+    assert_eq!(store.prune_receipts(3).unwrap(), 0);
+    assert_eq!(store.prune_receipts(0).unwrap(), 3);
+    assert!(store.get_receipt(&[9]).unwrap().is_none());
+}
+
+#[test]
+fn time_beyond_sqlite_range_is_out_of_range() {
+    let mut store = Store::open_in_memory().unwrap();
+    assert!(matches!(
+        store.put_receipt(b"k", b"d", b"r", u64::MAX),
+        Err(StoreError::OutOfRange(_))
+    ));
+    assert!(matches!(
+        store.put_ticket("car", b"t", b"s", u64::MAX),
+        Err(StoreError::OutOfRange(_))
+    ));
+}
+
+#[test]
+fn ticket_take_is_single_use() {
+    let mut store = Store::open_in_memory().unwrap();
+    store.put_ticket("car", b"ticket", b"secret", 200).unwrap();
+    let ticket = store.take_ticket("car", 100).unwrap().unwrap();
+    assert_eq!(ticket.ticket, b"ticket");
+    assert_eq!(ticket.secret, b"secret");
+    assert_eq!(ticket.not_after, 200);
+    assert!(store.take_ticket("car", 100).unwrap().is_none());
+}
+
+#[test]
+fn newest_ticket_is_taken_first_and_peers_are_separate() {
+    let mut store = Store::open_in_memory().unwrap();
+    store.put_ticket("car", b"old", b"s1", 500).unwrap();
+    store.put_ticket("car", b"new", b"s2", 400).unwrap();
+    store.put_ticket("hub", b"hub", b"s3", 500).unwrap();
+    assert_eq!(
+        store.take_ticket("car", 100).unwrap().unwrap().ticket,
+        b"new"
+    );
+    assert_eq!(
+        store.take_ticket("car", 100).unwrap().unwrap().ticket,
+        b"old"
+    );
+    assert!(store.take_ticket("car", 100).unwrap().is_none());
+    assert_eq!(
+        store.take_ticket("hub", 100).unwrap().unwrap().ticket,
+        b"hub"
+    );
+}
+
+#[test]
+fn expired_ticket_is_not_returned() {
+    let mut store = Store::open_in_memory().unwrap();
+    store.put_ticket("car", b"t", b"s", 200).unwrap();
+    // Valid through not_after inclusive.
+    store.put_ticket("hub", b"t", b"s", 200).unwrap();
+    assert!(store.take_ticket("hub", 200).unwrap().is_some());
+    assert!(store.take_ticket("car", 201).unwrap().is_none());
+    // The expired ticket was deleted, not just skipped.
+    assert!(store.take_ticket("car", 0).unwrap().is_none());
+}
+
+#[test]
+fn purge_deletes_only_expired_tickets_r30() {
+    let mut store = Store::open_in_memory().unwrap();
+    store.put_ticket("car", b"a", b"s", 100).unwrap();
+    store.put_ticket("hub", b"b", b"s", 100).unwrap();
+    store.put_ticket("car", b"c", b"s", 300).unwrap();
+    assert_eq!(store.purge_expired_tickets(200).unwrap(), 2);
+    assert!(store.take_ticket("hub", 0).unwrap().is_none());
+    assert_eq!(store.take_ticket("car", 0).unwrap().unwrap().ticket, b"c");
+    assert!(store.take_ticket("car", 0).unwrap().is_none());
+}
+
+#[test]
+fn tickets_per_peer_are_capped_oldest_dropped() {
+    let mut store = Store::open_in_memory().unwrap();
+    let n = MAX_TICKETS_PER_PEER + 3;
+    for i in 0..n {
+        store.put_ticket("car", &[i as u8], b"s", 1_000).unwrap();
+    }
+    let mut taken = Vec::new();
+    while let Some(t) = store.take_ticket("car", 0).unwrap() {
+        taken.push(t.ticket[0]);
+    }
+    let expected: Vec<u8> = (3..n as u8).rev().collect();
+    assert_eq!(taken, expected);
+}
+
+#[test]
+fn ticket_debug_hides_the_secret() {
+    let mut store = Store::open_in_memory().unwrap();
+    store.put_ticket("car", b"t", b"TOPSECRET", 10).unwrap();
+    let ticket = store.take_ticket("car", 0).unwrap().unwrap();
+    assert!(!format!("{ticket:?}").contains("TOPSECRET"));
+    assert!(!format!("{ticket:?}").contains("84, 79, 80"));
+}
+
+#[test]
+fn settings_set_get_and_replace() {
+    let mut store = Store::open_in_memory().unwrap();
+    assert!(store.get_setting("interface").unwrap().is_none());
+    store.set_setting("interface", "wifi").unwrap();
+    store.set_setting("interface", "ethernet").unwrap();
+    assert_eq!(
+        store.get_setting("interface").unwrap().as_deref(),
+        Some("ethernet")
+    );
+}
