@@ -1,0 +1,839 @@
+//! The account-bound handshake (SPEC §5; R2, R3, R31).
+//!
+//! This module contains no networking code and does not read the clock or a
+//! random source: the exporter, nonces and `now` come from the caller, so two
+//! cores can be driven against each other deterministically.
+//!
+//! ```text
+//!  initiator (client)                         responder (server)
+//!  ── QUIC/TLS 1.3 handshake, ephemeral certificates, ALPN tether/1 ──
+//!  ClientHello{versions, nonce, HMAC_mk(exporter…)}  ──►  checks membership
+//!                                                 ◄──  ServerAuth{cert, sig}
+//!  checks cert + sig
+//!  ClientAuth{cert, sig} + first requests        ──►  checks cert + sig
+//!                                                 ◄──  Accept{ticket}
+//! ```
+//!
+//! A non-member never sees a certificate: the responder answers a ClientHello
+//! whose membership proof fails with a bare [`Refuse`]. Proofs and signatures
+//! cover the TLS exporter, so nothing relays into another connection.
+//!
+//! # Driving a core
+//! Create the core, then loop: drain [`ClientHandshake::poll_output`] until
+//! [`Output::Pending`], sending each `Transmit` as one frame; feed each frame
+//! received to `handle_message`. An error is final; the responder queues a
+//! `Refuse` to send before it reports the error.
+
+use prost::Message;
+use ring::{aead, digest, hmac};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tether_identity::{
+    CertificateError, Credentials, VerifiedCertificate, verify_certificate, verify_signature,
+};
+use tether_proto::v1::{
+    Accept, ClientAuth, ClientHello, DeviceCertificate, HandshakeMessage, Refuse, RefuseReason,
+    ResumeHello, ServerAuth, TicketBody, handshake_message::Message as Msg,
+};
+use thiserror::Error;
+
+/// The Tether protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// TLS exporter label (RFC 5705 / RFC 8446 §7.5) the handshake binds to.
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-tether/1 handshake";
+/// Length of the exporter value the cores take.
+pub const EXPORTER_LEN: usize = 32;
+/// Length of every handshake nonce.
+pub const NONCE_LEN: usize = 32;
+/// Handshake messages larger than this are refused before decoding.
+pub const MAX_HANDSHAKE_MESSAGE_BYTES: usize = 2048;
+/// Default lifetime of a resumption ticket: 24 hours.
+pub const TICKET_LIFETIME_S: u32 = 24 * 3600;
+
+const TICKET_AAD: &[u8] = b"tether/1 ticket";
+const TICKET_NONCE_LEN: usize = 12;
+
+/// The exporter value of one connection.
+pub type Exporter = [u8; EXPORTER_LEN];
+/// A 32-byte random nonce supplied by the driver.
+pub type Nonce = [u8; NONCE_LEN];
+
+/// Handshake settings shared by both roles.
+#[derive(Debug, Clone)]
+pub struct HandshakeConfig {
+    /// Lowest protocol version accepted.
+    pub min_version: u32,
+    /// Highest protocol version offered.
+    pub max_version: u32,
+    /// Lifetime of tickets issued by a responder, seconds.
+    pub ticket_lifetime_s: u32,
+}
+
+impl Default for HandshakeConfig {
+    fn default() -> Self {
+        Self {
+            min_version: PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+            ticket_lifetime_s: TICKET_LIFETIME_S,
+        }
+    }
+}
+
+/// Why a handshake failed. Sorted by whose fault it is, after rustls.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The peer's bytes are not a valid handshake message.
+    #[error("invalid handshake message: {0}")]
+    InvalidMessage(&'static str),
+    /// A valid message arrived at the wrong time.
+    #[error("unexpected handshake message: expected {expected}")]
+    UnexpectedMessage {
+        /// What the core was waiting for.
+        expected: &'static str,
+    },
+    /// The initiator's membership proof does not verify: not a member of
+    /// this account, or the proof was made for another connection.
+    #[error("peer did not prove account membership")]
+    NotAMember,
+    /// The peer's certificate was rejected.
+    #[error("peer certificate rejected: {0}")]
+    Certificate(#[from] CertificateError),
+    /// The peer's transcript signature does not verify.
+    #[error("peer signature does not verify")]
+    BadSignature,
+    /// The peer's role may not take this side of the handshake.
+    #[error("peer role {0} not allowed here")]
+    RoleNotAllowed(tether_identity::Role),
+    /// No version in common, or the responder picked one outside the range
+    /// offered (a downgrade).
+    #[error("protocol version mismatch (offered {min}..={max}, got {got})")]
+    VersionMismatch {
+        /// Lowest offered.
+        min: u32,
+        /// Highest offered.
+        max: u32,
+        /// What the peer chose or offered.
+        got: u32,
+    },
+    /// The resumption ticket could not be opened, has expired or its proof
+    /// fails.
+    #[error("resumption refused")]
+    ResumptionRefused,
+    /// The responder refused; it says nothing more by design.
+    #[error("refused by peer ({0:?})")]
+    Refused(RefuseReason),
+    /// This node has no group key (a smart device), so it cannot prove
+    /// membership.
+    #[error("this node holds no account group key")]
+    NoGroupKey,
+    /// The core was used after it finished or failed.
+    #[error("handshake already finished")]
+    Finished,
+}
+
+impl HandshakeError {
+    /// The reason a responder puts in its `Refuse`. Deliberately coarse.
+    fn refuse_reason(&self) -> RefuseReason {
+        match self {
+            HandshakeError::VersionMismatch { .. } => RefuseReason::VersionMismatch,
+            _ => RefuseReason::NotAccepted,
+        }
+    }
+}
+
+/// The authenticated peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The peer's checked certificate.
+    pub certificate: VerifiedCertificate,
+    /// Whether this session was resumed from a ticket.
+    pub resumed: bool,
+    /// The protocol version in use.
+    pub version: u32,
+}
+
+/// What an initiator keeps to resume a session with the same responder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ResumptionTicket {
+    /// Opaque ticket, sealed by the responder.
+    pub ticket: Vec<u8>,
+    /// The resumption secret.
+    pub secret: [u8; 32],
+    /// Unix seconds after which the responder will refuse it.
+    pub not_after: u64,
+    /// The responder as authenticated in the full handshake.
+    pub peer: VerifiedCertificate,
+}
+
+impl std::fmt::Debug for ResumptionTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResumptionTicket")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a core wants done next.
+#[derive(Debug)]
+#[must_use = "outputs must be drained"]
+pub enum Output {
+    /// Send these bytes as one frame on the handshake stream.
+    Transmit(Vec<u8>),
+    /// Something happened.
+    Event(Event),
+    /// Nothing to do until more input arrives.
+    Pending,
+}
+
+/// Handshake events.
+#[derive(Debug)]
+pub enum Event {
+    /// The peer is authenticated. The initiator may send requests from now
+    /// on; the responder may serve them.
+    Authenticated(PeerIdentity),
+    /// (Initiator) a ticket to resume later.
+    Ticket(ResumptionTicket),
+}
+
+/// The key a responder seals resumption tickets with (ChaCha20-Poly1305).
+pub struct TicketKey(aead::LessSafeKey);
+
+impl std::fmt::Debug for TicketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TicketKey(..)")
+    }
+}
+
+impl TicketKey {
+    /// Wraps 32 random bytes.
+    pub fn new(key: [u8; 32]) -> Self {
+        let unbound = aead::UnboundKey::new(&aead::CHACHA20_POLY1305, &key)
+            .expect("32 bytes is the ChaCha20-Poly1305 key length");
+        Self(aead::LessSafeKey::new(unbound))
+    }
+
+    fn seal(&self, nonce: [u8; TICKET_NONCE_LEN], body: &TicketBody) -> Vec<u8> {
+        let mut inout = body.encode_to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(TICKET_AAD),
+                &mut inout,
+            )
+            .expect("ticket bodies are far below the AEAD length limit");
+        let mut out = nonce.to_vec();
+        out.extend(inout);
+        out
+    }
+
+    fn open(&self, ticket: &[u8]) -> Option<TicketBody> {
+        if ticket.len() < TICKET_NONCE_LEN + aead::CHACHA20_POLY1305.tag_len() {
+            return None;
+        }
+        let (nonce, sealed) = ticket.split_at(TICKET_NONCE_LEN);
+        let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut inout = sealed.to_vec();
+        let plain = self
+            .0
+            .open_in_place(nonce, aead::Aad::from(TICKET_AAD), &mut inout)
+            .ok()?;
+        TicketBody::decode(&plain[..]).ok()
+    }
+}
+
+// ---------------------------------------------------------------- transcript
+
+fn transcript_start(exporter: &Exporter) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(b"tether/1 transcript\0");
+    ctx.update(exporter);
+    finish(ctx)
+}
+
+fn transcript_next(prev: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(prev);
+    ctx.update(&(message.len() as u32).to_be_bytes());
+    ctx.update(message);
+    finish(ctx)
+}
+
+fn finish(ctx: digest::Context) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+fn signed_input(label: &[u8], transcript: &[u8; 32]) -> Vec<u8> {
+    let mut m = label.to_vec();
+    m.extend_from_slice(transcript);
+    m
+}
+
+fn membership_input(exporter: &Exporter, min: u32, max: u32, nonce: &[u8]) -> Vec<u8> {
+    let mut m = b"tether/1 client hello\0".to_vec();
+    m.extend_from_slice(exporter);
+    m.extend_from_slice(&min.to_be_bytes());
+    m.extend_from_slice(&max.to_be_bytes());
+    m.extend_from_slice(nonce);
+    m
+}
+
+fn resume_input(exporter: &Exporter, version: u32, ticket: &[u8], nonce: &[u8]) -> Vec<u8> {
+    let mut m = b"tether/1 resume\0".to_vec();
+    m.extend_from_slice(exporter);
+    m.extend_from_slice(&version.to_be_bytes());
+    m.extend_from_slice(&(ticket.len() as u32).to_be_bytes());
+    m.extend_from_slice(ticket);
+    m.extend_from_slice(nonce);
+    m
+}
+
+fn resumption_secret(exporter: &Exporter, transcript: &[u8; 32]) -> [u8; 32] {
+    let prk =
+        ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"tether/1 resumption").extract(exporter);
+    let info = [&transcript[..]];
+    let okm = prk
+        .expand(&info, ring::hkdf::HKDF_SHA256)
+        .expect("32 bytes is within HKDF-SHA256's output limit");
+    let mut out = [0; 32];
+    okm.fill(&mut out)
+        .expect("buffer length equals the requested length");
+    out
+}
+
+const SERVER_SIG: &[u8] = b"tether/1 server signature\0";
+const CLIENT_SIG: &[u8] = b"tether/1 client signature\0";
+
+/// Decodes one handshake message from untrusted bytes. Never panics.
+pub fn decode_message(bytes: &[u8]) -> Result<Msg, HandshakeError> {
+    if bytes.len() > MAX_HANDSHAKE_MESSAGE_BYTES {
+        return Err(HandshakeError::InvalidMessage("too large"));
+    }
+    HandshakeMessage::decode(bytes)
+        .map_err(|_| HandshakeError::InvalidMessage("protobuf"))?
+        .message
+        .ok_or(HandshakeError::InvalidMessage("empty"))
+}
+
+fn encode(message: Msg) -> Vec<u8> {
+    HandshakeMessage {
+        message: Some(message),
+    }
+    .encode_to_vec()
+}
+
+fn nonce_of(bytes: &[u8]) -> Result<Nonce, HandshakeError> {
+    bytes
+        .try_into()
+        .map_err(|_| HandshakeError::InvalidMessage("nonce length"))
+}
+
+fn certificate_of(cert: Option<&DeviceCertificate>) -> Result<&DeviceCertificate, HandshakeError> {
+    cert.ok_or(HandshakeError::InvalidMessage("missing certificate"))
+}
+
+// ------------------------------------------------------------------ client
+
+/// The initiator's states, one type each (rustls style).
+#[derive(Debug)]
+enum ClientState {
+    ExpectServerAuth(ExpectServerAuth),
+    ExpectAccept(ExpectAccept),
+    Done,
+    Failed,
+}
+
+#[derive(Debug)]
+struct ExpectServerAuth {
+    transcript: [u8; 32],
+    min_version: u32,
+    max_version: u32,
+}
+
+#[derive(Debug)]
+struct ExpectAccept {
+    transcript: [u8; 32],
+    peer: VerifiedCertificate,
+    /// `None` when resuming: the resumed session's new secret comes from
+    /// the ResumeHello transcript.
+    secret: [u8; 32],
+}
+
+/// The initiator's side of the handshake.
+#[derive(Debug)]
+pub struct ClientHandshake {
+    credentials: Arc<Credentials>,
+    exporter: Exporter,
+    state: ClientState,
+    out: VecDeque<Output>,
+    flights_waited: u32,
+}
+
+impl ClientHandshake {
+    /// Starts a full handshake; the first output is the `ClientHello`.
+    pub fn new(
+        credentials: Arc<Credentials>,
+        exporter: Exporter,
+        nonce: Nonce,
+        config: &HandshakeConfig,
+    ) -> Result<Self, HandshakeError> {
+        let group = credentials.group_key().ok_or(HandshakeError::NoGroupKey)?;
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &group.membership_key());
+        let proof = hmac::sign(
+            &key,
+            &membership_input(&exporter, config.min_version, config.max_version, &nonce),
+        );
+        let hello = encode(Msg::ClientHello(ClientHello {
+            min_version: config.min_version,
+            max_version: config.max_version,
+            nonce: nonce.to_vec(),
+            membership_proof: proof.as_ref().to_vec(),
+        }));
+        let transcript = transcript_next(&transcript_start(&exporter), &hello);
+        Ok(Self {
+            credentials,
+            exporter,
+            state: ClientState::ExpectServerAuth(ExpectServerAuth {
+                transcript,
+                min_version: config.min_version,
+                max_version: config.max_version,
+            }),
+            out: VecDeque::from([Output::Transmit(hello)]),
+            flights_waited: 0,
+        })
+    }
+
+    /// Resumes with a ticket. The driver must first have checked that the
+    /// connection's TLS certificate is the one pinned with the ticket
+    /// (SPEC §5.5). The peer counts as authenticated at once, so requests
+    /// may follow the `ResumeHello` in the same flight.
+    pub fn resume(
+        credentials: Arc<Credentials>,
+        exporter: Exporter,
+        nonce: Nonce,
+        ticket: &ResumptionTicket,
+    ) -> Self {
+        let version = PROTOCOL_VERSION;
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &ticket.secret);
+        let proof = hmac::sign(
+            &key,
+            &resume_input(&exporter, version, &ticket.ticket, &nonce),
+        );
+        let hello = encode(Msg::ResumeHello(ResumeHello {
+            version,
+            ticket: ticket.ticket.clone(),
+            nonce: nonce.to_vec(),
+            proof: proof.as_ref().to_vec(),
+        }));
+        let transcript = transcript_next(&transcript_start(&exporter), &hello);
+        let secret = resumption_secret(&exporter, &transcript);
+        let peer = PeerIdentity {
+            certificate: ticket.peer.clone(),
+            resumed: true,
+            version,
+        };
+        Self {
+            credentials,
+            exporter,
+            state: ClientState::ExpectAccept(ExpectAccept {
+                transcript,
+                peer: ticket.peer.clone(),
+                secret,
+            }),
+            out: VecDeque::from([
+                Output::Transmit(hello),
+                Output::Event(Event::Authenticated(peer)),
+            ]),
+            flights_waited: 0,
+        }
+    }
+
+    /// How many peer flights the initiator waited for before it could send
+    /// its first request (1 for a full handshake, 0 when resuming). Add the
+    /// QUIC handshake's own round trip for the total (SPEC §5.6).
+    pub fn flights_waited(&self) -> u32 {
+        self.flights_waited
+    }
+
+    /// Whether the handshake completed (ticket received) or failed.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, ClientState::Done | ClientState::Failed)
+    }
+
+    /// The next output.
+    pub fn poll_output(&mut self) -> Output {
+        self.out.pop_front().unwrap_or(Output::Pending)
+    }
+
+    /// Handles one frame from the responder. `now` is Unix seconds.
+    pub fn handle_message(&mut self, bytes: &[u8], now: u64) -> Result<(), HandshakeError> {
+        let state = std::mem::replace(&mut self.state, ClientState::Failed);
+        let message = decode_message(bytes)?;
+        if let Msg::Refuse(Refuse { reason }) = message {
+            return Err(HandshakeError::Refused(
+                RefuseReason::try_from(reason).unwrap_or(RefuseReason::Unspecified),
+            ));
+        }
+        self.state = match state {
+            ClientState::ExpectServerAuth(s) => {
+                let Msg::ServerAuth(auth) = message else {
+                    return Err(HandshakeError::UnexpectedMessage {
+                        expected: "ServerAuth",
+                    });
+                };
+                self.flights_waited += 1;
+                ClientState::ExpectAccept(self.handle_server_auth(s, auth, bytes, now)?)
+            }
+            ClientState::ExpectAccept(s) => {
+                let Msg::Accept(accept) = message else {
+                    return Err(HandshakeError::UnexpectedMessage { expected: "Accept" });
+                };
+                if !accept.resumption_ticket.is_empty() {
+                    self.out
+                        .push_back(Output::Event(Event::Ticket(ResumptionTicket {
+                            ticket: accept.resumption_ticket,
+                            secret: s.secret,
+                            not_after: now.saturating_add(u64::from(accept.ticket_lifetime_s)),
+                            peer: s.peer,
+                        })));
+                }
+                let _ = s.transcript;
+                ClientState::Done
+            }
+            ClientState::Done | ClientState::Failed => return Err(HandshakeError::Finished),
+        };
+        Ok(())
+    }
+
+    fn handle_server_auth(
+        &mut self,
+        s: ExpectServerAuth,
+        auth: ServerAuth,
+        bytes: &[u8],
+        now: u64,
+    ) -> Result<ExpectAccept, HandshakeError> {
+        if auth.version < s.min_version || auth.version > s.max_version {
+            return Err(HandshakeError::VersionMismatch {
+                min: s.min_version,
+                max: s.max_version,
+                got: auth.version,
+            });
+        }
+        nonce_of(&auth.nonce)?;
+        let cert = certificate_of(auth.certificate.as_ref())?;
+        let peer = verify_certificate(cert, self.credentials.authority_public_key(), now)?;
+        if !peer.role.holds_group_key() {
+            return Err(HandshakeError::RoleNotAllowed(peer.role));
+        }
+        let unsigned = encode(Msg::ServerAuth(ServerAuth {
+            signature: Vec::new(),
+            ..auth.clone()
+        }));
+        let signed = signed_input(SERVER_SIG, &transcript_next(&s.transcript, &unsigned));
+        if !verify_signature(&peer.public_key, &signed, &auth.signature) {
+            return Err(HandshakeError::BadSignature);
+        }
+        let transcript = transcript_next(&s.transcript, bytes);
+
+        let certificate = Some(self.credentials.certificate_message().clone());
+        let unsigned = encode(Msg::ClientAuth(ClientAuth {
+            certificate: certificate.clone(),
+            signature: vec![],
+        }));
+        let signature = self
+            .credentials
+            .key()
+            .sign(&signed_input(
+                CLIENT_SIG,
+                &transcript_next(&transcript, &unsigned),
+            ))
+            .to_vec();
+        let client_auth = encode(Msg::ClientAuth(ClientAuth {
+            certificate,
+            signature,
+        }));
+        let transcript = transcript_next(&transcript, &client_auth);
+        let secret = resumption_secret(&self.exporter, &transcript);
+        self.out.push_back(Output::Transmit(client_auth));
+        self.out
+            .push_back(Output::Event(Event::Authenticated(PeerIdentity {
+                certificate: peer.clone(),
+                resumed: false,
+                version: auth.version,
+            })));
+        Ok(ExpectAccept {
+            transcript,
+            peer,
+            secret,
+        })
+    }
+}
+
+// ------------------------------------------------------------------ server
+
+#[derive(Debug)]
+enum ServerState {
+    ExpectHello,
+    ExpectClientAuth(ExpectClientAuth),
+    Done,
+    Failed,
+}
+
+#[derive(Debug)]
+struct ExpectClientAuth {
+    transcript: [u8; 32],
+    version: u32,
+}
+
+/// The responder's side of the handshake.
+#[derive(Debug)]
+pub struct ServerHandshake {
+    credentials: Arc<Credentials>,
+    tickets: Arc<TicketKey>,
+    exporter: Exporter,
+    nonce: Nonce,
+    config: HandshakeConfig,
+    state: ServerState,
+    out: VecDeque<Output>,
+}
+
+impl ServerHandshake {
+    /// A responder waiting for a `ClientHello` or `ResumeHello`. `nonce` must
+    /// be fresh random bytes for this connection.
+    pub fn new(
+        credentials: Arc<Credentials>,
+        tickets: Arc<TicketKey>,
+        exporter: Exporter,
+        nonce: Nonce,
+        config: &HandshakeConfig,
+    ) -> Self {
+        Self {
+            credentials,
+            tickets,
+            exporter,
+            nonce,
+            config: config.clone(),
+            state: ServerState::ExpectHello,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The next output.
+    pub fn poll_output(&mut self) -> Output {
+        self.out.pop_front().unwrap_or(Output::Pending)
+    }
+
+    /// Whether the responder has sent its first reply (so the initiator may
+    /// legitimately have requests in flight).
+    pub fn has_answered_hello(&self) -> bool {
+        !matches!(self.state, ServerState::ExpectHello)
+    }
+
+    /// Handles one frame from the initiator. On error a `Refuse` is queued
+    /// (send it, then close) and the core is finished. `now` is Unix seconds.
+    pub fn handle_message(&mut self, bytes: &[u8], now: u64) -> Result<(), HandshakeError> {
+        let state = std::mem::replace(&mut self.state, ServerState::Failed);
+        if matches!(state, ServerState::Done | ServerState::Failed) {
+            return Err(HandshakeError::Finished);
+        }
+        match self.step(state, bytes, now) {
+            Ok(next) => {
+                self.state = next;
+                Ok(())
+            }
+            Err(e) => {
+                self.out.clear();
+                self.out
+                    .push_back(Output::Transmit(encode(Msg::Refuse(Refuse {
+                        reason: e.refuse_reason() as i32,
+                    }))));
+                Err(e)
+            }
+        }
+    }
+
+    fn step(
+        &mut self,
+        state: ServerState,
+        bytes: &[u8],
+        now: u64,
+    ) -> Result<ServerState, HandshakeError> {
+        let message = decode_message(bytes)?;
+        match (state, message) {
+            (ServerState::ExpectHello, Msg::ClientHello(hello)) => self.handle_hello(hello, bytes),
+            (ServerState::ExpectHello, Msg::ResumeHello(hello)) => {
+                self.handle_resume(hello, bytes, now)
+            }
+            (ServerState::ExpectHello, _) => Err(HandshakeError::UnexpectedMessage {
+                expected: "ClientHello or ResumeHello",
+            }),
+            (ServerState::ExpectClientAuth(s), Msg::ClientAuth(auth)) => {
+                self.handle_client_auth(s, auth, bytes, now)
+            }
+            (ServerState::ExpectClientAuth(_), _) => Err(HandshakeError::UnexpectedMessage {
+                expected: "ClientAuth",
+            }),
+            (ServerState::Done | ServerState::Failed, _) => Err(HandshakeError::Finished),
+        }
+    }
+
+    fn handle_hello(
+        &mut self,
+        hello: ClientHello,
+        bytes: &[u8],
+    ) -> Result<ServerState, HandshakeError> {
+        nonce_of(&hello.nonce)?;
+        // R3: membership is checked first, before anything about this node
+        // is revealed. Constant-time comparison (ring's hmac::verify).
+        let group = self
+            .credentials
+            .group_key()
+            .ok_or(HandshakeError::NoGroupKey)?;
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &group.membership_key());
+        hmac::verify(
+            &key,
+            &membership_input(
+                &self.exporter,
+                hello.min_version,
+                hello.max_version,
+                &hello.nonce,
+            ),
+            &hello.membership_proof,
+        )
+        .map_err(|_| HandshakeError::NotAMember)?;
+        let version = hello.max_version.min(self.config.max_version);
+        if version < hello.min_version.max(self.config.min_version) {
+            return Err(HandshakeError::VersionMismatch {
+                min: hello.min_version,
+                max: hello.max_version,
+                got: self.config.max_version,
+            });
+        }
+        let transcript = transcript_next(&transcript_start(&self.exporter), bytes);
+        let mut auth = ServerAuth {
+            version,
+            nonce: self.nonce.to_vec(),
+            certificate: Some(self.credentials.certificate_message().clone()),
+            signature: Vec::new(),
+        };
+        let unsigned = encode(Msg::ServerAuth(auth.clone()));
+        auth.signature = self
+            .credentials
+            .key()
+            .sign(&signed_input(
+                SERVER_SIG,
+                &transcript_next(&transcript, &unsigned),
+            ))
+            .to_vec();
+        let server_auth = encode(Msg::ServerAuth(auth));
+        let transcript = transcript_next(&transcript, &server_auth);
+        self.out.push_back(Output::Transmit(server_auth));
+        Ok(ServerState::ExpectClientAuth(ExpectClientAuth {
+            transcript,
+            version,
+        }))
+    }
+
+    fn handle_client_auth(
+        &mut self,
+        s: ExpectClientAuth,
+        auth: ClientAuth,
+        bytes: &[u8],
+        now: u64,
+    ) -> Result<ServerState, HandshakeError> {
+        let cert = certificate_of(auth.certificate.as_ref())?;
+        let peer = verify_certificate(cert, self.credentials.authority_public_key(), now)?;
+        let unsigned = encode(Msg::ClientAuth(ClientAuth {
+            signature: Vec::new(),
+            ..auth.clone()
+        }));
+        let signed = signed_input(CLIENT_SIG, &transcript_next(&s.transcript, &unsigned));
+        if !verify_signature(&peer.public_key, &signed, &auth.signature) {
+            return Err(HandshakeError::BadSignature);
+        }
+        let transcript = transcript_next(&s.transcript, bytes);
+        let secret = resumption_secret(&self.exporter, &transcript);
+        self.accept(peer, secret, s.version, false, now);
+        Ok(ServerState::Done)
+    }
+
+    fn handle_resume(
+        &mut self,
+        hello: ResumeHello,
+        bytes: &[u8],
+        now: u64,
+    ) -> Result<ServerState, HandshakeError> {
+        nonce_of(&hello.nonce)?;
+        if hello.version < self.config.min_version || hello.version > self.config.max_version {
+            return Err(HandshakeError::VersionMismatch {
+                min: self.config.min_version,
+                max: self.config.max_version,
+                got: hello.version,
+            });
+        }
+        let body = self
+            .tickets
+            .open(&hello.ticket)
+            .ok_or(HandshakeError::ResumptionRefused)?;
+        let secret: [u8; 32] = body
+            .resumption_secret
+            .as_slice()
+            .try_into()
+            .map_err(|_| HandshakeError::ResumptionRefused)?;
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &secret);
+        hmac::verify(
+            &key,
+            &resume_input(&self.exporter, hello.version, &hello.ticket, &hello.nonce),
+            &hello.proof,
+        )
+        .map_err(|_| HandshakeError::ResumptionRefused)?;
+        if now > body.not_after {
+            return Err(HandshakeError::ResumptionRefused);
+        }
+        let peer_body = body.peer.ok_or(HandshakeError::ResumptionRefused)?;
+        let peer = VerifiedCertificate::from_body(&peer_body)?;
+        // The certificate may have expired since the ticket was issued.
+        if now > peer.not_after || now < peer.not_before {
+            return Err(HandshakeError::Certificate(CertificateError::Expired));
+        }
+        let transcript = transcript_next(&transcript_start(&self.exporter), bytes);
+        let secret = resumption_secret(&self.exporter, &transcript);
+        self.accept(peer, secret, hello.version, true, now);
+        Ok(ServerState::Done)
+    }
+
+    fn accept(
+        &mut self,
+        peer: VerifiedCertificate,
+        secret: [u8; 32],
+        version: u32,
+        resumed: bool,
+        now: u64,
+    ) {
+        let lifetime = self.config.ticket_lifetime_s;
+        let not_after = now.saturating_add(u64::from(lifetime)).min(peer.not_after);
+        let mut ticket_nonce = [0; TICKET_NONCE_LEN];
+        ticket_nonce.copy_from_slice(&self.nonce[..TICKET_NONCE_LEN]);
+        let ticket = self.tickets.seal(
+            ticket_nonce,
+            &TicketBody {
+                peer: Some(peer.to_body()),
+                resumption_secret: secret.to_vec(),
+                not_after,
+            },
+        );
+        self.out
+            .push_back(Output::Transmit(encode(Msg::Accept(Accept {
+                resumption_ticket: ticket,
+                ticket_lifetime_s: lifetime,
+            }))));
+        self.out
+            .push_back(Output::Event(Event::Authenticated(PeerIdentity {
+                certificate: peer,
+                resumed,
+                version,
+            })));
+    }
+}

@@ -1,0 +1,373 @@
+//! The initiator: connects, runs the handshake core (or resumes), then
+//! sends requests, each on its own bidirectional stream.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message;
+use tether_identity::Credentials;
+use tether_proto::v1::{Envelope, ErrorCode, envelope};
+use tokio::time::Instant;
+
+use super::stream::{FrameReader, decode_envelope, write_frame};
+use super::{
+    CloseCode, SERVER_NAME, SessionConfig, SessionError, exporter, random_nonce, tls, unix_now,
+};
+use crate::handshake::{
+    ClientHandshake, Event, MAX_HANDSHAKE_MESSAGE_BYTES, Output, PeerIdentity, ResumptionTicket,
+};
+
+/// A ticket and the TLS certificate pin it is valid with.
+type TicketCache = Arc<Mutex<HashMap<SocketAddr, (ResumptionTicket, [u8; 32])>>>;
+
+/// Opens sessions to responders. Keeps resumption tickets per address, in
+/// memory only.
+pub struct Connector {
+    endpoint: quinn::Endpoint,
+    credentials: Arc<Credentials>,
+    config: SessionConfig,
+    client_config: quinn::ClientConfig,
+    tickets: TicketCache,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Connector {
+    /// Binds a client UDP socket at `bind` (e.g. `127.0.0.1:0`). Must be
+    /// called inside a tokio runtime.
+    pub fn new(
+        bind: SocketAddr,
+        credentials: Arc<Credentials>,
+        config: SessionConfig,
+    ) -> Result<Self, SessionError> {
+        let client_config = tls::client_config(&config)?;
+        let endpoint = quinn::Endpoint::client(bind)?;
+        Ok(Self {
+            endpoint,
+            credentials,
+            config,
+            client_config,
+            tickets: Arc::default(),
+        })
+    }
+
+    /// Forgets every resumption ticket.
+    pub fn forget_tickets(&self) {
+        lock(&self.tickets).clear();
+    }
+
+    /// Whether a ticket is held for `addr`.
+    pub fn has_ticket(&self, addr: SocketAddr) -> bool {
+        lock(&self.tickets).contains_key(&addr)
+    }
+
+    /// Opens a QUIC connection and runs no handshake: what a non-member or
+    /// a broken client can do. For tests of the responder's defences only.
+    #[doc(hidden)]
+    pub async fn connect_unauthenticated(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<quinn::Connection, SessionError> {
+        let connecting =
+            self.endpoint
+                .connect_with(self.client_config.clone(), addr, SERVER_NAME)?;
+        connecting.await.map_err(SessionError::from_connection)
+    }
+
+    /// Connects and authenticates. Resumes when a ticket for `addr` is held
+    /// and the responder's TLS certificate matches its pin; otherwise runs
+    /// the full handshake. Returns as soon as requests may be sent.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<ClientSession, SessionError> {
+        let deadline = Instant::now() + self.config.handshake_timeout;
+        let connecting =
+            self.endpoint
+                .connect_with(self.client_config.clone(), addr, SERVER_NAME)?;
+        let conn = tokio::time::timeout_at(deadline, connecting)
+            .await
+            .map_err(|_| SessionError::HandshakeTimeout)?
+            .map_err(SessionError::from_connection)?;
+        match tokio::time::timeout_at(deadline, self.authenticate(addr, &conn)).await {
+            Ok(Ok(session)) => Ok(session),
+            Ok(Err(e)) => {
+                conn.close((CloseCode::Refused as u32).into(), b"handshake failed");
+                Err(e)
+            }
+            Err(_) => {
+                conn.close(
+                    (CloseCode::HandshakeTimeout as u32).into(),
+                    b"handshake timeout",
+                );
+                Err(SessionError::HandshakeTimeout)
+            }
+        }
+    }
+
+    async fn authenticate(
+        &self,
+        addr: SocketAddr,
+        conn: &quinn::Connection,
+    ) -> Result<ClientSession, SessionError> {
+        let exporter = exporter(conn)?;
+        let pin = tls::peer_certificate_pin(conn);
+        let held = lock(&self.tickets).remove(&addr);
+        // SPEC §5.5: resume only over the TLS certificate the responder bound
+        // to the earlier full handshake, so requests may follow at once.
+        let ticket = held.filter(|(t, p)| Some(*p) == pin && t.not_after > unix_now());
+        let nonce = random_nonce()?;
+        let mut core = match &ticket {
+            Some((t, _)) => ClientHandshake::resume(self.credentials.clone(), exporter, nonce, t),
+            None => ClientHandshake::new(
+                self.credentials.clone(),
+                exporter,
+                nonce,
+                &self.config.handshake,
+            )?,
+        };
+        let (mut send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(SessionError::from_connection)?;
+        let mut reader = FrameReader::new(recv, MAX_HANDSHAKE_MESSAGE_BYTES);
+        let peer = loop {
+            let mut peer = None;
+            loop {
+                match core.poll_output() {
+                    Output::Transmit(bytes) => {
+                        write_frame(&mut send, &bytes, MAX_HANDSHAKE_MESSAGE_BYTES).await?
+                    }
+                    Output::Event(Event::Authenticated(p)) => peer = Some(p),
+                    Output::Event(Event::Ticket(_)) => {}
+                    Output::Pending => break,
+                }
+            }
+            if let Some(peer) = peer {
+                break peer;
+            }
+            let frame = match reader.next().await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Err(SessionError::InvalidMessage("handshake stream ended")),
+                Err(SessionError::Read(quinn::ReadError::ConnectionLost(e))) => {
+                    return Err(SessionError::from_connection(e));
+                }
+                Err(e) => return Err(e),
+            };
+            core.handle_message(&frame, unix_now())?;
+        };
+        let _ = send.finish();
+        let round_trips = 1 + core.flights_waited();
+        // The Accept (with the next ticket) arrives in the background while
+        // the caller already sends requests.
+        if let Some(pin) = pin {
+            let tickets = self.tickets.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(frame)) = reader.next().await {
+                    if core.handle_message(&frame, unix_now()).is_err() {
+                        break;
+                    }
+                    loop {
+                        match core.poll_output() {
+                            Output::Event(Event::Ticket(ticket)) => {
+                                lock(&tickets).insert(addr, (ticket, pin));
+                            }
+                            Output::Pending => break,
+                            Output::Event(_) | Output::Transmit(_) => {}
+                        }
+                    }
+                }
+            });
+        }
+        Ok(ClientSession {
+            conn: conn.clone(),
+            peer,
+            round_trips,
+            config: self.config.clone(),
+            next_id: AtomicU64::new(1),
+        })
+    }
+}
+
+/// An authenticated session on the initiator's side. Cheap to share
+/// behind an `Arc`; every request runs on its own stream.
+pub struct ClientSession {
+    conn: quinn::Connection,
+    peer: PeerIdentity,
+    round_trips: u32,
+    config: SessionConfig,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for ClientSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSession")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientSession {
+    /// Who is on the other end.
+    pub fn peer(&self) -> &PeerIdentity {
+        &self.peer
+    }
+
+    /// Round trips before the first request could be sent: 1 for QUIC's
+    /// own handshake plus the handshake core's counted flights (SPEC §5.6).
+    pub fn round_trips(&self) -> u32 {
+        self.round_trips
+    }
+
+    /// QUIC path statistics (RTT, packets), for the demo and benchmarks.
+    pub fn stats(&self) -> quinn::ConnectionStats {
+        self.conn.stats()
+    }
+
+    /// Sends a request on a new stream. A `request_id` of 0 is replaced by
+    /// the next free id. The stream yields the responses.
+    pub async fn request(&self, mut envelope: Envelope) -> Result<ResponseStream, SessionError> {
+        if envelope.request_id == 0 {
+            envelope.request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        }
+        let deadline = match envelope.deadline_ms {
+            0 => self.config.default_deadline,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        let bytes = envelope.encode_to_vec();
+        self.send_frame(&bytes, envelope.request_id, deadline).await
+    }
+
+    /// Sends a request and returns its first response; an error envelope
+    /// becomes [`SessionError::Remote`].
+    pub async fn call(&self, envelope: Envelope) -> Result<Envelope, SessionError> {
+        let mut stream = self.request(envelope).await?;
+        stream.next().await?.ok_or(SessionError::InvalidMessage(
+            "stream ended without a response",
+        ))
+    }
+
+    /// Sends raw payload bytes as one frame, skipping the local size check.
+    /// For tests of the responder's limits only.
+    #[doc(hidden)]
+    pub async fn request_unchecked(&self, payload: &[u8]) -> Result<ResponseStream, SessionError> {
+        let (mut send, recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(SessionError::from_connection)?;
+        send.write_all(&crate::frame::encode_frame(payload)).await?;
+        let _ = send.finish();
+        Ok(ResponseStream::new(
+            recv,
+            self.config.max_frame_bytes,
+            0,
+            self.config.default_deadline,
+        ))
+    }
+
+    async fn send_frame(
+        &self,
+        bytes: &[u8],
+        request_id: u64,
+        deadline: Duration,
+    ) -> Result<ResponseStream, SessionError> {
+        let limit = self.config.max_frame_bytes;
+        if bytes.len() > limit {
+            return Err(SessionError::MessageTooLarge {
+                len: bytes.len(),
+                limit,
+            });
+        }
+        // Waits here when the peer's stream limit is reached (backpressure).
+        let (mut send, recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(SessionError::from_connection)?;
+        write_frame(&mut send, bytes, limit).await?;
+        let _ = send.finish();
+        Ok(ResponseStream::new(recv, limit, request_id, deadline))
+    }
+
+    /// Closes the session with a code and a reason (no identifiers).
+    pub fn close(&self, code: CloseCode, reason: &str) {
+        self.conn.close((code as u32).into(), reason.as_bytes());
+    }
+
+    /// Resolves when the connection closes, with why.
+    pub async fn closed(&self) -> SessionError {
+        SessionError::from_connection(self.conn.closed().await)
+    }
+}
+
+/// Responses to one request. Dropping it cancels the request (the
+/// responder sees its stream stopped).
+pub struct ResponseStream {
+    reader: FrameReader,
+    request_id: u64,
+    first_deadline: Option<Instant>,
+}
+
+impl std::fmt::Debug for ResponseStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseStream")
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseStream {
+    fn new(recv: quinn::RecvStream, limit: usize, request_id: u64, deadline: Duration) -> Self {
+        Self {
+            reader: FrameReader::new(recv, limit),
+            request_id,
+            first_deadline: Some(Instant::now() + deadline),
+        }
+    }
+
+    /// The request's id.
+    pub fn request_id(&self) -> u64 {
+        self.request_id
+    }
+
+    /// The next response; `Ok(None)` when the responder finished the stream.
+    /// The request's deadline bounds the wait for the first response.
+    pub async fn next(&mut self) -> Result<Option<Envelope>, SessionError> {
+        let frame = match self.first_deadline.take() {
+            Some(deadline) => tokio::time::timeout_at(deadline, self.reader.next())
+                .await
+                .map_err(|_| SessionError::DeadlineExceeded)?,
+            None => self.reader.next().await,
+        };
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(None),
+            Err(SessionError::Read(quinn::ReadError::ConnectionLost(e))) => {
+                return Err(SessionError::from_connection(e));
+            }
+            Err(e) => return Err(e),
+        };
+        let envelope = decode_envelope(&frame)?;
+        if let Some(envelope::Body::Error(e)) = &envelope.body {
+            return Err(SessionError::Remote {
+                code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+                message: e.message.clone(),
+            });
+        }
+        Ok(Some(envelope))
+    }
+
+    /// Stops the stream (cancels a subscription).
+    pub fn cancel(mut self) {
+        self.reader.stop();
+    }
+}

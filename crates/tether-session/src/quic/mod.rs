@@ -1,0 +1,103 @@
+//! The tokio + quinn driver (SPEC §5-6). Thin: it moves bytes between QUIC
+//! streams and the sans-IO cores, reads the clock, draws nonces and spawns
+//! one task per connection and per stream.
+//!
+//! TLS runs with an ephemeral, identity-free certificate made at start-up
+//! (rcgen, Ed25519), ALPN `tether/1` and the constant SNI [`SERVER_NAME`];
+//! who is who is settled by the account-bound handshake inside, bound to the
+//! TLS exporter (R2, R3).
+
+mod client;
+mod error;
+mod server;
+mod stream;
+mod tls;
+
+use std::time::Duration;
+
+pub use client::{ClientSession, Connector, ResponseStream};
+pub use error::{CloseCode, SessionError};
+pub use server::{IncomingRequest, Listener, ListenerStats, Responder, ServerSession, StatsHandle};
+
+use crate::handshake::HandshakeConfig;
+
+/// ALPN protocol id.
+pub const ALPN: &[u8] = b"tether/1";
+/// The SNI every client sends: constant, so it names nobody (R2).
+pub const SERVER_NAME: &str = "tether.invalid";
+
+/// Settings of a session endpoint. `Default` gives the values in SPEC §6.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Handshake versions and ticket lifetime.
+    pub handshake: HandshakeConfig,
+    /// Largest request or response frame, bytes.
+    pub max_frame_bytes: usize,
+    /// A connection must finish the Tether handshake within this time.
+    pub handshake_timeout: Duration,
+    /// At most this many connections may be unauthenticated at once; past
+    /// it the oldest one that has not proven membership is dropped.
+    pub max_unauthenticated: usize,
+    /// QUIC keep-alive interval.
+    pub keep_alive: Duration,
+    /// Idle timeout after which a silent connection is closed.
+    pub idle_timeout: Duration,
+    /// Concurrent request streams per session (backpressure).
+    pub max_concurrent_streams: u32,
+    /// Requests queued for the application per session (backpressure).
+    pub request_queue: usize,
+    /// Deadline applied to a request that carries none.
+    pub default_deadline: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            handshake: HandshakeConfig::default(),
+            max_frame_bytes: crate::frame::MAX_FRAME_BYTES,
+            handshake_timeout: Duration::from_secs(5),
+            max_unauthenticated: 32,
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 64,
+            request_queue: 64,
+            default_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+impl SessionConfig {
+    fn transport(&self) -> quinn::TransportConfig {
+        let mut t = quinn::TransportConfig::default();
+        t.keep_alive_interval(Some(self.keep_alive));
+        t.max_idle_timeout(quinn::IdleTimeout::try_from(self.idle_timeout).ok());
+        t.max_concurrent_bidi_streams(self.max_concurrent_streams.into());
+        t.max_concurrent_uni_streams(0u32.into());
+        t
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub(crate) fn random_nonce() -> Result<[u8; 32], SessionError> {
+    use ring::rand::SecureRandom;
+    let mut n = [0; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut n)
+        .map_err(|_| SessionError::Random)?;
+    Ok(n)
+}
+
+pub(crate) fn exporter(
+    conn: &quinn::Connection,
+) -> Result<crate::handshake::Exporter, SessionError> {
+    let mut out = [0; crate::handshake::EXPORTER_LEN];
+    conn.export_keying_material(&mut out, crate::handshake::EXPORTER_LABEL, b"")
+        .map_err(|_| SessionError::Exporter)?;
+    Ok(out)
+}

@@ -1,0 +1,546 @@
+//! The responder: accepts QUIC connections, runs the handshake core with a
+//! deadline and a cap on unauthenticated connections, then serves request
+//! streams.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prost::Message;
+use tether_identity::Credentials;
+use tether_proto::v1::{Envelope, ErrorCode};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::stream::{AbortOnDrop, FrameReader, decode_envelope, error_envelope, write_frame};
+use super::{CloseCode, SessionConfig, SessionError, exporter, random_nonce, tls, unix_now};
+use crate::frame::FrameError;
+use crate::handshake::{
+    Event, MAX_HANDSHAKE_MESSAGE_BYTES, Output, PeerIdentity, ServerHandshake, TicketKey,
+};
+
+/// Counters of a listener, for tests, the demo and the benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Sessions that completed the handshake.
+    pub authenticated: u64,
+    /// Handshakes refused (not a member, bad certificate, bad proof...).
+    pub refused: u64,
+    /// Connections dropped because they did not finish in time.
+    pub timed_out: u64,
+    /// Unauthenticated connections dropped to admit newer ones.
+    pub evicted: u64,
+    /// Connections not even admitted (every slot held by proven members).
+    pub rejected_busy: u64,
+    /// Connections currently in the handshake.
+    pub unauthenticated_now: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    authenticated: AtomicU64,
+    refused: AtomicU64,
+    timed_out: AtomicU64,
+    evicted: AtomicU64,
+    rejected_busy: AtomicU64,
+}
+
+struct PendingEntry {
+    id: u64,
+    /// Proved membership (answered hello): never evicted by a flood.
+    member: bool,
+    abort: tokio::task::AbortHandle,
+}
+
+/// Unauthenticated connections, oldest first (CVE-2020-26164 defence).
+struct Pending {
+    entries: Mutex<VecDeque<PendingEntry>>,
+    cap: usize,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<PendingEntry>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().retain(|e| e.id != id);
+    }
+
+    fn mark_member(&self, id: u64) {
+        if let Some(e) = self.lock().iter_mut().find(|e| e.id == id) {
+            e.member = true;
+        }
+    }
+}
+
+struct Context {
+    credentials: Arc<Credentials>,
+    tickets: Arc<TicketKey>,
+    config: SessionConfig,
+    pending: Pending,
+    counters: Counters,
+}
+
+/// A bound responder endpoint. Authenticated sessions come out of
+/// [`Listener::accept`]; everything before that happens in background tasks.
+pub struct Listener {
+    endpoint: quinn::Endpoint,
+    sessions: mpsc::Receiver<ServerSession>,
+    context: Arc<Context>,
+    _accept_loop: AbortOnDrop,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").finish_non_exhaustive()
+    }
+}
+
+impl Listener {
+    /// Binds a UDP socket at `addr` and starts accepting. Must be called
+    /// inside a tokio runtime.
+    pub fn bind(
+        addr: SocketAddr,
+        credentials: Arc<Credentials>,
+        config: SessionConfig,
+    ) -> Result<Self, SessionError> {
+        let (cert, key) = tls::ephemeral_certificate()?;
+        let server_config = tls::server_config(&config, cert, key)?;
+        let endpoint = quinn::Endpoint::server(server_config, addr)?;
+        let ticket_key = random_nonce()?;
+        let context = Arc::new(Context {
+            credentials,
+            tickets: Arc::new(TicketKey::new(ticket_key)),
+            pending: Pending {
+                entries: Mutex::new(VecDeque::new()),
+                cap: config.max_unauthenticated.max(1),
+            },
+            config,
+            counters: Counters::default(),
+        });
+        let (tx, sessions) = mpsc::channel(16);
+        let task = tokio::spawn(accept_loop(endpoint.clone(), context.clone(), tx));
+        Ok(Self {
+            endpoint,
+            sessions,
+            context,
+            _accept_loop: AbortOnDrop(task.abort_handle()),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, SessionError> {
+        Ok(self.endpoint.local_addr()?)
+    }
+
+    /// The next authenticated session; `None` once the listener is closed.
+    pub async fn accept(&mut self) -> Option<ServerSession> {
+        self.sessions.recv().await
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> ListenerStats {
+        self.stats_handle().get()
+    }
+
+    /// A handle that reads the counters while the listener is elsewhere.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(self.context.clone())
+    }
+
+    /// Closes every connection with [`CloseCode::Shutdown`].
+    pub fn close(&self) {
+        self.endpoint
+            .close((CloseCode::Shutdown as u32).into(), b"shutting down");
+    }
+}
+
+/// Reads a listener's counters; cheap to clone.
+#[derive(Clone)]
+pub struct StatsHandle(Arc<Context>);
+
+impl std::fmt::Debug for StatsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StatsHandle").field(&self.get()).finish()
+    }
+}
+
+impl StatsHandle {
+    /// Current counters.
+    pub fn get(&self) -> ListenerStats {
+        let context = &self.0;
+        let c = &context.counters;
+        ListenerStats {
+            authenticated: c.authenticated.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            timed_out: c.timed_out.load(Ordering::Relaxed),
+            evicted: c.evicted.load(Ordering::Relaxed),
+            rejected_busy: c.rejected_busy.load(Ordering::Relaxed),
+            unauthenticated_now: context.pending.lock().len() as u64,
+        }
+    }
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    context: Arc<Context>,
+    tx: mpsc::Sender<ServerSession>,
+) {
+    let mut next_id = 0u64;
+    while let Some(incoming) = endpoint.accept().await {
+        next_id += 1;
+        let id = next_id;
+        let mut entries = context.pending.lock();
+        if entries.len() >= context.pending.cap {
+            // Evict the oldest connection that has not proven membership. A
+            // non-member never proves it, so a flood only evicts itself.
+            match entries.iter().position(|e| !e.member) {
+                Some(pos) => {
+                    if let Some(old) = entries.remove(pos) {
+                        old.abort.abort();
+                        context.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                None => {
+                    drop(entries);
+                    context
+                        .counters
+                        .rejected_busy
+                        .fetch_add(1, Ordering::Relaxed);
+                    incoming.refuse();
+                    continue;
+                }
+            }
+        }
+        let task = tokio::spawn(handshake_task(id, incoming, context.clone(), tx.clone()));
+        entries.push_back(PendingEntry {
+            id,
+            member: false,
+            abort: task.abort_handle(),
+        });
+    }
+}
+
+async fn handshake_task(
+    id: u64,
+    incoming: quinn::Incoming,
+    context: Arc<Context>,
+    tx: mpsc::Sender<ServerSession>,
+) {
+    let deadline = Instant::now() + context.config.handshake_timeout;
+    let result = async {
+        let connecting = incoming.accept().map_err(SessionError::from_connection)?;
+        let conn = tokio::time::timeout_at(deadline, connecting)
+            .await
+            .map_err(|_| SessionError::HandshakeTimeout)?
+            .map_err(SessionError::from_connection)?;
+        match tokio::time::timeout_at(deadline, authenticate(id, &conn, &context)).await {
+            Ok(result) => result,
+            Err(_) => {
+                conn.close(
+                    (CloseCode::HandshakeTimeout as u32).into(),
+                    b"handshake timeout",
+                );
+                Err(SessionError::HandshakeTimeout)
+            }
+        }
+    }
+    .await;
+    context.pending.remove(id);
+    match result {
+        Ok(session) => {
+            context
+                .counters
+                .authenticated
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = tx.send(session).await;
+        }
+        Err(SessionError::HandshakeTimeout) => {
+            context.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            debug!(error = %e, "handshake failed");
+            context.counters.refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether request streams may be served yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthState {
+    Pending,
+    Authenticated,
+    Failed,
+}
+
+async fn authenticate(
+    id: u64,
+    conn: &quinn::Connection,
+    context: &Context,
+) -> Result<ServerSession, SessionError> {
+    let exporter = exporter(conn)?;
+    let (mut send, recv) = conn
+        .accept_bi()
+        .await
+        .map_err(SessionError::from_connection)?;
+    let (auth_tx, auth_rx) = watch::channel(AuthState::Pending);
+    let (req_tx, requests) = mpsc::channel(context.config.request_queue.max(1));
+    let acceptor = tokio::spawn(accept_streams(
+        conn.clone(),
+        auth_rx,
+        req_tx,
+        context.config.max_frame_bytes,
+    ));
+    let acceptor = AbortOnDrop(acceptor.abort_handle());
+    let mut core = ServerHandshake::new(
+        context.credentials.clone(),
+        context.tickets.clone(),
+        exporter,
+        random_nonce()?,
+        &context.config.handshake,
+    );
+    let mut reader = FrameReader::new(recv, MAX_HANDSHAKE_MESSAGE_BYTES);
+    loop {
+        let frame = match reader.next().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Err(SessionError::InvalidMessage("handshake stream ended")),
+            Err(SessionError::Frame(e @ FrameError::TooLarge { .. })) => {
+                conn.close(
+                    (CloseCode::ProtocolViolation as u32).into(),
+                    b"handshake message too large",
+                );
+                return Err(e.into());
+            }
+            Err(e) => return Err(e),
+        };
+        let result = core.handle_message(&frame, unix_now());
+        let mut peer: Option<PeerIdentity> = None;
+        loop {
+            match core.poll_output() {
+                Output::Transmit(bytes) => {
+                    write_frame(&mut send, &bytes, MAX_HANDSHAKE_MESSAGE_BYTES).await?
+                }
+                Output::Event(Event::Authenticated(p)) => peer = Some(p),
+                Output::Event(Event::Ticket(_)) => {}
+                Output::Pending => break,
+            }
+        }
+        if let Err(e) = result {
+            let _ = auth_tx.send(AuthState::Failed);
+            let _ = send.finish();
+            // Let the Refuse reach the peer before closing.
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(250), send.stopped()).await;
+            conn.close((CloseCode::Refused as u32).into(), b"refused");
+            return Err(e.into());
+        }
+        if core.has_answered_hello() {
+            context.pending.mark_member(id);
+        }
+        if let Some(peer) = peer {
+            let _ = send.finish();
+            let _ = auth_tx.send(AuthState::Authenticated);
+            return Ok(ServerSession {
+                conn: conn.clone(),
+                peer,
+                requests,
+                max_frame_bytes: context.config.max_frame_bytes,
+                _acceptor: acceptor,
+                _auth: auth_tx,
+            });
+        }
+    }
+}
+
+/// Accepts request streams for the connection's lifetime. Requests read
+/// before authentication wait; they are served only once it succeeds.
+async fn accept_streams(
+    conn: quinn::Connection,
+    auth: watch::Receiver<AuthState>,
+    requests: mpsc::Sender<IncomingRequest>,
+    limit: usize,
+) {
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        tokio::spawn(read_request(
+            send,
+            recv,
+            auth.clone(),
+            requests.clone(),
+            limit,
+        ));
+    }
+}
+
+async fn read_request(
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    mut auth: watch::Receiver<AuthState>,
+    requests: mpsc::Sender<IncomingRequest>,
+    limit: usize,
+) {
+    let mut reader = FrameReader::new(recv, limit);
+    let first = reader.next().await;
+    // Nothing is answered, not even an error, before authentication.
+    let state = match auth.wait_for(|s| *s != AuthState::Pending).await {
+        Ok(state) => *state,
+        Err(_) => AuthState::Failed,
+    };
+    let reply = |code: ErrorCode, message: &str| error_envelope(0, code, message).encode_to_vec();
+    if state != AuthState::Authenticated {
+        let _ = write_frame(
+            &mut send,
+            &reply(ErrorCode::Unauthenticated, "not authenticated"),
+            limit,
+        )
+        .await;
+        let _ = send.finish();
+        return;
+    }
+    let envelope = match first {
+        Ok(Some(frame)) => match decode_envelope(&frame) {
+            Ok(envelope) => envelope,
+            Err(_) => {
+                let _ = write_frame(
+                    &mut send,
+                    &reply(ErrorCode::BadRequest, "undecodable envelope"),
+                    limit,
+                )
+                .await;
+                let _ = send.finish();
+                return;
+            }
+        },
+        Err(SessionError::Frame(FrameError::TooLarge {
+            announced,
+            limit: max,
+        })) => {
+            // The session survives; only this stream is refused.
+            reader.stop();
+            let message = format!("request of {announced} bytes exceeds the {max}-byte limit");
+            let _ = write_frame(
+                &mut send,
+                &reply(ErrorCode::MessageTooLarge, &message),
+                limit,
+            )
+            .await;
+            let _ = send.finish();
+            return;
+        }
+        Ok(None) | Err(_) => {
+            let _ = send.finish();
+            return;
+        }
+    };
+    reader.stop();
+    let request_id = envelope.request_id;
+    let _ = requests
+        .send(IncomingRequest {
+            envelope,
+            responder: Responder {
+                send,
+                request_id,
+                limit,
+            },
+        })
+        .await;
+}
+
+/// An authenticated session on the responder's side.
+pub struct ServerSession {
+    conn: quinn::Connection,
+    peer: PeerIdentity,
+    requests: mpsc::Receiver<IncomingRequest>,
+    max_frame_bytes: usize,
+    _acceptor: AbortOnDrop,
+    _auth: watch::Sender<AuthState>,
+}
+
+impl std::fmt::Debug for ServerSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSession")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerSession {
+    /// Who is on the other end.
+    pub fn peer(&self) -> &PeerIdentity {
+        &self.peer
+    }
+
+    /// The frame limit in force.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
+    }
+
+    /// The next request; `None` when the connection is gone.
+    pub async fn next_request(&mut self) -> Option<IncomingRequest> {
+        tokio::select! {
+            r = self.requests.recv() => r,
+            _ = self.conn.closed() => None,
+        }
+    }
+
+    /// Closes the session with a code and a reason (no identifiers).
+    pub fn close(&self, code: CloseCode, reason: &str) {
+        self.conn.close((code as u32).into(), reason.as_bytes());
+    }
+
+    /// Resolves when the connection closes, with why.
+    pub async fn closed(&self) -> SessionError {
+        SessionError::from_connection(self.conn.closed().await)
+    }
+}
+
+/// One request and the stream to answer it on.
+#[derive(Debug)]
+pub struct IncomingRequest {
+    /// The decoded request.
+    pub envelope: Envelope,
+    /// Where responses go.
+    pub responder: Responder,
+}
+
+/// The sending half of a request stream. Send one response, or a series
+/// (a subscription), then [`Responder::finish`].
+#[derive(Debug)]
+pub struct Responder {
+    send: quinn::SendStream,
+    request_id: u64,
+    limit: usize,
+}
+
+impl Responder {
+    /// Sends one response envelope; its `request_id` is set to the request's.
+    pub async fn send(&mut self, envelope: &Envelope) -> Result<(), SessionError> {
+        let mut envelope = envelope.clone();
+        envelope.request_id = self.request_id;
+        write_frame(&mut self.send, &envelope.encode_to_vec(), self.limit).await
+    }
+
+    /// Sends a typed error.
+    pub async fn send_error(&mut self, code: ErrorCode, message: &str) -> Result<(), SessionError> {
+        write_frame(
+            &mut self.send,
+            &error_envelope(self.request_id, code, message).encode_to_vec(),
+            self.limit,
+        )
+        .await
+    }
+
+    /// Ends the response stream.
+    pub fn finish(mut self) {
+        let _ = self.send.finish();
+    }
+
+    /// Resolves when the requester stops reading (a cancelled subscription).
+    pub async fn cancelled(&mut self) {
+        let _ = self.send.stopped().await;
+    }
+}

@@ -1,0 +1,88 @@
+//! Frames over QUIC streams.
+
+use prost::Message;
+use tether_proto::v1::{Envelope, ErrorCode, envelope};
+
+use super::SessionError;
+use crate::frame::{FrameDecoder, check_len, encode_frame};
+
+/// Largest chunk read from a stream at once.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Reads whole frames from a receive stream, enforcing a size limit before
+/// buffering (an oversized frame costs 4 bytes).
+pub(crate) struct FrameReader {
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+}
+
+impl FrameReader {
+    pub(crate) fn new(recv: quinn::RecvStream, limit: usize) -> Self {
+        Self {
+            recv,
+            decoder: FrameDecoder::new(limit),
+        }
+    }
+
+    /// The next frame, or `None` at a clean end of stream.
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+        loop {
+            if let Some(frame) = self.decoder.poll_frame()? {
+                return Ok(Some(frame));
+            }
+            let want = self.decoder.wants().min(READ_CHUNK);
+            match self.recv.read_chunk(want, true).await? {
+                Some(chunk) => self.decoder.handle_bytes(&chunk.bytes),
+                None => {
+                    self.decoder.finish()?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Tells the peer we will read no more.
+    pub(crate) fn stop(&mut self) {
+        let _ = self.recv.stop(0u32.into());
+    }
+}
+
+/// Writes one frame after checking it against `limit`.
+pub(crate) async fn write_frame(
+    send: &mut quinn::SendStream,
+    payload: &[u8],
+    limit: usize,
+) -> Result<(), SessionError> {
+    check_len(payload.len(), limit).map_err(|_| SessionError::MessageTooLarge {
+        len: payload.len(),
+        limit,
+    })?;
+    send.write_all(&encode_frame(payload)).await?;
+    Ok(())
+}
+
+/// An error envelope. The message is for humans and carries no identifier.
+pub(crate) fn error_envelope(request_id: u64, code: ErrorCode, message: &str) -> Envelope {
+    Envelope {
+        request_id,
+        body: Some(envelope::Body::Error(tether_proto::v1::Error {
+            code: code as i32,
+            message: message.to_owned(),
+        })),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn decode_envelope(frame: &[u8]) -> Result<Envelope, SessionError> {
+    Envelope::decode(frame).map_err(|_| SessionError::InvalidMessage("envelope"))
+}
+
+/// Aborts a task when dropped.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
