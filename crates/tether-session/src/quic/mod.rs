@@ -17,7 +17,9 @@ use std::time::Duration;
 
 pub use client::{ClientSession, Connector, ResponseStream};
 pub use error::{CloseCode, SessionError};
-pub use server::{IncomingRequest, Listener, ListenerStats, Responder, ServerSession, StatsHandle};
+pub use server::{
+    IncomingRequest, Listener, ListenerCloser, ListenerStats, Responder, ServerSession, StatsHandle,
+};
 
 use crate::handshake::HandshakeConfig;
 

@@ -153,9 +153,27 @@ impl Listener {
         StatsHandle(self.context.clone())
     }
 
+    /// A handle that closes the listener from elsewhere.
+    pub fn closer(&self) -> ListenerCloser {
+        ListenerCloser(self.endpoint.clone())
+    }
+
     /// Closes every connection with [`CloseCode::Shutdown`].
     pub fn close(&self) {
         self.endpoint
+            .close((CloseCode::Shutdown as u32).into(), b"shutting down");
+    }
+}
+
+/// Closes a listener's endpoint: every connection gets
+/// [`CloseCode::Shutdown`].
+#[derive(Debug, Clone)]
+pub struct ListenerCloser(quinn::Endpoint);
+
+impl ListenerCloser {
+    /// Closes every connection and stops accepting.
+    pub fn close(&self) {
+        self.0
             .close((CloseCode::Shutdown as u32).into(), b"shutting down");
     }
 }

@@ -1,0 +1,428 @@
+//! `tether demo`: a head unit and two phones in one process, over real
+//! loopback mDNS and real QUIC, each step checked.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+use tether_control::client as control;
+use tether_control::signals;
+use tether_node::{
+    CommandOutcome, HeadUnit, Interfaces, NodeConfig, NodeError, Phone, Reading, SignalData,
+};
+use tether_proto::v1::CommandState;
+
+/// How long discovery may take before the demo fails.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the other-account phone browses.
+const STRANGER_BROWSE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Serialize)]
+struct Step {
+    name: &'static str,
+    ok: bool,
+    ms: u64,
+    detail: String,
+}
+
+struct Narrator {
+    json: bool,
+    steps: Vec<Step>,
+}
+
+impl Narrator {
+    fn record(
+        &mut self,
+        name: &'static str,
+        started: Instant,
+        result: Result<String, String>,
+    ) -> bool {
+        let ms = started.elapsed().as_millis() as u64;
+        let (ok, detail) = match result {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        if !self.json {
+            let mark = if ok { "ok  " } else { "FAIL" };
+            println!("[{mark}] {name:<28} {ms:>6} ms  {detail}");
+        }
+        self.steps.push(Step {
+            name,
+            ok,
+            ms,
+            detail,
+        });
+        ok
+    }
+}
+
+fn err(e: NodeError) -> String {
+    e.to_string()
+}
+
+fn describe(readings: &[Reading]) -> String {
+    let find = |path: &str| readings.iter().find(|r| r.path == path).map(|r| &r.value);
+    let number = |path: &str| match find(path) {
+        Some(SignalData::Number(n)) => format!("{n:.1}"),
+        Some(SignalData::Integer(i)) => i.to_string(),
+        _ => "?".into(),
+    };
+    let range_km = match find(signals::RANGE) {
+        Some(SignalData::Integer(m)) => format!("{}", m / 1000),
+        _ => "?".into(),
+    };
+    let locked = match find(signals::DOOR_IS_LOCKED[0]) {
+        Some(SignalData::Bool(b)) => b.to_string(),
+        _ => "?".into(),
+    };
+    format!(
+        "{} signals: battery {}%, range {} km, cabin {} °C, locked {locked}",
+        readings.len(),
+        number(signals::BATTERY_STATE_OF_CHARGE),
+        range_km,
+        number(signals::CABIN_TEMPERATURE),
+    )
+}
+
+fn all_locked(readings: &[Reading]) -> Option<bool> {
+    let locks: Vec<bool> = readings
+        .iter()
+        .filter(|r| signals::DOOR_IS_LOCKED.contains(&r.path.as_str()))
+        .filter_map(|r| match r.value {
+            SignalData::Bool(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    (!locks.is_empty()).then(|| locks.iter().all(|b| *b))
+}
+
+/// Runs the demo. Exit code 0 only if every step behaved as described.
+pub(crate) async fn run(json: bool, interfaces: Interfaces) -> Result<ExitCode, NodeError> {
+    let config = NodeConfig {
+        interfaces,
+        ..NodeConfig::default()
+    };
+    let mut n = Narrator {
+        json,
+        steps: Vec::new(),
+    };
+    if !json {
+        println!("Tether demo: a head unit and two phones over loopback mDNS and QUIC.\n");
+    }
+    let total = Instant::now();
+    let mut round_trips = json!({ "cold": null, "resumed": null });
+    let mut extra = json!({});
+    let outcome = steps(&config, &mut n, &mut round_trips, &mut extra).await;
+    if let Err(e) = &outcome {
+        n.record("demo aborted", total, Err(e.to_string()));
+    }
+    let ok = outcome.is_ok() && n.steps.iter().all(|s| s.ok);
+    if json {
+        let report = json!({
+            "ok": ok,
+            "steps": n.steps,
+            "round_trips": round_trips,
+            "total_ms": total.elapsed().as_millis() as u64,
+            "details": extra,
+        });
+        println!("{report}");
+    } else {
+        let passed = n.steps.iter().filter(|s| s.ok).count();
+        println!(
+            "\n{} of {} steps behaved as described: {}",
+            passed,
+            n.steps.len(),
+            if ok { "OK" } else { "FAILED" }
+        );
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn steps(
+    config: &NodeConfig,
+    n: &mut Narrator,
+    round_trips: &mut serde_json::Value,
+    extra: &mut serde_json::Value,
+) -> Result<(), NodeError> {
+    // 1. Enrollment: the phone creates the account and hosts its authority;
+    //    the car's key is made on the car and only its public half travels.
+    let t = Instant::now();
+    let phone = Phone::open(config.clone())?;
+    phone.create_account()?;
+    let car = HeadUnit::open(config.clone())?;
+    let grant = phone.enroll_device(&car.enrollment_request()?)?;
+    car.complete_enrollment(&grant)?;
+    let enrolled = phone.is_enrolled() && car.is_enrolled();
+    n.record(
+        "enroll in one account",
+        t,
+        if enrolled {
+            Ok("phone hosts the authority; car and phone hold certificates".into())
+        } else {
+            Err("not enrolled".into())
+        },
+    );
+
+    let t = Instant::now();
+    let address = car.start().await?;
+    let token = car.current_token().await.unwrap_or_default();
+    n.record(
+        "head unit advertises",
+        t,
+        Ok(format!(
+            "mDNS instance {token} (rotating token, TXT v=1 only)"
+        )),
+    );
+
+    // 2. Discovery: the phone resolves the token with its account key.
+    let t = Instant::now();
+    let found = phone.discover_vehicle(DISCOVERY_TIMEOUT).await;
+    let found = match found {
+        Ok(f) if f.address.port() == address.port() => {
+            n.record(
+                "phone discovers the car",
+                t,
+                Ok(format!("token resolved to {}", f.address)),
+            );
+            f
+        }
+        Ok(f) => {
+            n.record(
+                "phone discovers the car",
+                t,
+                Err(format!("resolved the wrong endpoint {}", f.address)),
+            );
+            return Ok(());
+        }
+        Err(e) => {
+            n.record("phone discovers the car", t, Err(err(e)));
+            return Ok(());
+        }
+    };
+
+    // 3. Authentication.
+    let t = Instant::now();
+    let link = match phone.connect(found.address).await {
+        Ok(link) => link,
+        Err(e) => {
+            n.record("authenticate", t, Err(err(e)));
+            return Ok(());
+        }
+    };
+    round_trips["cold"] = json!(link.round_trips());
+    n.record(
+        "authenticate",
+        t,
+        if link.round_trips() <= 2 {
+            Ok(format!(
+                "mutual, account-bound; first request after {} round trips",
+                link.round_trips()
+            ))
+        } else {
+            Err(format!("{} round trips, goal ≤ 2", link.round_trips()))
+        },
+    );
+
+    // 4. Status.
+    let t = Instant::now();
+    let status = link.get(Vec::new()).await;
+    let before = match &status {
+        Ok(r) => all_locked(r),
+        Err(_) => None,
+    };
+    n.record(
+        "read vehicle status",
+        t,
+        status
+            .as_ref()
+            .map(|r| describe(r))
+            .map_err(|e| e.to_string()),
+    );
+
+    // 5. Subscribe to the door locks.
+    let t = Instant::now();
+    let lock_paths: Vec<String> = signals::DOOR_IS_LOCKED
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut sub = link.subscribe(lock_paths).await?;
+    let first = tokio::time::timeout(Duration::from_secs(5), sub.next()).await;
+    let initial = match first {
+        Ok(Ok(Some(r))) => all_locked(&r),
+        _ => None,
+    };
+    n.record(
+        "subscribe to door locks",
+        t,
+        match initial {
+            Some(locked) => Ok(format!("current value: locked = {locked}")),
+            None => Err("no initial values".into()),
+        },
+    );
+
+    // 6. Lock.
+    let t = Instant::now();
+    let key = random_key()?;
+    let first_lock = link.command(control::lock(), &key).await;
+    let ok_lock = matches!(&first_lock, Ok(o) if o.state == CommandState::Succeeded);
+    n.record(
+        "lock the doors",
+        t,
+        match &first_lock {
+            Ok(o) if ok_lock => Ok(format!("{} ; receipt #{} verified", states(o), o.sequence)),
+            Ok(o) => Err(format!("ended {:?} ({:?})", o.state, o.reason)),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+
+    let t = Instant::now();
+    let pushed = tokio::time::timeout(Duration::from_secs(5), sub.next()).await;
+    let pushed_locked = match pushed {
+        Ok(Ok(Some(r))) => all_locked(&r),
+        _ => None,
+    };
+    n.record(
+        "subscription shows the change",
+        t,
+        if pushed_locked == Some(true) && before != Some(true) {
+            Ok("pushed: locked = true".into())
+        } else {
+            Err(format!(
+                "expected a push with locked = true, got {pushed_locked:?}"
+            ))
+        },
+    );
+    sub.cancel();
+
+    // 7. Retry with the same idempotency key.
+    let t = Instant::now();
+    let retry = link.command(control::lock(), &key).await;
+    let executions = car.executions().await?;
+    let same = match (&first_lock, &retry) {
+        (Ok(a), Ok(b)) => a.receipt == b.receipt,
+        _ => false,
+    };
+    extra["lock_executions"] = json!(executions.lock);
+    n.record(
+        "retry executes at most once",
+        t,
+        if same && executions.lock == 1 {
+            Ok("same signed receipt returned; the car locked once".into())
+        } else {
+            Err(format!(
+                "receipts identical: {same}; lock executions: {}",
+                executions.lock
+            ))
+        },
+    );
+
+    // 8. Resume: reconnect with the ticket from the first session.
+    let t = Instant::now();
+    for _ in 0..100 {
+        if phone.has_ticket(found.address).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    link.close();
+    let resumed = phone.connect(found.address).await;
+    match &resumed {
+        Ok(l) => {
+            round_trips["resumed"] = json!(l.round_trips());
+            let good = l.resumed()
+                && l.round_trips() <= 1
+                && l.get(vec![signals::RANGE.into()]).await.is_ok();
+            n.record(
+                "reconnect resumes",
+                t,
+                if good {
+                    Ok(format!(
+                        "resumed; first request after {} round trip",
+                        l.round_trips()
+                    ))
+                } else {
+                    Err(format!(
+                        "resumed = {}, {} round trips",
+                        l.resumed(),
+                        l.round_trips()
+                    ))
+                },
+            );
+            l.close();
+        }
+        Err(e) => {
+            n.record("reconnect resumes", t, Err(e.to_string()));
+        }
+    }
+
+    // 9. A phone of another account.
+    let t = Instant::now();
+    let stranger = Phone::open(config.clone())?;
+    stranger.create_account()?;
+    let report = stranger.discover(STRANGER_BROWSE).await?;
+    extra["stranger_unresolvable_tokens"] = json!(report.unresolvable);
+    n.record(
+        "other account resolves nothing",
+        t,
+        if report.resolved.is_empty() {
+            Ok(format!(
+                "saw {} token(s) it cannot resolve",
+                report.unresolvable
+            ))
+        } else {
+            Err(format!("resolved {} endpoint(s)", report.resolved.len()))
+        },
+    );
+
+    let t = Instant::now();
+    let before = car.listener_stats().await.unwrap_or_default();
+    let attempt = stranger.connect(found.address).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = car.listener_stats().await.unwrap_or_default();
+    n.record(
+        "other account is refused",
+        t,
+        match attempt {
+            Err(e) if e.is_refused() && after.refused > before.refused => {
+                Ok("refused before the car revealed its certificate".into())
+            }
+            Err(e) => Err(format!("failed, but not as a refusal: {e}")),
+            Ok(_) => Err("a phone of another account was accepted".into()),
+        },
+    );
+    extra["listener"] = json!({
+        "authenticated": after.authenticated,
+        "refused": after.refused,
+        "evicted": after.evicted,
+        "timed_out": after.timed_out,
+    });
+
+    car.shutdown().await?;
+    Ok(())
+}
+
+fn states(o: &CommandOutcome) -> String {
+    o.states
+        .iter()
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("COMMAND_STATE_")
+                .to_lowercase()
+        })
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+fn random_key() -> Result<Vec<u8>, NodeError> {
+    use ring::rand::SecureRandom;
+    let mut key = vec![0; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| NodeError::Random)?;
+    Ok(key)
+}

@@ -1,0 +1,123 @@
+//! `tether`: run the demo, one role per process, or the benchmarks.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod demo;
+mod roles;
+
+/// Tether joins a car's head unit, its owner's phone and the smart home into
+/// one trusted, private network.
+#[derive(Debug, Parser)]
+#[command(name = "tether", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which interfaces mDNS may use.
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+enum Net {
+    /// Loopback only: nothing leaves this machine (the default).
+    #[default]
+    Loopback,
+    /// Every interface: for two machines on one LAN.
+    All,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a head unit and two phones in one process over loopback mDNS and
+    /// QUIC, narrating each step. Exits 0 only if every step behaved.
+    Demo {
+        /// Print one JSON object instead of the narration.
+        #[arg(long)]
+        json: bool,
+        /// Interfaces for mDNS.
+        #[arg(long, value_enum, default_value_t = Net::Loopback)]
+        net: Net,
+    },
+    /// Run the head-unit role until Ctrl-C: advertise over mDNS and serve the
+    /// (simulated) vehicle to members of its account.
+    HeadUnit {
+        /// Where the head unit keeps its state.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Enroll from a phone's data directory on this machine (local-mode
+        /// stand-in for pairing over Bluetooth).
+        #[arg(long)]
+        enroll_from: Option<PathBuf>,
+        /// UDP port for sessions (0 picks one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Interfaces for mDNS.
+        #[arg(long, value_enum, default_value_t = Net::Loopback)]
+        net: Net,
+    },
+    /// Run the phone role: create an account, find the car, read or command it.
+    Phone {
+        /// Where the phone keeps its state (account authority included).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Interfaces for mDNS.
+        #[arg(long, value_enum, default_value_t = Net::Loopback)]
+        net: Net,
+        #[command(subcommand)]
+        action: roles::PhoneAction,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo { json, net } => demo::run(json, net.into()).await,
+            Command::HeadUnit {
+                data_dir,
+                enroll_from,
+                port,
+                net,
+            } => roles::head_unit(data_dir, enroll_from, port, net.into()).await,
+            Command::Phone {
+                data_dir,
+                net,
+                action,
+            } => roles::phone(data_dir, net.into(), action).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl From<Net> for tether_node::Interfaces {
+    fn from(n: Net) -> Self {
+        match n {
+            Net::Loopback => tether_node::Interfaces::LoopbackOnly,
+            Net::All => tether_node::Interfaces::All,
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `tether head-unit` and `tether phone`: one role per process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+use tether_control::client as control;
+use tether_node::{HeadUnit, Interfaces, NodeConfig, NodeError, Phone};
+
+/// What the phone does.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PhoneAction {
+    /// Create a new account hosted on this phone.
+    Init,
+    /// Browse the LAN and list the members this phone can resolve.
+    Discover {
+        /// How long to browse, seconds.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
+    /// Find the car and print its status.
+    Status,
+    /// Lock the car's doors.
+    Lock,
+    /// Unlock the car's doors.
+    Unlock,
+    /// Switch climate control on (with a target) or off.
+    Climate {
+        /// Target cabin temperature in °C; omit to switch climate off.
+        #[arg(long)]
+        target: Option<f32>,
+    },
+}
+
+fn config(data_dir: PathBuf, interfaces: Interfaces, port: u16) -> NodeConfig {
+    NodeConfig {
+        data_dir: Some(data_dir),
+        interfaces,
+        port,
+        ..NodeConfig::default()
+    }
+}
+
+pub(crate) async fn head_unit(
+    data_dir: PathBuf,
+    enroll_from: Option<PathBuf>,
+    port: u16,
+    interfaces: Interfaces,
+) -> Result<ExitCode, NodeError> {
+    let car = HeadUnit::open(config(data_dir, interfaces, port))?;
+    if let Some(phone_dir) = enroll_from {
+        let phone = Phone::open(config(phone_dir, interfaces, 0))?;
+        car.complete_enrollment(&phone.enroll_device(&car.enrollment_request()?)?)?;
+        println!("enrolled in the phone's account");
+    }
+    if !car.is_enrolled() {
+        eprintln!(
+            "not enrolled: run once with --enroll-from <phone data dir> (after `tether phone --data-dir <dir> init`)"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let address = car.start().await?;
+    println!(
+        "head unit serving on {address}, advertising token {}; Ctrl-C to stop",
+        car.current_token().await.unwrap_or_default()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    car.shutdown().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn phone(
+    data_dir: PathBuf,
+    interfaces: Interfaces,
+    action: PhoneAction,
+) -> Result<ExitCode, NodeError> {
+    let phone = Phone::open(config(data_dir, interfaces, 0))?;
+    match action {
+        PhoneAction::Init => {
+            phone.create_account()?;
+            println!("account created; this phone hosts its authority");
+            return Ok(ExitCode::SUCCESS);
+        }
+        PhoneAction::Discover { seconds } => {
+            let report = phone.discover(Duration::from_secs(seconds)).await?;
+            for v in &report.resolved {
+                println!("member at {} (token {})", v.address, v.token);
+            }
+            println!(
+                "{} member(s); {} token(s) of other accounts",
+                report.resolved.len(),
+                report.unresolvable
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let found = phone.discover_vehicle(Duration::from_secs(15)).await?;
+    let link = phone.connect(found.address).await?;
+    let command = match action {
+        PhoneAction::Status => {
+            for r in link.get(Vec::new()).await? {
+                println!("{:<55} {:?}", r.path, r.value);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        PhoneAction::Lock => control::lock(),
+        PhoneAction::Unlock => control::unlock(),
+        PhoneAction::Climate { target } => control::climate(target.is_some(), target),
+        PhoneAction::Init | PhoneAction::Discover { .. } => return Ok(ExitCode::SUCCESS),
+    };
+    let key = {
+        use ring::rand::SecureRandom;
+        let mut key = vec![0; 16];
+        ring::rand::SystemRandom::new()
+            .fill(&mut key)
+            .map_err(|_| NodeError::Random)?;
+        key
+    };
+    let outcome = link.command(command, &key).await?;
+    println!(
+        "{:?} ({:?}), receipt #{} verified",
+        outcome.state, outcome.reason, outcome.sequence
+    );
+    link.close();
+    Ok(
+        if outcome.state == tether_proto::v1::CommandState::Succeeded {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}

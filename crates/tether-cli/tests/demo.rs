@@ -1,0 +1,37 @@
+//! The demo a newcomer runs, run as a process: `tether demo --json`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
+
+use std::process::Command;
+
+#[test]
+fn demo_json_reports_every_step_ok_with_counted_round_trips() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["demo", "--json"])
+        .output()
+        .expect("run tether demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert!(out.status.success());
+    let steps = report["steps"].as_array().unwrap();
+    assert!(steps.len() >= 12, "{report:#}");
+    for step in steps {
+        assert_eq!(step["ok"], true, "{step}");
+        assert!(step["ms"].is_u64());
+        assert!(step["name"].is_string());
+    }
+    assert_eq!(report["round_trips"]["cold"], 2);
+    assert_eq!(report["round_trips"]["resumed"], 1);
+    assert_eq!(report["details"]["lock_executions"], 1);
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tether")).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for sub in ["demo", "head-unit", "phone"] {
+        assert!(text.contains(sub), "--help does not mention {sub}: {text}");
+    }
+}

@@ -1,0 +1,40 @@
+//! One async facade per Tether role: [`HeadUnit`] (the car) and [`Phone`]
+//! (the owner's phone, which hosts the local account authority).
+//!
+//! The public surface is shaped for UniFFI: owned types, no lifetimes and no
+//! generics. Everything below is wired from the layer crates: identity and
+//! store for who we are, discovery for finding members (R2), sessions for
+//! the account-bound QUIC link (R2, R3, R31) and control for the vehicle
+//! (R23).
+//!
+//! # Usage
+//! ```no_run
+//! # async fn demo() -> Result<(), tether_node::NodeError> {
+//! use tether_node::{HeadUnit, NodeConfig, Phone};
+//! let phone = Phone::open(NodeConfig::default())?;
+//! phone.create_account()?;
+//! let car = HeadUnit::open(NodeConfig::default())?;
+//! car.complete_enrollment(&phone.enroll_device(&car.enrollment_request()?)?)?;
+//! car.start().await?;
+//! let found = phone.discover_vehicle(std::time::Duration::from_secs(10)).await?;
+//! let link = phone.connect(found.address).await?;
+//! let status = link.get(Vec::new()).await?;
+//! # let _ = status; Ok(()) }
+//! ```
+
+mod config;
+mod error;
+mod head_unit;
+mod phone;
+mod serve;
+mod vehicle_link;
+
+pub use config::{NodeConfig, unix_now};
+pub use error::NodeError;
+pub use head_unit::HeadUnit;
+pub use phone::{DiscoveredVehicle, DiscoveryReport, Phone};
+pub use tether_control::Executions;
+pub use tether_discovery::Interfaces;
+pub use tether_identity::Role;
+pub use tether_session::quic::ListenerStats;
+pub use vehicle_link::{CommandOutcome, Reading, SignalData, Subscription, VehicleLink};

@@ -1,0 +1,167 @@
+//! The head unit's serving side: one task owns the sans-IO vehicle service
+//! and the clock; per-session tasks feed it requests and per-stream tasks
+//! write its responses.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tether_control::{
+    Executions, MemoryReceiptLog, Output, PeerInfo, SimulatedVehicle, StreamId, VehicleService,
+};
+use tether_proto::v1::{CommandState, Envelope, envelope, request, response};
+use tether_session::quic::{Responder, ServerSession};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+pub(crate) type Service = VehicleService<SimulatedVehicle, MemoryReceiptLog>;
+
+pub(crate) enum ServiceInput {
+    Request {
+        stream: StreamId,
+        peer: PeerInfo,
+        envelope: Envelope,
+        writer: mpsc::UnboundedSender<Envelope>,
+    },
+    Closed(StreamId),
+    Executions(oneshot::Sender<Executions>),
+}
+
+/// Owns the service; the only place that reads the clock for it.
+pub(crate) async fn run_service(
+    mut service: Service,
+    mut inputs: mpsc::UnboundedReceiver<ServiceInput>,
+) {
+    let start = Instant::now();
+    let now_ms = |start: Instant| start.elapsed().as_millis() as u64;
+    let mut writers: HashMap<StreamId, mpsc::UnboundedSender<Envelope>> = HashMap::new();
+    let mut wake_at_ms = 0u64;
+    loop {
+        let sleep = tokio::time::sleep_until(start + std::time::Duration::from_millis(wake_at_ms));
+        tokio::select! {
+            input = inputs.recv() => match input {
+                None => return,
+                Some(ServiceInput::Request { stream, peer, envelope, writer }) => {
+                    writers.insert(stream, writer);
+                    service.handle_request(stream, peer, &envelope, now_ms(start));
+                }
+                Some(ServiceInput::Closed(stream)) => {
+                    writers.remove(&stream);
+                    service.handle_stream_closed(stream);
+                }
+                Some(ServiceInput::Executions(reply)) => {
+                    let _ = reply.send(service.backend().executions());
+                }
+            },
+            _ = sleep => service.handle_timeout(now_ms(start)),
+        }
+        loop {
+            match service.poll_output() {
+                Output::Transmit(t) => {
+                    if let Some(w) = writers.get(&t.stream) {
+                        if w.send(t.envelope).is_err() {
+                            writers.remove(&t.stream);
+                        }
+                    }
+                }
+                Output::Timeout(at) => {
+                    wake_at_ms = at;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Serves one authenticated session until it closes.
+pub(crate) async fn serve_session(
+    mut session: ServerSession,
+    service: mpsc::UnboundedSender<ServiceInput>,
+    stream_ids: Arc<AtomicU64>,
+) {
+    let peer = PeerInfo::new(session.peer().certificate.role);
+    while let Some(request) = session.next_request().await {
+        let stream = StreamId(stream_ids.fetch_add(1, Ordering::Relaxed));
+        let (writer, responses) = mpsc::unbounded_channel();
+        let kind = request_kind(&request.envelope);
+        if service
+            .send(ServiceInput::Request {
+                stream,
+                peer,
+                envelope: request.envelope,
+                writer,
+            })
+            .is_err()
+        {
+            return;
+        }
+        tokio::spawn(write_responses(
+            stream,
+            kind,
+            request.responder,
+            responses,
+            service.clone(),
+        ));
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Single,
+    Subscription,
+    Command,
+}
+
+fn request_kind(envelope: &Envelope) -> Kind {
+    match &envelope.body {
+        Some(envelope::Body::Request(r)) => match r.kind {
+            Some(request::Kind::Subscribe(_)) => Kind::Subscription,
+            Some(request::Kind::Command(_)) => Kind::Command,
+            _ => Kind::Single,
+        },
+        _ => Kind::Single,
+    }
+}
+
+/// Whether `envelope` is the last response of a request of this kind.
+fn is_final(kind: Kind, envelope: &Envelope) -> bool {
+    match &envelope.body {
+        Some(envelope::Body::Error(_)) => true,
+        Some(envelope::Body::Response(r)) => match (kind, &r.kind) {
+            (Kind::Subscription, _) => false,
+            (Kind::Command, Some(response::Kind::CommandStatus(s))) => !matches!(
+                CommandState::try_from(s.state),
+                Ok(CommandState::Accepted | CommandState::InProgress)
+            ),
+            _ => true,
+        },
+        _ => true,
+    }
+}
+
+async fn write_responses(
+    stream: StreamId,
+    kind: Kind,
+    mut responder: Responder,
+    mut responses: mpsc::UnboundedReceiver<Envelope>,
+    service: mpsc::UnboundedSender<ServiceInput>,
+) {
+    loop {
+        tokio::select! {
+            next = responses.recv() => {
+                let Some(envelope) = next else { break };
+                if responder.send(&envelope).await.is_err() {
+                    break;
+                }
+                if is_final(kind, &envelope) {
+                    responder.finish();
+                    let _ = service.send(ServiceInput::Closed(stream));
+                    return;
+                }
+            }
+            // The requester cancelled (a subscription it no longer wants).
+            _ = responder.cancelled() => break,
+        }
+    }
+    let _ = service.send(ServiceInput::Closed(stream));
+}

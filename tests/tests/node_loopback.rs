@@ -1,0 +1,146 @@
+//! Head unit and phones as nodes over real loopback mDNS and QUIC:
+//! discovery → session → commands.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
+
+use std::time::Duration;
+
+use tether_control::client as control;
+use tether_control::signals;
+use tether_node::{HeadUnit, NodeConfig, Phone, SignalData};
+use tether_proto::v1::CommandState;
+
+async fn enrolled_pair() -> (Phone, HeadUnit) {
+    let phone = Phone::open(NodeConfig::default()).unwrap();
+    phone.create_account().unwrap();
+    let car = HeadUnit::open(NodeConfig::default()).unwrap();
+    car.complete_enrollment(&phone.enroll_device(&car.enrollment_request().unwrap()).unwrap())
+        .unwrap();
+    car.start().await.unwrap();
+    (phone, car)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_discovery_then_session_then_commands() {
+    let (phone, car) = enrolled_pair().await;
+    let found = phone.discover_vehicle(Duration::from_secs(15)).await.unwrap();
+    assert_eq!(Some(found.address), car.address().await);
+    assert_eq!(Some(found.token.clone()), car.current_token().await);
+
+    let link = phone.connect(found.address).await.unwrap();
+    assert_eq!(link.round_trips(), 2);
+    assert_eq!(link.vehicle_key(), car.public_key().unwrap());
+
+    let status = link.get(vec![signals::DOOR_IS_LOCKED[0].into()]).await.unwrap();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].value, SignalData::Bool(false));
+
+    let outcome = link.command(control::lock(), &[7; 16]).await.unwrap();
+    assert_eq!(outcome.state, CommandState::Succeeded);
+    assert_eq!(
+        outcome.states,
+        vec![CommandState::Accepted, CommandState::InProgress, CommandState::Succeeded]
+    );
+    let status = link.get(vec![signals::DOOR_IS_LOCKED[0].into()]).await.unwrap();
+    assert_eq!(status[0].value, SignalData::Bool(true));
+    car.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r23_replayed_command_executes_once_with_the_same_receipt() {
+    let (phone, car) = enrolled_pair().await;
+    let address = car.address().await.unwrap();
+    let link = phone.connect(address).await.unwrap();
+    let key = [42u8; 20];
+    let first = link.command(control::lock(), &key).await.unwrap();
+    // A retry on the same session, and a replay on a new session.
+    let retry = link.command(control::lock(), &key).await.unwrap();
+    link.close();
+    let link2 = phone.connect(address).await.unwrap();
+    let replay = link2.command(control::lock(), &key).await.unwrap();
+    assert_eq!(first.receipt, retry.receipt);
+    assert_eq!(first.receipt, replay.receipt);
+    assert_eq!(retry.states, vec![CommandState::Succeeded], "a retry reports only the final state");
+    assert_eq!(car.executions().await.unwrap().lock, 1);
+    // Same key, another command: refused, nothing executed.
+    let conflict = link2.command(control::unlock(), &key).await;
+    assert!(conflict.is_err(), "key reuse for another command must fail");
+    assert_eq!(car.executions().await.unwrap().unlock, 0);
+    car.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r3_other_account_resolves_nothing_and_is_refused() {
+    let (_phone, car) = enrolled_pair().await;
+    let stranger = Phone::open(NodeConfig::default()).unwrap();
+    stranger.create_account().unwrap();
+    let report = stranger.discover(Duration::from_secs(3)).await.unwrap();
+    assert!(report.resolved.is_empty(), "{report:?}");
+    assert!(report.unresolvable >= 1, "the car's token should be seen but not resolved");
+    let err = stranger.connect(car.address().await.unwrap()).await.unwrap_err();
+    assert!(err.is_refused(), "{err:?}");
+    let stats = car.listener_stats().await.unwrap();
+    assert_eq!(stats.authenticated, 0);
+    assert!(car.executions().await.unwrap().total() == 0);
+    car.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_pushes_changes_and_resumed_session_works() {
+    let (phone, car) = enrolled_pair().await;
+    let address = car.address().await.unwrap();
+    let link = phone.connect(address).await.unwrap();
+    let mut sub = link
+        .subscribe(vec![signals::DOOR_IS_LOCKED[0].into()])
+        .await
+        .unwrap();
+    let first = sub.next().await.unwrap().unwrap();
+    assert_eq!(first[0].value, SignalData::Bool(false));
+    link.command(control::lock(), &[1; 16]).await.unwrap();
+    let pushed = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(pushed[0].value, SignalData::Bool(true));
+    sub.cancel();
+    for _ in 0..200 {
+        if phone.has_ticket(address).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    link.close();
+    let resumed = phone.connect(address).await.unwrap();
+    assert!(resumed.resumed());
+    assert_eq!(resumed.round_trips(), 1);
+    assert_eq!(resumed.get(vec![signals::RANGE.into()]).await.unwrap().len(), 1);
+    car.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r31_state_is_kept_in_a_private_data_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile_dir();
+    let config = NodeConfig { data_dir: Some(dir.clone()), ..NodeConfig::default() };
+    {
+        let phone = Phone::open(config.clone()).unwrap();
+        phone.create_account().unwrap();
+    }
+    // Reopened: the account and the authority survive.
+    let phone = Phone::open(config).unwrap();
+    assert!(phone.is_enrolled());
+    assert!(phone.create_account().is_err(), "a second account must not replace the first");
+    let db = dir.join("tether.sqlite3");
+    let mode = std::fs::metadata(&db).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    std::env::temp_dir().join(format!("tether-test-{}-{nanos}", std::process::id()))
+}
