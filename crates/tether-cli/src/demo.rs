@@ -9,7 +9,8 @@ use serde_json::json;
 use tether_control::client as control;
 use tether_control::signals;
 use tether_node::{
-    CommandOutcome, HeadUnit, Interfaces, NodeConfig, NodeError, Phone, Reading, SignalData,
+    CommandOutcome, HeadUnit, Interfaces, LocalIdentifiers, NodeConfig, NodeError, Phone, Reading,
+    SignalData,
 };
 use tether_proto::v1::CommandState;
 
@@ -152,9 +153,27 @@ async fn steps(
     // 1. Enrollment: the phone creates the account and hosts its authority;
     //    the car's key is made on the car and only its public half travels.
     let t = Instant::now();
-    let phone = Phone::open(config.clone())?;
+    // Identifiers each node knows about itself; they stay local (R2).
+    let phone = Phone::open(NodeConfig {
+        identifiers: LocalIdentifiers {
+            device_name: Some("Demo Owner's Phone".into()),
+            account_uid: Some("demo-uid-1001".into()),
+            mac: Some("02:00:5e:10:00:01".into()),
+            ..LocalIdentifiers::default()
+        },
+        ..config.clone()
+    })?;
     phone.create_account()?;
-    let car = HeadUnit::open(config.clone())?;
+    let car = HeadUnit::open(NodeConfig {
+        identifiers: LocalIdentifiers {
+            device_name: Some("Demo Car".into()),
+            vin: Some("LDEMO00000VIN0001".into()),
+            device_id: Some("did-demo-car-0001".into()),
+            account_uid: Some("demo-uid-1001".into()),
+            mac: Some("02:00:5e:10:00:02".into()),
+        },
+        ..config.clone()
+    })?;
     let grant = phone.enroll_device(&car.enrollment_request()?)?;
     car.complete_enrollment(&grant)?;
     let enrolled = phone.is_enrolled() && car.is_enrolled();

@@ -29,7 +29,10 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
 
 #[test]
 fn help_lists_every_subcommand() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tether")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .arg("--help")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for sub in ["demo", "head-unit", "phone"] {
         assert!(text.contains(sub), "--help does not mention {sub}: {text}");

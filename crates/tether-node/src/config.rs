@@ -18,6 +18,60 @@ pub struct NodeConfig {
     pub port: u16,
     /// Session limits and timeouts.
     pub session: SessionConfig,
+    /// Identifiers this device knows about itself and its owner. They are
+    /// kept in the local store only and never sent (R2, R3, R4).
+    pub identifiers: LocalIdentifiers,
+}
+
+/// Personal and device identifiers. Stored locally only (R2): no field
+/// appears in any mDNS packet or handshake message; nothing but the local
+/// store and the local user interface ever reads them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalIdentifiers {
+    /// The name the user gave the device ("Anna's car").
+    pub device_name: Option<String>,
+    /// A vendor device id (DID).
+    pub device_id: Option<String>,
+    /// The vehicle identification number (R4: for the cloud path only).
+    pub vin: Option<String>,
+    /// The account's user id at the vendor's cloud.
+    pub account_uid: Option<String>,
+    /// A Bluetooth or Wi-Fi MAC address.
+    pub mac: Option<String>,
+}
+
+impl LocalIdentifiers {
+    fn fields(&self) -> [(&'static str, &Option<String>); 5] {
+        [
+            ("identifier.device_name", &self.device_name),
+            ("identifier.device_id", &self.device_id),
+            ("identifier.vin", &self.vin),
+            ("identifier.account_uid", &self.account_uid),
+            ("identifier.mac", &self.mac),
+        ]
+    }
+
+    /// Writes the identifiers that are set into the local store.
+    pub(crate) fn save(&self, store: &mut tether_store::Store) -> Result<(), crate::NodeError> {
+        for (name, value) in self.fields() {
+            if let Some(value) = value {
+                store.set_setting(name, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the identifiers from the local store.
+    pub(crate) fn load(store: &tether_store::Store) -> Result<Self, crate::NodeError> {
+        let get = |name: &str| store.get_setting(name);
+        Ok(Self {
+            device_name: get("identifier.device_name")?,
+            device_id: get("identifier.device_id")?,
+            vin: get("identifier.vin")?,
+            account_uid: get("identifier.account_uid")?,
+            mac: get("identifier.mac")?,
+        })
+    }
 }
 
 impl Default for NodeConfig {
@@ -28,16 +82,19 @@ impl Default for NodeConfig {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
             session: SessionConfig::default(),
+            identifiers: LocalIdentifiers::default(),
         }
     }
 }
 
 impl NodeConfig {
     pub(crate) fn open_store(&self) -> Result<tether_store::Store, crate::NodeError> {
-        Ok(match &self.data_dir {
+        let mut store = match &self.data_dir {
             Some(dir) => tether_store::Store::open(dir)?,
             None => tether_store::Store::open_in_memory()?,
-        })
+        };
+        self.identifiers.save(&mut store)?;
+        Ok(store)
     }
 }
 

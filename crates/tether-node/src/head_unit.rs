@@ -72,6 +72,11 @@ impl HeadUnit {
         })
     }
 
+    /// The identifiers kept in this node's local store (R2).
+    pub fn local_identifiers(&self) -> Result<crate::LocalIdentifiers, NodeError> {
+        crate::config::LocalIdentifiers::load(&lock(&self.store))
+    }
+
     /// Whether the head unit holds a certificate.
     pub fn is_enrolled(&self) -> bool {
         lock(&self.credentials).is_some()

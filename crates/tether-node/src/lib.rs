@@ -29,7 +29,7 @@ mod phone;
 mod serve;
 mod vehicle_link;
 
-pub use config::{NodeConfig, unix_now};
+pub use config::{LocalIdentifiers, NodeConfig, unix_now};
 pub use error::NodeError;
 pub use head_unit::HeadUnit;
 pub use phone::{DiscoveredVehicle, DiscoveryReport, Phone};

@@ -73,6 +73,11 @@ impl Phone {
         })
     }
 
+    /// The identifiers kept in this node's local store (R2).
+    pub fn local_identifiers(&self) -> Result<crate::LocalIdentifiers, NodeError> {
+        crate::config::LocalIdentifiers::load(&lock(&self.store))
+    }
+
     /// Whether the phone holds a certificate.
     pub fn is_enrolled(&self) -> bool {
         lock(&self.credentials).is_some()
