@@ -14,8 +14,12 @@ async fn enrolled_pair() -> (Phone, HeadUnit) {
     let phone = Phone::open(NodeConfig::default()).unwrap();
     phone.create_account().unwrap();
     let car = HeadUnit::open(NodeConfig::default()).unwrap();
-    car.complete_enrollment(&phone.enroll_device(&car.enrollment_request().unwrap()).unwrap())
-        .unwrap();
+    car.complete_enrollment(
+        &phone
+            .enroll_device(&car.enrollment_request().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
     car.start().await.unwrap();
     (phone, car)
 }
@@ -23,7 +27,10 @@ async fn enrolled_pair() -> (Phone, HeadUnit) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r2_discovery_then_session_then_commands() {
     let (phone, car) = enrolled_pair().await;
-    let found = phone.discover_vehicle(Duration::from_secs(15)).await.unwrap();
+    let found = phone
+        .discover_vehicle(Duration::from_secs(15))
+        .await
+        .unwrap();
     assert_eq!(Some(found.address), car.address().await);
     assert_eq!(Some(found.token.clone()), car.current_token().await);
 
@@ -31,7 +38,10 @@ async fn r2_discovery_then_session_then_commands() {
     assert_eq!(link.round_trips(), 2);
     assert_eq!(link.vehicle_key(), car.public_key().unwrap());
 
-    let status = link.get(vec![signals::DOOR_IS_LOCKED[0].into()]).await.unwrap();
+    let status = link
+        .get(vec![signals::DOOR_IS_LOCKED[0].into()])
+        .await
+        .unwrap();
     assert_eq!(status.len(), 1);
     assert_eq!(status[0].value, SignalData::Bool(false));
 
@@ -39,9 +49,16 @@ async fn r2_discovery_then_session_then_commands() {
     assert_eq!(outcome.state, CommandState::Succeeded);
     assert_eq!(
         outcome.states,
-        vec![CommandState::Accepted, CommandState::InProgress, CommandState::Succeeded]
+        vec![
+            CommandState::Accepted,
+            CommandState::InProgress,
+            CommandState::Succeeded
+        ]
     );
-    let status = link.get(vec![signals::DOOR_IS_LOCKED[0].into()]).await.unwrap();
+    let status = link
+        .get(vec![signals::DOOR_IS_LOCKED[0].into()])
+        .await
+        .unwrap();
     assert_eq!(status[0].value, SignalData::Bool(true));
     car.shutdown().await.unwrap();
 }
@@ -60,7 +77,11 @@ async fn r23_replayed_command_executes_once_with_the_same_receipt() {
     let replay = link2.command(control::lock(), &key).await.unwrap();
     assert_eq!(first.receipt, retry.receipt);
     assert_eq!(first.receipt, replay.receipt);
-    assert_eq!(retry.states, vec![CommandState::Succeeded], "a retry reports only the final state");
+    assert_eq!(
+        retry.states,
+        vec![CommandState::Succeeded],
+        "a retry reports only the final state"
+    );
     assert_eq!(car.executions().await.unwrap().lock, 1);
     // Same key, another command: refused, nothing executed.
     let conflict = link2.command(control::unlock(), &key).await;
@@ -76,8 +97,14 @@ async fn r3_other_account_resolves_nothing_and_is_refused() {
     stranger.create_account().unwrap();
     let report = stranger.discover(Duration::from_secs(3)).await.unwrap();
     assert!(report.resolved.is_empty(), "{report:?}");
-    assert!(report.unresolvable >= 1, "the car's token should be seen but not resolved");
-    let err = stranger.connect(car.address().await.unwrap()).await.unwrap_err();
+    assert!(
+        report.unresolvable >= 1,
+        "the car's token should be seen but not resolved"
+    );
+    let err = stranger
+        .connect(car.address().await.unwrap())
+        .await
+        .unwrap_err();
     assert!(err.is_refused(), "{err:?}");
     let stats = car.listener_stats().await.unwrap();
     assert_eq!(stats.authenticated, 0);
@@ -114,7 +141,14 @@ async fn subscription_pushes_changes_and_resumed_session_works() {
     let resumed = phone.connect(address).await.unwrap();
     assert!(resumed.resumed());
     assert_eq!(resumed.round_trips(), 1);
-    assert_eq!(resumed.get(vec![signals::RANGE.into()]).await.unwrap().len(), 1);
+    assert_eq!(
+        resumed
+            .get(vec![signals::RANGE.into()])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     car.shutdown().await.unwrap();
 }
 
@@ -122,7 +156,10 @@ async fn subscription_pushes_changes_and_resumed_session_works() {
 async fn r31_state_is_kept_in_a_private_data_directory() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile_dir();
-    let config = NodeConfig { data_dir: Some(dir.clone()), ..NodeConfig::default() };
+    let config = NodeConfig {
+        data_dir: Some(dir.clone()),
+        ..NodeConfig::default()
+    };
     {
         let phone = Phone::open(config.clone()).unwrap();
         phone.create_account().unwrap();
@@ -130,7 +167,10 @@ async fn r31_state_is_kept_in_a_private_data_directory() {
     // Reopened: the account and the authority survive.
     let phone = Phone::open(config).unwrap();
     assert!(phone.is_enrolled());
-    assert!(phone.create_account().is_err(), "a second account must not replace the first");
+    assert!(
+        phone.create_account().is_err(),
+        "a second account must not replace the first"
+    );
     let db = dir.join("tether.sqlite3");
     let mode = std::fs::metadata(&db).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);

@@ -130,15 +130,15 @@ impl Phone {
         let mut report = DiscoveryReport::default();
         let deadline = tokio::time::Instant::now() + window;
         while let Ok(Some(event)) = tokio::time::timeout_at(deadline, browser.next()).await {
-            if let DiscoveryEvent::Resolved(r) = event {
-                if let Some(ip) = r.addresses.first() {
-                    let found = DiscoveredVehicle {
-                        address: SocketAddr::new(*ip, r.port),
-                        token: r.token,
-                    };
-                    if !report.resolved.contains(&found) {
-                        report.resolved.push(found);
-                    }
+            if let DiscoveryEvent::Resolved(r) = event
+                && let Some(ip) = r.addresses.first()
+            {
+                let found = DiscoveredVehicle {
+                    address: SocketAddr::new(*ip, r.port),
+                    token: r.token,
+                };
+                if !report.resolved.contains(&found) {
+                    report.resolved.push(found);
                 }
             }
         }

@@ -58,10 +58,10 @@ pub(crate) async fn run_service(
         loop {
             match service.poll_output() {
                 Output::Transmit(t) => {
-                    if let Some(w) = writers.get(&t.stream) {
-                        if w.send(t.envelope).is_err() {
-                            writers.remove(&t.stream);
-                        }
+                    if let Some(w) = writers.get(&t.stream)
+                        && w.send(t.envelope).is_err()
+                    {
+                        writers.remove(&t.stream);
                     }
                 }
                 Output::Timeout(at) => {

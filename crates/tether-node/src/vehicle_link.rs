@@ -151,7 +151,7 @@ impl VehicleLink {
             .ok_or(NodeError::State("idempotency key must be 16 to 32 bytes"))?;
         let mut stream = self
             .session
-            .request(control::command(0, &key, 0, command.clone()))
+            .request(control::command(0, &key, 0, command))
             .await?;
         let mut states = Vec::new();
         while let Some(reply) = stream.next().await? {
