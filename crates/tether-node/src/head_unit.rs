@@ -129,7 +129,9 @@ impl HeadUnit {
         let advertiser = Advertiser::start(AdvertiserConfig {
             discovery_key,
             port: address.port(),
-            addresses: vec![address.ip()],
+            // An unspecified bind address (all interfaces) lets mdns-sd
+            // advertise each interface's own address.
+            addresses: if address.ip().is_unspecified() { Vec::new() } else { vec![address.ip()] },
             interfaces: self.config.interfaces,
             rotation: TOKEN_ROTATION,
             protocol_version: tether_session::PROTOCOL_VERSION,

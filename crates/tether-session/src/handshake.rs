@@ -356,8 +356,8 @@ struct ExpectServerAuth {
 struct ExpectAccept {
     transcript: [u8; 32],
     peer: VerifiedCertificate,
-    /// `None` when resuming: the resumed session's new secret comes from
-    /// the ResumeHello transcript.
+    /// The secret for the next ticket: from the full handshake's transcript,
+    /// or from the ResumeHello transcript when resuming.
     secret: [u8; 32],
 }
 
