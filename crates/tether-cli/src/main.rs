@@ -56,6 +56,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Net::Loopback)]
         net: Net,
     },
+    /// Measure Tether against a bare-quinn baseline in the same run
+    /// (handshakes/s, request round trip p50/p99, pipelined requests/s,
+    /// token resolutions/s) and print each figure and ratio.
+    Bench {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// A small run (seconds), for a smoke test; figures are noisy.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Run the phone role: create an account, find the car, read or command it.
     Phone {
         /// Where the phone keeps its state (account authority included).
@@ -102,6 +113,7 @@ fn main() -> ExitCode {
                 net,
                 action,
             } => roles::phone(data_dir, net.into(), action).await,
+            Command::Bench { json, quick } => bench(json, quick).await,
         }
     });
     match result {
@@ -109,6 +121,34 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench(json: bool, quick: bool) -> Result<ExitCode, tether_node::NodeError> {
+    let config = if quick {
+        tether_bench::BenchConfig::quick()
+    } else {
+        tether_bench::BenchConfig::default()
+    };
+    match tether_bench::run(config).await {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("error: cannot encode the report: {e}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            } else {
+                print!("{}", tether_bench::render_text(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: benchmark failed: {e}");
+            Ok(ExitCode::FAILURE)
         }
     }
 }

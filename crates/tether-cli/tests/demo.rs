@@ -34,7 +34,7 @@ fn help_lists_every_subcommand() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for sub in ["demo", "head-unit", "phone"] {
+    for sub in ["demo", "head-unit", "phone", "bench"] {
         assert!(text.contains(sub), "--help does not mention {sub}: {text}");
     }
 }

@@ -131,7 +131,11 @@ impl HeadUnit {
             port: address.port(),
             // An unspecified bind address (all interfaces) lets mdns-sd
             // advertise each interface's own address.
-            addresses: if address.ip().is_unspecified() { Vec::new() } else { vec![address.ip()] },
+            addresses: if address.ip().is_unspecified() {
+                Vec::new()
+            } else {
+                vec![address.ip()]
+            },
             interfaces: self.config.interfaces,
             rotation: TOKEN_ROTATION,
             protocol_version: tether_session::PROTOCOL_VERSION,

@@ -250,9 +250,14 @@ impl ClientSession {
     /// becomes [`SessionError::Remote`].
     pub async fn call(&self, envelope: Envelope) -> Result<Envelope, SessionError> {
         let mut stream = self.request(envelope).await?;
-        stream.next().await?.ok_or(SessionError::InvalidMessage(
+        let first = stream.next().await?.ok_or(SessionError::InvalidMessage(
             "stream ended without a response",
-        ))
+        ))?;
+        // If the end of the stream is already buffered, consume it so that
+        // dropping the stream sends no STOP_SENDING; never wait for it.
+        // (tokio's timeout polls the inner future once before the timer.)
+        let _ = tokio::time::timeout(Duration::ZERO, stream.next()).await;
+        Ok(first)
     }
 
     /// Sends raw payload bytes as one frame, skipping the local size check.

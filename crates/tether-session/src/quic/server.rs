@@ -21,6 +21,10 @@ use crate::handshake::{
     Event, MAX_HANDSHAKE_MESSAGE_BYTES, Output, PeerIdentity, ServerHandshake, TicketKey,
 };
 
+/// How long a responder waits for the end of a request stream after the
+/// request frame before it stops reading.
+const END_OF_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Counters of a listener, for tests, the demo and the benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListenerStats {
@@ -454,7 +458,6 @@ async fn read_request(
             return;
         }
     };
-    reader.stop();
     let request_id = envelope.request_id;
     let _ = requests
         .send(IncomingRequest {
@@ -466,6 +469,13 @@ async fn read_request(
             },
         })
         .await;
+    // A well-behaved requester finishes its send side right after the
+    // request; reading that end (after dispatch, off the latency path)
+    // avoids a needless STOP_SENDING. Anything else is not read.
+    match tokio::time::timeout(END_OF_REQUEST_GRACE, reader.next()).await {
+        Ok(Ok(None)) => {}
+        _ => reader.stop(),
+    }
 }
 
 /// An authenticated session on the responder's side.

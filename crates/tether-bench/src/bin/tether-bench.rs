@@ -1,0 +1,58 @@
+//! Runs the Tether benchmarks standalone: `tether-bench [--json] [--quick]`.
+//! Build with `--release`.
+
+use std::process::ExitCode;
+
+use tether_bench::{BenchConfig, render_text, run};
+
+const USAGE: &str = "\
+usage: tether-bench [--json] [--quick]
+
+Measures Tether sessions against a bare-quinn baseline in the same process,
+on loopback. Build with --release for meaningful figures.
+
+  --json    print the report as JSON instead of a table
+  --quick   a small smoke run (figures too small to compare)
+";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut json = false;
+    let mut config = BenchConfig::default();
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--json" => json = true,
+            "--quick" => config = BenchConfig::quick(),
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprint!("unknown argument {other:?}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("warning: debug build; figures are not comparable (use --release)");
+    }
+    let report = match run(config).await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("tether-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("tether-bench: cannot encode the report: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", render_text(&report));
+    }
+    ExitCode::SUCCESS
+}

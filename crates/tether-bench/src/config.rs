@@ -1,0 +1,133 @@
+//! How much to measure.
+
+use serde::Serialize;
+
+use crate::BenchError;
+
+/// Sizes of one benchmark run. Every count applies to Tether and to the
+/// bare-quinn baseline alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BenchConfig {
+    /// Sequential cold handshakes per side; as many resumed Tether
+    /// handshakes are measured too.
+    pub handshakes: usize,
+    /// Sequential small-command round trips run and discarded before
+    /// sampling, per side.
+    pub rtt_warmup: usize,
+    /// Sequential small-command round trips sampled per side.
+    pub rtt_samples: usize,
+    /// Requests sent on one connection with `pipelined_concurrency` in
+    /// flight, per side.
+    pub pipelined_requests: usize,
+    /// Requests in flight at once in the pipelined measurement.
+    pub pipelined_concurrency: usize,
+    /// Discovery tokens parsed and resolved.
+    pub token_resolutions: usize,
+    /// Discovery keys the resolver holds (each is tried for every token).
+    pub token_keys: usize,
+    /// Each measurement is split into this many rounds that alternate
+    /// which side goes first, so drift on a shared machine (another build,
+    /// a noisy neighbour) hits both sides alike.
+    pub rounds: usize,
+}
+
+impl Default for BenchConfig {
+    /// The sizes behind `BENCHMARKS.md`: a few seconds on a 2-core machine.
+    fn default() -> Self {
+        Self {
+            handshakes: 300,
+            rtt_warmup: 200,
+            rtt_samples: 2_000,
+            pipelined_requests: 20_000,
+            pipelined_concurrency: 64,
+            token_resolutions: 200_000,
+            token_keys: 4,
+            rounds: 10,
+        }
+    }
+}
+
+impl BenchConfig {
+    /// A smoke run for CI: every code path once, in well under a second of
+    /// measuring. Its figures are too small to compare.
+    pub fn quick() -> Self {
+        Self {
+            handshakes: 8,
+            rtt_warmup: 10,
+            rtt_samples: 50,
+            pipelined_requests: 400,
+            pipelined_concurrency: 16,
+            token_resolutions: 1_000,
+            token_keys: 4,
+            rounds: 2,
+        }
+    }
+
+    /// Checks that every count can be run.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        let positive = [
+            (self.handshakes, "handshakes must be at least 1"),
+            (self.rtt_samples, "rtt_samples must be at least 1"),
+            (
+                self.pipelined_requests,
+                "pipelined_requests must be at least 1",
+            ),
+            (
+                self.pipelined_concurrency,
+                "pipelined_concurrency must be at least 1",
+            ),
+            (
+                self.token_resolutions,
+                "token_resolutions must be at least 1",
+            ),
+            (self.token_keys, "token_keys must be at least 1"),
+            (self.rounds, "rounds must be at least 1"),
+        ];
+        if let Some((_, why)) = positive.iter().find(|(n, _)| *n == 0) {
+            return Err(BenchError::InvalidConfig(why));
+        }
+        // Every round must measure something on each side.
+        let per_round = [self.handshakes, self.rtt_samples, self.pipelined_requests];
+        if per_round.iter().any(|n| *n < self.rounds) {
+            return Err(BenchError::InvalidConfig(
+                "each count must be at least the number of rounds",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The share of `total` measured in round `round` of `rounds`; the shares
+/// add up to `total`.
+pub(crate) fn share(total: usize, round: usize, rounds: usize) -> usize {
+    total * (round + 1) / rounds - total * round / rounds
+}
+
+/// Which side goes first in `round`: the baseline in even rounds.
+pub(crate) fn tether_first(round: usize) -> bool {
+    round % 2 == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up_to_the_total() {
+        for (total, rounds) in [(300, 3), (301, 3), (7, 7), (20_000, 3)] {
+            let sum: usize = (0..rounds).map(|r| share(total, r, rounds)).sum();
+            assert_eq!(sum, total);
+        }
+    }
+
+    #[test]
+    fn presets_are_valid_and_zero_counts_are_not() {
+        assert!(BenchConfig::default().validate().is_ok());
+        assert!(BenchConfig::quick().validate().is_ok());
+        let zero = BenchConfig {
+            rtt_samples: 0,
+            ..BenchConfig::quick()
+        };
+        assert!(matches!(zero.validate(), Err(BenchError::InvalidConfig(_))));
+    }
+}

@@ -1,0 +1,115 @@
+//! The account-bound handshake's own cost: both sans-IO cores driven
+//! against each other in memory, with no QUIC, sockets or tasks. Subtracted
+//! from a measured handshake it tells protocol CPU from transport overhead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether_identity::Credentials;
+use tether_session::{
+    ClientHandshake, Event, HandshakeConfig, Output, ResumptionTicket, ServerHandshake, TicketKey,
+};
+
+use crate::error::BenchError;
+
+/// One side's pending frames and the events it produced.
+#[derive(Default)]
+struct Drained {
+    frames: Vec<Vec<u8>>,
+    authenticated: bool,
+    ticket: Option<ResumptionTicket>,
+}
+
+fn drain(mut poll: impl FnMut() -> Output) -> Drained {
+    let mut out = Drained::default();
+    loop {
+        match poll() {
+            Output::Transmit(frame) => out.frames.push(frame),
+            Output::Event(Event::Authenticated(_)) => out.authenticated = true,
+            Output::Event(Event::Ticket(ticket)) => out.ticket = Some(ticket),
+            Output::Pending => return out,
+        }
+    }
+}
+
+fn core_error(e: tether_session::HandshakeError) -> BenchError {
+    BenchError::setup("in-memory handshake", e)
+}
+
+/// Runs one handshake (full, or resumed with `ticket`) to completion on both
+/// sides and returns the initiator's next ticket.
+fn handshake(
+    phone: &Arc<Credentials>,
+    car: &Arc<Credentials>,
+    tickets: &Arc<TicketKey>,
+    ticket: Option<&ResumptionTicket>,
+    round: u64,
+    now: u64,
+) -> Result<ResumptionTicket, BenchError> {
+    let config = HandshakeConfig::default();
+    // Exporter and nonces differ per connection in real life; their values
+    // do not change the work done.
+    let mut exporter = [0x11; 32];
+    exporter[..8].copy_from_slice(&round.to_be_bytes());
+    let mut client = match ticket {
+        Some(t) => ClientHandshake::resume(phone.clone(), exporter, [0x22; 32], t),
+        None => ClientHandshake::new(phone.clone(), exporter, [0x22; 32], &config)
+            .map_err(core_error)?,
+    };
+    let mut server =
+        ServerHandshake::new(car.clone(), tickets.clone(), exporter, [0x33; 32], &config);
+    let mut to_server = drain(|| client.poll_output()).frames;
+    let mut server_done = false;
+    let mut next_ticket = None;
+    // A full handshake has three flights, so a few turns always suffice.
+    for _ in 0..4 {
+        let mut to_client = Vec::new();
+        for frame in to_server.drain(..) {
+            server.handle_message(&frame, now).map_err(core_error)?;
+            let out = drain(|| server.poll_output());
+            server_done |= out.authenticated;
+            to_client.extend(out.frames);
+        }
+        for frame in to_client {
+            client.handle_message(&frame, now).map_err(core_error)?;
+            let out = drain(|| client.poll_output());
+            next_ticket = next_ticket.or(out.ticket);
+            to_server.extend(out.frames);
+        }
+        if server_done
+            && to_server.is_empty()
+            && let Some(t) = next_ticket
+        {
+            return Ok(t);
+        }
+    }
+    Err(BenchError::Unexpected("in-memory handshake did not finish"))
+}
+
+/// CPU time of one full and one resumed handshake, both roles together,
+/// averaged over `n` of each.
+pub(crate) fn handshake_cost(
+    phone: &Arc<Credentials>,
+    car: &Arc<Credentials>,
+    n: usize,
+) -> Result<(Duration, Duration), BenchError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let tickets = Arc::new(TicketKey::new([0x44; 32]));
+    let runs = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+    let start = std::time::Instant::now();
+    let mut ticket = None;
+    for round in 0..u64::from(runs) {
+        ticket = Some(handshake(phone, car, &tickets, None, round, now)?);
+    }
+    let full = start.elapsed() / runs;
+    let mut ticket = ticket.ok_or(BenchError::Unexpected("no ticket issued"))?;
+    let start = std::time::Instant::now();
+    for round in 0..u64::from(runs) {
+        ticket = handshake(phone, car, &tickets, Some(&ticket), round, now)?;
+    }
+    let resumed = start.elapsed() / runs;
+    Ok((full, resumed))
+}

@@ -1,0 +1,148 @@
+//! Benchmarks of Tether sessions against a bare-quinn baseline measured in
+//! the same run (`tether bench`).
+//!
+//! Everything runs in one process on loopback with the same crypto provider
+//! (rustls ring), the same TLS 1.3 settings and the same QUIC transport
+//! settings on both sides, so a ratio shows what Tether adds on top of QUIC
+//! — its account-bound handshake, framing and protobuf — and not what this
+//! machine happens to be. Each measurement is split into rounds that
+//! alternate which side goes first.
+//!
+//! | measurement | Tether | bare quinn |
+//! |---|---|---|
+//! | handshakes/s | `Connector::connect`, tickets forgotten, until both ends hold an authenticated session; also resumed | `Endpoint::connect` until both ends hold a connection |
+//! | small-command RTT | `ClientSession::call` with a vehicle Get, answered by a [`tether_control::VehicleService`] | a stream carrying 32 bytes, echoed |
+//! | pipelined commands/s | the same call, many in flight on one session | the same echo, as many in flight on one connection |
+//! | token resolutions/s | parse a heard label and try every held discovery key | — |
+//!
+//! Goals ([`GOALS`]) are reported in [`BenchReport::goals_met`], never
+//! asserted: timing on a shared machine is not a test.
+//!
+//! # Usage
+//! ```no_run
+//! # async fn demo() -> Result<(), tether_bench::BenchError> {
+//! let report = tether_bench::run(tether_bench::BenchConfig::default()).await?;
+//! println!("{}", tether_bench::render_text(&report));
+//! println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+//! # Ok(())
+//! # }
+//! ```
+//! Build with `--release`; debug figures say little. The `tether-bench`
+//! binary runs the same thing standalone (`--json`, `--quick`).
+
+mod bare;
+mod commands;
+mod config;
+mod cores;
+mod error;
+mod handshakes;
+mod measure;
+mod report;
+mod tether;
+mod tokens;
+
+use std::time::Duration;
+
+use tether_session::quic::SessionConfig;
+
+pub use config::BenchConfig;
+pub use error::{BenchError, BoxError};
+pub use report::{
+    BenchReport, GOALS, Goal, HANDSHAKE_GOAL, PIPELINED_GOAL, RTT_P50_GOAL, RTT_P99_GOAL,
+    render_text,
+};
+
+use commands::measure_commands;
+use handshakes::measure_handshakes;
+use measure::{per_second, percentile_us};
+use report::ratio;
+
+/// Runs every measurement and returns the report. Needs a multi-threaded
+/// tokio runtime (server and client tasks run side by side, as they would
+/// on two machines).
+pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
+    config.validate()?;
+    let started_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let session_config = SessionConfig::default();
+    let account = tether::Account::generate()?;
+
+    let handshakes = measure_handshakes(&config, &account, &session_config).await?;
+    let commands = measure_commands(&config, &account, &session_config).await?;
+    let tokens = measure_tokens(&config, account.discovery_key).await?;
+    let (core_full, core_resumed) = {
+        let (phone, car, n) = (
+            account.phone.clone(),
+            account.car.clone(),
+            config.handshakes,
+        );
+        tokio::task::spawn_blocking(move || cores::handshake_cost(&phone, &car, n)).await??
+    };
+    let (tether_request_bytes, tether_response_bytes) = tether::small_command_sizes()?;
+
+    let mut tether_rtt = commands.tether_rtt;
+    let mut bare_rtt = commands.bare_rtt;
+    let tether_rtt_p50_us = percentile_us(&mut tether_rtt, 50.0);
+    let tether_rtt_p99_us = percentile_us(&mut tether_rtt, 99.0);
+    let bare_rtt_p50_us = percentile_us(&mut bare_rtt, 50.0);
+    let bare_rtt_p99_us = percentile_us(&mut bare_rtt, 99.0);
+    let tether_handshakes_per_s = per_second(handshakes.tether.0, handshakes.tether.1);
+    let bare_handshakes_per_s = per_second(handshakes.bare.0, handshakes.bare.1);
+    let tether_resumed_handshakes_per_s = per_second(handshakes.resumed.0, handshakes.resumed.1);
+    let tether_pipelined_per_s =
+        per_second(commands.tether_pipelined.0, commands.tether_pipelined.1);
+    let bare_pipelined_per_s = per_second(commands.bare_pipelined.0, commands.bare_pipelined.1);
+
+    let mut report = BenchReport {
+        started_unix_s,
+        release_build: !cfg!(debug_assertions),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        tether_handshakes: handshakes.tether.0,
+        bare_handshakes: handshakes.bare.0,
+        tether_resumed_handshakes: handshakes.resumed.0,
+        tether_handshakes_per_s,
+        bare_handshakes_per_s,
+        tether_resumed_handshakes_per_s,
+        handshake_ratio: ratio(tether_handshakes_per_s, bare_handshakes_per_s),
+        resumed_handshake_ratio: ratio(tether_resumed_handshakes_per_s, bare_handshakes_per_s),
+        tether_handshake_core_us: core_full.as_secs_f64() * 1e6,
+        tether_resumed_handshake_core_us: core_resumed.as_secs_f64() * 1e6,
+        small_command: tether::SMALL_COMMAND,
+        tether_request_bytes,
+        tether_response_bytes,
+        bare_payload_bytes: bare::PAYLOAD_BYTES,
+        tether_rtt_samples: tether_rtt.len(),
+        bare_rtt_samples: bare_rtt.len(),
+        tether_rtt_p50_us,
+        tether_rtt_p99_us,
+        bare_rtt_p50_us,
+        bare_rtt_p99_us,
+        rtt_p50_ratio: ratio(tether_rtt_p50_us, bare_rtt_p50_us),
+        rtt_p99_ratio: ratio(tether_rtt_p99_us, bare_rtt_p99_us),
+        tether_pipelined_requests: commands.tether_pipelined.0,
+        bare_pipelined_requests: commands.bare_pipelined.0,
+        tether_pipelined_per_s,
+        bare_pipelined_per_s,
+        pipelined_ratio: ratio(tether_pipelined_per_s, bare_pipelined_per_s),
+        token_resolutions: config.token_resolutions,
+        token_keys: config.token_keys,
+        token_resolutions_per_s: per_second(config.token_resolutions, tokens),
+        goals_met: Default::default(),
+        config,
+    };
+    report.judge();
+    Ok(report)
+}
+
+async fn measure_tokens(config: &BenchConfig, own_key: [u8; 32]) -> Result<Duration, BenchError> {
+    let mut keys = vec![own_key];
+    for _ in 1..config.token_keys {
+        keys.push(tether::other_discovery_key()?);
+    }
+    let stranger = tether::other_discovery_key()?;
+    let count = config.token_resolutions;
+    // CPU-bound: off the async workers.
+    tokio::task::spawn_blocking(move || tokens::resolve_tokens(&keys, &stranger, count)).await?
+}

@@ -1,0 +1,298 @@
+//! What a run measured, its goals, and the text table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::BenchConfig;
+
+/// A target for one Tether/baseline ratio. Goals are reported, never
+/// asserted: a missed goal is a finding, not a failed run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Goal {
+    /// Key in [`BenchReport::goals_met`].
+    pub name: &'static str,
+    /// The ratio it applies to, as named in the report.
+    pub ratio: &'static str,
+    /// The bound.
+    pub bound: f64,
+    /// `true`: the ratio must be at least `bound`; `false`: at most.
+    pub at_least: bool,
+}
+
+impl Goal {
+    /// Whether `ratio` meets this goal.
+    pub fn met_by(&self, ratio: f64) -> bool {
+        if self.at_least {
+            ratio >= self.bound
+        } else {
+            ratio <= self.bound
+        }
+    }
+
+    fn describe(&self) -> String {
+        let op = if self.at_least { ">=" } else { "<=" };
+        format!("{op} {:.2}", self.bound)
+    }
+}
+
+/// Cold handshakes/s, Tether over bare quinn: at least 0.8.
+pub const HANDSHAKE_GOAL: Goal = Goal {
+    name: "handshake",
+    ratio: "handshake_ratio",
+    bound: 0.8,
+    at_least: true,
+};
+/// Small-command round trip p50, Tether over bare quinn: at most 1.2.
+pub const RTT_P50_GOAL: Goal = Goal {
+    name: "rtt_p50",
+    ratio: "rtt_p50_ratio",
+    bound: 1.2,
+    at_least: false,
+};
+/// Small-command round trip p99, Tether over bare quinn: at most 1.5.
+pub const RTT_P99_GOAL: Goal = Goal {
+    name: "rtt_p99",
+    ratio: "rtt_p99_ratio",
+    bound: 1.5,
+    at_least: false,
+};
+/// Pipelined commands/s on one session, Tether over bare quinn: at least 0.7.
+pub const PIPELINED_GOAL: Goal = Goal {
+    name: "pipelined",
+    ratio: "pipelined_ratio",
+    bound: 0.7,
+    at_least: true,
+};
+/// Every goal, in report order.
+pub const GOALS: [Goal; 4] = [HANDSHAKE_GOAL, RTT_P50_GOAL, RTT_P99_GOAL, PIPELINED_GOAL];
+
+/// The result of one run. Ratios are Tether over bare quinn, measured in
+/// the same process, on loopback, with the same crypto provider. Rates are
+/// per second of wall time; latencies are microseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BenchReport {
+    /// When the run started, Unix seconds.
+    pub started_unix_s: u64,
+    /// Whether the benchmark was built with optimisations (debug figures
+    /// are not comparable).
+    pub release_build: bool,
+    /// CPUs available to the process.
+    pub cpus: usize,
+    /// The sizes that were run.
+    pub config: BenchConfig,
+
+    /// Cold Tether handshakes completed (no ticket held).
+    pub tether_handshakes: usize,
+    /// Bare quinn handshakes completed.
+    pub bare_handshakes: usize,
+    /// Resumed Tether handshakes completed.
+    pub tether_resumed_handshakes: usize,
+    /// Sequential cold Tether handshakes per second (QUIC + account-bound
+    /// handshake, complete on both ends).
+    pub tether_handshakes_per_s: f64,
+    /// Sequential bare quinn handshakes per second (complete on both ends).
+    pub bare_handshakes_per_s: f64,
+    /// Sequential resumed Tether handshakes per second.
+    pub tether_resumed_handshakes_per_s: f64,
+    /// `tether_handshakes_per_s / bare_handshakes_per_s`; higher is better.
+    pub handshake_ratio: f64,
+    /// `tether_resumed_handshakes_per_s / bare_handshakes_per_s`.
+    pub resumed_handshake_ratio: f64,
+    /// CPU time of a full account-bound handshake, both roles' sans-IO
+    /// cores driven in memory (no QUIC), µs: the protocol's own share of
+    /// a cold handshake.
+    pub tether_handshake_core_us: f64,
+    /// The same for a resumed handshake, µs.
+    pub tether_resumed_handshake_core_us: f64,
+
+    /// What Tether's small command is.
+    pub small_command: &'static str,
+    /// Encoded Tether request envelope, bytes (plus a 4-byte frame header).
+    pub tether_request_bytes: usize,
+    /// Encoded Tether response envelope, bytes (plus a 4-byte frame header).
+    pub tether_response_bytes: usize,
+    /// Bare request and echo, bytes each.
+    pub bare_payload_bytes: usize,
+    /// Tether round trips sampled.
+    pub tether_rtt_samples: usize,
+    /// Bare round trips sampled.
+    pub bare_rtt_samples: usize,
+    /// Tether small-command round trip, median, µs.
+    pub tether_rtt_p50_us: f64,
+    /// Tether small-command round trip, 99th percentile, µs.
+    pub tether_rtt_p99_us: f64,
+    /// Bare echo round trip, median, µs.
+    pub bare_rtt_p50_us: f64,
+    /// Bare echo round trip, 99th percentile, µs.
+    pub bare_rtt_p99_us: f64,
+    /// `tether_rtt_p50_us / bare_rtt_p50_us`; lower is better.
+    pub rtt_p50_ratio: f64,
+    /// `tether_rtt_p99_us / bare_rtt_p99_us`; lower is better.
+    pub rtt_p99_ratio: f64,
+
+    /// Pipelined Tether requests completed.
+    pub tether_pipelined_requests: usize,
+    /// Pipelined bare requests completed.
+    pub bare_pipelined_requests: usize,
+    /// Tether small commands per second on one session.
+    pub tether_pipelined_per_s: f64,
+    /// Bare echoes per second on one connection.
+    pub bare_pipelined_per_s: f64,
+    /// `tether_pipelined_per_s / bare_pipelined_per_s`; higher is better.
+    pub pipelined_ratio: f64,
+
+    /// Tokens parsed and resolved.
+    pub token_resolutions: usize,
+    /// Discovery keys the resolver held.
+    pub token_keys: usize,
+    /// Discovery tokens parsed and resolved per second (no baseline).
+    pub token_resolutions_per_s: f64,
+
+    /// For each of [`GOALS`], by name, whether this run met it.
+    pub goals_met: BTreeMap<&'static str, bool>,
+}
+
+impl BenchReport {
+    /// The value of a ratio named in a [`Goal`].
+    pub fn ratio(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "handshake_ratio" => self.handshake_ratio,
+            "rtt_p50_ratio" => self.rtt_p50_ratio,
+            "rtt_p99_ratio" => self.rtt_p99_ratio,
+            "pipelined_ratio" => self.pipelined_ratio,
+            "resumed_handshake_ratio" => self.resumed_handshake_ratio,
+            _ => return None,
+        })
+    }
+
+    /// Fills [`goals_met`](Self::goals_met) from the ratios.
+    pub(crate) fn judge(&mut self) {
+        self.goals_met = GOALS
+            .iter()
+            .map(|goal| {
+                let met = self.ratio(goal.ratio).is_some_and(|r| goal.met_by(r));
+                (goal.name, met)
+            })
+            .collect();
+    }
+}
+
+/// Quotient for a ratio; 0 when the denominator is 0 (nothing measured).
+pub(crate) fn ratio(tether: f64, bare: f64) -> f64 {
+    if bare > 0.0 { tether / bare } else { 0.0 }
+}
+
+/// The report as a plain-text table (ASCII only, fits 80 columns).
+pub fn render_text(report: &BenchReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<28} {:>11} {:>11} {:>7} {:>8} {:>4}",
+        "metric", "tether", "bare quinn", "ratio", "goal", "met"
+    );
+    let _ = writeln!(out, "{}", "-".repeat(74));
+    let mut row =
+        |name: &str, tether: f64, bare: Option<f64>, ratio: Option<f64>, goal: Option<Goal>| {
+            let number = |v: f64| {
+                if v >= 100.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.1}")
+                }
+            };
+            let bare = bare.map_or_else(|| "-".to_owned(), number);
+            let ratio_text = ratio.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
+            let (goal_text, met) = match (goal, ratio) {
+                (Some(g), Some(r)) => (g.describe(), if g.met_by(r) { "yes" } else { "NO" }),
+                _ => ("-".to_owned(), ""),
+            };
+            let _ = writeln!(
+                out,
+                "{name:<28} {:>11} {bare:>11} {ratio_text:>7} {goal_text:>8} {met:>4}",
+                number(tether)
+            );
+        };
+    let r = report;
+    row(
+        "handshakes/s (cold)",
+        r.tether_handshakes_per_s,
+        Some(r.bare_handshakes_per_s),
+        Some(r.handshake_ratio),
+        Some(HANDSHAKE_GOAL),
+    );
+    row(
+        "handshakes/s (resumed)",
+        r.tether_resumed_handshakes_per_s,
+        Some(r.bare_handshakes_per_s),
+        Some(r.resumed_handshake_ratio),
+        None,
+    );
+    row(
+        "small command RTT p50 (us)",
+        r.tether_rtt_p50_us,
+        Some(r.bare_rtt_p50_us),
+        Some(r.rtt_p50_ratio),
+        Some(RTT_P50_GOAL),
+    );
+    row(
+        "small command RTT p99 (us)",
+        r.tether_rtt_p99_us,
+        Some(r.bare_rtt_p99_us),
+        Some(r.rtt_p99_ratio),
+        Some(RTT_P99_GOAL),
+    );
+    row(
+        "pipelined commands/s",
+        r.tether_pipelined_per_s,
+        Some(r.bare_pipelined_per_s),
+        Some(r.pipelined_ratio),
+        Some(PIPELINED_GOAL),
+    );
+    row(
+        "token resolutions/s",
+        r.token_resolutions_per_s,
+        None,
+        None,
+        None,
+    );
+    let c = &r.config;
+    let per_handshake_us = |rate: f64| if rate > 0.0 { 1e6 / rate } else { 0.0 };
+    let (tether_us, bare_us) = (
+        per_handshake_us(r.tether_handshakes_per_s),
+        per_handshake_us(r.bare_handshakes_per_s),
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Cold handshake: tether {tether_us:.0} us, bare {bare_us:.0} us (+{:.0} us); the \
+         account-bound\n  handshake cores alone (in memory, both roles): {:.0} us full, {:.0} us \
+         resumed.",
+        tether_us - bare_us,
+        r.tether_handshake_core_us,
+        r.tether_resumed_handshake_core_us,
+    );
+    let _ = writeln!(
+        out,
+        "Small command:\n  {}\n  ({} B request, {} B response envelopes, framed); bare: {} B echoed.",
+        r.small_command, r.tether_request_bytes, r.tether_response_bytes, r.bare_payload_bytes,
+    );
+    let _ = writeln!(
+        out,
+        "Run: {} handshakes, {} RTT samples (+{} warm-up), {} pipelined requests\n  ({} in \
+         flight), {} token resolutions ({} keys); {} rounds alternating sides;\n  {} CPUs; {} \
+         build.",
+        c.handshakes,
+        c.rtt_samples,
+        c.rtt_warmup,
+        c.pipelined_requests,
+        c.pipelined_concurrency,
+        c.token_resolutions,
+        c.token_keys,
+        c.rounds,
+        r.cpus,
+        if r.release_build { "release" } else { "DEBUG" },
+    );
+    out
+}

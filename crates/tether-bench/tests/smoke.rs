@@ -1,0 +1,62 @@
+//! A quick run over real loopback sockets: every measurement completes and
+//! the report is well formed. No timing is asserted.
+
+use tether_bench::{BenchConfig, GOALS, render_text, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_run_reports_every_measurement() {
+    let config = BenchConfig::quick();
+    let report = match run(config.clone()).await {
+        Ok(report) => report,
+        Err(e) => panic!("quick bench failed: {e}"),
+    };
+
+    assert_eq!(report.config, config);
+    assert_eq!(report.tether_handshakes, config.handshakes);
+    assert_eq!(report.tether_resumed_handshakes, config.handshakes);
+    assert_eq!(report.bare_handshakes, config.handshakes);
+    assert_eq!(report.tether_rtt_samples, config.rtt_samples);
+    assert_eq!(report.bare_rtt_samples, config.rtt_samples);
+    assert_eq!(report.tether_pipelined_requests, config.pipelined_requests);
+    assert_eq!(report.bare_pipelined_requests, config.pipelined_requests);
+    assert_eq!(report.token_resolutions, config.token_resolutions);
+    assert_eq!(report.token_keys, config.token_keys);
+
+    let figures = [
+        ("handshake_ratio", report.handshake_ratio),
+        ("resumed_handshake_ratio", report.resumed_handshake_ratio),
+        ("rtt_p50_ratio", report.rtt_p50_ratio),
+        ("rtt_p99_ratio", report.rtt_p99_ratio),
+        ("pipelined_ratio", report.pipelined_ratio),
+        ("tether_handshakes_per_s", report.tether_handshakes_per_s),
+        ("bare_handshakes_per_s", report.bare_handshakes_per_s),
+        ("tether_rtt_p50_us", report.tether_rtt_p50_us),
+        ("bare_rtt_p99_us", report.bare_rtt_p99_us),
+        ("tether_pipelined_per_s", report.tether_pipelined_per_s),
+        ("bare_pipelined_per_s", report.bare_pipelined_per_s),
+        ("token_resolutions_per_s", report.token_resolutions_per_s),
+    ];
+    for (name, value) in figures {
+        assert!(value.is_finite() && value > 0.0, "{name} = {value}");
+    }
+    assert!(report.tether_rtt_p50_us <= report.tether_rtt_p99_us);
+    assert!(report.bare_rtt_p50_us <= report.bare_rtt_p99_us);
+
+    let goal_names: Vec<_> = GOALS.iter().map(|g| g.name).collect();
+    let reported: Vec<_> = report.goals_met.keys().copied().collect();
+    assert_eq!(reported.len(), goal_names.len());
+    assert!(goal_names.iter().all(|g| reported.contains(g)));
+
+    let json = serde_json::to_value(&report).expect("a report always serialises");
+    for key in [
+        "handshake_ratio",
+        "pipelined_ratio",
+        "rtt_p50_ratio",
+        "rtt_p99_ratio",
+        "token_resolutions_per_s",
+        "goals_met",
+    ] {
+        assert!(json.get(key).is_some(), "JSON lacks {key}");
+    }
+    assert!(render_text(&report).contains("pipelined commands/s"));
+}
