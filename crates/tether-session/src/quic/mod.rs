@@ -23,6 +23,24 @@ pub use server::{
 
 use crate::handshake::HandshakeConfig;
 
+/// The exact QUIC/TLS configurations the driver uses, for a bare-quinn
+/// baseline that must match them (tether-bench). Not a stable API.
+#[doc(hidden)]
+pub mod raw_config {
+    use super::{SessionConfig, SessionError, tls};
+
+    /// Server configuration with a fresh ephemeral certificate.
+    pub fn server(config: &SessionConfig) -> Result<quinn::ServerConfig, SessionError> {
+        let (cert, key) = tls::ephemeral_certificate()?;
+        tls::server_config(config, cert, key)
+    }
+
+    /// Client configuration (any certificate, handshake signature checked).
+    pub fn client(config: &SessionConfig) -> Result<quinn::ClientConfig, SessionError> {
+        tls::client_config(config)
+    }
+}
+
 /// ALPN protocol id.
 pub const ALPN: &[u8] = b"tether/1";
 /// The SNI every client sends: constant, so it names nobody (R2).
