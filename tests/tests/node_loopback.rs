@@ -184,3 +184,52 @@ fn tempfile_dir() -> std::path::PathBuf {
         .subsec_nanos();
     std::env::temp_dir().join(format!("tether-test-{}-{nanos}", std::process::id()))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r23_replay_after_a_head_unit_restart_executes_nothing() {
+    let dir = tempfile_dir();
+    let car_config = NodeConfig {
+        data_dir: Some(dir.clone()),
+        ..NodeConfig::default()
+    };
+    let phone = Phone::open(NodeConfig::default()).unwrap();
+    phone.create_account().unwrap();
+    let key = [5u8; 16];
+    let first = {
+        let car = HeadUnit::open(car_config.clone()).unwrap();
+        car.complete_enrollment(
+            &phone
+                .enroll_device(&car.enrollment_request().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        let address = car.start().await.unwrap();
+        let link = phone.connect(address).await.unwrap();
+        let outcome = link.command(control::lock(), &key).await.unwrap();
+        assert_eq!(car.executions().await.unwrap().lock, 1);
+        link.close();
+        car.shutdown().await.unwrap();
+        outcome
+    };
+    // The head unit restarts from its data directory: a new process-level
+    // vehicle, listener and ticket key, the same command log.
+    let car = HeadUnit::open(car_config).unwrap();
+    assert!(car.is_enrolled());
+    let address = car.start().await.unwrap();
+    let link = phone.connect(address).await.unwrap();
+    let replay = link.command(control::lock(), &key).await.unwrap();
+    assert_eq!(
+        replay.receipt, first.receipt,
+        "the stored receipt comes back byte for byte"
+    );
+    assert_eq!(
+        car.executions().await.unwrap().lock,
+        0,
+        "the replay must not execute again"
+    );
+    // A new key still executes, with a sequence number after the first.
+    let next = link.command(control::unlock(), &[6u8; 16]).await.unwrap();
+    assert!(next.sequence > first.sequence);
+    car.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

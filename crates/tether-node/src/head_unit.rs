@@ -5,9 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use tether_control::{
-    Config as ControlConfig, Executions, MemoryReceiptLog, SimulatedVehicle, VehicleService,
-};
+use tether_control::{Config as ControlConfig, Executions, SimulatedVehicle, VehicleService};
 use tether_discovery::{Advertiser, AdvertiserConfig, TOKEN_ROTATION};
 use tether_identity::{Credentials, DeviceKey, EnrollmentGrant, EnrollmentRequest, Role};
 use tether_session::quic::{Listener, ListenerCloser, ListenerStats, StatsHandle};
@@ -17,6 +15,7 @@ use tracing::info;
 
 use crate::NodeError;
 use crate::config::{NodeConfig, random_bytes, unix_now};
+use crate::receipt_log::{COMMAND_LOG_KEEP, StoreReceiptLog};
 use crate::serve::{ServiceInput, run_service, serve_session};
 
 struct Running {
@@ -33,7 +32,7 @@ struct Running {
 /// [`HeadUnit::start`].
 pub struct HeadUnit {
     config: NodeConfig,
-    store: Mutex<Store>,
+    store: Arc<Mutex<Store>>,
     key_pkcs8: Vec<u8>,
     credentials: Mutex<Option<Arc<Credentials>>>,
     running: tokio::sync::Mutex<Option<Running>>,
@@ -65,7 +64,7 @@ impl HeadUnit {
         };
         Ok(Self {
             config,
-            store: Mutex::new(store),
+            store: Arc::new(Mutex::new(store)),
             key_pkcs8: key.pkcs8().to_vec(),
             credentials: Mutex::new(credentials),
             running: tokio::sync::Mutex::new(None),
@@ -144,7 +143,10 @@ impl HeadUnit {
             ControlConfig::default(),
             DeviceKey::from_pkcs8(&self.key_pkcs8)?,
             SimulatedVehicle::new(),
-            MemoryReceiptLog::new(),
+            {
+                lock(&self.store).prune_command_log(COMMAND_LOG_KEEP)?;
+                StoreReceiptLog(self.store.clone())
+            },
         )
         .map_err(|_| NodeError::State("receipt log unavailable"))?;
         let (service_tx, service_rx) = mpsc::unbounded_channel();

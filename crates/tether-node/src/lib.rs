@@ -26,6 +26,7 @@ mod config;
 mod error;
 mod head_unit;
 mod phone;
+mod receipt_log;
 mod serve;
 mod vehicle_link;
 

@@ -6,15 +6,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tether_control::{
-    Executions, MemoryReceiptLog, Output, PeerInfo, SimulatedVehicle, StreamId, VehicleService,
-};
+use tether_control::{Executions, Output, PeerInfo, SimulatedVehicle, StreamId, VehicleService};
 use tether_proto::v1::{CommandState, Envelope, envelope, request, response};
 use tether_session::quic::{Responder, ServerSession};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-pub(crate) type Service = VehicleService<SimulatedVehicle, MemoryReceiptLog>;
+pub(crate) type Service = VehicleService<SimulatedVehicle, crate::receipt_log::StoreReceiptLog>;
 
 pub(crate) enum ServiceInput {
     Request {

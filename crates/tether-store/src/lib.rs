@@ -40,6 +40,7 @@
 //! # }
 //! ```
 
+mod command_log;
 mod error;
 mod identity;
 mod receipts;
@@ -48,6 +49,7 @@ mod settings;
 mod store;
 mod tickets;
 
+pub use command_log::CommandRecord;
 pub use error::StoreError;
 pub use receipts::Receipt;
 pub use schema::SCHEMA_VERSION;

@@ -6,11 +6,11 @@ use crate::StoreError;
 
 /// The schema version this build writes; a database with a higher
 /// `user_version` is refused with [`StoreError::NewerSchema`].
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// `MIGRATIONS[i]` takes a database from version `i` to `i + 1`. Append only:
 /// a released step is never edited.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2];
 
 /// Version 1. Tables are STRICT so a value of the wrong type cannot be stored;
 /// single-row tables are pinned to `id = 1`.
@@ -52,6 +52,20 @@ CREATE INDEX tickets_by_peer ON tickets (peer_label, seq);
 CREATE TABLE settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
+) STRICT;
+";
+
+/// Version 2: the vehicle's command log (idempotency key → outcome), which
+/// also holds the write-ahead mark (`receipt` NULL) left just before the car
+/// acts, so at-most-once survives a restart (SPEC §8.3).
+const V2: &str = "
+CREATE TABLE command_log (
+    seq INTEGER PRIMARY KEY,
+    idempotency_key BLOB NOT NULL UNIQUE,
+    command_digest BLOB NOT NULL,
+    sequence INTEGER NOT NULL,
+    receipt BLOB,
+    recorded_unix_s INTEGER NOT NULL
 ) STRICT;
 ";
 

@@ -143,3 +143,62 @@ fn settings_set_get_and_replace() {
         Some("ethernet")
     );
 }
+
+#[test]
+fn command_log_replaces_the_mark_with_the_outcome_and_survives_reopen() {
+    use tether_store::CommandRecord;
+    let dir = std::env::temp_dir().join(format!(
+        "tether-store-cmdlog-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    ));
+    {
+        let mut store = Store::open(&dir).unwrap();
+        assert_eq!(store.last_command_sequence().unwrap(), 0);
+        let mark = CommandRecord {
+            command_digest: vec![1; 32],
+            sequence: 7,
+            receipt: None,
+        };
+        store
+            .put_command_record(b"key-0123456789ab", &mark, 10)
+            .unwrap();
+        assert_eq!(
+            store.get_command_record(b"key-0123456789ab").unwrap(),
+            Some(mark.clone())
+        );
+        let done = CommandRecord {
+            receipt: Some(vec![9, 9]),
+            ..mark
+        };
+        store
+            .put_command_record(b"key-0123456789ab", &done, 11)
+            .unwrap();
+    }
+    let mut store = Store::open(&dir).unwrap();
+    let got = store
+        .get_command_record(b"key-0123456789ab")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.receipt, Some(vec![9, 9]));
+    assert_eq!(store.last_command_sequence().unwrap(), 7);
+    let other = CommandRecord {
+        command_digest: vec![2; 32],
+        sequence: 8,
+        receipt: None,
+    };
+    store
+        .put_command_record(b"key-other-0000000", &other, 12)
+        .unwrap();
+    assert_eq!(store.prune_command_log(1).unwrap(), 1);
+    assert!(
+        store
+            .get_command_record(b"key-0123456789ab")
+            .unwrap()
+            .is_none()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,92 @@
+//! The vehicle's command log: one record per idempotency key, replaced as
+//! the command moves from "about to act" (no receipt) to its signed outcome.
+
+use rusqlite::{OptionalExtension, params};
+
+use crate::{Store, StoreError, from_sql_u64, to_sql_i64};
+
+/// One command's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    /// Digest of the command first sent with this key.
+    pub command_digest: Vec<u8>,
+    /// The vehicle's sequence number for this outcome.
+    pub sequence: u64,
+    /// The encoded signed receipt; `None` is the write-ahead mark.
+    pub receipt: Option<Vec<u8>>,
+}
+
+impl Store {
+    /// Stores or replaces the record for idempotency `key`.
+    pub fn put_command_record(
+        &mut self,
+        key: &[u8],
+        record: &CommandRecord,
+        now_unix_s: u64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO command_log (idempotency_key, command_digest, sequence, receipt, recorded_unix_s)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (idempotency_key) DO UPDATE SET
+                 command_digest = excluded.command_digest,
+                 sequence = excluded.sequence,
+                 receipt = excluded.receipt,
+                 recorded_unix_s = excluded.recorded_unix_s",
+            params![
+                key,
+                record.command_digest,
+                to_sql_i64(record.sequence, "command sequence")?,
+                record.receipt,
+                to_sql_i64(now_unix_s, "command time")?
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The record for idempotency `key`, if kept.
+    pub fn get_command_record(&self, key: &[u8]) -> Result<Option<CommandRecord>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT command_digest, sequence, receipt FROM command_log WHERE idempotency_key = ?1",
+                params![key],
+                |row| {
+                    Ok((
+                        row.get::<_, Vec<u8>>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, Option<Vec<u8>>>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        row.map(|(command_digest, sequence, receipt)| {
+            Ok(CommandRecord {
+                command_digest,
+                sequence: from_sql_u64(sequence, "command sequence")?,
+                receipt,
+            })
+        })
+        .transpose()
+    }
+
+    /// The highest sequence number recorded (0 when empty).
+    pub fn last_command_sequence(&self) -> Result<u64, StoreError> {
+        let max: Option<i64> =
+            self.conn
+                .query_row("SELECT MAX(sequence) FROM command_log", [], |row| {
+                    row.get(0)
+                })?;
+        max.map_or(Ok(0), |m| from_sql_u64(m, "command sequence"))
+    }
+
+    /// Keeps the `keep` most recently inserted records (R30). Returns how
+    /// many were deleted.
+    pub fn prune_command_log(&mut self, keep: usize) -> Result<usize, StoreError> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        Ok(self.conn.execute(
+            "DELETE FROM command_log WHERE seq NOT IN
+                 (SELECT seq FROM command_log ORDER BY seq DESC LIMIT ?1)",
+            params![keep],
+        )?)
+    }
+}
