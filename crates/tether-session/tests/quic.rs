@@ -356,8 +356,9 @@ async fn half_open_flood_does_not_starve_a_member() {
     let mut held = Vec::new();
     for _ in 0..40 {
         if let Ok(conn) = attacker.connect_unauthenticated(server.addr).await {
-            let _ = conn.open_bi().await; // half-open: a stream, no hello
-            held.push(conn);
+            // Half-open: QUIC done, a stream kept open, no hello ever sent.
+            let stream = conn.open_bi().await.ok();
+            held.push((conn, stream));
         }
     }
     // Keep flooding while the member connects.
@@ -383,6 +384,25 @@ async fn half_open_flood_does_not_starve_a_member() {
     assert!(stats.evicted >= 30, "expected evictions, got {stats:?}");
     assert!(stats.unauthenticated_now <= 8, "{stats:?}");
     assert_eq!(stats.authenticated, 1);
+    // Evicted connections are told why.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let told = held
+        .iter()
+        .map(|(c, _)| c)
+        .filter(|c| {
+            matches!(c.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(ref a))
+                if a.error_code.into_inner() == CloseCode::Evicted as u64)
+        })
+        .count();
+    let reasons: Vec<_> = held
+        .iter()
+        .map(|(c, _)| format!("{:?}", c.close_reason()))
+        .take(5)
+        .collect();
+    assert!(
+        told > 0,
+        "no evicted connection saw CloseCode::Evicted: {reasons:?}"
+    );
     drop((held, more));
 }
 

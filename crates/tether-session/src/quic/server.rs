@@ -56,6 +56,8 @@ struct PendingEntry {
     /// Proved membership (answered hello): never evicted by a flood.
     member: bool,
     abort: tokio::task::AbortHandle,
+    /// Set once QUIC's own handshake is done, so an eviction can say why.
+    conn: Option<quinn::Connection>,
 }
 
 /// Unauthenticated connections, oldest first (CVE-2020-26164 defence).
@@ -73,6 +75,12 @@ impl Pending {
 
     fn remove(&self, id: u64) {
         self.lock().retain(|e| e.id != id);
+    }
+
+    fn set_connection(&self, id: u64, conn: &quinn::Connection) {
+        if let Some(e) = self.lock().iter_mut().find(|e| e.id == id) {
+            e.conn = Some(conn.clone());
+        }
     }
 
     fn mark_member(&self, id: u64) {
@@ -224,6 +232,9 @@ async fn accept_loop(
             match entries.iter().position(|e| !e.member) {
                 Some(pos) => {
                     if let Some(old) = entries.remove(pos) {
+                        if let Some(conn) = &old.conn {
+                            conn.close((CloseCode::Evicted as u32).into(), b"busy");
+                        }
                         old.abort.abort();
                         context.counters.evicted.fetch_add(1, Ordering::Relaxed);
                     }
@@ -244,6 +255,7 @@ async fn accept_loop(
             id,
             member: false,
             abort: task.abort_handle(),
+            conn: None,
         });
     }
 }
@@ -261,7 +273,14 @@ async fn handshake_task(
             .await
             .map_err(|_| SessionError::HandshakeTimeout)?
             .map_err(SessionError::from_connection)?;
+        context.pending.set_connection(id, &conn);
         match tokio::time::timeout_at(deadline, authenticate(id, &conn, &context)).await {
+            Ok(Err(e)) => {
+                // Every failure closes with the same bare code (a no-op if
+                // already closed): a non-member learns nothing more.
+                conn.close((CloseCode::Refused as u32).into(), b"refused");
+                Err(e)
+            }
             Ok(result) => result,
             Err(_) => {
                 conn.close(
