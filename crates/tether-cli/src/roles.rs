@@ -119,9 +119,23 @@ pub(crate) async fn phone(
         key
     };
     let outcome = link.command(command, &key).await?;
+    let state = outcome
+        .state
+        .as_str_name()
+        .trim_start_matches("COMMAND_STATE_")
+        .to_lowercase();
+    let reason = match outcome.reason {
+        tether_proto::v1::CommandReason::Unspecified => String::new(),
+        r => format!(
+            " ({})",
+            r.as_str_name()
+                .trim_start_matches("COMMAND_REASON_")
+                .to_lowercase()
+        ),
+    };
     println!(
-        "{:?} ({:?}), receipt #{} verified",
-        outcome.state, outcome.reason, outcome.sequence
+        "{state}{reason}; signed receipt #{} verified",
+        outcome.sequence
     );
     link.close();
     Ok(

@@ -1,0 +1,85 @@
+//! `tether head-unit` and `tether phone` as two processes on loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tether() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tether"))
+}
+
+#[test]
+fn head_unit_and_phone_processes_lock_the_car() {
+    let phone_dir = tempfile::tempdir().unwrap();
+    let car_dir = tempfile::tempdir().unwrap();
+    let phone = phone_dir.path().to_str().unwrap();
+    let out = tether()
+        .args(["phone", "--data-dir", phone, "init"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut car = KillOnDrop(
+        tether()
+            .args([
+                "head-unit",
+                "--data-dir",
+                car_dir.path().to_str().unwrap(),
+                "--enroll-from",
+                phone,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    // Wait until the head unit says it serves.
+    let stdout = car.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let serving = lines
+        .by_ref()
+        .take(5)
+        .map_while(Result::ok)
+        .find(|l| l.contains("serving on"))
+        .expect("head unit did not start");
+    assert!(serving.contains("127.0.0.1"), "{serving}");
+
+    let out = tether()
+        .args(["phone", "--data-dir", phone, "lock"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("succeeded") && text.contains("receipt #1 verified"),
+        "{text}"
+    );
+
+    let out = tether()
+        .args(["phone", "--data-dir", phone, "status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Vehicle.Cabin.Door.Row1.DriverSide.IsLocked") && text.contains("Bool(true)"),
+        "{text}"
+    );
+}
