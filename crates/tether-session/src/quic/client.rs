@@ -12,7 +12,7 @@ use tether_identity::Credentials;
 use tether_proto::v1::{Envelope, ErrorCode, envelope};
 use tokio::time::Instant;
 
-use super::stream::{FrameReader, decode_envelope, write_frame};
+use super::stream::{FrameReader, decode_envelope, flush_handshake, write_frame};
 use super::{
     CloseCode, SERVER_NAME, SessionConfig, SessionError, exporter, random_nonce, tls, unix_now,
 };
@@ -140,18 +140,7 @@ impl Connector {
             .map_err(SessionError::from_connection)?;
         let mut reader = FrameReader::new(recv, MAX_HANDSHAKE_MESSAGE_BYTES);
         let peer = loop {
-            let mut peer = None;
-            loop {
-                match core.poll_output() {
-                    Output::Transmit(bytes) => {
-                        write_frame(&mut send, &bytes, MAX_HANDSHAKE_MESSAGE_BYTES).await?
-                    }
-                    Output::Event(Event::Authenticated(p)) => peer = Some(p),
-                    Output::Event(Event::Ticket(_)) => {}
-                    Output::Pending => break,
-                }
-            }
-            if let Some(peer) = peer {
+            if let Some(peer) = flush_handshake(|| core.poll_output(), &mut send).await? {
                 break peer;
             }
             let frame = match reader.next().await {

@@ -14,12 +14,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::stream::{AbortOnDrop, FrameReader, decode_envelope, error_envelope, write_frame};
+use super::stream::{
+    AbortOnDrop, FrameReader, decode_envelope, error_envelope, flush_handshake, write_frame,
+};
 use super::{CloseCode, SessionConfig, SessionError, exporter, random_nonce, tls, unix_now};
 use crate::frame::FrameError;
-use crate::handshake::{
-    Event, MAX_HANDSHAKE_MESSAGE_BYTES, Output, PeerIdentity, ServerHandshake, TicketKey,
-};
+use crate::handshake::{MAX_HANDSHAKE_MESSAGE_BYTES, PeerIdentity, ServerHandshake, TicketKey};
 
 /// How long a responder waits for the end of a request stream after the
 /// request frame before it stops reading.
@@ -360,17 +360,7 @@ async fn authenticate(
             Err(e) => return Err(e),
         };
         let result = core.handle_message(&frame, unix_now());
-        let mut peer: Option<PeerIdentity> = None;
-        loop {
-            match core.poll_output() {
-                Output::Transmit(bytes) => {
-                    write_frame(&mut send, &bytes, MAX_HANDSHAKE_MESSAGE_BYTES).await?
-                }
-                Output::Event(Event::Authenticated(p)) => peer = Some(p),
-                Output::Event(Event::Ticket(_)) => {}
-                Output::Pending => break,
-            }
-        }
+        let peer = flush_handshake(|| core.poll_output(), &mut send).await?;
         if let Err(e) = result {
             let _ = auth_tx.send(AuthState::Failed);
             let _ = send.finish();

@@ -86,3 +86,24 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// Drains a handshake core's outputs: sends each transmit as one frame and
+/// returns the peer if the core reported it authenticated. Tickets are
+/// ignored here (the initiator collects them after returning).
+pub(crate) async fn flush_handshake(
+    mut poll: impl FnMut() -> crate::handshake::Output,
+    send: &mut quinn::SendStream,
+) -> Result<Option<crate::handshake::PeerIdentity>, SessionError> {
+    use crate::handshake::{Event, MAX_HANDSHAKE_MESSAGE_BYTES, Output};
+    let mut peer = None;
+    loop {
+        match poll() {
+            Output::Transmit(bytes) => {
+                write_frame(send, &bytes, MAX_HANDSHAKE_MESSAGE_BYTES).await?
+            }
+            Output::Event(Event::Authenticated(p)) => peer = Some(p),
+            Output::Event(Event::Ticket(_)) => {}
+            Output::Pending => return Ok(peer),
+        }
+    }
+}
