@@ -106,6 +106,23 @@ pub fn verify_certificate(
     authority_public_key: &[u8],
     now: u64,
 ) -> Result<VerifiedCertificate, CertificateError> {
+    let verified = verify_certificate_signature(cert, authority_public_key)?;
+    if now < verified.not_before {
+        return Err(CertificateError::NotYetValid);
+    }
+    if now > verified.not_after {
+        return Err(CertificateError::Expired);
+    }
+    Ok(verified)
+}
+
+/// Checks `cert`'s format, account and authority signature, but not its
+/// validity window: for certificates restored from the device's own store,
+/// which are checked against the clock when used.
+pub fn verify_certificate_signature(
+    cert: &DeviceCertificate,
+    authority_public_key: &[u8],
+) -> Result<VerifiedCertificate, CertificateError> {
     if cert.body.len() > MAX_CERTIFICATE_BYTES {
         return Err(CertificateError::Malformed("too large"));
     }
@@ -120,12 +137,6 @@ pub fn verify_certificate(
     signed.extend_from_slice(&cert.body);
     if !verify_signature(authority_public_key, &signed, &cert.signature) {
         return Err(CertificateError::BadSignature);
-    }
-    if now < verified.not_before {
-        return Err(CertificateError::NotYetValid);
-    }
-    if now > verified.not_after {
-        return Err(CertificateError::Expired);
     }
     Ok(verified)
 }

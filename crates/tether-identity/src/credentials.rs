@@ -1,8 +1,10 @@
 use tether_proto::v1::{DeviceCertificate, EnrollmentGrant};
 
-use crate::certificate::{AccountKeyId, VerifiedCertificate, verify_certificate};
+use crate::certificate::{
+    AccountKeyId, VerifiedCertificate, verify_certificate, verify_certificate_signature,
+};
 use crate::keys::{DeviceKey, GroupKey, PUBLIC_KEY_LEN};
-use crate::{CertificateError, EnrollmentError, KeyError, Role};
+use crate::{EnrollmentError, KeyError, Role};
 
 /// Everything a member needs to authenticate: its device key, its
 /// certificate, the authority's public key and (for members) the group key.
@@ -66,18 +68,8 @@ impl Credentials {
         let authority_public_key: [u8; PUBLIC_KEY_LEN] = authority_public_key
             .try_into()
             .map_err(|_| EnrollmentError::Malformed("authority key length"))?;
-        let verified =
-            verify_certificate(&certificate, &authority_public_key, 0).or_else(|e| match e {
-                // Stored certificates are re-checked against time at use.
-                CertificateError::NotYetValid => {
-                    let body = <tether_proto::v1::CertificateBody as prost::Message>::decode(
-                        certificate.body.as_slice(),
-                    )
-                    .map_err(|_| CertificateError::Malformed("protobuf body"))?;
-                    VerifiedCertificate::from_body(&body)
-                }
-                e => Err(e),
-            })?;
+        // Stored certificates are checked against the clock at use.
+        let verified = verify_certificate_signature(&certificate, &authority_public_key)?;
         if verified.public_key != key.public_key() {
             return Err(EnrollmentError::WrongKey);
         }
@@ -133,7 +125,7 @@ impl Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AccountAuthority, LocalAuthority};
+    use crate::{AccountAuthority, CertificateError, LocalAuthority};
 
     const NOW: u64 = 1_800_000_000;
 

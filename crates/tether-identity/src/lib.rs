@@ -26,7 +26,7 @@ mod keys;
 pub use authority::{AccountAuthority, AuthorityState, CERTIFICATE_VALIDITY_S, LocalAuthority};
 pub use certificate::{
     AccountKeyId, CERTIFICATE_VERSION, MAX_CERTIFICATE_BYTES, VerifiedCertificate,
-    decode_certificate, verify_certificate,
+    decode_certificate, verify_certificate, verify_certificate_signature,
 };
 pub use credentials::Credentials;
 pub use error::{CertificateError, EnrollmentError, KeyError};

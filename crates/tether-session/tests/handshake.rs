@@ -32,6 +32,24 @@ impl Account {
     fn member(&mut self, role: Role) -> Arc<Credentials> {
         enroll(&mut self.authority, role)
     }
+
+    /// A member whose certificate expired 10 s before `NOW`.
+    fn expired_member(&mut self, role: Role) -> Arc<Credentials> {
+        let key = DeviceKey::generate().unwrap();
+        let grant = self
+            .authority
+            .issue(&key.enrollment_request(role, [5; 16]), NOW - 100, NOW - 10)
+            .unwrap();
+        Arc::new(
+            Credentials::restore(
+                key,
+                grant.certificate.clone().unwrap(),
+                &grant.authority_public_key,
+                Some(&grant.group_key),
+            )
+            .unwrap(),
+        )
+    }
 }
 
 /// Everything each side saw and emitted.
@@ -221,24 +239,7 @@ fn proof_relayed_into_another_connection_fails() {
 fn expired_client_certificate_is_refused() {
     let mut acct = Account::new();
     let car = acct.member(Role::Vehicle);
-    let key = DeviceKey::generate().unwrap();
-    let grant = acct
-        .authority
-        .issue(
-            &key.enrollment_request(Role::Phone, [5; 16]),
-            NOW - 100,
-            NOW - 10,
-        )
-        .unwrap();
-    let expired = Arc::new(
-        Credentials::restore(
-            key,
-            grant.certificate.clone().unwrap(),
-            &grant.authority_public_key,
-            Some(&grant.group_key),
-        )
-        .unwrap(),
-    );
+    let expired = acct.expired_member(Role::Phone);
     let tickets = Arc::new(TicketKey::new([9; 32]));
     let cfg = HandshakeConfig::default();
     let mut client = ClientHandshake::new(expired.clone(), [1; 32], [2; 32], &cfg).unwrap();
@@ -255,24 +256,7 @@ fn expired_client_certificate_is_refused() {
 fn expired_server_certificate_is_rejected_by_the_client() {
     let mut acct = Account::new();
     let phone = acct.member(Role::Phone);
-    let key = DeviceKey::generate().unwrap();
-    let grant = acct
-        .authority
-        .issue(
-            &key.enrollment_request(Role::Vehicle, [5; 16]),
-            NOW - 100,
-            NOW - 10,
-        )
-        .unwrap();
-    let car = Arc::new(
-        Credentials::restore(
-            key,
-            grant.certificate.clone().unwrap(),
-            &grant.authority_public_key,
-            Some(&grant.group_key),
-        )
-        .unwrap(),
-    );
+    let car = acct.expired_member(Role::Vehicle);
     let tickets = Arc::new(TicketKey::new([9; 32]));
     let cfg = HandshakeConfig::default();
     let mut client = ClientHandshake::new(phone.clone(), [1; 32], [2; 32], &cfg).unwrap();
