@@ -19,7 +19,7 @@
 //! # Usage
 //! ```
 //! use tether_identity::DeviceKey;
-//! use tether_store::Store;
+//! use tether_store::{CommandRecord, Store};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
@@ -32,10 +32,11 @@
 //! assert!(store.load_identity()?.is_none()); // not enrolled yet
 //!
 //! // A vehicle command is executed once; a retry gets the stored receipt.
-//! store.put_receipt(b"idempotency-key", b"digest", b"receipt", 1_800_000_000)?;
-//! let receipt = store.get_receipt(b"idempotency-key")?.expect("just stored");
-//! assert_eq!(receipt.receipt, b"receipt");
-//! store.prune_receipts(1024)?;
+//! let record = CommandRecord { command_digest: vec![0; 32], sequence: 1, receipt: Some(b"receipt".to_vec()) };
+//! store.put_command_record(b"idempotency-key", &record, 1_800_000_000)?;
+//! let stored = store.get_command_record(b"idempotency-key")?.expect("just stored");
+//! assert_eq!(stored.receipt.as_deref(), Some(&b"receipt"[..]));
+//! store.prune_command_log(1024)?;
 //! # Ok(())
 //! # }
 //! ```
@@ -43,7 +44,6 @@
 mod command_log;
 mod error;
 mod identity;
-mod receipts;
 mod schema;
 mod settings;
 mod store;
@@ -51,7 +51,6 @@ mod tickets;
 
 pub use command_log::CommandRecord;
 pub use error::StoreError;
-pub use receipts::Receipt;
 pub use schema::SCHEMA_VERSION;
 pub use store::{BUSY_TIMEOUT, DATABASE_FILE, DIRECTORY_MODE, FILE_MODE, Store};
 pub use tickets::{MAX_TICKETS_PER_PEER, ResumptionTicket};

@@ -6,11 +6,11 @@ use crate::StoreError;
 
 /// The schema version this build writes; a database with a higher
 /// `user_version` is refused with [`StoreError::NewerSchema`].
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// `MIGRATIONS[i]` takes a database from version `i` to `i + 1`. Append only:
 /// a released step is never edited.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3];
 
 /// Version 1. Tables are STRICT so a value of the wrong type cannot be stored;
 /// single-row tables are pinned to `id = 1`.
@@ -68,6 +68,10 @@ CREATE TABLE command_log (
     recorded_unix_s INTEGER NOT NULL
 ) STRICT;
 ";
+
+/// Version 3: the v1 `receipts` table (first write kept, no write-ahead
+/// mark) is replaced by `command_log`.
+const V3: &str = "DROP TABLE receipts;";
 
 /// Reads `user_version` and refuses a database newer than this build.
 pub(crate) fn check_version(conn: &Connection) -> Result<u32, StoreError> {

@@ -79,14 +79,22 @@ fn data_survives_close_and_reopen() {
     {
         let mut store = Store::open(dir.path()).unwrap();
         store.set_setting("interface", "ethernet").unwrap();
-        store.put_receipt(b"k", b"d", b"r", 10).unwrap();
+        let record = tether_store::CommandRecord {
+            command_digest: vec![1; 32],
+            sequence: 1,
+            receipt: Some(b"r".to_vec()),
+        };
+        store.put_command_record(b"k", &record, 10).unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(
         store.get_setting("interface").unwrap().as_deref(),
         Some("ethernet")
     );
-    assert_eq!(store.get_receipt(b"k").unwrap().unwrap().receipt, b"r");
+    assert_eq!(
+        store.get_command_record(b"k").unwrap().unwrap().receipt,
+        Some(b"r".to_vec())
+    );
 }
 
 #[test]

@@ -1,49 +1,68 @@
-//! Receipts (idempotency log), resumption tickets and settings.
+//! The command log (idempotency), resumption tickets and settings.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
-use tether_store::{MAX_TICKETS_PER_PEER, Store, StoreError};
+use tether_store::{CommandRecord, MAX_TICKETS_PER_PEER, Store, StoreError};
 
-#[test]
-fn receipt_round_trips_and_first_receipt_wins() {
-    let mut store = Store::open_in_memory().unwrap();
-    assert!(store.get_receipt(b"k1").unwrap().is_none());
-    assert!(store.put_receipt(b"k1", b"digest", b"ok", 100).unwrap());
-    assert!(!store.put_receipt(b"k1", b"other", b"late", 200).unwrap());
-
-    let receipt = store.get_receipt(b"k1").unwrap().unwrap();
-    assert_eq!(receipt.command_digest, b"digest");
-    assert_eq!(receipt.receipt, b"ok");
-    assert_eq!(receipt.recorded_unix_s, 100);
+fn record(digest: u8, sequence: u64, receipt: Option<&[u8]>) -> CommandRecord {
+    CommandRecord {
+        command_digest: vec![digest; 32],
+        sequence,
+        receipt: receipt.map(<[u8]>::to_vec),
+    }
 }
 
 #[test]
-fn prune_receipts_keeps_newest_n_r30() {
+fn command_record_round_trips_and_is_replaced() {
+    let mut store = Store::open_in_memory().unwrap();
+    assert!(store.get_command_record(b"k1").unwrap().is_none());
+    store
+        .put_command_record(b"k1", &record(1, 1, None), 100)
+        .unwrap();
+    store
+        .put_command_record(b"k1", &record(1, 1, Some(b"ok")), 101)
+        .unwrap();
+    assert_eq!(
+        store.get_command_record(b"k1").unwrap(),
+        Some(record(1, 1, Some(b"ok")))
+    );
+}
+
+#[test]
+fn prune_command_log_keeps_newest_n_r30() {
     let mut store = Store::open_in_memory().unwrap();
     // Recorded times go backwards on purpose: a clock jump must not make the
-    // newest receipt look old.
+    // newest record look old.
     for i in 0..10u8 {
         store
-            .put_receipt(&[i], b"d", &[i], 1_000 - u64::from(i))
+            .put_command_record(
+                &[i],
+                &record(i, u64::from(i), Some(&[i])),
+                1_000 - u64::from(i),
+            )
             .unwrap();
     }
-    assert_eq!(store.prune_receipts(3).unwrap(), 7);
+    assert_eq!(store.prune_command_log(3).unwrap(), 7);
     for i in 0..7u8 {
-        assert!(store.get_receipt(&[i]).unwrap().is_none(), "{i} kept");
+        assert!(
+            store.get_command_record(&[i]).unwrap().is_none(),
+            "{i} kept"
+        );
     }
     for i in 7..10u8 {
-        assert_eq!(store.get_receipt(&[i]).unwrap().unwrap().receipt, [i]);
+        let kept = store.get_command_record(&[i]).unwrap().unwrap();
+        assert_eq!(kept.receipt, Some(vec![i]));
     }
-    assert_eq!(store.prune_receipts(3).unwrap(), 0);
-    assert_eq!(store.prune_receipts(0).unwrap(), 3);
-    assert!(store.get_receipt(&[9]).unwrap().is_none());
+    assert_eq!(store.prune_command_log(3).unwrap(), 0);
+    assert_eq!(store.prune_command_log(0).unwrap(), 3);
+    assert!(store.get_command_record(&[9]).unwrap().is_none());
 }
 
 #[test]
 fn time_beyond_sqlite_range_is_out_of_range() {
     let mut store = Store::open_in_memory().unwrap();
     assert!(matches!(
-        store.put_receipt(b"k", b"d", b"r", u64::MAX),
+        store.put_command_record(b"k", &record(1, 1, None), u64::MAX),
         Err(StoreError::OutOfRange(_))
     ));
     assert!(matches!(
@@ -146,7 +165,6 @@ fn settings_set_get_and_replace() {
 
 #[test]
 fn command_log_replaces_the_mark_with_the_outcome_and_survives_reopen() {
-    use tether_store::CommandRecord;
     let dir = std::env::temp_dir().join(format!(
         "tether-store-cmdlog-{}-{}",
         std::process::id(),
