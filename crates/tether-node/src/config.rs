@@ -1,11 +1,13 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tether_discovery::Interfaces;
 use tether_session::quic::SessionConfig;
+use tether_store::KeyStore;
 
 /// Settings shared by every role.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeConfig {
     /// Where the node keeps its SQLite state (mode 0600). `None` keeps state
     /// in memory only, as the demo does.
@@ -21,6 +23,23 @@ pub struct NodeConfig {
     /// Identifiers this device knows about itself and its owner. They are
     /// kept in the local store only and never sent (R2, R3, R4).
     pub identifiers: LocalIdentifiers,
+    /// A platform key store (Android Keystore, iOS Keychain) for the device
+    /// key, the group key and the authority's keys. `None` keeps them in the
+    /// SQLite store (mode 0600, R31).
+    pub key_store: Option<Arc<dyn KeyStore>>,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("data_dir", &self.data_dir)
+            .field("interfaces", &self.interfaces)
+            .field("bind_ip", &self.bind_ip)
+            .field("port", &self.port)
+            .field("session", &self.session)
+            .field("key_store", &self.key_store.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Personal and device identifiers. Stored locally only (R2): no field
@@ -83,6 +102,7 @@ impl Default for NodeConfig {
             port: 0,
             session: SessionConfig::default(),
             identifiers: LocalIdentifiers::default(),
+            key_store: None,
         }
     }
 }
@@ -93,6 +113,9 @@ impl NodeConfig {
             Some(dir) => tether_store::Store::open(dir)?,
             None => tether_store::Store::open_in_memory()?,
         };
+        if let Some(key_store) = &self.key_store {
+            store.set_key_store(key_store.clone());
+        }
         self.identifiers.save(&mut store)?;
         Ok(store)
     }

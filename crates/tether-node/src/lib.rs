@@ -37,5 +37,16 @@ pub use phone::{DiscoveredVehicle, DiscoveryReport, Phone};
 pub use tether_control::Executions;
 pub use tether_discovery::Interfaces;
 pub use tether_identity::Role;
+pub use tether_proto::v1::{
+    CommandReason, CommandState, EnrollmentGrant, EnrollmentRequest, VehicleCommand,
+};
 pub use tether_session::quic::ListenerStats;
-pub use vehicle_link::{CommandOutcome, Reading, SignalData, Subscription, VehicleLink};
+pub use tether_store::{KeyStore, KeyStoreError, SecretName, StoreError};
+pub use vehicle_link::{
+    CommandOutcome, Reading, SignalData, Subscription, VehicleLink, new_idempotency_key,
+};
+
+/// Builders for the vehicle commands a phone may send (R23; SPEC §8).
+pub mod commands {
+    pub use tether_control::client::{climate, flash_honk, lock, unlock, window};
+}

@@ -215,3 +215,9 @@ impl Subscription {
         self.stream.cancel();
     }
 }
+
+/// A fresh random 16-byte idempotency key for [`VehicleLink::command`]. Keep
+/// it to retry the same command safely (R23).
+pub fn new_idempotency_key() -> Result<[u8; 16], NodeError> {
+    crate::config::random_bytes()
+}

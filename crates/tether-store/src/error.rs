@@ -33,4 +33,11 @@ pub enum StoreError {
     /// certificate's signature does not verify, or it names another key).
     #[error("stored identity is invalid: {0}")]
     Identity(#[from] tether_identity::EnrollmentError),
+    /// The platform key store failed.
+    #[error(transparent)]
+    KeyStore(#[from] crate::KeyStoreError),
+    /// The record says a secret is held by the platform key store, but no key
+    /// store is plugged in or it does not have the secret.
+    #[error("secret {0} is held by a platform key store that does not have it")]
+    SecretUnavailable(crate::SecretName),
 }

@@ -7,7 +7,7 @@ use tether_identity::{
     decode_certificate,
 };
 
-use crate::{Store, StoreError, from_sql_u64, to_sql_i64};
+use crate::{SecretName, Store, StoreError, from_sql_u64, to_sql_i64};
 
 /// Length of the account group key.
 const GROUP_KEY_LEN: usize = 32;
@@ -17,6 +17,11 @@ impl Store {
     /// authority public key and group key, replacing any stored identity.
     /// The private key stays in this file only (R2, R31).
     pub fn save_identity(&mut self, credentials: &Credentials) -> Result<(), StoreError> {
+        let device_key = self.put_secret(SecretName::DeviceKey, credentials.key().pkcs8())?;
+        let group_key = credentials
+            .group_key()
+            .map(|k| self.put_secret(SecretName::GroupKey, k.as_bytes()))
+            .transpose()?;
         self.conn.execute(
             "INSERT INTO identity (id, device_key, certificate, authority_public_key, group_key)
              VALUES (1, ?1, ?2, ?3, ?4)
@@ -26,10 +31,10 @@ impl Store {
                  authority_public_key = excluded.authority_public_key,
                  group_key = excluded.group_key",
             params![
-                credentials.key().pkcs8(),
+                device_key,
                 credentials.certificate_message().encode_to_vec(),
                 credentials.authority_public_key().as_slice(),
-                credentials.group_key().map(|k| k.as_bytes().as_slice()),
+                group_key,
             ],
         )?;
         Ok(())
@@ -62,6 +67,10 @@ impl Store {
         let Some((pkcs8, Some(certificate), Some(authority_public_key), group_key)) = row else {
             return Ok(None);
         };
+        let pkcs8 = self.get_secret(SecretName::DeviceKey, pkcs8)?;
+        let group_key = group_key
+            .map(|k| self.get_secret(SecretName::GroupKey, k))
+            .transpose()?;
         let key = parse_device_key(&pkcs8, "identity device key")?;
         let certificate = decode_certificate(&certificate)
             .map_err(|_| StoreError::CorruptRecord("identity certificate"))?;
@@ -92,6 +101,11 @@ impl Store {
     /// Replaces any stored identity: a certificate for another key would no
     /// longer match.
     pub fn save_device_key(&mut self, key: &DeviceKey) -> Result<(), StoreError> {
+        let device_key = self.put_secret(SecretName::DeviceKey, key.pkcs8())?;
+        if let Some(key_store) = &self.key_store {
+            // The group key of a previous enrollment no longer applies.
+            key_store.delete(SecretName::GroupKey)?;
+        }
         self.conn.execute(
             "INSERT INTO identity (id, device_key) VALUES (1, ?1)
              ON CONFLICT (id) DO UPDATE SET
@@ -99,7 +113,7 @@ impl Store {
                  certificate = NULL,
                  authority_public_key = NULL,
                  group_key = NULL",
-            params![key.pkcs8()],
+            params![device_key],
         )?;
         Ok(())
     }
@@ -113,13 +127,19 @@ impl Store {
             })
             .optional()?;
         pkcs8
-            .map(|p| parse_device_key(&p, "identity device key"))
+            .map(|p| {
+                let p = self.get_secret(SecretName::DeviceKey, p)?;
+                parse_device_key(&p, "identity device key")
+            })
             .transpose()
     }
 
     /// Saves the account authority's state (phone, local mode). Call after
     /// every enrollment so a serial is never issued twice.
     pub fn save_authority(&mut self, state: &AuthorityState) -> Result<(), StoreError> {
+        let signing_key =
+            self.put_secret(SecretName::AuthoritySigningKey, &state.signing_key_pkcs8)?;
+        let group_key = self.put_secret(SecretName::AuthorityGroupKey, &state.group_key)?;
         self.conn.execute(
             "INSERT INTO authority (id, signing_key, group_key, next_serial)
              VALUES (1, ?1, ?2, ?3)
@@ -128,8 +148,8 @@ impl Store {
                  group_key = excluded.group_key,
                  next_serial = excluded.next_serial",
             params![
-                state.signing_key_pkcs8,
-                state.group_key.as_slice(),
+                signing_key,
+                group_key,
                 to_sql_i64(state.next_serial, "authority next serial")?,
             ],
         )?;
@@ -156,6 +176,9 @@ impl Store {
         let Some((signing_key_pkcs8, group_key, next_serial)) = row else {
             return Ok(None);
         };
+        let signing_key_pkcs8 =
+            self.get_secret(SecretName::AuthoritySigningKey, signing_key_pkcs8)?;
+        let group_key = self.get_secret(SecretName::AuthorityGroupKey, group_key)?;
         parse_device_key(&signing_key_pkcs8, "authority signing key")?;
         let group_key: [u8; GROUP_KEY_LEN] = group_key
             .as_slice()

@@ -14,7 +14,9 @@
 //! writer. Why mode 0600 (directory 0700): the file holds the device's
 //! private key and the account group key, so only the node's own user may
 //! read it (R31); the `-wal` and `-shm` files, which hold the same pages,
-//! get the same mode.
+//! get the same mode. An app may plug a platform key store (Android
+//! Keystore, iOS Keychain) with [`Store::set_key_store`]; the secrets then
+//! live there and their columns hold an empty blob.
 //!
 //! # Usage
 //! ```
@@ -44,6 +46,7 @@
 mod command_log;
 mod error;
 mod identity;
+mod key_store;
 mod schema;
 mod settings;
 mod store;
@@ -51,6 +54,7 @@ mod tickets;
 
 pub use command_log::CommandRecord;
 pub use error::StoreError;
+pub use key_store::{KeyStore, KeyStoreError, SecretName};
 pub use schema::SCHEMA_VERSION;
 pub use store::{BUSY_TIMEOUT, DATABASE_FILE, DIRECTORY_MODE, FILE_MODE, Store};
 pub use tickets::{MAX_TICKETS_PER_PEER, ResumptionTicket};

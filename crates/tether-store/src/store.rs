@@ -5,12 +5,13 @@ use std::fs::{self, DirBuilder, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::StoreError;
 use crate::schema;
+use crate::{KeyStore, StoreError};
 
 /// The database's file name inside the data directory.
 pub const DATABASE_FILE: &str = "tether.sqlite3";
@@ -26,9 +27,18 @@ const SIBLING_SUFFIXES: [&str; 3] = ["-wal", "-shm", "-journal"];
 
 /// A node's local state: one SQLite connection. `Send`, not `Sync`: move it
 /// into the blocking task that owns it. Every method is synchronous.
-#[derive(Debug)]
 pub struct Store {
     pub(crate) conn: Connection,
+    /// Where secrets go instead of the file, if the host plugged one in.
+    pub(crate) key_store: Option<Arc<dyn KeyStore>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("key_store", &self.key_store.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -59,7 +69,10 @@ impl Store {
         // journal, which is also safe.
         let _mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-        let mut store = Store { conn };
+        let mut store = Store {
+            conn,
+            key_store: None,
+        };
         schema::migrate(&mut store.conn)?;
         tighten_siblings(&path)?;
         Ok(store)
@@ -69,7 +82,10 @@ impl Store {
     pub fn open_in_memory() -> Result<Store, StoreError> {
         let conn = Connection::open_in_memory()?;
         configure(&conn)?;
-        let mut store = Store { conn };
+        let mut store = Store {
+            conn,
+            key_store: None,
+        };
         schema::migrate(&mut store.conn)?;
         Ok(store)
     }
