@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds Tether's native library and generates its Kotlin, Swift and Python
+# bindings with the workspace's own uniffi-bindgen (no global install).
+#
+#   crates/tether-ffi/generate-bindings.sh [--debug | --release] [OUT_DIR]
+#
+# OUT_DIR (default target/bindings) receives:
+#   dev/tether/tether.kt                      Kotlin (package dev.tether)
+#   Tether.swift, TetherFFI.h, TetherFFI.modulemap   Swift
+#   tether.py                                 Python
+#   libtether_ffi.so (or .dylib)              the native library, for this host
+# For Android or iOS, build the library for the device target with the usual
+# cargo target flags (cargo-ndk, xcodebuild); the bindings are the same.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+# Default: the `mobile` profile (release, size-optimised, LTO, stripped), as
+# shipped in apps. --release: the plain release profile. --debug: fast build.
+profile=mobile
+flags=(--profile mobile)
+case "${1:-}" in
+  --debug) profile=debug; flags=(); shift ;;
+  --release) profile=release; flags=(--release); shift ;;
+esac
+out=${1:-target/bindings}
+target_dir=${CARGO_TARGET_DIR:-target}
+case "$(uname -s)" in
+  Darwin) lib="$target_dir/$profile/libtether_ffi.dylib" ;;
+  *) lib="$target_dir/$profile/libtether_ffi.so" ;;
+esac
+
+echo "== building the native library ($profile)"
+cargo build "${flags[@]}" --locked -p tether-ffi
+
+echo "== generating Kotlin, Swift and Python bindings into $out"
+rm -rf "$out"
+mkdir -p "$out"
+# --no-format: ktlint and swift-format are optional; the output is valid without them.
+cargo run --locked -q -p uniffi-bindgen -- generate --library "$lib" \
+  --language kotlin --language swift --language python \
+  --no-format --out-dir "$out"
+cp "$lib" "$out/"
+
+for f in dev/tether/tether.kt Tether.swift TetherFFI.h TetherFFI.modulemap tether.py "$(basename "$lib")"; do
+  if [[ ! -s "$out/$f" ]]; then
+    echo "missing or empty: $out/$f" >&2
+    exit 1
+  fi
+done
+echo "== done:"
+(cd "$out" && find . -type f -printf '%8s  %p\n' | sort -k2)

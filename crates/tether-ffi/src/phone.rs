@@ -1,0 +1,112 @@
+//! The phone role: hosts the local account authority, discovers the car and
+//! opens account-bound sessions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+
+use crate::key_store::{PlatformKeyStore, bridge};
+use crate::records::{DiscoveredVehicle, DiscoveryReport, LocalIdentifiers, NodeSettings};
+use crate::runtime::{guard, run};
+use crate::{TetherError, VehicleLink};
+
+/// The owner's phone (`tether_node::Phone`).
+#[derive(Debug, uniffi::Object)]
+pub struct Phone {
+    inner: Arc<tether_node::Phone>,
+}
+
+#[uniffi::export]
+impl Phone {
+    /// Opens (or creates) the phone's state. With `key_store`, the device
+    /// key, group key and authority keys live there instead of in SQLite.
+    #[uniffi::constructor]
+    pub fn open(
+        settings: NodeSettings,
+        key_store: Option<Box<dyn PlatformKeyStore>>,
+    ) -> Result<Arc<Self>, TetherError> {
+        guard(|| {
+            let inner = tether_node::Phone::open(settings.into_config(bridge(key_store)))?;
+            Ok(Arc::new(Self {
+                inner: Arc::new(inner),
+            }))
+        })
+    }
+
+    /// Whether the phone holds a certificate.
+    pub fn is_enrolled(&self) -> bool {
+        guard(|| Ok(self.inner.is_enrolled())).unwrap_or(false)
+    }
+
+    /// Creates a new account hosted on this phone and enrolls the phone.
+    pub fn create_account(&self) -> Result<(), TetherError> {
+        guard(|| Ok(self.inner.create_account()?))
+    }
+
+    /// Acts as the account authority for a device that reached the phone
+    /// over a trusted channel: takes an `EnrollmentRequest` (protobuf
+    /// bytes) and returns the `EnrollmentGrant` (SPEC §3.4).
+    pub fn enroll_device(&self, request: Vec<u8>) -> Result<Vec<u8>, TetherError> {
+        guard(|| {
+            let request = tether_node::EnrollmentRequest::decode(request.as_slice())?;
+            Ok(self.inner.enroll_device(&request)?.encode_to_vec())
+        })
+    }
+
+    /// The identifiers kept in this phone's local store (R2).
+    pub fn local_identifiers(&self) -> Result<LocalIdentifiers, TetherError> {
+        guard(|| Ok(self.inner.local_identifiers()?.into()))
+    }
+
+    /// Browses mDNS for `window_ms` and reports what this phone resolves.
+    pub async fn discover(&self, window_ms: u64) -> Result<DiscoveryReport, TetherError> {
+        let inner = self.inner.clone();
+        run(async move {
+            inner
+                .discover(Duration::from_millis(window_ms))
+                .await
+                .map(Into::into)
+        })
+        .await
+    }
+
+    /// Waits until a vehicle of this account is found (at most `timeout_ms`).
+    pub async fn discover_vehicle(
+        &self,
+        timeout_ms: u64,
+    ) -> Result<DiscoveredVehicle, TetherError> {
+        let inner = self.inner.clone();
+        run(async move {
+            inner
+                .discover_vehicle(Duration::from_millis(timeout_ms))
+                .await
+                .map(Into::into)
+        })
+        .await
+    }
+
+    /// Opens an account-bound session to the vehicle at `address`
+    /// (`ip:port`), resuming when a ticket is held. Another account's car
+    /// refuses: [`TetherError::Session`] with `refused = true`.
+    pub async fn connect(&self, address: String) -> Result<Arc<VehicleLink>, TetherError> {
+        let address = crate::records::parse_address(&address)?;
+        let inner = self.inner.clone();
+        run(async move { inner.connect(address).await })
+            .await
+            .map(|link| Arc::new(VehicleLink::new(link)))
+    }
+
+    /// Drops every resumption ticket (the next connection is cold).
+    pub async fn forget_tickets(&self) -> Result<(), TetherError> {
+        let inner = self.inner.clone();
+        run(async move { inner.forget_tickets().await }).await
+    }
+
+    /// Whether a resumption ticket is held for `address`.
+    pub async fn has_ticket(&self, address: String) -> Result<bool, TetherError> {
+        let address = crate::records::parse_address(&address)?;
+        let inner = self.inner.clone();
+        run(async move { Ok::<_, TetherError>(inner.has_ticket(address).await) }).await
+    }
+}

@@ -1,0 +1,165 @@
+//! The phone role from a real foreign language: `examples/python/phone.py`
+//! runs on the machine's `python3` through Python bindings generated from
+//! the freshly built native library, against a head unit started here in
+//! Rust. Every step of the script must pass (R2, R3, R23).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use prost::Message;
+use tether_node::{HeadUnit, NodeConfig};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+/// Steps `phone.py` reports when everything works.
+const EXPECTED_STEPS: usize = 13;
+/// The whole script, discovery windows included, takes a few seconds.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/tether-ffi is two levels down")
+        .to_path_buf()
+}
+
+/// The cdylib cargo built beside this test (`target/<profile>/`).
+fn native_library() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests live in target/<profile>/deps");
+    let lib = profile_dir.join(format!(
+        "{}tether_ffi{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert!(
+        lib.exists(),
+        "{} is missing: cargo builds it with this test",
+        lib.display()
+    );
+    lib
+}
+
+/// Generates the Python bindings into `out` and links the library beside
+/// them, where the generated module looks for it.
+fn generate_python_bindings(out: &Path) {
+    let lib = native_library();
+    uniffi::generate(uniffi::GenerateOptions {
+        languages: vec![uniffi::TargetLanguage::Python],
+        source: lib.to_str().expect("utf-8 path").to_owned().into(),
+        out_dir: out.to_str().expect("utf-8 path").to_owned().into(),
+        config_override: None,
+        format: false,
+        crate_filter: None,
+        metadata_no_deps: true,
+    })
+    .expect("uniffi-bindgen generates Python");
+    assert!(out.join("tether.py").exists(), "tether.py generated");
+    std::os::unix::fs::symlink(&lib, out.join(lib.file_name().expect("file name")))
+        .expect("link the library beside the bindings");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex from the script"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23() {
+    let bindings = tempfile::tempdir().unwrap();
+    generate_python_bindings(bindings.path());
+    let car = HeadUnit::open(NodeConfig::default()).unwrap();
+
+    let script = workspace_root().join("examples/python/phone.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg("--bindings")
+        .arg(bindings.path())
+        .args(["--host", "stdio", "--json"])
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 is on PATH");
+    let mut to_script = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+
+    let mut steps = Vec::new();
+    let mut done = None;
+    let drive = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line == "ENROLL?" {
+                let request = car.enrollment_request().unwrap().encode_to_vec();
+                to_script
+                    .write_all(format!("REQUEST {}\n", hex(&request)).as_bytes())
+                    .await
+                    .unwrap();
+            } else if let Some(grant) = line.strip_prefix("GRANT ") {
+                let grant = tether_node::EnrollmentGrant::decode(unhex(grant).as_slice()).unwrap();
+                car.complete_enrollment(&grant).unwrap();
+                car.start().await.unwrap();
+                to_script.write_all(b"STARTED\n").await.unwrap();
+            } else if let Some(step) = line.strip_prefix("STEP ") {
+                let step: serde_json::Value = serde_json::from_str(step).unwrap();
+                eprintln!("python step: {step}");
+                steps.push(step);
+            } else if let Some(summary) = line.strip_prefix("DONE ") {
+                done = Some(serde_json::from_str::<serde_json::Value>(summary).unwrap());
+            } else {
+                eprintln!("python: {line}");
+            }
+        }
+    };
+    tokio::time::timeout(SCRIPT_TIMEOUT, drive)
+        .await
+        .expect("the script finishes in time");
+    let status = child.wait().await.unwrap();
+
+    let done = done.expect("the script printed its summary");
+    assert_eq!(done["ok"], true, "script failed: {done}");
+    assert!(status.success(), "script exit status {status}");
+    assert_eq!(steps.len(), EXPECTED_STEPS, "steps: {steps:?}");
+    assert!(steps.iter().all(|s| s["ok"] == true));
+    let names: Vec<&str> = steps.iter().filter_map(|s| s["name"].as_str()).collect();
+    for name in [
+        "enroll",
+        "discover",
+        "authenticate",
+        "read status",
+        "subscribe",
+        "lock",
+        "callback sees the lock",
+        "retry is idempotent",
+        "typed errors",
+        "other account refused",
+        "key store",
+    ] {
+        assert!(
+            names.contains(&name),
+            "step {name:?} missing from {names:?}"
+        );
+    }
+
+    // What the Rust side saw: the lock ran once despite the retry, and the
+    // other account's phone was refused by this head unit.
+    assert_eq!(car.executions().await.unwrap().lock, 1);
+    let stats = car.listener_stats().await.unwrap();
+    assert!(stats.authenticated >= 2, "{stats:?}");
+    assert!(stats.refused >= 1, "{stats:?}");
+    car.shutdown().await.unwrap();
+}

@@ -1,0 +1,370 @@
+#!/usr/bin/env python3
+"""Tether's phone role from Python, through the generated UniFFI bindings.
+
+    python3 examples/python/phone.py --bindings DIR [--host self|stdio] [--json]
+
+DIR holds the generated `tether.py` and the native `libtether_ffi.so`
+(`crates/tether-ffi/generate-bindings.sh` makes both). The script plays the
+owner's phone: it creates an account (its secrets in a key store written in
+Python), enrolls a head unit, discovers it over loopback mDNS, authenticates,
+reads the status, subscribes to the door locks (updates arrive through a
+Python callback), locks the doors with an idempotency key and retries the
+same command, then shows that a phone of another account is refused and that
+errors arrive as typed exceptions.
+
+The head unit comes from one of two places:
+  --host self   (default) started here through the bindings as well;
+  --host stdio  run by the parent process in Rust: the script writes
+                `ENROLL?` and reads `REQUEST <hex>`, answers `GRANT <hex>`,
+                and waits for `STARTED`. This is how `cargo test` drives it
+                (crates/tether-ffi/tests/python_phone.rs).
+
+Each step prints one line (`--json`: one JSON object per line); the exit code
+is 0 only if every step behaved as described.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import queue
+import sys
+import tempfile
+import threading
+import time
+
+DOOR_LOCKS = [
+    "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked",
+    "Vehicle.Cabin.Door.Row1.PassengerSide.IsLocked",
+    "Vehicle.Cabin.Door.Row2.DriverSide.IsLocked",
+    "Vehicle.Cabin.Door.Row2.PassengerSide.IsLocked",
+]
+
+
+class StepFailed(Exception):
+    """A step did not behave as described."""
+
+
+class Narrator:
+    def __init__(self, as_json):
+        self.as_json = as_json
+        self.steps = []
+
+    def step(self, name, ok, detail, started):
+        ms = round((time.monotonic() - started) * 1000, 1)
+        self.steps.append({"name": name, "ok": ok, "ms": ms, "detail": detail})
+        if self.as_json:
+            print("STEP " + json.dumps(self.steps[-1]), flush=True)
+        else:
+            mark = "ok " if ok else "FAIL"
+            print(f"[{mark}] {name}: {detail} ({ms} ms)", flush=True)
+        if not ok:
+            raise StepFailed(f"{name}: {detail}")
+
+
+def check(condition, message):
+    if not condition:
+        raise StepFailed(message)
+
+
+def load_bindings(directory):
+    sys.path.insert(0, os.path.abspath(directory))
+    import tether  # noqa: E402  (generated module, found through sys.path)
+
+    return tether
+
+
+def make_key_store(tether):
+    """A key store written in Python. A real app keeps these in Android
+    Keystore or the iOS Keychain; Tether only sees this interface."""
+
+    class DictKeyStore(tether.PlatformKeyStore):
+        def __init__(self):
+            self.secrets = {}
+            self.lock = threading.Lock()
+
+        def load(self, name):
+            with self.lock:
+                return self.secrets.get(name)
+
+        def save(self, name, secret):
+            with self.lock:
+                self.secrets[name] = bytes(secret)
+
+        def delete(self, name):
+            with self.lock:
+                self.secrets.pop(name, None)
+
+    return DictKeyStore()
+
+
+def make_listener(tether):
+    class QueueListener(tether.SignalListener):
+        """Collects updates; called on a Tether runtime thread."""
+
+        def __init__(self):
+            self.updates = queue.Queue()
+            self.closed = queue.Queue()
+
+        def on_signals(self, readings):
+            self.updates.put(readings)
+
+        def on_closed(self, error):
+            self.closed.put(error)
+
+    return QueueListener()
+
+
+class StdioHost:
+    """The head unit lives in the parent process; talk over stdin/stdout."""
+
+    def __init__(self):
+        self.lines = sys.stdin
+
+    def _read(self, prefix):
+        line = self.lines.readline()
+        check(line.startswith(prefix), f"host sent {line!r}, expected {prefix}")
+        return line[len(prefix):].strip()
+
+    async def enroll(self, phone):
+        print("ENROLL?", flush=True)
+        request = bytes.fromhex(self._read("REQUEST "))
+        grant = phone.enroll_device(request)
+        print("GRANT " + grant.hex(), flush=True)
+        self._read("STARTED")
+
+    async def shutdown(self):
+        pass
+
+
+class SelfHost:
+    """The head unit started here, through the same bindings."""
+
+    def __init__(self, tether, settings):
+        self.car = tether.HeadUnit.open(settings, None)
+
+    async def enroll(self, phone):
+        self.car.complete_enrollment(phone.enroll_device(self.car.enrollment_request()))
+        await self.car.start()
+
+    async def shutdown(self):
+        await self.car.shutdown()
+
+
+def door_locks(readings):
+    return {r.path: r.value.value for r in readings if r.path in DOOR_LOCKS}
+
+
+async def run(tether, host_kind, narrator, data_dir):
+    loopback = tether.NodeSettings(
+        data_dir=None,
+        network=tether.Network.LOOPBACK_ONLY,
+        port=0,
+        identifiers=tether.LocalIdentifiers(),
+    )
+    phone_settings = tether.NodeSettings(
+        data_dir=data_dir,
+        network=tether.Network.LOOPBACK_ONLY,
+        port=0,
+        identifiers=tether.LocalIdentifiers(
+            device_name="Python Phone", account_uid="py-uid-7", mac="02:00:5e:00:00:07"
+        ),
+    )
+
+    # 1. Enroll: the phone creates the account; its secrets go to the key store.
+    t = time.monotonic()
+    key_store = make_key_store(tether)
+    phone = tether.Phone.open(phone_settings, key_store)
+    phone.create_account()
+    held = sorted(key_store.secrets)
+    narrator.step(
+        "enroll",
+        phone.is_enrolled()
+        and held == ["authority-group-key", "authority-signing-key", "device-key", "group-key"],
+        f"account created; key store holds {held}",
+        t,
+    )
+
+    t = time.monotonic()
+    host = StdioHost() if host_kind == "stdio" else SelfHost(tether, loopback)
+    await host.enroll(phone)
+    narrator.step("enroll head unit", True, "grant issued, head unit started", t)
+
+    # 2. Discover the car by resolving its rotating token.
+    t = time.monotonic()
+    found = await phone.discover_vehicle(10_000)
+    narrator.step("discover", ":" in found.address, f"found {found.address}", t)
+
+    # 3. Authenticate: an account-bound session, two round trips cold.
+    t = time.monotonic()
+    link = await phone.connect(found.address)
+    narrator.step(
+        "authenticate",
+        link.round_trips() == 2 and not link.resumed() and len(link.vehicle_key()) == 32,
+        f"cold session, {link.round_trips()} round trips",
+        t,
+    )
+
+    # 4. Status.
+    t = time.monotonic()
+    status = await link.read([])
+    locks = door_locks(status)
+    narrator.step(
+        "read status",
+        len(status) > len(DOOR_LOCKS) and set(locks.values()) == {False},
+        f"{len(status)} signals, doors unlocked",
+        t,
+    )
+
+    # 5. Subscribe: updates arrive through a Python callback.
+    t = time.monotonic()
+    listener = make_listener(tether)
+    subscription = await link.subscribe(DOOR_LOCKS, listener)
+    first = door_locks(listener.updates.get(timeout=10))
+    narrator.step(
+        "subscribe",
+        subscription.is_active() and first == {p: False for p in DOOR_LOCKS},
+        "current values delivered to the callback",
+        t,
+    )
+
+    # 6. Lock with an idempotency key, then retry the same command.
+    t = time.monotonic()
+    key = tether.new_idempotency_key()
+    outcome = await link.command(tether.VehicleAction.LOCK(), key)
+    S = tether.CommandState
+    narrator.step(
+        "lock",
+        outcome.state == S.SUCCEEDED
+        and outcome.states == [S.ACCEPTED, S.IN_PROGRESS, S.SUCCEEDED]
+        and len(outcome.receipt) > 64,
+        f"states {[s.name for s in outcome.states]}, receipt #{outcome.sequence}",
+        t,
+    )
+
+    t = time.monotonic()
+    update = {}
+    deadline = time.monotonic() + 10
+    while update != {p: True for p in DOOR_LOCKS} and time.monotonic() < deadline:
+        update.update(door_locks(listener.updates.get(timeout=10)))
+    narrator.step(
+        "callback sees the lock",
+        update == {p: True for p in DOOR_LOCKS},
+        "all four doors report locked",
+        t,
+    )
+
+    t = time.monotonic()
+    retry = await link.command(tether.VehicleAction.LOCK(), key)
+    narrator.step(
+        "retry is idempotent",
+        retry.receipt == outcome.receipt and retry.sequence == outcome.sequence,
+        "same key, byte-identical receipt",
+        t,
+    )
+    subscription.cancel()
+    check(not subscription.is_active(), "subscription still active after cancel")
+
+    # 7. Typed errors, and panics caught inside the library.
+    t = time.monotonic()
+    seen = []
+    try:
+        await link.command(tether.VehicleAction.LOCK(), b"short")
+    except tether.TetherError.State as e:
+        seen.append("State")
+    try:
+        await phone.connect("not an address")
+    except tether.TetherError.InvalidArgument:
+        seen.append("InvalidArgument")
+    try:
+        tether.self_test_panic()
+    except tether.TetherError.Internal as e:
+        check("deliberate panic" in e.detail, e.detail)
+        seen.append("Internal")
+    try:
+        await tether.self_test_panic_async()
+    except tether.TetherError.Internal:
+        seen.append("Internal(async)")
+    still_works = len(await link.read(DOOR_LOCKS)) == len(DOOR_LOCKS)
+    narrator.step(
+        "typed errors",
+        seen == ["State", "InvalidArgument", "Internal", "Internal(async)"] and still_works,
+        f"raised {seen}; the library still works",
+        t,
+    )
+
+    # 8. Resume: a reconnect takes one round trip.
+    t = time.monotonic()
+    link.close()
+    link = await phone.connect(found.address)
+    narrator.step(
+        "resume",
+        link.resumed() and link.round_trips() == 1,
+        f"{link.round_trips()} round trip",
+        t,
+    )
+    link.close()
+
+    # 9. Another account resolves nothing and is refused.
+    t = time.monotonic()
+    stranger = tether.Phone.open(loopback, None)
+    stranger.create_account()
+    report = await stranger.discover(2_000)
+    refused = False
+    try:
+        await stranger.connect(found.address)
+    except tether.TetherError.Session as e:
+        refused = e.refused
+    narrator.step(
+        "other account refused",
+        not report.resolved and report.unresolvable >= 1 and refused,
+        f"resolved nothing, {report.unresolvable} unresolvable token(s), refused",
+        t,
+    )
+
+    # 10. The key store is where the identity lives.
+    t = time.monotonic()
+    del phone
+    reopened = tether.Phone.open(phone_settings, key_store)
+    without = None
+    try:
+        tether.Phone.open(phone_settings, None)
+    except tether.TetherError.Store as e:
+        without = e.detail
+    narrator.step(
+        "key store",
+        reopened.is_enrolled()
+        and without is not None
+        and reopened.local_identifiers().account_uid == "py-uid-7",
+        "reopened from the key store; without it the identity is unavailable",
+        t,
+    )
+
+    await host.shutdown()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bindings", required=True, help="directory with tether.py and the library")
+    parser.add_argument("--host", choices=["self", "stdio"], default="self")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    tether = load_bindings(args.bindings)
+    narrator = Narrator(args.json)
+    ok = True
+    error = None
+    with tempfile.TemporaryDirectory(prefix="tether-py-") as data_dir:
+        try:
+            asyncio.run(run(tether, args.host, narrator, os.path.join(data_dir, "phone")))
+        except StepFailed as e:
+            ok, error = False, str(e)
+        except Exception as e:  # anything unexpected fails the run, loudly
+            ok, error = False, f"{type(e).__name__}: {e}"
+    summary = {"ok": ok, "steps": len(narrator.steps), "error": error}
+    print(("DONE " + json.dumps(summary)) if args.json else f"done: {summary}", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
