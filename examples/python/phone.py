@@ -17,7 +17,7 @@ The head unit comes from one of two places:
   --host stdio  run by the parent process in Rust: the script writes
                 `ENROLL?` and reads `REQUEST <hex>`, answers `GRANT <hex>`,
                 and waits for `STARTED`. This is how `cargo test` drives it
-                (crates/tether-ffi/tests/python_phone.rs).
+                (tests/tests/ffi_python.rs).
 
 Each step prints one line (`--json`: one JSON object per line); the exit code
 is 0 only if every step behaved as described.
@@ -297,10 +297,13 @@ async def run(tether, host_kind, narrator, data_dir):
     t = time.monotonic()
     link.close()
     link = await phone.connect(found.address)
+    # Requests ride in the first flight after ResumeHello (SPEC 5.5); the
+    # answer shows the car accepted the ticket.
+    resumed_read = await link.read(DOOR_LOCKS)
     narrator.step(
         "resume",
-        link.resumed() and link.round_trips() == 1,
-        f"{link.round_trips()} round trip",
+        link.resumed() and link.round_trips() == 1 and len(resumed_read) == len(DOOR_LOCKS),
+        f"{link.round_trips()} round trip, then a read on the resumed session",
         t,
     )
     link.close()

@@ -21,20 +21,17 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("crates/tether-ffi is two levels down")
+        .parent()
+        .expect("tests/ is one level down")
         .to_path_buf()
 }
 
-/// The cdylib cargo built beside this test (`target/<profile>/`).
+/// The cdylib cargo built for this test: tether-ffi is a dependency, so its
+/// `cdylib` lands in `target/<profile>/deps/`, beside this executable.
 fn native_library() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("tests live in target/<profile>/deps");
-    let lib = profile_dir.join(format!(
+    let deps = exe.parent().expect("tests live in target/<profile>/deps");
+    let lib = deps.join(format!(
         "{}tether_ffi{}",
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
