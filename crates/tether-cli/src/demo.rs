@@ -419,6 +419,7 @@ async fn steps(
         "refused": after.refused,
         "evicted": after.evicted,
         "timed_out": after.timed_out,
+        "abandoned": after.abandoned,
     });
 
     car.shutdown().await?;

@@ -386,6 +386,8 @@ pub struct ListenerStats {
     pub evicted: u64,
     /// Connections not admitted at all.
     pub rejected_busy: u64,
+    /// Connections the peer gave up on before the handshake finished.
+    pub abandoned: u64,
     /// Connections in the handshake now.
     pub unauthenticated_now: u64,
 }
@@ -398,6 +400,7 @@ impl From<tether_node::ListenerStats> for ListenerStats {
             timed_out: s.timed_out,
             evicted: s.evicted,
             rejected_busy: s.rejected_busy,
+            abandoned: s.abandoned,
             unauthenticated_now: s.unauthenticated_now,
         }
     }

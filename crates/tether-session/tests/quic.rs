@@ -240,6 +240,34 @@ async fn r3_other_account_is_refused_over_quic() {
 }
 
 #[tokio::test]
+async fn a_peer_that_gives_up_mid_handshake_is_counted_as_abandoned_not_refused() {
+    let s = setup();
+    let server = echo_server(s.car.clone(), SessionConfig::default(), 1, false).await;
+    let connector = Connector::new(
+        LOOPBACK.parse().unwrap(),
+        s.phone.clone(),
+        SessionConfig::default(),
+    )
+    .unwrap();
+    let conn = connector
+        .connect_unauthenticated(server.addr)
+        .await
+        .unwrap();
+    conn.close(0u32.into(), b"changed my mind");
+    let mut stats = server.stats.get();
+    for _ in 0..100 {
+        if stats.abandoned > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        stats = server.stats.get();
+    }
+    assert_eq!(stats.abandoned, 1, "{stats:?}");
+    assert_eq!(stats.refused, 0, "{stats:?}");
+    assert_eq!(stats.authenticated, 0, "{stats:?}");
+}
+
+#[tokio::test]
 async fn oversized_request_is_refused_and_the_session_survives() {
     let s = setup();
     let server = echo_server(s.car.clone(), SessionConfig::default(), 1, false).await;

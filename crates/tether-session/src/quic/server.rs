@@ -38,6 +38,9 @@ pub struct ListenerStats {
     pub evicted: u64,
     /// Connections not even admitted (every slot held by proven members).
     pub rejected_busy: u64,
+    /// Connections the peer closed, or that the transport lost, before the
+    /// handshake finished (a client that gave up is not a refusal).
+    pub abandoned: u64,
     /// Connections currently in the handshake.
     pub unauthenticated_now: u64,
 }
@@ -49,6 +52,7 @@ struct Counters {
     timed_out: AtomicU64,
     evicted: AtomicU64,
     rejected_busy: AtomicU64,
+    abandoned: AtomicU64,
 }
 
 struct PendingEntry {
@@ -211,6 +215,7 @@ impl StatsHandle {
             timed_out: c.timed_out.load(Ordering::Relaxed),
             evicted: c.evicted.load(Ordering::Relaxed),
             rejected_busy: c.rejected_busy.load(Ordering::Relaxed),
+            abandoned: c.abandoned.load(Ordering::Relaxed),
             unauthenticated_now: context.pending.lock().len() as u64,
         }
     }
@@ -303,6 +308,10 @@ async fn handshake_task(
         }
         Err(SessionError::HandshakeTimeout) => {
             context.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e @ (SessionError::Closed { .. } | SessionError::Connection(_))) => {
+            debug!(error = %e, "handshake abandoned by the peer");
+            context.counters.abandoned.fetch_add(1, Ordering::Relaxed);
         }
         Err(e) => {
             debug!(error = %e, "handshake failed");
