@@ -14,8 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-# Default: the `mobile` profile (release, size-optimised, LTO, stripped), as
-# shipped in apps. --release: the plain release profile. --debug: fast build.
+# Default: the `mobile` profile (release, size-optimised, LTO), as shipped in
+# apps. --release: the plain release profile. --debug: fast build.
 profile=mobile
 flags=(--profile mobile)
 case "${1:-}" in
@@ -40,6 +40,12 @@ cargo run --locked -q -p uniffi-bindgen -- generate --library "$lib" \
   --language kotlin --language swift --language python \
   --no-format --out-dir "$out"
 cp "$lib" "$out/"
+# Bindings are generated from the unstripped library (UniFFI reads its
+# metadata symbols); the copy shipped in OUT_DIR is stripped, as an app's
+# packaging (Gradle, Xcode) would do. The exported C functions stay.
+if [[ "$profile" != debug ]] && command -v strip >/dev/null 2>&1; then
+  strip --strip-all "$out/$(basename "$lib")"
+fi
 
 for f in dev/tether/tether.kt Tether.swift TetherFFI.h TetherFFI.modulemap tether.py "$(basename "$lib")"; do
   if [[ ! -s "$out/$f" ]]; then
