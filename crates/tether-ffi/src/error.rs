@@ -5,7 +5,7 @@ use tether_node::NodeError;
 
 /// Why a Tether call failed. Foreign languages see it as a typed exception
 /// (`TetherException` in Kotlin, `TetherError` in Swift and Python) whose
-/// variants match [`tether_node::NodeError`]; `detail` is a human-readable
+/// variants match Rust's `tether_node::NodeError`; `detail` is a human-readable
 /// sentence for logs, not for parsing.
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 #[non_exhaustive]
@@ -144,10 +144,8 @@ impl From<prost::DecodeError> for TetherError {
     }
 }
 
-/// A platform key store failed; raised by the app's [`PlatformKeyStore`]
+/// A platform key store failed; raised by the app's `PlatformKeyStore`
 /// implementation.
-///
-/// [`PlatformKeyStore`]: crate::PlatformKeyStore
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 pub enum KeyStoreError {
     /// The key store could not do it (locked device, user cancelled, I/O).

@@ -33,7 +33,7 @@ pub fn tether_version() -> String {
     env!("CARGO_PKG_VERSION").to_owned()
 }
 
-/// A fresh random idempotency key (16 bytes) for [`VehicleLink::command`].
+/// A fresh random idempotency key (16 bytes) for `VehicleLink.command`.
 /// Keep it and send it again to retry the same command safely (R23).
 #[uniffi::export]
 pub fn new_idempotency_key() -> Result<Vec<u8>, TetherError> {
@@ -41,14 +41,14 @@ pub fn new_idempotency_key() -> Result<Vec<u8>, TetherError> {
 }
 
 /// Panics inside the library on purpose, on the caller's thread. Lets a
-/// binding check that a panic surfaces as [`TetherError::Internal`] and the
+/// binding check that a panic surfaces as `TetherError.Internal` and the
 /// library stays usable; it has no other effect.
 #[uniffi::export]
 pub fn self_test_panic() -> Result<(), TetherError> {
     runtime::guard(|| panic!("self_test_panic: a deliberate panic"))
 }
 
-/// Like [`self_test_panic`], inside an async task on the library's runtime.
+/// Like `self_test_panic`, inside an async task on the library's runtime.
 #[uniffi::export]
 pub async fn self_test_panic_async() -> Result<(), TetherError> {
     runtime::run::<(), TetherError>(async { panic!("self_test_panic_async: a deliberate panic") })

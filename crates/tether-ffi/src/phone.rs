@@ -88,7 +88,7 @@ impl Phone {
 
     /// Opens an account-bound session to the vehicle at `address`
     /// (`ip:port`), resuming when a ticket is held. Another account's car
-    /// refuses: [`TetherError::Session`] with `refused = true`.
+    /// refuses: `TetherError.Session` with `refused = true`.
     pub async fn connect(&self, address: String) -> Result<Arc<VehicleLink>, TetherError> {
         let address = crate::records::parse_address(&address)?;
         let inner = self.inner.clone();
