@@ -23,6 +23,8 @@
 //!   properties the way mdns-sd does.
 //! - `vehicle_request`: repeated `control byte, record` (see
 //!   [`vehicle_request`]).
+//! - `pairing`, `setup_payload`, `gatt_segments`: see [`pairing()`],
+//!   [`setup_payload()`] and [`gatt_segments()`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
@@ -43,6 +45,9 @@ use tether_proto::v1::{
     Envelope, HandshakeMessage, Request, envelope, handshake_message::Message as Msg, request,
 };
 use tether_session::frame::{FrameDecoder, FrameError, MAX_FRAME_BYTES, encode_frame};
+
+mod pairing;
+pub use pairing::{gatt_segments, pairing, setup_payload};
 use tether_session::handshake::{
     ClientHandshake, Event, HandshakeConfig, HandshakeError, Output, ResumptionTicket,
     ServerHandshake, TICKET_LIFETIME_S, TicketKey, decode_message,
@@ -53,7 +58,7 @@ pub type Harness = fn(&[u8]);
 
 /// Every target: its name (the `[[bin]]` in `fuzz/Cargo.toml` and the
 /// directory under `fuzz/corpus/`) and its harness.
-pub const TARGETS: [(&str, Harness); 8] = [
+pub const TARGETS: [(&str, Harness); 11] = [
     ("envelope", envelope),
     ("frame", frame),
     ("handshake_server", handshake_server),
@@ -62,6 +67,9 @@ pub const TARGETS: [(&str, Harness); 8] = [
     ("discovery_txt", discovery_txt),
     ("certificate", certificate),
     ("vehicle_request", vehicle_request),
+    ("pairing", pairing),
+    ("setup_payload", setup_payload),
+    ("gatt_segments", gatt_segments),
 ];
 
 /// The fixed "now" (Unix seconds) the fixture's certificates are issued at.
@@ -963,6 +971,7 @@ pub fn seeds() -> Vec<Seed> {
             request(&[(0x14, &e(&client::command(8, &key, 0, command)))]),
         );
     }
+    pairing::seeds(&mut add);
     seeds
 }
 

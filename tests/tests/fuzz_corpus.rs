@@ -80,6 +80,9 @@ replay_tests!(
     discovery_txt,
     certificate,
     vehicle_request,
+    pairing,
+    setup_payload,
+    gatt_segments,
 );
 
 #[test]

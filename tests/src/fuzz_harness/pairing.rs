@@ -1,0 +1,180 @@
+//! Harnesses for the commissioning decoders (tether-pairing): the pairing
+//! cores, the setup payload parsers and GATT reassembly.
+
+use tether_pairing::pake::{
+    AttemptLimiter, Commissioner, CommissionerStep, DeviceEvent, MAX_FAILED_ATTEMPTS,
+    PAIRING_TIMEOUT_MS, PairingDevice,
+};
+
+use super::{record, records};
+
+/// The passcode every pairing harness uses (a valid one).
+const PASSCODE: u32 = 20_202_021;
+/// The commissioner's seed in the committed success paths.
+const COMMISSIONER_SEED: [u8; 32] = [1; 32];
+
+fn device_seed(i: usize) -> [u8; 32] {
+    [u8::try_from(i % 251).unwrap_or(0) + 2; 32]
+}
+
+/// `pairing`: selector byte, then records (2-byte big-endian length, bytes).
+///
+/// Selector bit 0 clear: a `PairingDevice` receives each record as a message
+/// from a commissioner, one second apart; bit 1 set: its pending attempt
+/// times out after each record. Oracles: the failure count never exceeds the
+/// lockout bound, never drops except on `Paired`, and a locked-out device
+/// never pairs (R6).
+///
+/// Selector bit 0 set: a `Commissioner` (passcode [`PASSCODE`], seed
+/// [`COMMISSIONER_SEED`]) receives each record as the device's answer; it
+/// reports `Paired` at most once and nothing after an error.
+pub fn pairing(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    if selector & 1 == 0 {
+        let mut device = PairingDevice::new(PASSCODE, AttemptLimiter::default());
+        let mut now_ms = 0u64;
+        for (i, message) in records(rest).enumerate() {
+            now_ms += 1_000;
+            let before = device.limiter().failures();
+            let paired = match device.handle(message, now_ms, device_seed(i)) {
+                Ok(out) => {
+                    let paired = matches!(out.event, Some(DeviceEvent::Paired(_)));
+                    assert!(
+                        !(paired && before >= MAX_FAILED_ATTEMPTS),
+                        "a locked-out device paired"
+                    );
+                    paired
+                }
+                Err(_) => false,
+            };
+            let after = device.limiter().failures();
+            assert!(
+                after <= MAX_FAILED_ATTEMPTS,
+                "failures past the lockout bound"
+            );
+            assert!(paired || after >= before, "a failure was refunded");
+            if selector & 2 != 0 {
+                let _ = device.handle_timeout(now_ms + PAIRING_TIMEOUT_MS);
+            }
+        }
+    } else {
+        let (mut commissioner, _request) = Commissioner::start(PASSCODE, COMMISSIONER_SEED);
+        let mut paired = 0;
+        let mut failed = false;
+        for message in records(rest) {
+            match commissioner.handle(message) {
+                Ok(CommissionerStep::Paired(_)) => {
+                    assert!(!failed, "paired after an error");
+                    paired += 1;
+                }
+                Ok(CommissionerStep::Send(_)) => assert!(!failed, "sent after an error"),
+                Err(_) => failed = true,
+            }
+        }
+        assert!(paired <= 1, "paired twice");
+    }
+}
+
+/// `setup_payload`: the bytes as a QR string and as a manual code (see
+/// `tether_pairing::setup::parse_any`, whose round-trip asserts are the
+/// oracles).
+pub fn setup_payload(data: &[u8]) {
+    tether_pairing::setup::parse_any(data);
+}
+
+/// `gatt_segments`: see `tether_pairing::segment::fuzz_reassemble` for the
+/// input format and oracles.
+pub fn gatt_segments(data: &[u8]) {
+    tether_pairing::segment::fuzz_reassemble(data);
+}
+
+/// Seeds: a complete pairing from both sides, a wrong passcode, and setup
+/// payloads and segment streams from the real encoders.
+pub(super) fn seeds(add: &mut dyn FnMut(&'static str, &str, Vec<u8>)) {
+    // The device side of a successful pairing: request, then confirm.
+    let mut device = PairingDevice::new(PASSCODE, AttemptLimiter::default());
+    let (mut commissioner, request) = Commissioner::start(PASSCODE, COMMISSIONER_SEED);
+    let challenge = device
+        .handle(&request, 1_000, device_seed(0))
+        .ok()
+        .and_then(|o| o.reply)
+        .expect("a fresh device answers a request");
+    let Ok(CommissionerStep::Send(confirm)) = commissioner.handle(&challenge) else {
+        panic!("the right passcode verifies");
+    };
+    let result = device
+        .handle(&confirm, 2_000, device_seed(1))
+        .ok()
+        .and_then(|o| o.reply)
+        .expect("the device answers the confirm");
+    let mut device_side = vec![0];
+    device_side.extend(record(&request));
+    device_side.extend(record(&confirm));
+    add("pairing", "device_success", device_side);
+    let mut commissioner_side = vec![1];
+    commissioner_side.extend(record(&challenge));
+    commissioner_side.extend(record(&result));
+    add("pairing", "commissioner_success", commissioner_side);
+    // A wrong passcode, repeated to the lockout, with timeouts.
+    let mut lockout = vec![2];
+    for n in 0..6u8 {
+        let (_, wrong) = Commissioner::start(PASSCODE + 1, [n + 10; 32]);
+        lockout.extend(record(&wrong));
+    }
+    add("pairing", "wrong_passcode_lockout", lockout);
+
+    // Setup payloads from the encoder.
+    for (name, payload) in [
+        (
+            "typical",
+            tether_pairing::setup::SetupPayload {
+                version: 0,
+                product_model: 0x1a2b,
+                discriminator: 3840,
+                flags: 0b001,
+                passcode: PASSCODE,
+            },
+        ),
+        (
+            "edges",
+            tether_pairing::setup::SetupPayload {
+                version: 0,
+                product_model: u16::MAX,
+                discriminator: 4095,
+                flags: 0xff,
+                passcode: 99_999_998,
+            },
+        ),
+    ] {
+        if let Ok(qr) = payload.to_qr_string() {
+            add("setup_payload", &format!("qr_{name}"), qr.into_bytes());
+        }
+        if let Ok(code) = payload.manual_code() {
+            add(
+                "setup_payload",
+                &format!("manual_{name}"),
+                code.into_bytes(),
+            );
+        }
+    }
+
+    // Segment streams: records of real segments for two MTUs.
+    for (name, mtu) in [("mtu23", 23u16), ("mtu185", 185)] {
+        let Ok(mut segmenter) = tether_pairing::segment::Segmenter::new(mtu) else {
+            continue;
+        };
+        let message: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
+        let Ok(segments) = segmenter.segment(&message) else {
+            continue;
+        };
+        // Limit selector 255: 4096 bytes; then 1-byte-length records.
+        let mut data = vec![255];
+        for segment in &segments {
+            data.push(u8::try_from(segment.len()).unwrap_or(u8::MAX));
+            data.extend_from_slice(segment);
+        }
+        add("gatt_segments", name, data);
+    }
+}
