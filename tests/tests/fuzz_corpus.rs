@@ -83,6 +83,7 @@ replay_tests!(
     pairing,
     setup_payload,
     gatt_segments,
+    provisioning,
 );
 
 #[test]

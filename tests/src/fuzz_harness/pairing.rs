@@ -1,9 +1,14 @@
 //! Harnesses for the commissioning decoders (tether-pairing): the pairing
 //! cores, the setup payload parsers and GATT reassembly.
 
+use std::sync::OnceLock;
+
 use tether_pairing::pake::{
     AttemptLimiter, Commissioner, CommissionerStep, DeviceEvent, MAX_FAILED_ATTEMPTS,
-    PAIRING_TIMEOUT_MS, PairingDevice,
+    PAIRING_TIMEOUT_MS, PairingDevice, PairingKey,
+};
+use tether_pairing::provision::{
+    Credentials, Network, Outcome, ProvisioningCommissioner, ProvisioningDevice, Security,
 };
 
 use super::{record, records};
@@ -77,6 +82,81 @@ pub fn pairing(data: &[u8]) {
     }
 }
 
+/// The pairing key of the committed success path (fixed seeds), computed
+/// once: provisioning seeds stay valid from run to run.
+fn pairing_key() -> &'static PairingKey {
+    static KEY: OnceLock<PairingKey> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut device = PairingDevice::new(PASSCODE, AttemptLimiter::default());
+        let (mut commissioner, request) = Commissioner::start(PASSCODE, COMMISSIONER_SEED);
+        let challenge = device
+            .handle(&request, 1_000, device_seed(0))
+            .ok()
+            .and_then(|o| o.reply)
+            .expect("a fresh device answers a request");
+        let Ok(CommissionerStep::Send(confirm)) = commissioner.handle(&challenge) else {
+            panic!("the right passcode verifies");
+        };
+        let result = device
+            .handle(&confirm, 2_000, device_seed(1))
+            .ok()
+            .and_then(|o| o.reply)
+            .expect("the device answers the confirm");
+        match commissioner.handle(&result) {
+            Ok(CommissionerStep::Paired(key)) => key,
+            _ => panic!("the fixed pairing succeeds"),
+        }
+    })
+}
+
+fn home_network() -> Credentials {
+    Credentials {
+        ssid: b"Fuzz Home".to_vec(),
+        passphrase: b"fuzz passphrase".to_vec(),
+        security: Security::Wpa2Personal,
+        network: Network::Home,
+    }
+}
+
+/// `provisioning`: selector byte, then records (2-byte big-endian length,
+/// bytes), under the fixed pairing key.
+///
+/// Selector bit 0 clear: a `ProvisioningDevice` opens each record as
+/// credentials; every accepted one must validate, and accepted sequence
+/// numbers must strictly increase (no replay). Bit 0 set: a
+/// `ProvisioningCommissioner` sends [`home_network`] and opens each record as
+/// the device's report; it accepts at most one report per credentials sent.
+pub fn provisioning(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let key = pairing_key();
+    if selector & 1 == 0 {
+        let mut device = ProvisioningDevice::new(key);
+        for message in records(rest) {
+            if let Ok(credentials) = device.handle_credentials(message) {
+                assert!(
+                    credentials.validate().is_ok(),
+                    "accepted invalid credentials"
+                );
+                assert!(device.report(Outcome::Joined).is_ok());
+            }
+        }
+    } else {
+        let mut commissioner = ProvisioningCommissioner::new(key);
+        if commissioner.send_credentials(&home_network()).is_err() {
+            return;
+        }
+        let mut accepted = 0;
+        for message in records(rest) {
+            if commissioner.handle_status(message).is_ok() {
+                accepted += 1;
+            }
+        }
+        assert!(accepted <= 1, "two reports accepted for one request");
+    }
+}
+
 /// `setup_payload`: the bytes as a QR string and as a manual code (see
 /// `tether_pairing::setup::parse_any`, whose round-trip asserts are the
 /// oracles).
@@ -124,6 +204,24 @@ pub(super) fn seeds(add: &mut dyn FnMut(&'static str, &str, Vec<u8>)) {
         lockout.extend(record(&wrong));
     }
     add("pairing", "wrong_passcode_lockout", lockout);
+
+    // Provisioning under the fixed key: credentials, then the report.
+    let key = pairing_key();
+    let mut commissioner = ProvisioningCommissioner::new(key);
+    let mut device = ProvisioningDevice::new(key);
+    let network = commissioner
+        .send_credentials(&home_network())
+        .expect("valid credentials");
+    device
+        .handle_credentials(&network)
+        .expect("the paired device opens them");
+    let report = device.report(Outcome::Joined).expect("a report");
+    let mut device_side = vec![0];
+    device_side.extend(record(&network));
+    add("provisioning", "device_credentials", device_side);
+    let mut commissioner_side = vec![1];
+    commissioner_side.extend(record(&report));
+    add("provisioning", "commissioner_report", commissioner_side);
 
     // Setup payloads from the encoder.
     for (name, payload) in [
