@@ -23,9 +23,9 @@
 //!   properties the way mdns-sd does.
 //! - `vehicle_request`: repeated `control byte, record` (see
 //!   [`vehicle_request`]).
-//! - `pairing`, `provisioning`, `setup_payload`, `gatt_segments`: see
-//!   [`pairing()`], [`provisioning()`], [`setup_payload()`] and
-//!   [`gatt_segments()`].
+//! - `pairing`, `provisioning`, `setup_payload`, `gatt_segments`,
+//!   `ble_advert`: see [`pairing()`], [`provisioning()`], [`setup_payload()`],
+//!   [`gatt_segments()`] and [`ble_advert()`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
@@ -48,7 +48,7 @@ use tether_proto::v1::{
 use tether_session::frame::{FrameDecoder, FrameError, MAX_FRAME_BYTES, encode_frame};
 
 mod pairing;
-pub use pairing::{gatt_segments, pairing, provisioning, setup_payload};
+pub use pairing::{ble_advert, gatt_segments, pairing, provisioning, setup_payload};
 use tether_session::handshake::{
     ClientHandshake, Event, HandshakeConfig, HandshakeError, Output, ResumptionTicket,
     ServerHandshake, TICKET_LIFETIME_S, TicketKey, decode_message,
@@ -59,7 +59,7 @@ pub type Harness = fn(&[u8]);
 
 /// Every target: its name (the `[[bin]]` in `fuzz/Cargo.toml` and the
 /// directory under `fuzz/corpus/`) and its harness.
-pub const TARGETS: [(&str, Harness); 12] = [
+pub const TARGETS: [(&str, Harness); 13] = [
     ("envelope", envelope),
     ("frame", frame),
     ("handshake_server", handshake_server),
@@ -72,6 +72,7 @@ pub const TARGETS: [(&str, Harness); 12] = [
     ("setup_payload", setup_payload),
     ("gatt_segments", gatt_segments),
     ("provisioning", provisioning),
+    ("ble_advert", ble_advert),
 ];
 
 /// The fixed "now" (Unix seconds) the fixture's certificates are issued at.

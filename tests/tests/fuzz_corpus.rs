@@ -84,6 +84,7 @@ replay_tests!(
     setup_payload,
     gatt_segments,
     provisioning,
+    ble_advert,
 );
 
 #[test]

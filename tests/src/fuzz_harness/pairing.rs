@@ -1,5 +1,6 @@
 //! Harnesses for the commissioning decoders (tether-pairing): the pairing
-//! cores, the setup payload parsers and GATT reassembly.
+//! cores, provisioning, the setup payload parsers, GATT reassembly and BLE
+//! adverts.
 
 use std::sync::OnceLock;
 
@@ -157,6 +158,15 @@ pub fn provisioning(data: &[u8]) {
     }
 }
 
+/// `ble_advert`: the bytes as Tether service data. Oracle: whatever decodes
+/// re-encodes to exactly the same bytes (the format has one encoding).
+pub fn ble_advert(data: &[u8]) {
+    if let Ok(advert) = tether_ble::advert::Advert::decode(data) {
+        let again = advert.encode().expect("a decoded advert encodes");
+        assert_eq!(again, data, "decode/encode is not the identity");
+    }
+}
+
 /// `setup_payload`: the bytes as a QR string and as a manual code (see
 /// `tether_pairing::setup::parse_any`, whose round-trip asserts are the
 /// oracles).
@@ -222,6 +232,26 @@ pub(super) fn seeds(add: &mut dyn FnMut(&'static str, &str, Vec<u8>)) {
     let mut commissioner_side = vec![1];
     commissioner_side.extend(record(&report));
     add("provisioning", "commissioner_report", commissioner_side);
+
+    // Adverts from the encoder.
+    for (name, advert) in [
+        (
+            "member",
+            tether_ble::advert::Advert::Member { token: [0x5a; 16] },
+        ),
+        (
+            "unprovisioned",
+            tether_ble::advert::Advert::Unprovisioned {
+                product_model: 0x1a2b,
+                discriminator: 3840,
+                flags: tether_ble::advert::FLAG_PAIRING_OPEN,
+            },
+        ),
+    ] {
+        if let Ok(bytes) = advert.encode() {
+            add("ble_advert", name, bytes);
+        }
+    }
 
     // Setup payloads from the encoder.
     for (name, payload) in [

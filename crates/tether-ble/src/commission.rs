@@ -1,0 +1,138 @@
+//! The commissioner's side of commissioning over any [`Link`]: pair with the
+//! device's passcode, then hand it network credentials and wait for its
+//! report (SPEC §12, §13). A thin async driver over the sans-IO cores of
+//! `tether-pairing`.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use tether_pairing::pake::{Commissioner, CommissionerStep, PairingError};
+use tether_pairing::provision::{Credentials, Outcome, ProvisionError, ProvisioningCommissioner};
+use tether_pairing::segment::{Reassembler, SegmentError, Segmenter};
+
+use crate::radio::{Link, RadioError};
+
+/// How long the commissioner waits for each answer from the device. Joining
+/// a network can take a while; pairing answers are quick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommissionTimeouts {
+    /// For each pairing answer.
+    pub pairing: Duration,
+    /// For the device's report after it tried the network.
+    pub provisioning: Duration,
+}
+
+impl Default for CommissionTimeouts {
+    fn default() -> Self {
+        Self {
+            pairing: Duration::from_secs(10),
+            provisioning: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why commissioning stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum CommissionError {
+    /// The radio failed or the link dropped.
+    #[error(transparent)]
+    Radio(#[from] RadioError),
+    /// Pairing failed (wrong passcode, lockout, backoff, busy...).
+    #[error(transparent)]
+    Pairing(#[from] PairingError),
+    /// Provisioning failed (tampered, replayed, invalid credentials).
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    /// A segment from the device was malformed.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    /// The device did not answer in time.
+    #[error("the device did not answer in time ({0})")]
+    Timeout(&'static str),
+}
+
+/// One step of commissioning, for progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommissionStage {
+    /// SPAKE2 request sent.
+    PairingStarted,
+    /// Both confirmations verified.
+    Paired,
+    /// Sealed credentials sent; the device is trying the network.
+    CredentialsSent,
+}
+
+/// A message exchange over a link: segments out, reassembled messages in.
+struct Channel<'a, L: Link> {
+    link: &'a L,
+    segmenter: Segmenter,
+    reassembler: Reassembler,
+}
+
+impl<L: Link> Channel<'_, L> {
+    async fn send(&mut self, message: &[u8]) -> Result<(), CommissionError> {
+        for segment in self.segmenter.segment(message)? {
+            self.link.send(&segment).await?;
+        }
+        Ok(())
+    }
+
+    async fn recv(
+        &mut self,
+        timeout: Duration,
+        what: &'static str,
+    ) -> Result<Vec<u8>, CommissionError> {
+        let receive = async {
+            loop {
+                let segment = self.link.recv().await?;
+                if let Some(message) = self.reassembler.push(&segment)? {
+                    return Ok::<_, CommissionError>(message);
+                }
+            }
+        };
+        tokio::time::timeout(timeout, receive)
+            .await
+            .map_err(|_| CommissionError::Timeout(what))?
+    }
+}
+
+/// Pairs with the device on `link` using `passcode` and provisions
+/// `credentials`; returns the device's report. `seed` is 32 fresh random
+/// bytes. `progress` hears each stage as it is reached. On any error the
+/// caller should disconnect the link (the device then ends its attempt).
+pub async fn commission<L: Link>(
+    link: &L,
+    passcode: u32,
+    credentials: &Credentials,
+    seed: [u8; 32],
+    timeouts: CommissionTimeouts,
+    mut progress: impl FnMut(CommissionStage) + Send,
+) -> Result<Outcome, CommissionError> {
+    let mut channel = Channel {
+        link,
+        segmenter: Segmenter::new(link.mtu())?,
+        reassembler: Reassembler::default(),
+    };
+    let (mut commissioner, request) = Commissioner::start(passcode, seed);
+    channel.send(&request).await?;
+    progress(CommissionStage::PairingStarted);
+    let key = loop {
+        let answer = channel.recv(timeouts.pairing, "pairing").await?;
+        match commissioner.handle(&answer)? {
+            CommissionerStep::Send(confirm) => channel.send(&confirm).await?,
+            CommissionerStep::Paired(key) => break key,
+        }
+    };
+    progress(CommissionStage::Paired);
+    let mut provisioning = ProvisioningCommissioner::new(&key);
+    channel
+        .send(&provisioning.send_credentials(credentials)?)
+        .await?;
+    progress(CommissionStage::CredentialsSent);
+    let report = channel
+        .recv(timeouts.provisioning, "provisioning report")
+        .await?;
+    Ok(provisioning.handle_status(&report)?)
+}

@@ -1,0 +1,254 @@
+//! Commissioning end to end over the simulated radio: a lamp advertises as
+//! unprovisioned, the head unit scans, connects, pairs with the passcode from
+//! the lamp's setup payload and hands it Wi-Fi credentials (R6, R13).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tether_ble::advert::{Advert, FLAG_PAIRING_OPEN};
+use tether_ble::commission::{CommissionError, CommissionStage, CommissionTimeouts, commission};
+use tether_ble::radio::{Central, Link, PeripheralId};
+use tether_ble::sim::{PeripheralHandler, SimAir, SimConfig};
+use tether_pairing::device::{CommissioneeEvent, DeviceCommissioning};
+use tether_pairing::pake::{AttemptLimiter, PairingError};
+use tether_pairing::provision::{Credentials, Network, Outcome, Security};
+use tether_pairing::setup::SetupPayload;
+
+const MTU: u16 = 185;
+
+fn payload() -> SetupPayload {
+    SetupPayload {
+        version: 0,
+        product_model: 0x1a2b,
+        discriminator: 3840,
+        flags: 1,
+        passcode: 20_202_021,
+    }
+}
+
+fn home() -> Credentials {
+    Credentials {
+        ssid: b"Home".to_vec(),
+        passphrase: b"lamp-friendly-pass".to_vec(),
+        security: Security::Wpa2Personal,
+        network: Network::Home,
+    }
+}
+
+/// What the lamp's host observed, shared with the test.
+#[derive(Default)]
+struct LampLog {
+    events: Vec<CommissioneeEvent>,
+    limiter: AttemptLimiter,
+}
+
+/// A simulated lamp: the sans-IO device core behind the radio, and a tiny
+/// Wi-Fi world that knows which networks exist.
+struct Lamp {
+    core: DeviceCommissioning,
+    networks: HashMap<Vec<u8>, Vec<u8>>,
+    log: Arc<Mutex<LampLog>>,
+    started: tokio::time::Instant,
+    seed: u8,
+}
+
+impl Lamp {
+    fn new(log: Arc<Mutex<LampLog>>, mtu: u16) -> Self {
+        let limiter = log.lock().unwrap().limiter;
+        Self {
+            core: DeviceCommissioning::new(payload().passcode, limiter, mtu).unwrap(),
+            networks: HashMap::from([(home().ssid, home().passphrase)]),
+            log,
+            started: tokio::time::Instant::now(),
+            seed: 0,
+        }
+    }
+
+    fn try_network(&self, credentials: &Credentials) -> Outcome {
+        match self.networks.get(&credentials.ssid) {
+            None => Outcome::NetworkNotFound,
+            Some(pass) if *pass != credentials.passphrase => Outcome::WrongPassphrase,
+            Some(_) => Outcome::Joined,
+        }
+    }
+}
+
+impl PeripheralHandler for Lamp {
+    fn on_write(&mut self, segment: &[u8]) -> Vec<Vec<u8>> {
+        // The lamp's monotonic clock (tokio's, paused in these tests).
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap();
+        self.seed = self.seed.wrapping_add(1);
+        let step = self.core.on_segment(segment, now_ms, [self.seed; 32]);
+        let mut notify = step.notify;
+        let mut log = self.log.lock().unwrap();
+        for event in step.events {
+            if let CommissioneeEvent::Credentials(credentials) = &event {
+                let outcome = self.try_network(credentials);
+                notify.extend(self.core.report(outcome).unwrap());
+            }
+            log.events.push(event);
+        }
+        log.limiter = self.core.limiter();
+        notify
+    }
+
+    fn on_disconnect(&mut self) {
+        self.core.on_link_closed();
+        self.log.lock().unwrap().limiter = self.core.limiter();
+    }
+}
+
+fn lamp_on(air: &SimAir, mtu: u16) -> (Arc<Mutex<LampLog>>, tether_ble::sim::SimPeripheral) {
+    let log = Arc::new(Mutex::new(LampLog::default()));
+    let peripheral = air.add_peripheral(Box::new(Lamp::new(log.clone(), mtu)));
+    let advert = Advert::Unprovisioned {
+        product_model: payload().product_model,
+        discriminator: payload().discriminator,
+        flags: FLAG_PAIRING_OPEN,
+    };
+    peripheral.set_advert(Some(advert.encode().unwrap()));
+    (log, peripheral)
+}
+
+/// Scans and returns the peripheral whose advert matches the setup payload.
+async fn find_lamp(air: &SimAir) -> PeripheralId {
+    let seen = air
+        .central()
+        .scan(Duration::from_millis(500))
+        .await
+        .unwrap();
+    seen.into_iter()
+        .find(|r| {
+            matches!(
+                r.tether_data().map(Advert::decode),
+                Some(Ok(Advert::Unprovisioned { discriminator, product_model, .. }))
+                    if discriminator == payload().discriminator
+                        && product_model == payload().product_model
+            )
+        })
+        .map(|r| r.id)
+        .expect("the lamp is advertising")
+}
+
+async fn run(
+    air: &SimAir,
+    id: &PeripheralId,
+    passcode: u32,
+    credentials: &Credentials,
+    seed: u8,
+) -> (Result<Outcome, CommissionError>, Vec<CommissionStage>) {
+    let link = air.central().connect(id).await.unwrap();
+    let mut stages = Vec::new();
+    let result = commission(
+        &link,
+        passcode,
+        credentials,
+        [seed; 32],
+        CommissionTimeouts::default(),
+        |s| stages.push(s),
+    )
+    .await;
+    link.disconnect().await.unwrap();
+    (result, stages)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lamp_is_found_paired_and_joins_the_home_wifi_r6_r13() {
+    let air = SimAir::new(SimConfig {
+        mtu: MTU,
+        ..SimConfig::default()
+    });
+    let (log, _lamp) = lamp_on(&air, MTU);
+    let id = find_lamp(&air).await;
+    let (result, stages) = run(&air, &id, payload().passcode, &home(), 1).await;
+    assert_eq!(result, Ok(Outcome::Joined));
+    assert_eq!(
+        stages,
+        vec![
+            CommissionStage::PairingStarted,
+            CommissionStage::Paired,
+            CommissionStage::CredentialsSent
+        ]
+    );
+    let log = log.lock().unwrap();
+    assert_eq!(log.limiter.failures(), 0);
+    assert!(log.events.contains(&CommissioneeEvent::Paired));
+    assert!(log.events.contains(&CommissioneeEvent::Credentials(home())));
+}
+
+#[tokio::test(start_paused = true)]
+async fn wifi_failures_are_typed_and_a_retry_joins_r13() {
+    let air = SimAir::new(SimConfig {
+        mtu: MTU,
+        ..SimConfig::default()
+    });
+    let (_log, _lamp) = lamp_on(&air, MTU);
+    let id = find_lamp(&air).await;
+    let wrong_pass = Credentials {
+        passphrase: b"not-the-passphrase".to_vec(),
+        ..home()
+    };
+    let unknown = Credentials {
+        ssid: b"Neighbour".to_vec(),
+        ..home()
+    };
+    let (result, _) = run(&air, &id, payload().passcode, &wrong_pass, 1).await;
+    assert_eq!(result, Ok(Outcome::WrongPassphrase));
+    let (result, _) = run(&air, &id, payload().passcode, &unknown, 2).await;
+    assert_eq!(result, Ok(Outcome::NetworkNotFound));
+    let (result, _) = run(&air, &id, payload().passcode, &home(), 3).await;
+    assert_eq!(result, Ok(Outcome::Joined));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_passcode_fails_is_counted_and_the_next_try_must_wait_r6() {
+    let air = SimAir::new(SimConfig {
+        mtu: MTU,
+        ..SimConfig::default()
+    });
+    let (log, _lamp) = lamp_on(&air, MTU);
+    let id = find_lamp(&air).await;
+    let (result, stages) = run(&air, &id, payload().passcode + 1, &home(), 1).await;
+    assert_eq!(
+        result,
+        Err(CommissionError::Pairing(PairingError::WrongPasscode))
+    );
+    assert_eq!(stages, vec![CommissionStage::PairingStarted]);
+    assert_eq!(log.lock().unwrap().limiter.failures(), 1);
+    // Less than the 1 s backoff has passed on the lamp's clock: it asks to
+    // wait, without doing any SPAKE2 work.
+    let (result, _) = run(&air, &id, payload().passcode, &home(), 2).await;
+    assert!(
+        matches!(
+            result,
+            Err(CommissionError::Pairing(PairingError::RetryLater { .. }))
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn commissioning_survives_a_lossy_jittery_air_r13() {
+    let air = SimAir::new(SimConfig {
+        mtu: 23,
+        loss: 0.05,
+        jitter: Duration::from_millis(5),
+        seed: 7,
+        ..SimConfig::default()
+    });
+    let mut joined = 0;
+    for cycle in 0..20u8 {
+        let (_log, lamp) = lamp_on(&air, 23);
+        let id = find_lamp(&air).await;
+        let (result, _) = run(&air, &id, payload().passcode, &home(), cycle).await;
+        if result == Ok(Outcome::Joined) {
+            joined += 1;
+        }
+        lamp.remove();
+    }
+    assert_eq!(joined, 20);
+    assert!(air.stats().pdus_lost > 0, "the air lost nothing: no test");
+}
