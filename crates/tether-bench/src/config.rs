@@ -25,6 +25,8 @@ pub struct BenchConfig {
     pub token_resolutions: usize,
     /// Discovery keys the resolver holds (each is tried for every token).
     pub token_keys: usize,
+    /// Pair-and-provision cycles over the simulated radio (5 % loss).
+    pub pairing_cycles: usize,
     /// Each measurement is split into this many rounds that alternate
     /// which side goes first, so drift on a shared machine (another build,
     /// a noisy neighbour) hits both sides alike.
@@ -42,6 +44,7 @@ impl Default for BenchConfig {
             pipelined_concurrency: 64,
             token_resolutions: 200_000,
             token_keys: 4,
+            pairing_cycles: 1_000,
             rounds: 10,
         }
     }
@@ -59,6 +62,7 @@ impl BenchConfig {
             pipelined_concurrency: 16,
             token_resolutions: 1_000,
             token_keys: 4,
+            pairing_cycles: 20,
             rounds: 2,
         }
     }
@@ -82,6 +86,7 @@ impl BenchConfig {
             ),
             (self.token_keys, "token_keys must be at least 1"),
             (self.rounds, "rounds must be at least 1"),
+            (self.pairing_cycles, "pairing_cycles must be at least 1"),
         ];
         if let Some((_, why)) = positive.iter().find(|(n, _)| *n == 0) {
             return Err(BenchError::InvalidConfig(why));

@@ -14,6 +14,7 @@
 //! | small-command RTT | `ClientSession::call` with a vehicle Get, answered by a [`tether_control::VehicleService`] | a stream carrying 32 bytes, echoed |
 //! | pipelined commands/s | the same call, many in flight on one session | the same echo, as many in flight on one connection |
 //! | token resolutions/s | parse a heard label and try every held discovery key | — |
+//! | pairing stress | scan, connect, SPAKE2, sealed Wi-Fi credentials, report over a 5 %-loss simulated radio; success rate and p50/p99 in simulated radio time | — |
 //!
 //! Goals ([`GOALS`]) are reported in [`BenchReport::goals_met`], never
 //! asserted: timing on a shared machine is not a test.
@@ -37,6 +38,7 @@ mod cores;
 mod error;
 mod handshakes;
 mod measure;
+mod pairing;
 mod report;
 mod tether;
 mod tokens;
@@ -48,8 +50,8 @@ use tether_session::quic::SessionConfig;
 pub use config::BenchConfig;
 pub use error::{BenchError, BoxError};
 pub use report::{
-    BenchReport, GOALS, Goal, HANDSHAKE_GOAL, PIPELINED_GOAL, RTT_P50_GOAL, RTT_P99_GOAL,
-    render_text,
+    BenchReport, GOALS, Goal, HANDSHAKE_GOAL, PAIRING_GOAL, PIPELINED_GOAL, RTT_P50_GOAL,
+    RTT_P99_GOAL, render_text,
 };
 
 use commands::measure_commands;
@@ -81,6 +83,9 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         tokio::task::spawn_blocking(move || cores::handshake_cost(&phone, &car, n)).await??
     };
     let (tether_request_bytes, tether_response_bytes) = tether::small_command_sizes()?;
+    let cycles = config.pairing_cycles;
+    let stress =
+        tokio::task::spawn_blocking(move || pairing::stress(cycles, 0x7e7e_0001)).await??;
 
     let mut tether_rtt = commands.tether_rtt;
     let mut bare_rtt = commands.bare_rtt;
@@ -129,6 +134,15 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         token_resolutions: config.token_resolutions,
         token_keys: config.token_keys,
         token_resolutions_per_s: per_second(config.token_resolutions, tokens),
+        pairing_cycles: stress.cycles,
+        pairing_success_rate: stress.joined as f64 / stress.cycles.max(1) as f64,
+        pairing_p50_ms: pairing::percentile_ms(&stress.durations_ms, 50.0),
+        pairing_p99_ms: pairing::percentile_ms(&stress.durations_ms, 99.0),
+        pairing_pdus_sent: stress.pdus_sent,
+        pairing_pdus_lost: stress.pdus_lost,
+        pairing_links_dropped: stress.links_dropped,
+        pairing_wall_s: stress.wall.as_secs_f64(),
+        pairing_first_failure: stress.first_failure,
         goals_met: Default::default(),
         config,
     };

@@ -21,6 +21,11 @@ async fn quick_run_reports_every_measurement() {
     assert_eq!(report.bare_pipelined_requests, config.pipelined_requests);
     assert_eq!(report.token_resolutions, config.token_resolutions);
     assert_eq!(report.token_keys, config.token_keys);
+    assert_eq!(report.pairing_cycles, config.pairing_cycles);
+    assert!((0.0..=1.0).contains(&report.pairing_success_rate));
+    assert!(report.pairing_p50_ms > 0.0 && report.pairing_p50_ms <= report.pairing_p99_ms);
+    assert!(report.pairing_pdus_sent > 0);
+    assert!(report.pairing_pdus_lost <= report.pairing_pdus_sent);
 
     let figures = [
         ("handshake_ratio", report.handshake_ratio),
@@ -54,9 +59,13 @@ async fn quick_run_reports_every_measurement() {
         "rtt_p50_ratio",
         "rtt_p99_ratio",
         "token_resolutions_per_s",
+        "pairing_success_rate",
+        "pairing_p99_ms",
         "goals_met",
     ] {
         assert!(json.get(key).is_some(), "JSON lacks {key}");
     }
-    assert!(render_text(&report).contains("pipelined commands/s"));
+    let text = render_text(&report);
+    assert!(text.contains("pipelined commands/s"));
+    assert!(text.contains("Pairing stress"));
 }

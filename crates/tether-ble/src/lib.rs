@@ -17,3 +17,4 @@ pub mod bluez;
 pub mod commission;
 pub mod radio;
 pub mod sim;
+pub mod sim_device;

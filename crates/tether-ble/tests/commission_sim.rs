@@ -4,16 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tether_ble::advert::{Advert, FLAG_PAIRING_OPEN};
 use tether_ble::commission::{CommissionError, CommissionStage, CommissionTimeouts, commission};
 use tether_ble::radio::{Central, Link, PeripheralId};
-use tether_ble::sim::{PeripheralHandler, SimAir, SimConfig};
-use tether_pairing::device::{CommissioneeEvent, DeviceCommissioning};
-use tether_pairing::pake::{AttemptLimiter, PairingError};
+use tether_ble::sim::{SimAir, SimConfig};
+use tether_ble::sim_device::{SharedLog, SimCommissionee};
+use tether_pairing::device::CommissioneeEvent;
+use tether_pairing::pake::PairingError;
 use tether_pairing::provision::{Credentials, Network, Outcome, Security};
 use tether_pairing::setup::SetupPayload;
 
@@ -38,72 +37,10 @@ fn home() -> Credentials {
     }
 }
 
-/// What the lamp's host observed, shared with the test.
-#[derive(Default)]
-struct LampLog {
-    events: Vec<CommissioneeEvent>,
-    limiter: AttemptLimiter,
-}
-
-/// A simulated lamp: the sans-IO device core behind the radio, and a tiny
-/// Wi-Fi world that knows which networks exist.
-struct Lamp {
-    core: DeviceCommissioning,
-    networks: HashMap<Vec<u8>, Vec<u8>>,
-    log: Arc<Mutex<LampLog>>,
-    started: tokio::time::Instant,
-    seed: u8,
-}
-
-impl Lamp {
-    fn new(log: Arc<Mutex<LampLog>>, mtu: u16) -> Self {
-        let limiter = log.lock().unwrap().limiter;
-        Self {
-            core: DeviceCommissioning::new(payload().passcode, limiter, mtu).unwrap(),
-            networks: HashMap::from([(home().ssid, home().passphrase)]),
-            log,
-            started: tokio::time::Instant::now(),
-            seed: 0,
-        }
-    }
-
-    fn try_network(&self, credentials: &Credentials) -> Outcome {
-        match self.networks.get(&credentials.ssid) {
-            None => Outcome::NetworkNotFound,
-            Some(pass) if *pass != credentials.passphrase => Outcome::WrongPassphrase,
-            Some(_) => Outcome::Joined,
-        }
-    }
-}
-
-impl PeripheralHandler for Lamp {
-    fn on_write(&mut self, segment: &[u8]) -> Vec<Vec<u8>> {
-        // The lamp's monotonic clock (tokio's, paused in these tests).
-        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap();
-        self.seed = self.seed.wrapping_add(1);
-        let step = self.core.on_segment(segment, now_ms, [self.seed; 32]);
-        let mut notify = step.notify;
-        let mut log = self.log.lock().unwrap();
-        for event in step.events {
-            if let CommissioneeEvent::Credentials(credentials) = &event {
-                let outcome = self.try_network(credentials);
-                notify.extend(self.core.report(outcome).unwrap());
-            }
-            log.events.push(event);
-        }
-        log.limiter = self.core.limiter();
-        notify
-    }
-
-    fn on_disconnect(&mut self) {
-        self.core.on_link_closed();
-        self.log.lock().unwrap().limiter = self.core.limiter();
-    }
-}
-
-fn lamp_on(air: &SimAir, mtu: u16) -> (Arc<Mutex<LampLog>>, tether_ble::sim::SimPeripheral) {
-    let log = Arc::new(Mutex::new(LampLog::default()));
-    let peripheral = air.add_peripheral(Box::new(Lamp::new(log.clone(), mtu)));
+fn lamp_on(air: &SimAir, mtu: u16) -> (SharedLog, tether_ble::sim::SimPeripheral) {
+    let networks = [(home().ssid, home().passphrase)];
+    let (lamp, log) = SimCommissionee::new(payload().passcode, mtu, &networks, 99).unwrap();
+    let peripheral = air.add_peripheral(Box::new(lamp));
     let advert = Advert::Unprovisioned {
         product_model: payload().product_model,
         discriminator: payload().discriminator,
@@ -177,6 +114,7 @@ async fn a_lamp_is_found_paired_and_joins_the_home_wifi_r6_r13() {
     assert_eq!(log.limiter.failures(), 0);
     assert!(log.events.contains(&CommissioneeEvent::Paired));
     assert!(log.events.contains(&CommissioneeEvent::Credentials(home())));
+    assert_eq!(log.joined, vec![home()]);
 }
 
 #[tokio::test(start_paused = true)]
