@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use serde_json::json;
 use tether_control::client as control;
 use tether_control::signals;
@@ -14,49 +13,12 @@ use tether_node::{
 };
 use tether_proto::v1::CommandState;
 
+use crate::narrate::Narrator;
+
 /// How long discovery may take before the demo fails.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the other-account phone browses.
 const STRANGER_BROWSE: Duration = Duration::from_secs(3);
-
-#[derive(Debug, Serialize)]
-struct Step {
-    name: &'static str,
-    ok: bool,
-    ms: u64,
-    detail: String,
-}
-
-struct Narrator {
-    json: bool,
-    steps: Vec<Step>,
-}
-
-impl Narrator {
-    fn record(
-        &mut self,
-        name: &'static str,
-        started: Instant,
-        result: Result<String, String>,
-    ) -> bool {
-        let ms = started.elapsed().as_millis() as u64;
-        let (ok, detail) = match result {
-            Ok(d) => (true, d),
-            Err(d) => (false, d),
-        };
-        if !self.json {
-            let mark = if ok { "ok  " } else { "FAIL" };
-            println!("[{mark}] {name:<28} {ms:>6} ms  {detail}");
-        }
-        self.steps.push(Step {
-            name,
-            ok,
-            ms,
-            detail,
-        });
-        ok
-    }
-}
 
 fn err(e: NodeError) -> String {
     e.to_string()

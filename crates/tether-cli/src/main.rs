@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod demo;
+mod narrate;
+mod pair;
 mod roles;
 
 /// Tether joins a car's head unit, its owner's phone and the smart home into
@@ -55,6 +57,24 @@ enum Command {
         /// Interfaces for mDNS.
         #[arg(long, value_enum, default_value_t = Net::Loopback)]
         net: Net,
+    },
+    /// Commission a simulated lamp over the simulated Bluetooth radio: show
+    /// its setup QR code, read it, find the lamp by its advert, pair with
+    /// SPAKE2 over the passcode and hand it sealed Wi-Fi credentials.
+    Pair {
+        /// Print one JSON object instead of the narration.
+        #[arg(long)]
+        json: bool,
+        /// Read the 11-digit manual code instead of the QR code.
+        #[arg(long)]
+        manual: bool,
+        /// Try a mistyped passcode first (refused, then the lamp backs off).
+        #[arg(long)]
+        wrong_passcode_first: bool,
+        /// Packet loss of the simulated radio, 0 to 0.5 (lost packets are
+        /// retransmitted, as BLE does).
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
     },
     /// Measure Tether against a bare-quinn baseline in the same run
     /// (handshakes/s, request round trip p50/p99, pipelined requests/s,
@@ -114,6 +134,18 @@ fn main() -> ExitCode {
                 action,
             } => roles::phone(data_dir, net.into(), action).await,
             Command::Bench { json, quick } => bench(json, quick).await,
+            Command::Pair {
+                json,
+                manual,
+                wrong_passcode_first,
+                loss,
+            } => Ok(pair::run(pair::PairOptions {
+                json,
+                manual,
+                wrong_first: wrong_passcode_first,
+                loss,
+            })
+            .await),
         }
     });
     match result {
