@@ -88,6 +88,7 @@
 
 pub mod access;
 mod backend;
+pub mod camera;
 pub mod client;
 mod receipt;
 mod service;
