@@ -48,7 +48,7 @@ use tether_proto::v1::{
 use tether_session::frame::{FrameDecoder, FrameError, MAX_FRAME_BYTES, encode_frame};
 
 mod pairing;
-pub use pairing::{ble_advert, gatt_segments, pairing, provisioning, setup_payload};
+pub use pairing::{binding, ble_advert, gatt_segments, pairing, provisioning, setup_payload};
 use tether_session::handshake::{
     ClientHandshake, Event, HandshakeConfig, HandshakeError, Output, ResumptionTicket,
     ServerHandshake, TICKET_LIFETIME_S, TicketKey, decode_message,
@@ -59,7 +59,7 @@ pub type Harness = fn(&[u8]);
 
 /// Every target: its name (the `[[bin]]` in `fuzz/Cargo.toml` and the
 /// directory under `fuzz/corpus/`) and its harness.
-pub const TARGETS: [(&str, Harness); 13] = [
+pub const TARGETS: [(&str, Harness); 14] = [
     ("envelope", envelope),
     ("frame", frame),
     ("handshake_server", handshake_server),
@@ -73,6 +73,7 @@ pub const TARGETS: [(&str, Harness); 13] = [
     ("gatt_segments", gatt_segments),
     ("provisioning", provisioning),
     ("ble_advert", ble_advert),
+    ("binding", binding),
 ];
 
 /// The fixed "now" (Unix seconds) the fixture's certificates are issued at.
@@ -162,7 +163,7 @@ fn fixture() -> &'static Fixture {
 
 /// An Ed25519 key from a fixed seed (`[seed; 32]`), as the PKCS#8 v2
 /// document `ring` writes.
-fn device_key(seed: u8) -> DeviceKey {
+pub(crate) fn device_key(seed: u8) -> DeviceKey {
     const PREFIX: [u8; 16] = [
         0x30, 0x53, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
         0x20,
@@ -177,7 +178,7 @@ fn device_key(seed: u8) -> DeviceKey {
     DeviceKey::from_pkcs8(&pkcs8).expect("a well-formed PKCS#8 v2 document")
 }
 
-fn authority(seed: u8, group_key: [u8; 32]) -> LocalAuthority {
+pub(crate) fn authority(seed: u8, group_key: [u8; 32]) -> LocalAuthority {
     LocalAuthority::restore(&AuthorityState {
         signing_key_pkcs8: device_key(seed).pkcs8().to_vec(),
         group_key,

@@ -85,6 +85,7 @@ replay_tests!(
     gatt_segments,
     provisioning,
     ble_advert,
+    binding,
 );
 
 #[test]

@@ -7,6 +7,7 @@
 //! Nothing here reads a clock, a socket or the system random source: bytes,
 //! times and random seeds go in; bytes, events and timer requests come out.
 
+pub mod binding;
 pub mod device;
 pub mod pake;
 pub mod provision;

@@ -219,15 +219,17 @@ impl hkdf::KeyType for Len32 {
     }
 }
 
-/// One direction's AEAD key and its last sequence number.
-struct Direction {
+/// One direction's AEAD key and its last sequence number. Each use (the
+/// provisioning and the binding of one pairing) derives its own keys, so
+/// two sequence counters never share a key.
+pub(crate) struct Direction {
     key: LessSafeKey,
     aad: &'static [u8],
     last: u32,
 }
 
 impl Direction {
-    fn new(pairing: &PairingKey, info: &'static [u8], aad: &'static [u8]) -> Self {
+    pub(crate) fn new(pairing: &PairingKey, info: &'static [u8], aad: &'static [u8]) -> Self {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, KEY_SALT).extract(pairing.as_bytes());
         let mut key = [0; 32];
         let info = [info];
@@ -255,7 +257,7 @@ impl Direction {
         aad
     }
 
-    fn seal(&mut self, plaintext: &[u8]) -> Result<(u32, Vec<u8>), ProvisionError> {
+    pub(crate) fn seal(&mut self, plaintext: &[u8]) -> Result<(u32, Vec<u8>), ProvisionError> {
         let sequence = self.last.checked_add(1).ok_or(ProvisionError::Exhausted)?;
         let mut buffer = plaintext.to_vec();
         self.key
@@ -269,7 +271,7 @@ impl Direction {
         Ok((sequence, buffer))
     }
 
-    fn open(&mut self, sequence: u32, sealed: &[u8]) -> Result<Vec<u8>, ProvisionError> {
+    pub(crate) fn open(&mut self, sequence: u32, sealed: &[u8]) -> Result<Vec<u8>, ProvisionError> {
         if sequence <= self.last {
             return Err(ProvisionError::Replay {
                 last: self.last,

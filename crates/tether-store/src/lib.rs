@@ -43,6 +43,7 @@
 //! # }
 //! ```
 
+mod bindings;
 mod command_log;
 mod error;
 mod identity;
@@ -52,6 +53,7 @@ mod settings;
 mod store;
 mod tickets;
 
+pub use bindings::BindingRecord;
 pub use command_log::CommandRecord;
 pub use error::StoreError;
 pub use key_store::{KeyStore, KeyStoreError, SecretName};

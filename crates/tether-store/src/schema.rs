@@ -6,11 +6,11 @@ use crate::StoreError;
 
 /// The schema version this build writes; a database with a higher
 /// `user_version` is refused with [`StoreError::NewerSchema`].
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// `MIGRATIONS[i]` takes a database from version `i` to `i + 1`. Append only:
 /// a released step is never edited.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4];
 
 /// Version 1. Tables are STRICT so a value of the wrong type cannot be stored;
 /// single-row tables are pinned to `id = 1`.
@@ -72,6 +72,22 @@ CREATE TABLE command_log (
 /// Version 3: the v1 `receipts` table (first write kept, no write-ahead
 /// mark) is replaced by `command_log`.
 const V3: &str = "DROP TABLE receipts;";
+
+/// Version 4: the head unit's binding records of smart devices (R13; SPEC
+/// §12.5), one per device key. Kept locally only (R2, R24).
+const V4: &str = "
+CREATE TABLE bindings (
+    device_key BLOB PRIMARY KEY CHECK (length(device_key) = 32),
+    certificate BLOB NOT NULL,
+    serial INTEGER NOT NULL,
+    product_model INTEGER NOT NULL CHECK (product_model BETWEEN 0 AND 65535),
+    name TEXT NOT NULL,
+    sort_order INTEGER NOT NULL,
+    firmware_version TEXT,
+    ssid BLOB,
+    bound_unix_s INTEGER NOT NULL
+) STRICT;
+";
 
 /// Reads `user_version` and refuses a database newer than this build.
 pub(crate) fn check_version(conn: &Connection) -> Result<u32, StoreError> {

@@ -12,7 +12,9 @@ use tether_pairing::provision::{
     Credentials, Network, Outcome, ProvisioningCommissioner, ProvisioningDevice, Security,
 };
 
-use super::{record, records};
+use tether_pairing::binding::{BindingCommissioner, BindingDevice};
+
+use super::{NOW, authority, device_key, record, records};
 
 /// The passcode every pairing harness uses (a valid one).
 const PASSCODE: u32 = 20_202_021;
@@ -158,6 +160,56 @@ pub fn provisioning(data: &[u8]) {
     }
 }
 
+/// The binding nonce of the committed success path.
+const BIND_NONCE: [u8; 16] = [0x42; 16];
+
+/// `binding`: selector byte, then records, under the fixed pairing key.
+///
+/// Selector bit 0 clear: a `BindingDevice` takes the first record as the
+/// offer (answering with the fixed key 0x61) and the next ones as grants.
+/// Oracle: accepted credentials are a device's, without a group key (R8).
+/// Bit 0 set: a `BindingCommissioner` makes the fixed offer, then takes
+/// records as requests (issued by the fixed authority 0x62) or results.
+/// Oracle: every certificate it issues is for the device role.
+pub fn binding(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let key = pairing_key();
+    let mut messages = records(rest);
+    if selector & 1 == 0 {
+        let mut device = BindingDevice::new(key);
+        let Some(offer) = messages.next() else {
+            return;
+        };
+        if device.handle_offer(offer, device_key(0x61)).is_err() {
+            return;
+        }
+        for grant in messages {
+            if let (Ok(credentials), _) = device.handle_grant(grant, NOW) {
+                assert_eq!(credentials.role(), tether_identity::Role::Device);
+                assert!(
+                    credentials.group_key().is_none(),
+                    "a device got the group key"
+                );
+            }
+        }
+    } else {
+        let mut authority = authority(0x62, [0x63; 32]);
+        let mut commissioner = BindingCommissioner::new(key);
+        let public = tether_identity::AccountAuthority::public_key(&authority);
+        if commissioner.offer(BIND_NONCE, public).is_err() {
+            return;
+        }
+        for message in messages {
+            if let Ok((_, issued)) = commissioner.handle_request(message, &mut authority, NOW) {
+                assert_eq!(issued.role, tether_identity::Role::Device);
+            }
+            let _ = commissioner.handle_result(message);
+        }
+    }
+}
+
 /// `ble_advert`: the bytes as Tether service data. Oracle: whatever decodes
 /// re-encodes to exactly the same bytes (the format has one encoding).
 pub fn ble_advert(data: &[u8]) {
@@ -232,6 +284,29 @@ pub(super) fn seeds(add: &mut dyn FnMut(&'static str, &str, Vec<u8>)) {
     let mut commissioner_side = vec![1];
     commissioner_side.extend(record(&report));
     add("provisioning", "commissioner_report", commissioner_side);
+
+    // Binding under the fixed key: offer, request, grant, result.
+    let mut authority = authority(0x62, [0x63; 32]);
+    let public = tether_identity::AccountAuthority::public_key(&authority);
+    let mut commissioner = BindingCommissioner::new(key);
+    let mut device = BindingDevice::new(key);
+    let offer = commissioner.offer(BIND_NONCE, public).expect("an offer");
+    let request = device
+        .handle_offer(&offer, device_key(0x61))
+        .expect("the device answers");
+    let (grant, _) = commissioner
+        .handle_request(&request, &mut authority, NOW)
+        .expect("the authority issues");
+    let (credentials, result) = device.handle_grant(&grant, NOW);
+    assert!(credentials.is_ok(), "the fixed binding succeeds");
+    let mut device_side = vec![0];
+    device_side.extend(record(&offer));
+    device_side.extend(record(&grant));
+    add("binding", "device_success", device_side);
+    let mut commissioner_side = vec![1];
+    commissioner_side.extend(record(&request));
+    commissioner_side.extend(record(&result.expect("a report")));
+    add("binding", "commissioner_success", commissioner_side);
 
     // Adverts from the encoder.
     for (name, advert) in [
