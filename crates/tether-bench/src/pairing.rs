@@ -1,5 +1,6 @@
 //! Pair-and-provision stress over the simulated radio (issue 4): many
-//! commissioning cycles on a lossy, jittery air, each from scan to the
+//! commissioning cycles on a lossy, jittery air, each from scan through
+//! pairing and binding (a certificate from the account authority) to the
 //! device's "joined" report.
 //!
 //! The air runs on a paused tokio clock, so a cycle's duration is simulated
@@ -11,10 +12,11 @@
 use std::time::{Duration, Instant};
 
 use tether_ble::advert::{Advert, FLAG_PAIRING_OPEN};
-use tether_ble::commission::{CommissionTimeouts, commission};
+use tether_ble::commission::{CommissionPlan, CommissionTimeouts, commission};
 use tether_ble::radio::{Central, Link};
 use tether_ble::sim::{SimAir, SimConfig};
 use tether_ble::sim_device::SimCommissionee;
+use tether_identity::LocalAuthority;
 use tether_pairing::provision::{Credentials, Network, Outcome, Security};
 
 use crate::error::BenchError;
@@ -80,6 +82,8 @@ async fn run_cycles(cycles: usize, seed: u64) -> Result<PairingStress, BenchErro
         ..SimConfig::default()
     });
     let central = air.central();
+    let mut authority = LocalAuthority::generate()
+        .map_err(|e| BenchError::setup("account authority for the stress", e))?;
     let networks = [(home().ssid, home().passphrase)];
     let advert = Advert::Unprovisioned {
         product_model: 0x1a2b,
@@ -109,7 +113,7 @@ async fn run_cycles(cycles: usize, seed: u64) -> Result<PairingStress, BenchErro
         let peripheral = air.add_peripheral(Box::new(device));
         peripheral.set_advert(Some(advert.clone()));
         let started = tokio::time::Instant::now();
-        let outcome = one_cycle(&central, cycle).await;
+        let outcome = one_cycle(&central, &mut authority, cycle).await;
         let elapsed = started.elapsed();
         peripheral.remove();
         match outcome {
@@ -132,7 +136,11 @@ async fn run_cycles(cycles: usize, seed: u64) -> Result<PairingStress, BenchErro
     Ok(out)
 }
 
-async fn one_cycle(central: &tether_ble::sim::SimCentral, cycle: usize) -> Result<Outcome, String> {
+async fn one_cycle(
+    central: &tether_ble::sim::SimCentral,
+    authority: &mut LocalAuthority,
+    cycle: usize,
+) -> Result<Outcome, String> {
     let seen = central.scan(SCAN_WINDOW).await.map_err(|e| e.to_string())?;
     let id = seen
         .into_iter()
@@ -147,17 +155,25 @@ async fn one_cycle(central: &tether_ble::sim::SimCentral, cycle: usize) -> Resul
     let link = central.connect(&id).await.map_err(|e| e.to_string())?;
     let mut seed = [0u8; 32];
     seed[..8].copy_from_slice(&(cycle as u64).to_le_bytes());
+    let plan = CommissionPlan {
+        passcode: PASSCODE,
+        credentials: home(),
+        seed,
+        bind_nonce: [0x5b; 16],
+        unix_now: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
     let result = commission(
         &link,
-        PASSCODE,
-        &home(),
-        seed,
+        &plan,
+        authority,
         CommissionTimeouts::default(),
         |_| {},
     )
     .await;
     let _ = link.disconnect().await;
-    result.map_err(|e| e.to_string())
+    result.map(|c| c.outcome).map_err(|e| e.to_string())
 }
 
 /// Nearest-rank percentile of sorted values; 0 for none.

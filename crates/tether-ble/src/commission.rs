@@ -1,12 +1,14 @@
 //! The commissioner's side of commissioning over any [`Link`]: pair with the
-//! device's passcode, then hand it network credentials and wait for its
-//! report (SPEC §12, §13). A thin async driver over the sans-IO cores of
+//! device's passcode, bind it to the account through the account authority,
+//! then hand it network credentials and wait for its report (SPEC §12, §13). A thin async driver over the sans-IO cores of
 //! `tether-pairing`.
 
 use std::time::Duration;
 
 use thiserror::Error;
 
+use tether_identity::{AccountAuthority, VerifiedCertificate};
+use tether_pairing::binding::{BindError, BindingCommissioner};
 use tether_pairing::pake::{Commissioner, CommissionerStep, PairingError};
 use tether_pairing::provision::{Credentials, Outcome, ProvisionError, ProvisioningCommissioner};
 use tether_pairing::segment::{Reassembler, SegmentError, Segmenter};
@@ -33,7 +35,7 @@ impl Default for CommissionTimeouts {
 }
 
 /// Why commissioning stopped.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum CommissionError {
     /// The radio failed or the link dropped.
@@ -42,6 +44,10 @@ pub enum CommissionError {
     /// Pairing failed (wrong passcode, lockout, backoff, busy...).
     #[error(transparent)]
     Pairing(#[from] PairingError),
+    /// Binding failed (wrong role, the authority refused, the device
+    /// rejected the grant...).
+    #[error(transparent)]
+    Binding(#[from] BindError),
     /// Provisioning failed (tampered, replayed, invalid credentials).
     #[error(transparent)]
     Provision(#[from] ProvisionError),
@@ -60,6 +66,8 @@ pub enum CommissionStage {
     PairingStarted,
     /// Both confirmations verified.
     Paired,
+    /// The device holds its certificate (no group key).
+    Bound,
     /// Sealed credentials sent; the device is trying the network.
     CredentialsSent,
 }
@@ -98,24 +106,48 @@ impl<L: Link> Channel<'_, L> {
     }
 }
 
-/// Pairs with the device on `link` using `passcode` and provisions
-/// `credentials`; returns the device's report. `seed` is 32 fresh random
-/// bytes. `progress` hears each stage as it is reached. On any error the
-/// caller should disconnect the link (the device then ends its attempt).
+/// What one commissioning needs besides the link and the authority.
+#[derive(Debug, Clone)]
+pub struct CommissionPlan {
+    /// The passcode from the device's setup payload.
+    pub passcode: u32,
+    /// The network the device should join.
+    pub credentials: Credentials,
+    /// 32 fresh random bytes for SPAKE2.
+    pub seed: [u8; 32],
+    /// 16 fresh random bytes binding the enrollment to this offer.
+    pub bind_nonce: [u8; 16],
+    /// The wall clock, Unix seconds (certificate validity).
+    pub unix_now: u64,
+}
+
+/// A device that was paired, bound and provisioned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commissioned {
+    /// The certificate the authority issued for the device.
+    pub certificate: VerifiedCertificate,
+    /// The device's report on the network.
+    pub outcome: Outcome,
+}
+
+/// Pairs with the device on `link`, binds it through `authority` and
+/// provisions the plan's credentials; returns the certificate and the
+/// device's report. `progress` hears each stage as it is reached. On any
+/// error the caller should disconnect the link (the device then ends its
+/// attempt).
 pub async fn commission<L: Link>(
     link: &L,
-    passcode: u32,
-    credentials: &Credentials,
-    seed: [u8; 32],
+    plan: &CommissionPlan,
+    authority: &mut (dyn AccountAuthority + Send),
     timeouts: CommissionTimeouts,
     mut progress: impl FnMut(CommissionStage) + Send,
-) -> Result<Outcome, CommissionError> {
+) -> Result<Commissioned, CommissionError> {
     let mut channel = Channel {
         link,
         segmenter: Segmenter::new(link.mtu())?,
         reassembler: Reassembler::default(),
     };
-    let (mut commissioner, request) = Commissioner::start(passcode, seed);
+    let (mut commissioner, request) = Commissioner::start(plan.passcode, plan.seed);
     channel.send(&request).await?;
     progress(CommissionStage::PairingStarted);
     let key = loop {
@@ -126,13 +158,29 @@ pub async fn commission<L: Link>(
         }
     };
     progress(CommissionStage::Paired);
+
+    let mut binding = BindingCommissioner::new(&key);
+    channel
+        .send(&binding.offer(plan.bind_nonce, authority.public_key())?)
+        .await?;
+    let request = channel.recv(timeouts.pairing, "binding request").await?;
+    let (grant, _) = binding.handle_request(&request, authority, plan.unix_now)?;
+    channel.send(&grant).await?;
+    let result = channel.recv(timeouts.pairing, "binding result").await?;
+    let certificate = binding.handle_result(&result)?;
+    progress(CommissionStage::Bound);
+
     let mut provisioning = ProvisioningCommissioner::new(&key);
     channel
-        .send(&provisioning.send_credentials(credentials)?)
+        .send(&provisioning.send_credentials(&plan.credentials)?)
         .await?;
     progress(CommissionStage::CredentialsSent);
     let report = channel
         .recv(timeouts.provisioning, "provisioning report")
         .await?;
-    Ok(provisioning.handle_status(&report)?)
+    let outcome = provisioning.handle_status(&report)?;
+    Ok(Commissioned {
+        certificate,
+        outcome,
+    })
 }

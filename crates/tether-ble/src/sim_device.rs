@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use tether_identity::{DeviceKey, KeyError};
 use tether_pairing::device::{CommissioneeEvent, DeviceCommissioning};
 use tether_pairing::pake::AttemptLimiter;
 use tether_pairing::provision::{Credentials, Outcome};
@@ -23,6 +24,21 @@ pub struct CommissioneeLog {
     pub limiter: AttemptLimiter,
     /// Networks the device joined.
     pub joined: Vec<Credentials>,
+    /// Serials of the certificates it was bound with (it holds no group
+    /// key: the core refuses one).
+    pub bound: Vec<u64>,
+}
+
+/// Why a simulated device could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimDeviceError {
+    /// The MTU is out of range.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    /// Its key could not be generated.
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 /// A shared [`CommissioneeLog`].
@@ -53,10 +69,12 @@ impl SimCommissionee {
         mtu: u16,
         networks: &[(Vec<u8>, Vec<u8>)],
         seed: u64,
-    ) -> Result<(Self, SharedLog), SegmentError> {
+    ) -> Result<(Self, SharedLog), SimDeviceError> {
         let log = SharedLog::default();
+        // Generated on the device, as a real one would at first boot.
+        let key = DeviceKey::generate()?;
         let device = Self {
-            core: DeviceCommissioning::new(passcode, AttemptLimiter::default(), mtu)?,
+            core: DeviceCommissioning::new(passcode, AttemptLimiter::default(), mtu, &key)?,
             networks: networks.iter().cloned().collect(),
             log: log.clone(),
             started: tokio::time::Instant::now(),
@@ -96,10 +114,19 @@ impl PeripheralHandler for SimCommissionee {
     fn on_write(&mut self, segment: &[u8]) -> Vec<Vec<u8>> {
         let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let seed = self.next_seed();
+        self.core.set_unix_time(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        );
         let step = self.core.on_segment(segment, now_ms, seed);
         let mut notify = step.notify;
         let mut joined = Vec::new();
+        let mut bound = Vec::new();
         for event in &step.events {
+            if let CommissioneeEvent::Bound { serial } = event {
+                bound.push(*serial);
+            }
             if let CommissioneeEvent::Credentials(credentials) = event {
                 let outcome = self.try_network(credentials);
                 if outcome == Outcome::Joined {
@@ -115,6 +142,7 @@ impl PeripheralHandler for SimCommissionee {
         let mut log = self.log();
         log.events.extend(step.events);
         log.joined.extend(joined);
+        log.bound.extend(bound);
         log.limiter = limiter;
         notify
     }

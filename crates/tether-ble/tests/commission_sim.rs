@@ -6,11 +6,16 @@
 
 use std::time::Duration;
 
+use std::time::{SystemTime, UNIX_EPOCH};
 use tether_ble::advert::{Advert, FLAG_PAIRING_OPEN};
-use tether_ble::commission::{CommissionError, CommissionStage, CommissionTimeouts, commission};
+
+use tether_ble::commission::{
+    CommissionError, CommissionPlan, CommissionStage, CommissionTimeouts, Commissioned, commission,
+};
 use tether_ble::radio::{Central, Link, PeripheralId};
 use tether_ble::sim::{SimAir, SimConfig};
 use tether_ble::sim_device::{SharedLog, SimCommissionee};
+use tether_identity::{LocalAuthority, Role};
 use tether_pairing::device::CommissioneeEvent;
 use tether_pairing::pake::PairingError;
 use tether_pairing::provision::{Credentials, Network, Outcome, Security};
@@ -77,13 +82,35 @@ async fn run(
     credentials: &Credentials,
     seed: u8,
 ) -> (Result<Outcome, CommissionError>, Vec<CommissionStage>) {
+    let (result, stages) = run_bound(air, id, passcode, credentials, seed).await;
+    (result.map(|c| c.outcome), stages)
+}
+
+/// One commissioning (pair, bind, provision) with a fresh account authority.
+async fn run_bound(
+    air: &SimAir,
+    id: &PeripheralId,
+    passcode: u32,
+    credentials: &Credentials,
+    seed: u8,
+) -> (Result<Commissioned, CommissionError>, Vec<CommissionStage>) {
     let link = air.central().connect(id).await.unwrap();
     let mut stages = Vec::new();
+    let mut authority = LocalAuthority::generate().unwrap();
+    let plan = CommissionPlan {
+        passcode,
+        credentials: credentials.clone(),
+        seed: [seed; 32],
+        bind_nonce: [seed; 16],
+        unix_now: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    };
     let result = commission(
         &link,
-        passcode,
-        credentials,
-        [seed; 32],
+        &plan,
+        &mut authority,
         CommissionTimeouts::default(),
         |s| stages.push(s),
     )
@@ -100,13 +127,16 @@ async fn a_lamp_is_found_paired_and_joins_the_home_wifi_r6_r13() {
     });
     let (log, _lamp) = lamp_on(&air, MTU);
     let id = find_lamp(&air).await;
-    let (result, stages) = run(&air, &id, payload().passcode, &home(), 1).await;
-    assert_eq!(result, Ok(Outcome::Joined));
+    let (result, stages) = run_bound(&air, &id, payload().passcode, &home(), 1).await;
+    let commissioned = result.unwrap();
+    assert_eq!(commissioned.outcome, Outcome::Joined);
+    assert_eq!(commissioned.certificate.role, Role::Device);
     assert_eq!(
         stages,
         vec![
             CommissionStage::PairingStarted,
             CommissionStage::Paired,
+            CommissionStage::Bound,
             CommissionStage::CredentialsSent
         ]
     );
@@ -115,6 +145,9 @@ async fn a_lamp_is_found_paired_and_joins_the_home_wifi_r6_r13() {
     assert!(log.events.contains(&CommissioneeEvent::Paired));
     assert!(log.events.contains(&CommissioneeEvent::Credentials(home())));
     assert_eq!(log.joined, vec![home()]);
+    // The lamp holds the certificate the authority issued, and no group key
+    // (the device core refuses one, R8).
+    assert_eq!(log.bound, vec![commissioned.certificate.serial]);
 }
 
 #[tokio::test(start_paused = true)]

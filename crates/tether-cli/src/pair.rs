@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::json;
 use tether_ble::advert::{Advert, FLAG_PAIRING_OPEN};
-use tether_ble::commission::{CommissionError, CommissionTimeouts, commission};
+use tether_ble::commission::{
+    CommissionError, CommissionPlan, CommissionTimeouts, Commissioned, commission,
+};
 use tether_ble::radio::{Central, Link, PeripheralId};
 use tether_ble::sim::{SimAir, SimConfig};
 use tether_ble::sim_device::SimCommissionee;
+use tether_identity::LocalAuthority;
 use tether_pairing::pake::PairingError;
 use tether_pairing::provision::{Credentials, Network, Outcome, Security};
 use tether_pairing::setup::{
@@ -253,7 +256,17 @@ async fn narrate(
         }
     };
 
-    // Fresh randomness for each attempt's SPAKE2.
+    // The account authority (in local mode it lives on the owner's phone;
+    // here it stands in for it).
+    let Ok(mut authority) = LocalAuthority::generate() else {
+        n.record(
+            "pair, bind and provision",
+            Instant::now(),
+            Err("cannot make the account authority".into()),
+        );
+        return Err(());
+    };
+    // Fresh randomness for each attempt's SPAKE2 and binding nonce.
     let Ok(seeds) = (0..3)
         .map(|_| random::<32>())
         .collect::<Result<Vec<_>, _>>()
@@ -273,7 +286,7 @@ async fn narrate(
         } else {
             read.passcode() - 1
         };
-        let first = attempt(&central, &id, wrong, seeds[0]).await;
+        let first = attempt(&central, &id, wrong, seeds[0], &mut authority).await;
         n.record(
             "a mistyped passcode is refused",
             t,
@@ -285,7 +298,7 @@ async fn narrate(
             },
         );
         let t = Instant::now();
-        let second = attempt(&central, &id, read.passcode(), seeds[1]).await;
+        let second = attempt(&central, &id, read.passcode(), seeds[1], &mut authority).await;
         n.record(
             "an immediate retry must wait",
             t,
@@ -303,12 +316,18 @@ async fn narrate(
 
     // Pair and provision.
     let t = Instant::now();
-    let result = attempt(&central, &id, read.passcode(), seeds[2]).await;
+    let result = attempt(&central, &id, read.passcode(), seeds[2], &mut authority).await;
     n.record(
-        "pair and provision",
+        "pair, bind and provision",
         t,
         match &result {
-            Ok(Outcome::Joined) => Ok("SPAKE2 paired, sealed Wi-Fi credentials sent".into()),
+            Ok(Commissioned {
+                outcome: Outcome::Joined,
+                certificate,
+            }) => Ok(format!(
+                "SPAKE2 paired; bound as a device (certificate #{}, no group key); sealed Wi-Fi credentials sent",
+                certificate.serial
+            )),
             other => Err(format!("{other:?}")),
         },
     );
@@ -344,13 +363,22 @@ async fn attempt(
     id: &PeripheralId,
     passcode: u32,
     seed: [u8; 32],
-) -> Result<Outcome, CommissionError> {
+    authority: &mut LocalAuthority,
+) -> Result<Commissioned, CommissionError> {
     let link = central.connect(id).await?;
+    let mut bind_nonce = [0; 16];
+    bind_nonce.copy_from_slice(&seed[16..]);
+    let plan = CommissionPlan {
+        passcode,
+        credentials: home(),
+        seed,
+        bind_nonce,
+        unix_now: tether_node::unix_now(),
+    };
     let result = commission(
         &link,
-        passcode,
-        &home(),
-        seed,
+        &plan,
+        authority,
         CommissionTimeouts::default(),
         |_| {},
     )

@@ -45,7 +45,7 @@ fn pair_reads_the_qr_code_pairs_and_provisions_a_lamp_r6_r13() {
             "lamp shows its setup code",
             "head unit reads the code",
             "scan finds the lamp",
-            "pair and provision",
+            "pair, bind and provision",
             "lamp joined the home Wi-Fi"
         ]
     );
@@ -64,7 +64,7 @@ fn pair_with_the_manual_code_refuses_a_mistyped_passcode_then_backs_off_r6() {
     for expected in [
         "a mistyped passcode is refused",
         "an immediate retry must wait",
-        "pair and provision",
+        "pair, bind and provision",
         "lamp joined the home Wi-Fi",
     ] {
         assert!(names.iter().any(|n| n == expected), "{names:?}");

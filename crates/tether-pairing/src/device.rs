@@ -2,12 +2,19 @@
 //! in, segments to notify and events out (SPEC §12).
 //!
 //! It reassembles the commissioner's segments, runs [`PairingDevice`], then,
-//! once paired, opens the sealed credentials with [`ProvisioningDevice`].
+//! once paired, enrolls the device with [`BindingDevice`] (§12.5) and opens
+//! the sealed credentials with [`ProvisioningDevice`] (§12.4).
 //! The host (a real BLE stack, or the simulated radio) moves the segments,
 //! tries the network it is given, and reports the outcome back with
 //! [`DeviceCommissioning::report`].
 
-use crate::pake::{AttemptLimiter, DeviceEvent, PairingDevice, PairingError, Refusal};
+use tether_identity::{Credentials as DeviceCredentials, DeviceKey};
+use tether_proto::v1::commissioning_message::Kind;
+
+use crate::binding::BindingDevice;
+use crate::pake::{
+    AttemptLimiter, DeviceEvent, PairingDevice, PairingError, Refusal, decode_message,
+};
 use crate::provision::{Credentials, Outcome, ProvisionError, ProvisioningDevice};
 use crate::segment::{Reassembler, SegmentError, Segmenter};
 
@@ -24,6 +31,14 @@ pub enum CommissioneeEvent {
     TimedOut,
     /// Credentials to try; answer with [`DeviceCommissioning::report`].
     Credentials(Credentials),
+    /// Bound to the account: a certificate with this serial, no group key.
+    /// Take the credentials with [`DeviceCommissioning::take_credentials`].
+    Bound {
+        /// The certificate's serial.
+        serial: u64,
+    },
+    /// A binding attempt failed (and the commissioner was told why).
+    BindingFailed(String),
     /// Input that was dropped, and why (malformed, out of turn, replayed).
     Dropped(String),
 }
@@ -59,17 +74,31 @@ pub enum DeviceError {
 pub struct DeviceCommissioning {
     pairing: PairingDevice,
     provisioning: Option<ProvisioningDevice>,
+    binding: Option<BindingDevice>,
+    key_pkcs8: Vec<u8>,
+    credentials: Option<DeviceCredentials>,
+    unix_now: u64,
     reassembler: Reassembler,
     segmenter: Segmenter,
 }
 
 impl DeviceCommissioning {
-    /// A device with `passcode`, its persisted attempt `limiter`, and a link
-    /// of ATT MTU `mtu` (23 to 517).
-    pub fn new(passcode: u32, limiter: AttemptLimiter, mtu: u16) -> Result<Self, SegmentError> {
+    /// A device with `passcode`, its persisted attempt `limiter`, a link of
+    /// ATT MTU `mtu` (23 to 517), and `device_key`, generated on the device,
+    /// which binding certifies (its private half never leaves).
+    pub fn new(
+        passcode: u32,
+        limiter: AttemptLimiter,
+        mtu: u16,
+        device_key: &DeviceKey,
+    ) -> Result<Self, SegmentError> {
         Ok(Self {
             pairing: PairingDevice::new(passcode, limiter),
             provisioning: None,
+            binding: None,
+            key_pkcs8: device_key.pkcs8().to_vec(),
+            credentials: None,
+            unix_now: 0,
             reassembler: Reassembler::default(),
             segmenter: Segmenter::new(mtu)?,
         })
@@ -78,6 +107,17 @@ impl DeviceCommissioning {
     /// The attempt limiter, to persist after every step.
     pub fn limiter(&self) -> AttemptLimiter {
         self.pairing.limiter()
+    }
+
+    /// Sets the wall clock (Unix seconds) used to check a certificate's
+    /// validity when binding.
+    pub fn set_unix_time(&mut self, unix_now: u64) {
+        self.unix_now = unix_now;
+    }
+
+    /// The credentials from the last successful binding (once).
+    pub fn take_credentials(&mut self) -> Option<DeviceCredentials> {
+        self.credentials.take()
     }
 
     /// Whether the device is paired on the current link.
@@ -97,6 +137,38 @@ impl DeviceCommissioning {
                 return step;
             }
         };
+        if let (Some(binding), Ok(kind @ (Kind::BindOffer(_) | Kind::BindGrant(_)))) =
+            (&mut self.binding, decode_message(&message))
+        {
+            match kind {
+                Kind::BindOffer(_) => {
+                    let key = DeviceKey::from_pkcs8(&self.key_pkcs8);
+                    match key.map(|key| binding.handle_offer(&message, key)) {
+                        Ok(Ok(request)) => self.queue(&request, &mut step),
+                        Ok(Err(e)) => step.events.push(CommissioneeEvent::Dropped(e.to_string())),
+                        Err(e) => step.events.push(CommissioneeEvent::Dropped(e.to_string())),
+                    }
+                }
+                _ => {
+                    let (result, report) = binding.handle_grant(&message, self.unix_now);
+                    if let Some(report) = report {
+                        self.queue(&report, &mut step);
+                    }
+                    match result {
+                        Ok(credentials) => {
+                            step.events.push(CommissioneeEvent::Bound {
+                                serial: credentials.certificate().serial,
+                            });
+                            self.credentials = Some(credentials);
+                        }
+                        Err(e) => step
+                            .events
+                            .push(CommissioneeEvent::BindingFailed(e.to_string())),
+                    }
+                }
+            }
+            return step;
+        }
         if let Some(provisioning) = &mut self.provisioning {
             match provisioning.handle_credentials(&message) {
                 Ok(credentials) => step
@@ -124,6 +196,7 @@ impl DeviceCommissioning {
                 match out.event {
                     Some(DeviceEvent::Paired(key)) => {
                         self.provisioning = Some(ProvisioningDevice::new(&key));
+                        self.binding = Some(BindingDevice::new(&key));
                         step.events.push(CommissioneeEvent::Paired);
                     }
                     Some(DeviceEvent::Failed) => step.events.push(CommissioneeEvent::PairingFailed),
@@ -166,6 +239,7 @@ impl DeviceCommissioning {
     pub fn on_link_closed(&mut self) {
         self.pairing.link_closed();
         self.provisioning = None;
+        self.binding = None;
         self.reassembler = Reassembler::default();
     }
 
