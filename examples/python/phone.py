@@ -180,6 +180,7 @@ async def run(tether, host_kind, narrator, data_dir):
     narrator.step(
         "enroll",
         phone.is_enrolled()
+        and len(phone.authority_public_key()) == 32
         and held == ["authority-group-key", "authority-signing-key", "device-key", "group-key"],
         f"account created; key store holds {held}",
         t,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tether_control::client as control;
 use tether_control::signals;
+use tether_identity::{AccountAuthority, EnrollmentError, EnrollmentGrant, EnrollmentRequest};
 use tether_node::{
     CommandOutcome, HeadUnit, Interfaces, LocalIdentifiers, NodeConfig, NodeError, Phone, Reading,
     SignalData,
@@ -71,7 +72,10 @@ pub(crate) async fn run(json: bool, interfaces: Interfaces) -> Result<ExitCode, 
         steps: Vec::new(),
     };
     if !json {
-        println!("Tether demo: a head unit and two phones over loopback mDNS and QUIC.\n");
+        println!(
+            "Tether demo: a head unit and two phones over loopback mDNS and QUIC, and a lamp\n\
+             commissioned over simulated Bluetooth.\n"
+        );
     }
     let total = Instant::now();
     let mut round_trips = json!({ "cold": null, "resumed": null });
@@ -384,8 +388,53 @@ async fn steps(
         "abandoned": after.abandoned,
     });
 
+    // 10. The car commissions a smart lamp over Bluetooth (simulated radio),
+    //     bound to the owner's account through the phone's authority.
+    let t = Instant::now();
+    let mut authority = PhoneAuthority {
+        public_key: phone.authority_public_key()?,
+        phone: &phone,
+    };
+    let commissioned = crate::pair::commission_simulated_lamp(&mut authority).await;
+    n.record(
+        "car commissions a lamp",
+        t,
+        match commissioned {
+            Ok((_, c)) if c.outcome == tether_pairing::provision::Outcome::Joined => Ok(format!(
+                "setup QR read, SPAKE2 paired, bound to the owner's account (certificate #{}, no group key), joined Wi-Fi",
+                c.certificate.serial
+            )),
+            Ok((_, c)) => Err(format!("the lamp reported {:?}", c.outcome)),
+            Err(e) => Err(e),
+        },
+    );
+
     car.shutdown().await?;
     Ok(())
+}
+
+/// The phone's account authority, as the car reaches it while it
+/// commissions a device (local mode: the phone is beside the car).
+struct PhoneAuthority<'a> {
+    phone: &'a Phone,
+    public_key: [u8; 32],
+}
+
+impl AccountAuthority for PhoneAuthority<'_> {
+    fn public_key(&self) -> [u8; 32] {
+        self.public_key
+    }
+
+    fn enroll(
+        &mut self,
+        request: &EnrollmentRequest,
+        _now: u64,
+    ) -> Result<EnrollmentGrant, EnrollmentError> {
+        self.phone.enroll_device(request).map_err(|e| match e {
+            NodeError::Enrollment(e) => e,
+            _ => EnrollmentError::Malformed("the phone's authority is unavailable"),
+        })
+    }
 }
 
 fn states(o: &CommandOutcome) -> String {

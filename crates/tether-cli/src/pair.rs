@@ -15,7 +15,7 @@ use tether_ble::commission::{
 use tether_ble::radio::{Central, Link, PeripheralId};
 use tether_ble::sim::{SimAir, SimConfig};
 use tether_ble::sim_device::SimCommissionee;
-use tether_identity::LocalAuthority;
+use tether_identity::{AccountAuthority, LocalAuthority};
 use tether_pairing::pake::PairingError;
 use tether_pairing::provision::{Credentials, Network, Outcome, Security};
 use tether_pairing::setup::{
@@ -357,13 +357,65 @@ async fn narrate(
     ))
 }
 
+/// Commissions a simulated lamp (a random setup code, read as a QR string)
+/// on a fresh simulated air with `authority`: scan, pair, bind, provision.
+/// For `tether demo`; returns the lamp's setup QR string and the result.
+pub(crate) async fn commission_simulated_lamp(
+    authority: &mut (dyn AccountAuthority + Send),
+) -> Result<(String, Commissioned), String> {
+    let payload = SetupPayload {
+        version: 0,
+        product_model: LAMP_MODEL,
+        discriminator: u16::from_be_bytes(random()?) & 0x0fff,
+        flags: FLAG_BLE,
+        passcode: random_passcode(random()?),
+    };
+    let qr = payload.to_qr_string().map_err(|e| e.to_string())?;
+    let read = SetupPayload::from_qr_string(&qr).map_err(|e| e.to_string())?;
+    let air = SimAir::new(SimConfig {
+        latency: Duration::from_millis(3),
+        jitter: Duration::from_millis(2),
+        seed: u64::from_le_bytes(random()?),
+        mtu: MTU,
+        ..SimConfig::default()
+    });
+    let networks = [(home().ssid, home().passphrase)];
+    let (lamp, _log) =
+        SimCommissionee::new(payload.passcode, MTU, &networks, 2).map_err(|e| e.to_string())?;
+    let peripheral = air.add_peripheral(Box::new(lamp));
+    let advert = Advert::Unprovisioned {
+        product_model: payload.product_model,
+        discriminator: payload.discriminator,
+        flags: FLAG_PAIRING_OPEN,
+    };
+    peripheral.set_advert(advert.encode().ok());
+    let central = air.central();
+    let code = ReadCode::Qr(read);
+    let id = central
+        .scan(SCAN_WINDOW)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|r| {
+            r.tether_data()
+                .map(Advert::decode)
+                .is_some_and(|a| a.is_ok_and(|a| code.matches(&a)))
+        })
+        .map(|r| r.id)
+        .ok_or("the lamp was not heard")?;
+    let commissioned = attempt(&central, &id, code.passcode(), random()?, authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((qr, commissioned))
+}
+
 /// One connection and one commissioning attempt, then disconnect.
 async fn attempt(
     central: &tether_ble::sim::SimCentral,
     id: &PeripheralId,
     passcode: u32,
     seed: [u8; 32],
-    authority: &mut LocalAuthority,
+    authority: &mut (dyn AccountAuthority + Send),
 ) -> Result<Commissioned, CommissionError> {
     let link = central.connect(id).await?;
     let mut bind_nonce = [0; 16];

@@ -16,7 +16,15 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
     assert_eq!(report["ok"], true, "{report:#}");
     assert!(out.status.success());
     let steps = report["steps"].as_array().unwrap();
-    assert!(steps.len() >= 12, "{report:#}");
+    assert!(steps.len() >= 13, "{report:#}");
+    let lamp = steps
+        .iter()
+        .find(|s| s["name"] == "car commissions a lamp")
+        .expect("the commissioning step");
+    assert!(
+        lamp["detail"].as_str().unwrap().contains("no group key"),
+        "{lamp}"
+    );
     for step in steps {
         assert_eq!(step["ok"], true, "{step}");
         assert!(step["ms"].is_u64());
@@ -34,7 +42,7 @@ fn help_lists_every_subcommand() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for sub in ["demo", "head-unit", "phone", "bench"] {
+    for sub in ["demo", "head-unit", "phone", "bench", "pair"] {
         assert!(text.contains(sub), "--help does not mention {sub}: {text}");
     }
 }

@@ -54,6 +54,12 @@ impl Phone {
         })
     }
 
+    /// The public key (32 bytes) of the account authority this phone hosts;
+    /// `TetherError.NoAuthority` if it hosts none.
+    pub fn authority_public_key(&self) -> Result<Vec<u8>, TetherError> {
+        guard(|| Ok(self.inner.authority_public_key()?.to_vec()))
+    }
+
     /// The identifiers kept in this phone's local store (R2).
     pub fn local_identifiers(&self) -> Result<LocalIdentifiers, TetherError> {
         guard(|| Ok(self.inner.local_identifiers()?.into()))

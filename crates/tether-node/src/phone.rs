@@ -116,6 +116,16 @@ impl Phone {
         Ok(grant)
     }
 
+    /// The public key of the account authority this phone hosts: devices
+    /// bound through a commissioner accept only certificates it signed
+    /// (SPEC §12.5).
+    pub fn authority_public_key(&self) -> Result<[u8; 32], NodeError> {
+        lock(&self.authority)
+            .as_ref()
+            .map(AccountAuthority::public_key)
+            .ok_or(NodeError::NoAuthority)
+    }
+
     fn credentials(&self) -> Result<Arc<Credentials>, NodeError> {
         lock(&self.credentials)
             .clone()
