@@ -12,8 +12,8 @@
 use std::time::{Duration, Instant};
 
 use tether_ble::advert::{Advert, FLAG_PAIRING_OPEN};
-use tether_ble::commission::{CommissionPlan, CommissionTimeouts, commission};
-use tether_ble::radio::{Central, Link};
+use tether_ble::commission::{CommissionPlan, CommissionTimeouts, commission_peripheral};
+use tether_ble::radio::Central;
 use tether_ble::sim::{SimAir, SimConfig};
 use tether_ble::sim_device::SimCommissionee;
 use tether_identity::LocalAuthority;
@@ -152,7 +152,6 @@ async fn one_cycle(
         })
         .map(|r| r.id)
         .ok_or("the device was not heard")?;
-    let link = central.connect(&id).await.map_err(|e| e.to_string())?;
     let mut seed = [0u8; 32];
     seed[..8].copy_from_slice(&(cycle as u64).to_le_bytes());
     let plan = CommissionPlan {
@@ -164,16 +163,16 @@ async fn one_cycle(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     };
-    let result = commission(
-        &link,
+    commission_peripheral(
+        central,
+        &id,
         &plan,
         authority,
         CommissionTimeouts::default(),
-        |_| {},
     )
-    .await;
-    let _ = link.disconnect().await;
-    result.map(|c| c.outcome).map_err(|e| e.to_string())
+    .await
+    .map(|c| c.outcome)
+    .map_err(|e| e.to_string())
 }
 
 /// Nearest-rank percentile of sorted values; 0 for none.

@@ -13,7 +13,7 @@ use tether_pairing::pake::{Commissioner, CommissionerStep, PairingError};
 use tether_pairing::provision::{Credentials, Outcome, ProvisionError, ProvisioningCommissioner};
 use tether_pairing::segment::{Reassembler, SegmentError, Segmenter};
 
-use crate::radio::{Link, RadioError};
+use crate::radio::{Central, Link, PeripheralId, RadioError};
 
 /// How long the commissioner waits for each answer from the device. Joining
 /// a network can take a while; pairing answers are quick.
@@ -183,4 +183,20 @@ pub async fn commission<L: Link>(
         certificate,
         outcome,
     })
+}
+
+/// Connects to peripheral `id`, commissions it (see [`commission`]) and
+/// disconnects, whatever the outcome (the device then ends any attempt).
+pub async fn commission_peripheral<C: Central>(
+    central: &C,
+    id: &PeripheralId,
+    plan: &CommissionPlan,
+    authority: &mut (dyn AccountAuthority + Send),
+    timeouts: CommissionTimeouts,
+) -> Result<Commissioned, CommissionError> {
+    let link = central.connect(id).await?;
+    let result = commission(&link, plan, authority, timeouts, |_| {}).await;
+    // A failed disconnect changes nothing: the link is gone either way.
+    let _ = link.disconnect().await;
+    result
 }

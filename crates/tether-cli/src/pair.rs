@@ -10,9 +10,9 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::json;
 use tether_ble::advert::{Advert, FLAG_PAIRING_OPEN};
 use tether_ble::commission::{
-    CommissionError, CommissionPlan, CommissionTimeouts, Commissioned, commission,
+    CommissionError, CommissionPlan, CommissionTimeouts, Commissioned, commission_peripheral,
 };
-use tether_ble::radio::{Central, Link, PeripheralId};
+use tether_ble::radio::{Central, PeripheralId};
 use tether_ble::sim::{SimAir, SimConfig};
 use tether_ble::sim_device::SimCommissionee;
 use tether_identity::{AccountAuthority, LocalAuthority};
@@ -417,7 +417,6 @@ async fn attempt(
     seed: [u8; 32],
     authority: &mut (dyn AccountAuthority + Send),
 ) -> Result<Commissioned, CommissionError> {
-    let link = central.connect(id).await?;
     let mut bind_nonce = [0; 16];
     bind_nonce.copy_from_slice(&seed[16..]);
     let plan = CommissionPlan {
@@ -427,14 +426,5 @@ async fn attempt(
         bind_nonce,
         unix_now: tether_node::unix_now(),
     };
-    let result = commission(
-        &link,
-        &plan,
-        authority,
-        CommissionTimeouts::default(),
-        |_| {},
-    )
-    .await;
-    let _ = link.disconnect().await;
-    result
+    commission_peripheral(central, id, &plan, authority, CommissionTimeouts::default()).await
 }

@@ -85,31 +85,49 @@ pub fn pairing(data: &[u8]) {
     }
 }
 
-/// The pairing key of the committed success path (fixed seeds), computed
-/// once: provisioning seeds stay valid from run to run.
+/// The messages of the committed successful pairing (fixed seeds and
+/// times) and the key it gives.
+struct FixedPairing {
+    request: Vec<u8>,
+    challenge: Vec<u8>,
+    confirm: Vec<u8>,
+    result: Vec<u8>,
+    key: PairingKey,
+}
+
+fn fixed_pairing() -> FixedPairing {
+    let mut device = PairingDevice::new(PASSCODE, AttemptLimiter::default());
+    let (mut commissioner, request) = Commissioner::start(PASSCODE, COMMISSIONER_SEED);
+    let challenge = device
+        .handle(&request, 1_000, device_seed(0))
+        .ok()
+        .and_then(|o| o.reply)
+        .expect("a fresh device answers a request");
+    let Ok(CommissionerStep::Send(confirm)) = commissioner.handle(&challenge) else {
+        panic!("the right passcode verifies");
+    };
+    let result = device
+        .handle(&confirm, 2_000, device_seed(1))
+        .ok()
+        .and_then(|o| o.reply)
+        .expect("the device answers the confirm");
+    let Ok(CommissionerStep::Paired(key)) = commissioner.handle(&result) else {
+        panic!("the fixed pairing succeeds");
+    };
+    FixedPairing {
+        request,
+        challenge,
+        confirm,
+        result,
+        key,
+    }
+}
+
+/// The pairing key of the committed success path, computed once: the
+/// provisioning and binding seeds stay valid from run to run.
 fn pairing_key() -> &'static PairingKey {
     static KEY: OnceLock<PairingKey> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let mut device = PairingDevice::new(PASSCODE, AttemptLimiter::default());
-        let (mut commissioner, request) = Commissioner::start(PASSCODE, COMMISSIONER_SEED);
-        let challenge = device
-            .handle(&request, 1_000, device_seed(0))
-            .ok()
-            .and_then(|o| o.reply)
-            .expect("a fresh device answers a request");
-        let Ok(CommissionerStep::Send(confirm)) = commissioner.handle(&challenge) else {
-            panic!("the right passcode verifies");
-        };
-        let result = device
-            .handle(&confirm, 2_000, device_seed(1))
-            .ok()
-            .and_then(|o| o.reply)
-            .expect("the device answers the confirm");
-        match commissioner.handle(&result) {
-            Ok(CommissionerStep::Paired(key)) => key,
-            _ => panic!("the fixed pairing succeeds"),
-        }
-    })
+    KEY.get_or_init(|| fixed_pairing().key)
 }
 
 fn home_network() -> Credentials {
@@ -235,22 +253,14 @@ pub fn gatt_segments(data: &[u8]) {
 /// Seeds: a complete pairing from both sides, a wrong passcode, and setup
 /// payloads and segment streams from the real encoders.
 pub(super) fn seeds(add: &mut dyn FnMut(&'static str, &str, Vec<u8>)) {
-    // The device side of a successful pairing: request, then confirm.
-    let mut device = PairingDevice::new(PASSCODE, AttemptLimiter::default());
-    let (mut commissioner, request) = Commissioner::start(PASSCODE, COMMISSIONER_SEED);
-    let challenge = device
-        .handle(&request, 1_000, device_seed(0))
-        .ok()
-        .and_then(|o| o.reply)
-        .expect("a fresh device answers a request");
-    let Ok(CommissionerStep::Send(confirm)) = commissioner.handle(&challenge) else {
-        panic!("the right passcode verifies");
-    };
-    let result = device
-        .handle(&confirm, 2_000, device_seed(1))
-        .ok()
-        .and_then(|o| o.reply)
-        .expect("the device answers the confirm");
+    // A successful pairing from both sides.
+    let FixedPairing {
+        request,
+        challenge,
+        confirm,
+        result,
+        ..
+    } = fixed_pairing();
     let mut device_side = vec![0];
     device_side.extend(record(&request));
     device_side.extend(record(&confirm));
