@@ -48,7 +48,7 @@ use tether_proto::v1::{
 use tether_session::frame::{FrameDecoder, FrameError, MAX_FRAME_BYTES, encode_frame};
 
 mod pairing;
-pub use pairing::{binding, ble_advert, gatt_segments, pairing, provisioning, setup_payload};
+pub use pairing::{binding, ble_advert, gatt_segments, ota, pairing, provisioning, setup_payload};
 use tether_session::handshake::{
     ClientHandshake, Event, HandshakeConfig, HandshakeError, Output, ResumptionTicket,
     ServerHandshake, TICKET_LIFETIME_S, TicketKey, decode_message,
@@ -59,7 +59,7 @@ pub type Harness = fn(&[u8]);
 
 /// Every target: its name (the `[[bin]]` in `fuzz/Cargo.toml` and the
 /// directory under `fuzz/corpus/`) and its harness.
-pub const TARGETS: [(&str, Harness); 14] = [
+pub const TARGETS: [(&str, Harness); 15] = [
     ("envelope", envelope),
     ("frame", frame),
     ("handshake_server", handshake_server),
@@ -74,6 +74,7 @@ pub const TARGETS: [(&str, Harness); 14] = [
     ("provisioning", provisioning),
     ("ble_advert", ble_advert),
     ("binding", binding),
+    ("ota", ota),
 ];
 
 /// The fixed "now" (Unix seconds) the fixture's certificates are issued at.

@@ -86,6 +86,7 @@ replay_tests!(
     provisioning,
     ble_advert,
     binding,
+    ota,
 );
 
 #[test]

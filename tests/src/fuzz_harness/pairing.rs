@@ -228,6 +228,77 @@ pub fn binding(data: &[u8]) {
     }
 }
 
+/// The image the `ota` harness expects: small, fixed.
+fn ota_image() -> Vec<u8> {
+    (0..3000u32).map(|i| (i % 251) as u8).collect()
+}
+
+/// The fixed vendor key (0x71) and its signed manifest for [`ota_image`].
+fn ota_manifest() -> (DeviceKeyPublic, tether_proto::v1::OtaManifest) {
+    let vendor = device_key(0x71);
+    let image = ota_image();
+    let mut manifest = tether_proto::v1::OtaManifest {
+        product_model: 0x1a2b,
+        version: "1".into(),
+        size: image.len() as u64,
+        sha256: ring::digest::digest(&ring::digest::SHA256, &image)
+            .as_ref()
+            .to_vec(),
+        signature: Vec::new(),
+    };
+    manifest.signature = vendor
+        .sign(&tether_ota::manifest_signing_input(&manifest))
+        .to_vec();
+    (vendor.public_key(), manifest)
+}
+
+type DeviceKeyPublic = [u8; 32];
+
+/// `ota`: selector byte, then records. Bit 0 clear: an `OtaReceiver` for
+/// the fixed signed manifest takes each record as a chunk. Oracles: it never
+/// holds more than the declared size, and it completes only with exactly the
+/// manifest's image (R15). Bit 0 set: an `OtaSender` of that image takes each
+/// record as an acknowledgement; progress never passes the image size.
+pub fn ota(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let (vendor, manifest) = ota_manifest();
+    if selector & 1 == 0 {
+        let Ok(mut receiver) = tether_ota::OtaReceiver::new(&manifest, &vendor, 0x1a2b) else {
+            panic!("the fixed manifest verifies");
+        };
+        for chunk in records(rest) {
+            let complete = matches!(
+                receiver.handle_chunk(chunk),
+                Ok(tether_ota::Received::Complete(_))
+            );
+            assert!(
+                receiver.next_offset() <= manifest.size,
+                "past the declared size"
+            );
+            if complete {
+                assert_eq!(
+                    receiver.into_image(),
+                    Some(ota_image()),
+                    "completed a wrong image"
+                );
+                return;
+            }
+        }
+    } else {
+        let Ok(mut sender) = tether_ota::OtaSender::start(ota_image(), 90) else {
+            return;
+        };
+        for ack in records(rest) {
+            let _ = sender.next_chunks();
+            if let Ok(progress) = sender.handle_ack(ack) {
+                assert!(progress.acknowledged <= progress.total);
+            }
+        }
+    }
+}
+
 /// `ble_advert`: the bytes as Tether service data. Oracle: whatever decodes
 /// re-encodes to exactly the same bytes (the format has one encoding).
 pub fn ble_advert(data: &[u8]) {
@@ -317,6 +388,26 @@ pub(super) fn seeds(add: &mut dyn FnMut(&'static str, &str, Vec<u8>)) {
     commissioner_side.extend(record(&request));
     commissioner_side.extend(record(&result.expect("a report")));
     add("binding", "commissioner_success", commissioner_side);
+
+    // OTA: the whole image as chunks, and the acknowledgements.
+    let Ok(mut sender) = tether_ota::OtaSender::start(ota_image(), 90) else {
+        panic!("battery above the gate");
+    };
+    let (vendor, manifest) = ota_manifest();
+    let mut receiver =
+        tether_ota::OtaReceiver::new(&manifest, &vendor, 0x1a2b).expect("the fixed manifest");
+    let mut chunks = vec![0];
+    let mut acks = vec![1];
+    for chunk in sender.next_chunks() {
+        chunks.extend(record(&chunk));
+        if let Ok(tether_ota::Received::Ack(ack) | tether_ota::Received::Complete(ack)) =
+            receiver.handle_chunk(&chunk)
+        {
+            acks.extend(record(&ack));
+        }
+    }
+    add("ota", "receiver_whole_image", chunks);
+    add("ota", "sender_acks", acks);
 
     // Adverts from the encoder.
     for (name, advert) in [
