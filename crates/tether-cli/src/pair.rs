@@ -13,8 +13,8 @@ use tether_ble::commission::{
     CommissionError, CommissionPlan, CommissionTimeouts, Commissioned, commission_peripheral,
 };
 use tether_ble::radio::{Central, PeripheralId};
-use tether_ble::sim::{SimAir, SimConfig};
-use tether_ble::sim_device::SimCommissionee;
+use tether_ble::sim::{SimAir, SimCentral, SimConfig, SimPeripheral};
+use tether_ble::sim_device::{SharedLog, SimCommissionee};
 use tether_identity::{AccountAuthority, LocalAuthority};
 use tether_pairing::pake::PairingError;
 use tether_pairing::provision::{Credentials, Network, Outcome, Security};
@@ -93,6 +93,68 @@ impl ReadCode {
     }
 }
 
+/// A lamp's setup payload as it boots unprovisioned: a random passcode and
+/// discriminator, never derived from a MAC or serial (R2, R6).
+fn new_lamp_payload() -> Result<SetupPayload, String> {
+    Ok(SetupPayload {
+        version: 0,
+        product_model: LAMP_MODEL,
+        discriminator: u16::from_be_bytes(random()?) & 0x0fff,
+        flags: FLAG_BLE,
+        passcode: random_passcode(random()?),
+    })
+}
+
+/// A simulated air with `loss`, and the lamp of `payload` advertising on it.
+fn lamp_on_air(
+    payload: &SetupPayload,
+    loss: f64,
+) -> Result<(SimAir, SimPeripheral, SharedLog), String> {
+    let air = SimAir::new(SimConfig {
+        loss: loss.clamp(0.0, 0.5),
+        latency: Duration::from_millis(3),
+        jitter: Duration::from_millis(2),
+        seed: u64::from_le_bytes(random()?),
+        mtu: MTU,
+        ..SimConfig::default()
+    });
+    let networks = [(home().ssid, home().passphrase)];
+    let (lamp, log) = SimCommissionee::new(
+        payload.passcode,
+        MTU,
+        &networks,
+        u64::from_le_bytes(random()?),
+    )
+    .map_err(|e| e.to_string())?;
+    let peripheral = air.add_peripheral(Box::new(lamp));
+    let advert = Advert::Unprovisioned {
+        product_model: payload.product_model,
+        discriminator: payload.discriminator,
+        flags: FLAG_PAIRING_OPEN,
+    };
+    peripheral.set_advert(Some(advert.encode().map_err(|e| e.to_string())?));
+    Ok((air, peripheral, log))
+}
+
+/// Scans and returns the first peripheral whose advert matches `code`, with
+/// its RSSI.
+async fn find_lamp(
+    central: &SimCentral,
+    code: &ReadCode,
+) -> Result<Option<(PeripheralId, Option<i16>)>, String> {
+    Ok(central
+        .scan(SCAN_WINDOW)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|r| {
+            r.tether_data()
+                .map(Advert::decode)
+                .is_some_and(|a| a.is_ok_and(|a| code.matches(&a)))
+        })
+        .map(|r| (r.id, r.rssi)))
+}
+
 fn render_qr(text: &str) -> Result<String, String> {
     let code = qrcode::QrCode::new(text.as_bytes()).map_err(|e| e.to_string())?;
     Ok(code
@@ -141,15 +203,7 @@ async fn narrate(
     // never derived from a MAC or serial (R2, R6).
     let t = Instant::now();
     let payload = (|| {
-        let passcode = random_passcode(random()?);
-        let disc = random::<2>()?;
-        let payload = SetupPayload {
-            version: 0,
-            product_model: LAMP_MODEL,
-            discriminator: u16::from_be_bytes(disc) & 0x0fff,
-            flags: FLAG_BLE,
-            passcode,
-        };
+        let payload = new_lamp_payload()?;
         let qr = payload.to_qr_string().map_err(|e| e.to_string())?;
         let manual = payload.manual_code().map_err(|e| e.to_string())?;
         Ok::<_, String>((payload, qr, manual))
@@ -196,44 +250,18 @@ async fn narrate(
     );
 
     // The lamp advertises on the simulated air.
-    let air = SimAir::new(SimConfig {
-        loss: options.loss.clamp(0.0, 0.5),
-        latency: Duration::from_millis(3),
-        jitter: Duration::from_millis(2),
-        seed: u64::from_le_bytes(random().unwrap_or([7; 8])),
-        mtu: MTU,
-        ..SimConfig::default()
-    });
-    let networks = [(home().ssid, home().passphrase)];
-    let Ok((lamp, log)) = SimCommissionee::new(payload.passcode, MTU, &networks, 1) else {
-        n.record(
-            "lamp advertises",
-            Instant::now(),
-            Err("cannot build the lamp".into()),
-        );
-        return Err(());
+    let (air, _peripheral, log) = match lamp_on_air(&payload, options.loss) {
+        Ok(on_air) => on_air,
+        Err(e) => {
+            n.record("lamp advertises", Instant::now(), Err(e));
+            return Err(());
+        }
     };
-    let peripheral = air.add_peripheral(Box::new(lamp));
-    let advert = Advert::Unprovisioned {
-        product_model: payload.product_model,
-        discriminator: payload.discriminator,
-        flags: FLAG_PAIRING_OPEN,
-    };
-    peripheral.set_advert(advert.encode().ok());
 
     // Scan and pick the lamp by its advert.
     let t = Instant::now();
     let central = air.central();
-    let found = central.scan(SCAN_WINDOW).await.map(|seen| {
-        seen.into_iter()
-            .filter(|r| {
-                r.tether_data()
-                    .map(Advert::decode)
-                    .is_some_and(|a| a.is_ok_and(|a| read.matches(&a)))
-            })
-            .map(|r| (r.id, r.rssi))
-            .next()
-    });
+    let found = find_lamp(&central, &read).await;
     let id: PeripheralId = match found {
         Ok(Some((id, rssi))) => {
             n.record(
@@ -251,7 +279,7 @@ async fn narrate(
             return Err(());
         }
         Err(e) => {
-            n.record("scan finds the lamp", t, Err(e.to_string()));
+            n.record("scan finds the lamp", t, Err(e));
             return Err(());
         }
     };
@@ -363,45 +391,13 @@ async fn narrate(
 pub(crate) async fn commission_simulated_lamp(
     authority: &mut (dyn AccountAuthority + Send),
 ) -> Result<(String, Commissioned), String> {
-    let payload = SetupPayload {
-        version: 0,
-        product_model: LAMP_MODEL,
-        discriminator: u16::from_be_bytes(random()?) & 0x0fff,
-        flags: FLAG_BLE,
-        passcode: random_passcode(random()?),
-    };
+    let payload = new_lamp_payload()?;
     let qr = payload.to_qr_string().map_err(|e| e.to_string())?;
-    let read = SetupPayload::from_qr_string(&qr).map_err(|e| e.to_string())?;
-    let air = SimAir::new(SimConfig {
-        latency: Duration::from_millis(3),
-        jitter: Duration::from_millis(2),
-        seed: u64::from_le_bytes(random()?),
-        mtu: MTU,
-        ..SimConfig::default()
-    });
-    let networks = [(home().ssid, home().passphrase)];
-    let (lamp, _log) =
-        SimCommissionee::new(payload.passcode, MTU, &networks, 2).map_err(|e| e.to_string())?;
-    let peripheral = air.add_peripheral(Box::new(lamp));
-    let advert = Advert::Unprovisioned {
-        product_model: payload.product_model,
-        discriminator: payload.discriminator,
-        flags: FLAG_PAIRING_OPEN,
-    };
-    peripheral.set_advert(advert.encode().ok());
+    let code = ReadCode::Qr(SetupPayload::from_qr_string(&qr).map_err(|e| e.to_string())?);
+    let (air, _peripheral, _log) = lamp_on_air(&payload, 0.0)?;
     let central = air.central();
-    let code = ReadCode::Qr(read);
-    let id = central
-        .scan(SCAN_WINDOW)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .find(|r| {
-            r.tether_data()
-                .map(Advert::decode)
-                .is_some_and(|a| a.is_ok_and(|a| code.matches(&a)))
-        })
-        .map(|r| r.id)
+    let (id, _) = find_lamp(&central, &code)
+        .await?
         .ok_or("the lamp was not heard")?;
     let commissioned = attempt(&central, &id, code.passcode(), random()?, authority)
         .await
