@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "handshake",
         "pairing",
         "ota",
+        "share",
+        "device",
     ]
     .map(|name| root.join(format!("tether/v1/{name}.proto")));
     for file in &files {

@@ -10,14 +10,26 @@ Python), enrolls a head unit, discovers it over loopback mDNS, authenticates,
 reads the status, subscribes to the door locks (updates arrive through a
 Python callback), locks the doors with an idempotency key and retries the
 same command, then shows that a phone of another account is refused and that
-errors arrive as typed exceptions.
+errors arrive as typed exceptions. It then shares the car with that other
+account as a co-user (status only), and revokes the share. Last, it manages
+a lamp bound to the account through the car (SPEC 16): lists it under an
+opaque handle, sets its brightness and reads it back, toggles it, renames
+and reorders it, sees an out-of-range write refused as a typed error, and
+unbinds it.
 
 The head unit comes from one of two places:
   --host self   (default) started here through the bindings as well;
   --host stdio  run by the parent process in Rust: the script writes
-                `ENROLL?` and reads `REQUEST <hex>`, answers `GRANT <hex>`,
-                and waits for `STARTED`. This is how `cargo test` drives it
-                (tests/tests/ffi_python.rs).
+                `ENROLL?` and reads `REQUEST <hex>`, answers `GRANT <hex>`;
+                then reads `DEVICE? <hex>` (a lamp's EnrollmentRequest) and
+                answers `DEVICE-GRANT <hex>` (the phone, as the account
+                authority, certifies the lamp); the parent binds that lamp
+                to the head unit, scans for it, and writes `STARTED`. This
+                is how `cargo test` drives it (tests/tests/ffi_python.rs).
+
+With --host self there is no bound lamp: the bindings have no device node,
+so the device step checks the head unit's own screen instead (an offline
+device attached physically, a scan, an account switch) and says so.
 
 Each step prints one line (`--json`: one JSON object per line); the exit code
 is 0 only if every step behaved as described.
@@ -118,6 +130,9 @@ def make_listener(tether):
 class StdioHost:
     """The head unit lives in the parent process; talk over stdin/stdout."""
 
+    # The parent binds a lamp to the account (see the module docstring).
+    bound_lamp = True
+
     def __init__(self):
         self.lines = sys.stdin
 
@@ -131,6 +146,10 @@ class StdioHost:
         request = bytes.fromhex(self._read("REQUEST "))
         grant = phone.enroll_device(request)
         print("GRANT " + grant.hex(), flush=True)
+        # A lamp for the account: the parent made its key, this phone (the
+        # account authority) certifies it as a device (no group key).
+        lamp_request = bytes.fromhex(self._read("DEVICE? "))
+        print("DEVICE-GRANT " + phone.enroll_device(lamp_request).hex(), flush=True)
         self._read("STARTED")
 
     async def shutdown(self):
@@ -139,6 +158,8 @@ class StdioHost:
 
 class SelfHost:
     """The head unit started here, through the same bindings."""
+
+    bound_lamp = False
 
     def __init__(self, tether, settings):
         self.car = tether.HeadUnit.open(settings, None)
@@ -153,6 +174,110 @@ class SelfHost:
 
 def door_locks(readings):
     return {r.path: r.value.value for r in readings if r.path in DOOR_LOCKS}
+
+
+LAMP_PRODUCT_MODEL = 0x1A2B
+# The lamp's light service (SPEC 16.1): 2.1 on, 2.2 brightness (1-100 %).
+LIGHT, ON, BRIGHTNESS, TOGGLE = 2, 1, 2, 1
+
+
+def property_value(values, siid, piid):
+    return next((v.value for v in values if v.siid == siid and v.piid == piid), None)
+
+
+async def until_value(link, handle, siid, piid, expected, timeout_s=10):
+    """The car shows a device's values as the device reports them: poll."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = property_value(await link.device_values(handle), siid, piid)
+        if seen == expected or time.monotonic() > deadline:
+            return seen
+        await asyncio.sleep(0.05)
+
+
+async def devices_through_the_car(tether, link, narrator):
+    """A lamp bound to the account, managed from the phone through the car."""
+    t = time.monotonic()
+    listed = await link.list_devices()
+    check(len(listed) == 1, f"expected the bound lamp alone, listed {listed}")
+    lamp = listed[0]
+    check(
+        lamp.online
+        and not lamp.offline_attached
+        and lamp.product_model == LAMP_PRODUCT_MODEL
+        and len(lamp.handle) == 16,
+        f"unexpected entry {lamp}",
+    )
+    forty = tether.DeviceValue.UINT(40)
+    await link.set_device_properties(
+        lamp.handle, [tether.PropertyValue(siid=LIGHT, piid=BRIGHTNESS, value=forty)]
+    )
+    brightness = await until_value(link, lamp.handle, LIGHT, BRIGHTNESS, forty)
+    check(brightness == forty, f"brightness reads {brightness} after writing 40")
+    await link.invoke_device_action(lamp.handle, LIGHT, TOGGLE, [])
+    on = await until_value(link, lamp.handle, LIGHT, ON, tether.DeviceValue.BOOL(True))
+    check(on == tether.DeviceValue.BOOL(True), f"toggle left `on` at {on}")
+    renamed = await link.rename_device(lamp.handle, "Reading lamp")
+    relisted = await link.list_devices()
+    check(
+        [d.name for d in renamed] == ["Reading lamp"] and relisted == renamed,
+        f"after rename: {renamed} / {relisted}",
+    )
+    refused = None
+    try:
+        await link.set_device_properties(
+            lamp.handle,
+            [tether.PropertyValue(siid=LIGHT, piid=BRIGHTNESS, value=tether.DeviceValue.UINT(101))],
+        )
+    except tether.TetherError.Control as e:
+        refused = e.code
+    still = property_value(await link.device_values(lamp.handle), LIGHT, BRIGHTNESS)
+    reordered = await link.reorder_devices([lamp.handle])
+    remaining = await link.unbind_device(lamp.handle)
+    narrator.step(
+        "devices through the car",
+        refused == "ERROR_CODE_BAD_REQUEST"
+        and still == forty
+        and [d.handle for d in reordered] == [lamp.handle]
+        and remaining == [],
+        f"lamp online under a {len(lamp.handle)}-byte handle; brightness 40 read back, "
+        f"toggled on, renamed; 101 refused as {refused}; unbound",
+        t,
+    )
+
+
+async def devices_on_the_head_unit(tether, car, link, narrator):
+    """--host self: no bound lamp exists, so check the car's own screen."""
+    t = time.monotonic()
+    note = "no bound lamp with --host self (the bindings have no device node)"
+    unsupported = None
+    try:
+        await car.attach_offline_device(0xFFFF, None)
+    except tether.TetherError.Device as e:
+        unsupported = e.code
+    handle = await car.attach_offline_device(LAMP_PRODUCT_MODEL, "1.0.0")
+    screen = await car.list_devices()
+    attached = [d for d in screen if d.handle == handle]
+    scanned = await car.scan_devices(500)
+    switched = await car.account_switched(500)
+    after_switch = await car.list_devices()
+    phone_view = await link.list_devices()
+    narrator.step(
+        "devices on the head unit",
+        len(handle) == 16
+        and len(attached) == 1
+        and attached[0].offline_attached
+        and attached[0].firmware_version == "1.0.0"
+        and scanned == 0
+        and switched == 0
+        and [d.handle for d in after_switch] == [handle]
+        and phone_view == []
+        and unsupported == "ERROR_CODE_UNSUPPORTED",
+        f"{note}; an offline lamp is on the car's screen only (R12), "
+        f"scan and account switch find {scanned}/{switched} bound devices, "
+        f"an unknown model is refused as {unsupported}",
+        t,
+    )
 
 
 async def run(tether, host_kind, narrator, data_dir):
@@ -326,7 +451,56 @@ async def run(tether, host_kind, narrator, data_dir):
         t,
     )
 
-    # 10. The key store is where the identity lives.
+    # 10. Share with the other account as a co-user (SPEC 17), then revoke.
+    t = time.monotonic()
+    link = await phone.connect(found.address)
+    issued = await phone.share(
+        link,
+        stranger.authority_public_key(),
+        tether.ShareOptions(
+            permissions=[tether.SharePermission.VEHICLE_STATUS],
+            devices=[],
+            valid_for_s=3600,
+            nickname="py owner",
+        ),
+    )
+    held = stranger.accept_invite(issued.invite)
+    shared = await stranger.discover_shared_vehicle(issued.grant_id, 15_000)
+    co_link = await stranger.connect_shared(issued.grant_id, shared.address)
+    co_read = await co_link.read(DOOR_LOCKS)
+    denied = None
+    try:
+        await co_link.command(tether.VehicleAction.LOCK(), tether.new_idempotency_key())
+    except tether.TetherError.Control as e:
+        denied = e.code
+    closed = await phone.revoke_share(link, issued.grant_id)
+    cut_off = False
+    try:
+        await co_link.read(DOOR_LOCKS)
+    except tether.TetherError.Session:
+        cut_off = True
+    link.close()
+    narrator.step(
+        "share and revoke",
+        held.sharer_nickname == "py owner"
+        and shared.address == found.address
+        and len(co_read) == len(DOOR_LOCKS)
+        and denied == "ERROR_CODE_PERMISSION_DENIED"
+        and closed == 1
+        and cut_off,
+        f"co-user read {len(co_read)} signals, lock {denied}, revoked: {closed} session closed",
+        t,
+    )
+
+    # 11. Devices through the car (SPEC 16).
+    link = await phone.connect(found.address)
+    if host.bound_lamp:
+        await devices_through_the_car(tether, link, narrator)
+    else:
+        await devices_on_the_head_unit(tether, host.car, link, narrator)
+    link.close()
+
+    # 12. The key store is where the identity lives.
     t = time.monotonic()
     del phone
     reopened = tether.Phone.open(phone_settings, key_store)

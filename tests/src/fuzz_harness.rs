@@ -26,6 +26,8 @@
 //! - `pairing`, `provisioning`, `setup_payload`, `gatt_segments`,
 //!   `ble_advert`: see [`pairing()`], [`provisioning()`], [`setup_payload()`],
 //!   [`gatt_segments()`] and [`ble_advert()`].
+//! - `devices`: see [`devices()`].
+//! - `share_invite`: the raw bytes, as a `ShareInvite` and a `ShareGrant`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
@@ -49,6 +51,10 @@ use tether_session::frame::{FrameDecoder, FrameError, MAX_FRAME_BYTES, encode_fr
 
 mod pairing;
 pub use pairing::{binding, ble_advert, gatt_segments, ota, pairing, provisioning, setup_payload};
+mod devices;
+pub use devices::devices;
+mod share;
+pub use share::share_invite;
 use tether_session::handshake::{
     ClientHandshake, Event, HandshakeConfig, HandshakeError, Output, ResumptionTicket,
     ServerHandshake, TICKET_LIFETIME_S, TicketKey, decode_message,
@@ -59,7 +65,7 @@ pub type Harness = fn(&[u8]);
 
 /// Every target: its name (the `[[bin]]` in `fuzz/Cargo.toml` and the
 /// directory under `fuzz/corpus/`) and its harness.
-pub const TARGETS: [(&str, Harness); 15] = [
+pub const TARGETS: [(&str, Harness); 17] = [
     ("envelope", envelope),
     ("frame", frame),
     ("handshake_server", handshake_server),
@@ -75,6 +81,8 @@ pub const TARGETS: [(&str, Harness); 15] = [
     ("ble_advert", ble_advert),
     ("binding", binding),
     ("ota", ota),
+    ("share_invite", share_invite),
+    ("devices", devices),
 ];
 
 /// The fixed "now" (Unix seconds) the fixture's certificates are issued at.
@@ -977,6 +985,8 @@ pub fn seeds() -> Vec<Seed> {
         );
     }
     pairing::seeds(&mut add);
+    devices::seeds(&mut add);
+    share::seeds(&mut add);
     seeds
 }
 

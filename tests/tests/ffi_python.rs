@@ -1,7 +1,8 @@
 //! The phone role from a real foreign language: `examples/python/phone.py`
 //! runs on the machine's `python3` through Python bindings generated from
 //! the freshly built native library, against a head unit started here in
-//! Rust. Every step of the script must pass (R2, R3, R23).
+//! Rust. Every step of the script must pass (R2, R3, R23), including the
+//! management of a lamp bound to the account, through the car (SPEC §16).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
@@ -10,14 +11,20 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use prost::Message;
-use tether_node::{HeadUnit, NodeConfig};
+use ring::rand::{SecureRandom, SystemRandom};
+use tether_identity::{DeviceKey, Role};
+use tether_node::{DeviceNode, HeadUnit, NodeConfig, PropertyValue, device_value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
+mod support;
+
 /// Steps `phone.py` reports when everything works.
-const EXPECTED_STEPS: usize = 13;
+const EXPECTED_STEPS: usize = 15;
 /// The whole script, discovery windows included, takes a few seconds.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the car may look for the lamp's token on loopback mDNS.
+const LAMP_SCAN: Duration = Duration::from_secs(15);
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -74,6 +81,30 @@ fn unhex(text: &str) -> Vec<u8> {
         .collect()
 }
 
+/// A lamp bound to the script's account as commissioning would leave it:
+/// `grant` is the phone's answer to the lamp's enrollment request; the car
+/// then finds it by its token.
+async fn bind_lamp(car: &HeadUnit, key: DeviceKey, grant: &[u8]) -> DeviceNode {
+    let grant = tether_node::EnrollmentGrant::decode(grant).unwrap();
+    let mut secret = [0u8; 32];
+    SystemRandom::new().fill(&mut secret).unwrap();
+    let (lamp, _vendor) = support::bind_lamp(car, key, &grant, secret, "Desk lamp").await;
+    assert_eq!(
+        car.scan_devices(LAMP_SCAN).await.unwrap(),
+        1,
+        "the car finds the lamp"
+    );
+    lamp
+}
+
+fn lamp_value(values: &[PropertyValue], siid: u32, piid: u32) -> Option<device_value::Kind> {
+    values
+        .iter()
+        .find(|v| v.siid == siid && v.piid == piid)
+        .and_then(|v| v.value.clone())
+        .and_then(|v| v.kind)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23() {
     let bindings = tempfile::tempdir().unwrap();
@@ -98,6 +129,8 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
 
     let mut steps = Vec::new();
     let mut done = None;
+    let mut lamp_key = None;
+    let mut lamp = None;
     let drive = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if line == "ENROLL?" {
@@ -110,6 +143,19 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
                 let grant = tether_node::EnrollmentGrant::decode(unhex(grant).as_slice()).unwrap();
                 car.complete_enrollment(&grant).unwrap();
                 car.start().await.unwrap();
+                // The phone, as the account authority, certifies a lamp.
+                let key = DeviceKey::generate().unwrap();
+                let request = key
+                    .enrollment_request(Role::Device, [7; 16])
+                    .encode_to_vec();
+                lamp_key = Some(key);
+                to_script
+                    .write_all(format!("DEVICE? {}\n", hex(&request)).as_bytes())
+                    .await
+                    .unwrap();
+            } else if let Some(grant) = line.strip_prefix("DEVICE-GRANT ") {
+                let key = lamp_key.take().expect("DEVICE-GRANT answers DEVICE?");
+                lamp = Some(bind_lamp(&car, key, &unhex(grant)).await);
                 to_script.write_all(b"STARTED\n").await.unwrap();
             } else if let Some(step) = line.strip_prefix("STEP ") {
                 let step: serde_json::Value = serde_json::from_str(step).unwrap();
@@ -144,6 +190,8 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
         "retry is idempotent",
         "typed errors",
         "other account refused",
+        "share and revoke",
+        "devices through the car",
         "key store",
     ] {
         assert!(
@@ -158,5 +206,23 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
     let stats = car.listener_stats().await.unwrap();
     assert!(stats.authenticated >= 2, "{stats:?}");
     assert!(stats.refused >= 1, "{stats:?}");
+
+    // The phone's writes reached the lamp itself, and its unbind too (R13).
+    let lamp = lamp.expect("the script asked for a lamp");
+    let values = lamp.values();
+    assert_eq!(
+        lamp_value(&values, 2, 2),
+        Some(device_value::Kind::UintValue(40)),
+        "brightness on the lamp: {values:?}"
+    );
+    assert_eq!(
+        lamp_value(&values, 2, 1),
+        Some(device_value::Kind::BoolValue(true)),
+        "toggled on"
+    );
+    assert!(lamp.was_unbound(), "the lamp forgot its binding");
+    assert!(!lamp.is_bound().unwrap());
+    assert!(car.list_devices().await.unwrap().is_empty());
+    lamp.shutdown().await.unwrap();
     car.shutdown().await.unwrap();
 }

@@ -87,6 +87,8 @@ replay_tests!(
     ble_advert,
     binding,
     ota,
+    devices,
+    share_invite,
 );
 
 #[test]

@@ -27,6 +27,11 @@ pub struct BenchConfig {
     pub token_keys: usize,
     /// Pair-and-provision cycles over the simulated radio (5 % loss).
     pub pairing_cycles: usize,
+    /// Size of the firmware image sent in the upgrade measurement, bytes.
+    pub ota_image_bytes: usize,
+    /// Timed transfers of that image per side (Tether upgrade, bare
+    /// stream), alternating which goes first, after one untimed each.
+    pub ota_transfers: usize,
     /// Each measurement is split into this many rounds that alternate
     /// which side goes first, so drift on a shared machine (another build,
     /// a noisy neighbour) hits both sides alike.
@@ -45,6 +50,8 @@ impl Default for BenchConfig {
             token_resolutions: 200_000,
             token_keys: 4,
             pairing_cycles: 1_000,
+            ota_image_bytes: 16 * 1024 * 1024,
+            ota_transfers: 7,
             rounds: 10,
         }
     }
@@ -63,6 +70,8 @@ impl BenchConfig {
             token_resolutions: 1_000,
             token_keys: 4,
             pairing_cycles: 20,
+            ota_image_bytes: 1024 * 1024,
+            ota_transfers: 2,
             rounds: 2,
         }
     }
@@ -87,9 +96,16 @@ impl BenchConfig {
             (self.token_keys, "token_keys must be at least 1"),
             (self.rounds, "rounds must be at least 1"),
             (self.pairing_cycles, "pairing_cycles must be at least 1"),
+            (self.ota_image_bytes, "ota_image_bytes must be at least 1"),
+            (self.ota_transfers, "ota_transfers must be at least 1"),
         ];
         if let Some((_, why)) = positive.iter().find(|(n, _)| *n == 0) {
             return Err(BenchError::InvalidConfig(why));
+        }
+        if self.ota_image_bytes as u64 > tether_ota::MAX_IMAGE_BYTES {
+            return Err(BenchError::InvalidConfig(
+                "ota_image_bytes must be at most 64 MiB (SPEC §15)",
+            ));
         }
         // Every round must measure something on each side.
         let per_round = [self.handshakes, self.rtt_samples, self.pipelined_requests];

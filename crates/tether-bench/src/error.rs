@@ -26,6 +26,9 @@ pub enum BenchError {
     /// A Tether session operation failed.
     #[error("tether session failed: {0}")]
     Session(#[from] tether_session::quic::SessionError),
+    /// A firmware upgrade over a Tether session failed.
+    #[error("firmware upgrade failed: {0}")]
+    Ota(#[from] tether_node::OtaTransferError),
     /// The bare-quinn baseline failed.
     #[error("bare quinn baseline failed ({during}): {source}")]
     Baseline {

@@ -14,6 +14,7 @@
 //! | small-command RTT | `ClientSession::call` with a vehicle Get, answered by a [`tether_control::VehicleService`] | a stream carrying 32 bytes, echoed |
 //! | pipelined commands/s | the same call, many in flight on one session | the same echo, as many in flight on one connection |
 //! | token resolutions/s | parse a heard label and try every held discovery key | — |
+//! | firmware upgrade MiB/s | `tether_node::send_firmware` of an image to an `OtaTarget` (SPEC §15.1) | the same bytes on one stream, stored and counted |
 //! | pairing stress | scan, connect, SPAKE2, sealed Wi-Fi credentials, report over a 5 %-loss simulated radio; success rate and p50/p99 in simulated radio time | — |
 //!
 //! Goals ([`GOALS`]) are reported in [`BenchReport::goals_met`], never
@@ -38,6 +39,7 @@ mod cores;
 mod error;
 mod handshakes;
 mod measure;
+mod ota;
 mod pairing;
 mod report;
 mod tether;
@@ -50,7 +52,7 @@ use tether_session::quic::SessionConfig;
 pub use config::BenchConfig;
 pub use error::{BenchError, BoxError};
 pub use report::{
-    BenchReport, GOALS, Goal, HANDSHAKE_GOAL, PAIRING_GOAL, PIPELINED_GOAL, RTT_P50_GOAL,
+    BenchReport, GOALS, Goal, HANDSHAKE_GOAL, OTA_GOAL, PAIRING_GOAL, PIPELINED_GOAL, RTT_P50_GOAL,
     RTT_P99_GOAL, render_text,
 };
 
@@ -74,6 +76,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     let handshakes = measure_handshakes(&config, &account, &session_config).await?;
     let commands = measure_commands(&config, &account, &session_config).await?;
     let tokens = measure_tokens(&config, account.discovery_key).await?;
+    let upgrades = ota::measure_ota(&config, &session_config).await?;
     let (core_full, core_resumed) = {
         let (phone, car, n) = (
             account.phone.clone(),
@@ -143,6 +146,11 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         pairing_links_dropped: stress.links_dropped,
         pairing_wall_s: stress.wall.as_secs_f64(),
         pairing_first_failure: stress.first_failure,
+        ota_mib_s: ota::median(&upgrades.tether_mib_s),
+        bare_mib_s: ota::median(&upgrades.bare_mib_s),
+        ota_ratio: ota::median_ratio(&upgrades.tether_mib_s, &upgrades.bare_mib_s),
+        ota_runs_mib_s: upgrades.tether_mib_s,
+        bare_runs_mib_s: upgrades.bare_mib_s,
         goals_met: Default::default(),
         config,
     };

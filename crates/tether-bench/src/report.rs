@@ -73,13 +73,22 @@ pub const PAIRING_GOAL: Goal = Goal {
     bound: 0.999,
     at_least: true,
 };
+/// Firmware-upgrade throughput over a session, Tether over one bare quinn
+/// stream: at least 0.8 (issue 4, R15).
+pub const OTA_GOAL: Goal = Goal {
+    name: "ota_throughput",
+    ratio: "ota_ratio",
+    bound: 0.8,
+    at_least: true,
+};
 /// Every goal, in report order.
-pub const GOALS: [Goal; 5] = [
+pub const GOALS: [Goal; 6] = [
     HANDSHAKE_GOAL,
     RTT_P50_GOAL,
     RTT_P99_GOAL,
     PIPELINED_GOAL,
     PAIRING_GOAL,
+    OTA_GOAL,
 ];
 
 /// The result of one run. Ratios are Tether over bare quinn, measured in
@@ -185,6 +194,20 @@ pub struct BenchReport {
     /// The first failed cycle and why, if any.
     pub pairing_first_failure: Option<String>,
 
+    /// Firmware upgrades over a Tether session (`send_firmware` to an
+    /// `OtaTarget`: start, chunk requests in a window, SHA-256, install),
+    /// median MiB/s of the timed transfers.
+    pub ota_mib_s: f64,
+    /// The same image on one bare quinn stream, median MiB/s.
+    pub bare_mib_s: f64,
+    /// Median over rounds of the upgrade's throughput over the bare
+    /// stream's, each pair run back to back; higher is better.
+    pub ota_ratio: f64,
+    /// Every timed upgrade, MiB/s, in the order run.
+    pub ota_runs_mib_s: Vec<f64>,
+    /// Every timed bare transfer, MiB/s, in the order run.
+    pub bare_runs_mib_s: Vec<f64>,
+
     /// For each of [`GOALS`], by name, whether this run met it.
     pub goals_met: BTreeMap<&'static str, bool>,
 }
@@ -199,6 +222,7 @@ impl BenchReport {
             "pipelined_ratio" => self.pipelined_ratio,
             "resumed_handshake_ratio" => self.resumed_handshake_ratio,
             "pairing_success_rate" => self.pairing_success_rate,
+            "ota_ratio" => self.ota_ratio,
             _ => return None,
         })
     }
@@ -287,6 +311,13 @@ pub fn render_text(report: &BenchReport) -> String {
         Some(PIPELINED_GOAL),
     );
     row(
+        "firmware upgrade MiB/s",
+        r.ota_mib_s,
+        Some(r.bare_mib_s),
+        Some(r.ota_ratio),
+        Some(OTA_GOAL),
+    );
+    row(
         "token resolutions/s",
         r.token_resolutions_per_s,
         None,
@@ -317,6 +348,21 @@ pub fn render_text(report: &BenchReport) -> String {
     if let Some(failure) = &r.pairing_first_failure {
         let _ = writeln!(out, "  first failure: {failure}");
     }
+    let mib = |runs: &[f64]| {
+        runs.iter()
+            .map(|v| format!("{v:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let _ = writeln!(
+        out,
+        "Firmware upgrade: a {:.1} MiB image, {} timed transfers per side alternating with\n  \
+         one bare quinn stream; MiB/s upgrade [{}], bare [{}].",
+        r.config.ota_image_bytes as f64 / (1024.0 * 1024.0),
+        r.config.ota_transfers,
+        mib(&r.ota_runs_mib_s),
+        mib(&r.bare_runs_mib_s),
+    );
     let c = &r.config;
     let per_handshake_us = |rate: f64| if rate > 0.0 { 1e6 / rate } else { 0.0 };
     let (tether_us, bare_us) = (

@@ -26,6 +26,8 @@ async fn quick_run_reports_every_measurement() {
     assert!(report.pairing_p50_ms > 0.0 && report.pairing_p50_ms <= report.pairing_p99_ms);
     assert!(report.pairing_pdus_sent > 0);
     assert!(report.pairing_pdus_lost <= report.pairing_pdus_sent);
+    assert_eq!(report.ota_runs_mib_s.len(), config.ota_transfers);
+    assert_eq!(report.bare_runs_mib_s.len(), config.ota_transfers);
 
     let figures = [
         ("handshake_ratio", report.handshake_ratio),
@@ -40,6 +42,9 @@ async fn quick_run_reports_every_measurement() {
         ("tether_pipelined_per_s", report.tether_pipelined_per_s),
         ("bare_pipelined_per_s", report.bare_pipelined_per_s),
         ("token_resolutions_per_s", report.token_resolutions_per_s),
+        ("ota_ratio", report.ota_ratio),
+        ("ota_mib_s", report.ota_mib_s),
+        ("bare_mib_s", report.bare_mib_s),
     ];
     for (name, value) in figures {
         assert!(value.is_finite() && value > 0.0, "{name} = {value}");
@@ -61,6 +66,9 @@ async fn quick_run_reports_every_measurement() {
         "token_resolutions_per_s",
         "pairing_success_rate",
         "pairing_p99_ms",
+        "ota_ratio",
+        "ota_mib_s",
+        "bare_mib_s",
         "goals_met",
     ] {
         assert!(json.get(key).is_some(), "JSON lacks {key}");
@@ -68,4 +76,5 @@ async fn quick_run_reports_every_measurement() {
     let text = render_text(&report);
     assert!(text.contains("pipelined commands/s"));
     assert!(text.contains("Pairing stress"));
+    assert!(text.contains("firmware upgrade MiB/s"));
 }

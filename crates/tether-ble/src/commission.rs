@@ -126,6 +126,9 @@ pub struct CommissionPlan {
 pub struct Commissioned {
     /// The certificate the authority issued for the device.
     pub certificate: VerifiedCertificate,
+    /// The secret shared with the device from this pairing (SPEC §12.6):
+    /// keep it with the binding record to reach the device on the LAN.
+    pub device_secret: [u8; 32],
     /// The device's report on the network.
     pub outcome: Outcome,
 }
@@ -181,6 +184,7 @@ pub async fn commission<L: Link>(
     let outcome = provisioning.handle_status(&report)?;
     Ok(Commissioned {
         certificate,
+        device_secret: key.device_secret(),
         outcome,
     })
 }

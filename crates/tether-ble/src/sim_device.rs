@@ -27,6 +27,9 @@ pub struct CommissioneeLog {
     /// Serials of the certificates it was bound with (it holds no group
     /// key: the core refuses one).
     pub bound: Vec<u64>,
+    /// What the device keeps from its last binding: its credentials and the
+    /// device secret (SPEC §12.6), to serve members on the LAN.
+    pub binding: Option<(tether_identity::Credentials, [u8; 32])>,
 }
 
 /// Why a simulated device could not be made.
@@ -139,7 +142,11 @@ impl PeripheralHandler for SimCommissionee {
             }
         }
         let limiter = self.core.limiter();
+        let binding = self.core.take_binding();
         let mut log = self.log();
+        if binding.is_some() {
+            log.binding = binding;
+        }
         log.events.extend(step.events);
         log.joined.extend(joined);
         log.bound.extend(bound);

@@ -10,7 +10,7 @@ use tether_control::signals;
 use tether_identity::{AccountAuthority, EnrollmentError, EnrollmentGrant, EnrollmentRequest};
 use tether_node::{
     CommandOutcome, HeadUnit, Interfaces, LocalIdentifiers, NodeConfig, NodeError, Phone, Reading,
-    SignalData,
+    ShareOptions, SharePermission, SignalData,
 };
 use tether_proto::v1::CommandState;
 
@@ -73,7 +73,8 @@ pub(crate) async fn run(json: bool, interfaces: Interfaces) -> Result<ExitCode, 
     };
     if !json {
         println!(
-            "Tether demo: a head unit and two phones over loopback mDNS and QUIC, and a lamp\n\
+            "Tether demo: a head unit and two phones over loopback mDNS and QUIC (the second\n\
+             phone's account first refused, then admitted as a co-user), and a lamp\n\
              commissioned over simulated Bluetooth.\n"
         );
     }
@@ -388,36 +389,204 @@ async fn steps(
         "abandoned": after.abandoned,
     });
 
-    // 10. The car commissions a smart lamp over Bluetooth (simulated radio),
-    //     bound to the owner's account through the phone's authority.
-    let t = Instant::now();
+    // 10. Smart devices: commissioned over the simulated radio, back on the
+    //     LAN, managed and upgraded through the car (issue 4).
     let mut authority = PhoneAuthority {
         public_key: phone.authority_public_key()?,
         phone: &phone,
     };
-    let commissioned = crate::pair::commission_simulated_lamp(&mut authority).await;
-    n.record(
-        "car commissions a lamp",
-        t,
-        match commissioned {
-            Ok((_, c)) if c.outcome == tether_pairing::provision::Outcome::Joined => Ok(format!(
-                "setup QR read, SPAKE2 paired, bound to the owner's account (certificate #{}, no group key), joined Wi-Fi",
-                c.certificate.serial
-            )),
-            Ok((_, c)) => Err(format!("the lamp reported {:?}", c.outcome)),
-            Err(e) => Err(e),
-        },
-    );
+    let link = phone.connect(found.address).await?;
+    let devices =
+        crate::demo_devices::device_steps(config, &phone, &car, &link, &mut authority, n, extra)
+            .await?;
+    link.close();
+
+    // 11. The owner shares the car and the lamp with the other account's
+    //     phone as a co-user, logs out, and revokes the share (R16).
+    if let Some(devices) = &devices {
+        share_steps(&phone, &car, &stranger, found.address, devices, n, extra).await?;
+        devices.lamp.shutdown().await?;
+        devices.camera.shutdown().await?;
+    }
 
     car.shutdown().await?;
     Ok(())
 }
 
+/// The share grant steps of the demo (SPEC §17).
+async fn share_steps(
+    owner: &Phone,
+    car: &HeadUnit,
+    co_user: &Phone,
+    address: std::net::SocketAddr,
+    devices: &crate::demo_devices::DemoDevices,
+    n: &mut Narrator,
+    extra: &mut serde_json::Value,
+) -> Result<(), NodeError> {
+    let t = Instant::now();
+    let owner_link = owner.connect(address).await?;
+    let options = ShareOptions {
+        permissions: vec![
+            SharePermission::VehicleStatus,
+            SharePermission::DeviceControl,
+        ],
+        devices: vec![devices.lamp_key],
+        valid_for_s: 3600,
+        nickname: "Demo Owner".into(),
+    };
+    let issued = owner
+        .share(&owner_link, co_user.authority_public_key()?, &options)
+        .await?;
+    let held = co_user.accept_invite(&issued.invite)?;
+    let shared = co_user
+        .discover_shared_vehicle(issued.grant_id, DISCOVERY_TIMEOUT)
+        .await;
+    let co_link = match shared {
+        Ok(found) if found.address.port() == address.port() => {
+            co_user.connect_shared(issued.grant_id, found.address).await
+        }
+        Ok(found) => {
+            n.record(
+                "owner shares with a co-user",
+                t,
+                Err(format!("the grant token resolved to {}", found.address)),
+            );
+            return Ok(());
+        }
+        Err(e) => Err(e),
+    };
+    let co_link = match co_link {
+        Ok(link) => link,
+        Err(e) => {
+            n.record("owner shares with a co-user", t, Err(err(e)));
+            return Ok(());
+        }
+    };
+    let read = co_link.get(vec![signals::RANGE.into()]).await;
+    n.record(
+        "owner shares with a co-user",
+        t,
+        match &read {
+            Ok(r) if r.len() == 1 => Ok(format!(
+                "signed grant installed; the co-user accepted the invite from {:?}, found the car by the grant's own token and reads its status",
+                held.sharer_nickname
+            )),
+            Ok(r) => Err(format!("read {} signals", r.len())),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+
+    // The co-user controls the shared lamp, and sees nothing else.
+    let t = Instant::now();
+    let controlled = async {
+        let list = co_link.list_devices().await?;
+        let handle =
+            list.first()
+                .map(|d| d.handle.clone())
+                .ok_or(NodeError::UnexpectedResponse(
+                    "the shared lamp is not listed",
+                ))?;
+        co_link
+            .set_device_properties(
+                &handle,
+                vec![tether_proto::v1::PropertyValue {
+                    siid: 2,
+                    piid: 2,
+                    value: Some(tether_proto::v1::DeviceValue {
+                        kind: Some(tether_proto::v1::device_value::Kind::UintValue(70)),
+                    }),
+                }],
+            )
+            .await?;
+        let renamed = co_link.rename_device(&handle, "Mine").await;
+        Ok::<_, NodeError>((list.len(), renamed.is_err()))
+    }
+    .await;
+    let reached = crate::demo_devices::wait_for(
+        &devices.lamp,
+        2,
+        2,
+        &tether_proto::v1::device_value::Kind::UintValue(70),
+    )
+    .await;
+    n.record(
+        "co-user controls the lamp",
+        t,
+        match controlled {
+            Ok((1, true)) if reached => Ok(
+                "sees only the shared lamp; set it to 70 %; renaming refused (not granted)".into(),
+            ),
+            Ok((seen, refused)) => Err(format!(
+                "saw {seen} device(s), rename refused {refused}, lamp reached {reached}"
+            )),
+            Err(e) => Err(err(e)),
+        },
+    );
+
+    let t = Instant::now();
+    let before = car.executions().await?.lock;
+    let lock = co_link.command(control::lock(), &random_key()?).await;
+    let after = car.executions().await?.lock;
+    n.record(
+        "co-user held to the grant",
+        t,
+        match lock {
+            Err(NodeError::Control(e))
+                if e.code() == Some(tether_proto::v1::ErrorCode::PermissionDenied)
+                    && before == after =>
+            {
+                Ok("lock refused: outside the grant's scope; nothing executed".into())
+            }
+            Err(e) => Err(format!("refused, but not by scope: {e}")),
+            Ok(_) => Err("a co-user without vehicle control locked the car".into()),
+        },
+    );
+
+    let t = Instant::now();
+    let closed = car.owner_logged_out().await?;
+    let still = co_link.get(vec![signals::RANGE.into()]).await;
+    n.record(
+        "owner logs out, co-user stays",
+        t,
+        match still {
+            Ok(_) if closed >= 1 => Ok(format!(
+                "{closed} owner session(s) closed; the co-user keeps reading"
+            )),
+            Ok(_) => Err("no owner session was closed".into()),
+            Err(e) => Err(format!("the co-user lost access: {e}")),
+        },
+    );
+
+    let t = Instant::now();
+    let owner_link = owner.connect(address).await?;
+    let revoked_at = Instant::now();
+    let closed = owner.revoke_share(&owner_link, issued.grant_id).await?;
+    let cut = tokio::time::timeout(Duration::from_secs(1), co_link.session().closed()).await;
+    let cut_ms = revoked_at.elapsed().as_secs_f64() * 1000.0;
+    co_user.forget_tickets().await?;
+    let again = co_user.connect_shared(issued.grant_id, address).await;
+    extra["revocation_close_ms"] = json!((cut_ms * 10.0).round() / 10.0);
+    n.record(
+        "revocation cuts the co-user off",
+        t,
+        match (cut, again) {
+            (Ok(_), Err(e)) if e.is_refused() && closed == 1 => Ok(format!(
+                "live session closed {cut_ms:.1} ms after the revocation; reconnecting is refused"
+            )),
+            (Err(_), _) => Err("the co-user's session was still open after 1 s".into()),
+            (Ok(_), Ok(_)) => Err("the co-user reconnected after the revocation".into()),
+            (Ok(_), Err(e)) => Err(format!("closed {closed} session(s); reconnect: {e}")),
+        },
+    );
+    owner_link.close();
+    Ok(())
+}
+
 /// The phone's account authority, as the car reaches it while it
 /// commissions a device (local mode: the phone is beside the car).
-struct PhoneAuthority<'a> {
-    phone: &'a Phone,
-    public_key: [u8; 32],
+pub(crate) struct PhoneAuthority<'a> {
+    pub(crate) phone: &'a Phone,
+    pub(crate) public_key: [u8; 32],
 }
 
 impl AccountAuthority for PhoneAuthority<'_> {

@@ -6,9 +6,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod demo;
+mod demo_devices;
 mod narrate;
 mod pair;
+mod progress;
 mod roles;
+mod share;
 
 /// Tether joins a car's head unit, its owner's phone and the smart home into
 /// one trusted, private network.
@@ -87,6 +90,34 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// The smart-device life cycle on its own: commission a lamp and a camera
+    /// over the simulated radio, find them on the LAN, list, rename, reorder
+    /// and control them through the car, upgrade the lamp (with a progress
+    /// bar, resumed after a forced disconnect), keep an offline device local,
+    /// unbind the camera. Exits 0 only if every step behaved.
+    Devices {
+        /// Print one JSON object instead of the narration.
+        #[arg(long)]
+        json: bool,
+        /// Interfaces for mDNS.
+        #[arg(long, value_enum, default_value_t = Net::Loopback)]
+        net: Net,
+    },
+    /// Share the car with a co-user's account, one step per command: print
+    /// the account key, grant, accept, read the shared car, revoke (R16).
+    Share {
+        /// Where this phone keeps its state.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Interfaces for mDNS.
+        #[arg(long, value_enum, default_value_t = Net::Loopback)]
+        net: Net,
+        #[command(subcommand)]
+        action: share::ShareAction,
+    },
     /// Run the phone role: create an account, find the car, read or command it.
     Phone {
         /// Where the phone keeps its state (account authority included).
@@ -133,6 +164,13 @@ fn main() -> ExitCode {
                 net,
                 action,
             } => roles::phone(data_dir, net.into(), action).await,
+            Command::Devices { json, net } => Ok(demo_devices::run(json, net.into()).await),
+            Command::Share {
+                data_dir,
+                json,
+                net,
+                action,
+            } => share::run(data_dir, net.into(), json, action).await,
             Command::Bench { json, quick } => bench(json, quick).await,
             Command::Pair {
                 json,

@@ -96,9 +96,15 @@ impl ReadCode {
 /// A lamp's setup payload as it boots unprovisioned: a random passcode and
 /// discriminator, never derived from a MAC or serial (R2, R6).
 fn new_lamp_payload() -> Result<SetupPayload, String> {
+    new_payload(LAMP_MODEL)
+}
+
+/// The setup payload of a device of `product_model` as it boots
+/// unprovisioned.
+fn new_payload(product_model: u16) -> Result<SetupPayload, String> {
     Ok(SetupPayload {
         version: 0,
-        product_model: LAMP_MODEL,
+        product_model,
         discriminator: u16::from_be_bytes(random()?) & 0x0fff,
         flags: FLAG_BLE,
         passcode: random_passcode(random()?),
@@ -352,6 +358,7 @@ async fn narrate(
             Ok(Commissioned {
                 outcome: Outcome::Joined,
                 certificate,
+                ..
             }) => Ok(format!(
                 "SPAKE2 paired; bound as a device (certificate #{}, no group key); sealed Wi-Fi credentials sent",
                 certificate.serial
@@ -388,21 +395,47 @@ async fn narrate(
 /// Commissions a simulated lamp (a random setup code, read as a QR string)
 /// on a fresh simulated air with `authority`: scan, pair, bind, provision.
 /// For `tether demo`; returns the lamp's setup QR string and the result.
-pub(crate) async fn commission_simulated_lamp(
+pub(crate) async fn commission_simulated(
+    product_model: u16,
     authority: &mut (dyn AccountAuthority + Send),
-) -> Result<(String, Commissioned), String> {
-    let payload = new_lamp_payload()?;
+) -> Result<SimDevice, String> {
+    let payload = new_payload(product_model)?;
     let qr = payload.to_qr_string().map_err(|e| e.to_string())?;
     let code = ReadCode::Qr(SetupPayload::from_qr_string(&qr).map_err(|e| e.to_string())?);
-    let (air, _peripheral, _log) = lamp_on_air(&payload, 0.0)?;
+    let (air, _peripheral, log) = lamp_on_air(&payload, 0.0)?;
     let central = air.central();
     let (id, _) = find_lamp(&central, &code)
         .await?
-        .ok_or("the lamp was not heard")?;
+        .ok_or("the device was not heard")?;
     let commissioned = attempt(&central, &id, code.passcode(), random()?, authority)
         .await
         .map_err(|e| e.to_string())?;
-    Ok((qr, commissioned))
+    // What the device kept from its binding, to serve members on the LAN.
+    let (credentials, secret) = log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .binding
+        .take()
+        .ok_or("the device kept no binding")?;
+    if secret != commissioned.device_secret {
+        return Err("the device and the car derived different device secrets".into());
+    }
+    Ok(SimDevice {
+        commissioned,
+        credentials,
+        product_model,
+    })
+}
+
+/// A device commissioned over the simulated radio: what the car learnt and
+/// what the device kept.
+pub(crate) struct SimDevice {
+    /// The car's side: certificate, device secret, network outcome.
+    pub(crate) commissioned: Commissioned,
+    /// The device's side: its credentials (role device, no group key).
+    pub(crate) credentials: tether_identity::Credentials,
+    /// Its product model.
+    pub(crate) product_model: u16,
 }
 
 /// One connection and one commissioning attempt, then disconnect.

@@ -16,7 +16,25 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
     assert_eq!(report["ok"], true, "{report:#}");
     assert!(out.status.success());
     let steps = report["steps"].as_array().unwrap();
-    assert!(steps.len() >= 13, "{report:#}");
+    assert!(steps.len() >= 26, "{report:#}");
+    for name in [
+        "devices reappear on the LAN",
+        "phone lists, renames, reorders",
+        "phone controls the lamp",
+        "lamp firmware upgrade resumes",
+        "co-user controls the lamp",
+        "owner shares with a co-user",
+        "co-user held to the grant",
+        "owner logs out, co-user stays",
+        "revocation cuts the co-user off",
+    ] {
+        assert!(
+            steps.iter().any(|s| s["name"] == name),
+            "step {name:?} missing: {report:#}"
+        );
+    }
+    // R16: revocation closes the co-user's live session within 1 s.
+    assert!(report["details"]["revocation_close_ms"].as_f64().unwrap() < 1000.0);
     let lamp = steps
         .iter()
         .find(|s| s["name"] == "car commissions a lamp")
@@ -42,7 +60,15 @@ fn help_lists_every_subcommand() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for sub in ["demo", "head-unit", "phone", "bench", "pair"] {
+    for sub in [
+        "demo",
+        "head-unit",
+        "phone",
+        "bench",
+        "pair",
+        "devices",
+        "share",
+    ] {
         assert!(text.contains(sub), "--help does not mention {sub}: {text}");
     }
 }

@@ -79,6 +79,9 @@ pub struct Transmit {
 }
 
 /// What [`VehicleService::poll_output`] yields.
+// An output is moved straight to its writer, never stored in bulk, so the
+// size gap to `Timeout` costs nothing worth a box per envelope.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Write this envelope.
@@ -101,6 +104,10 @@ const fn refuse(code: ErrorCode, message: &'static str) -> Refusal {
 }
 
 const NOT_A_REQUEST: Refusal = refuse(ErrorCode::BadRequest, "the frame carries no request");
+const NOT_VEHICLE: Refusal = refuse(
+    ErrorCode::Unsupported,
+    "the vehicle service does not handle this request",
+);
 const TOO_MANY_PATHS: Refusal = refuse(ErrorCode::BadRequest, "too many signals in one request");
 const UNKNOWN_SIGNAL: Refusal = refuse(ErrorCode::NotFound, "a requested signal is unknown");
 const MAY_NOT_READ: Refusal = refuse(
@@ -304,6 +311,9 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
             request::Kind::Command(command) => {
                 self.accept_command(stream, peer.role, request, command)?;
             }
+            // Other services' requests (share grants, devices, OTA) are the
+            // host's to route; one that reaches here is not supported.
+            _ => return Err(NOT_VEHICLE),
         }
         Ok(())
     }

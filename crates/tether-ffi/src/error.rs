@@ -58,6 +58,33 @@ pub enum TetherError {
         /// What failed.
         detail: String,
     },
+    /// The head unit's device manager refused a call made on its own screen
+    /// (`HeadUnit` methods: an unknown handle or product model, a bad
+    /// name...; SPEC §16.8). `code` is the wire name the same refusal has
+    /// when it reaches a phone through the car as `Control`, e.g.
+    /// `ERROR_CODE_UNSUPPORTED`.
+    #[error("device: {detail}")]
+    Device {
+        /// The wire error code (SPEC §7).
+        code: String,
+        /// What failed.
+        detail: String,
+    },
+    /// A firmware upgrade failed: the vehicle battery is too low (R15), the
+    /// image does not match its signed manifest, the device refused it, or
+    /// the link dropped (calling again resumes; SPEC §15).
+    #[error("upgrade: {detail}")]
+    Upgrade {
+        /// What failed.
+        detail: String,
+    },
+    /// A share grant or invite was refused: not for this account, not
+    /// signed by the owner, expired, malformed (R16).
+    #[error("share: {detail}")]
+    Share {
+        /// What failed.
+        detail: String,
+    },
     /// The node has no certificate yet.
     #[error("this node is not enrolled in an account")]
     NotEnrolled,
@@ -122,6 +149,12 @@ impl From<NodeError> for TetherError {
                 detail,
             },
             NodeError::Receipt(_) => TetherError::Receipt { detail },
+            NodeError::Device(d) => TetherError::Device {
+                code: d.code().as_str_name().to_owned(),
+                detail,
+            },
+            NodeError::Upgrade(_) => TetherError::Upgrade { detail },
+            NodeError::Share(_) => TetherError::Share { detail },
             NodeError::NotEnrolled => TetherError::NotEnrolled,
             NodeError::NoAuthority => TetherError::NoAuthority,
             NodeError::State(_) => TetherError::State { detail },
@@ -178,6 +211,11 @@ mod tests {
             (NodeError::UnexpectedResponse("x"), "UnexpectedResponse"),
             (NodeError::Random, "Random"),
             (NodeError::ServiceStopped, "ServiceStopped"),
+            (NodeError::Share(tether_node::ShareError::Expired), "Share"),
+            (
+                NodeError::Upgrade(tether_node::OtaTransferError::LowBattery { percent: 10 }),
+                "Upgrade",
+            ),
         ];
         for (node, name) in cases {
             let ffi = TetherError::from(node);
@@ -185,6 +223,21 @@ mod tests {
                 format!("{ffi:?}").starts_with(name),
                 "{ffi:?} is not {name}"
             );
+        }
+    }
+
+    #[test]
+    fn a_device_error_keeps_its_wire_code() {
+        // tether-devices is not a dependency of this crate: reach a
+        // `DeviceError` through its `From<StoreError>` (a store failure
+        // inside the device manager is INTERNAL on the wire, SPEC §16.8).
+        let store = tether_node::StoreError::SecretUnavailable(tether_node::SecretName::DeviceKey);
+        match TetherError::from(NodeError::Device(store.into())) {
+            TetherError::Device { code, detail } => {
+                assert_eq!(code, "ERROR_CODE_INTERNAL");
+                assert!(detail.starts_with("device: "), "{detail}");
+            }
+            other => panic!("expected Device, got {other:?}"),
         }
     }
 

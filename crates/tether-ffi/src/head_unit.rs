@@ -17,6 +17,12 @@ pub struct HeadUnit {
     inner: Arc<tether_node::HeadUnit>,
 }
 
+impl HeadUnit {
+    pub(crate) fn node(&self) -> Arc<tether_node::HeadUnit> {
+        self.inner.clone()
+    }
+}
+
 #[uniffi::export]
 impl HeadUnit {
     /// Opens (or creates) the head unit's state; generates its device key

@@ -7,6 +7,7 @@
 //! into a [`TetherError`]. See `README.md` beside this crate for the
 //! threading model, object lifetimes, events, key stores and errors.
 
+mod devices;
 mod error;
 mod head_unit;
 mod key_store;
@@ -14,7 +15,9 @@ mod link;
 mod phone;
 mod records;
 mod runtime;
+mod share;
 
+pub use devices::{DeviceInfo, DeviceValue, PropertyValue};
 pub use error::{KeyStoreError, TetherError};
 pub use head_unit::HeadUnit;
 pub use key_store::PlatformKeyStore;
@@ -24,6 +27,7 @@ pub use records::{
     CommandOutcome, CommandReason, CommandState, DiscoveredVehicle, DiscoveryReport, Executions,
     ListenerStats, LocalIdentifiers, Network, NodeSettings, Reading, SignalData, VehicleAction,
 };
+pub use share::{HeldShare, IssuedShare, ShareOptions, SharePermission};
 
 uniffi::setup_scaffolding!("tether");
 

@@ -20,6 +20,10 @@ impl VehicleLink {
     pub(crate) fn new(inner: tether_node::VehicleLink) -> Self {
         Self { inner }
     }
+
+    pub(crate) fn node(&self) -> &tether_node::VehicleLink {
+        &self.inner
+    }
 }
 
 #[uniffi::export]

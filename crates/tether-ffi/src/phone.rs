@@ -17,6 +17,12 @@ pub struct Phone {
     inner: Arc<tether_node::Phone>,
 }
 
+impl Phone {
+    pub(crate) fn node(&self) -> Arc<tether_node::Phone> {
+        self.inner.clone()
+    }
+}
+
 #[uniffi::export]
 impl Phone {
     /// Opens (or creates) the phone's state. With `key_store`, the device

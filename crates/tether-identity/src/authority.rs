@@ -133,6 +133,17 @@ impl LocalAuthority {
     }
 }
 
+impl LocalAuthority {
+    /// Signs a share grant for a co-user's account (R16; SPEC §17.1).
+    pub fn sign_share_grant(
+        &self,
+        grant_id: [u8; crate::GRANT_ID_LEN],
+        request: &crate::GrantRequest,
+    ) -> Result<tether_proto::v1::ShareGrant, crate::ShareError> {
+        crate::sign_grant(&self.key, grant_id, request)
+    }
+}
+
 impl AccountAuthority for LocalAuthority {
     fn public_key(&self) -> [u8; PUBLIC_KEY_LEN] {
         self.key.public_key()

@@ -147,6 +147,42 @@ impl GroupKey {
     }
 }
 
+/// The secret a bound smart device shares with its commissioner (from the
+/// pairing key: SPEC §12.6). Members that hold it reach the device on the
+/// LAN; the device holds no group key, and each device has its own secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DeviceSecret([u8; 32]);
+
+impl std::fmt::Debug for DeviceSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceSecret(..)")
+    }
+}
+
+impl DeviceSecret {
+    /// Wraps the 32 secret bytes.
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw secret, for the store.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Key of the handshake proof the device checks instead of the
+    /// membership key: HKDF info `tether/1 device admission`.
+    pub fn admission_key(&self) -> [u8; 32] {
+        hkdf_sha256(b"tether/1 device", &self.0, b"tether/1 device admission")
+    }
+
+    /// Key of the device's discovery tokens on the LAN: HKDF info
+    /// `tether/1 device discovery`.
+    pub fn discovery_key(&self) -> [u8; 32] {
+        hkdf_sha256(b"tether/1 device", &self.0, b"tether/1 device discovery")
+    }
+}
+
 /// HKDF-SHA256 extract-and-expand to 32 bytes.
 pub(crate) fn hkdf_sha256(salt: &[u8], secret: &[u8], info: &[u8]) -> [u8; 32] {
     struct Len32;

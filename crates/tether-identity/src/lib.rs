@@ -22,6 +22,7 @@ mod certificate;
 mod credentials;
 mod error;
 mod keys;
+mod share;
 
 pub use authority::{AccountAuthority, AuthorityState, CERTIFICATE_VALIDITY_S, LocalAuthority};
 pub use certificate::{
@@ -30,8 +31,16 @@ pub use certificate::{
 };
 pub use credentials::Credentials;
 pub use error::{CertificateError, EnrollmentError, KeyError};
-pub use keys::{DeviceKey, GroupKey, PUBLIC_KEY_LEN, SIGNATURE_LEN, verify_signature};
+pub use keys::{
+    DeviceKey, DeviceSecret, GroupKey, PUBLIC_KEY_LEN, SIGNATURE_LEN, verify_signature,
+};
+pub use share::{
+    AcceptedInvite, GRANT_ID_LEN, GrantKey, GrantRequest, MAX_SHARE_GRANT_BYTES,
+    MAX_SHARED_DEVICES, Permissions, SHARE_GRANT_CONTEXT, SHARE_GRANT_VERSION, ShareError,
+    VerifiedGrant, accept_invite, fuzz_invite, sign_grant, verify_grant, verify_grant_signature,
+};
 pub use tether_proto::v1::{DeviceCertificate, EnrollmentGrant, EnrollmentRequest};
+pub use tether_proto::v1::{ShareGrant, ShareInvite, SharePermission};
 
 /// What a device is in the account. Carried in its certificate; the session
 /// layer enforces it (R23: devices never command the car).

@@ -108,6 +108,28 @@ impl Default for NodeConfig {
 }
 
 impl NodeConfig {
+    /// How a node listening at `address` advertises tokens under
+    /// `discovery_key`: an unspecified bind address (all interfaces) lets
+    /// mdns-sd advertise each interface's own address.
+    pub(crate) fn advertiser(
+        &self,
+        discovery_key: [u8; 32],
+        address: std::net::SocketAddr,
+    ) -> tether_discovery::AdvertiserConfig {
+        tether_discovery::AdvertiserConfig {
+            discovery_key,
+            port: address.port(),
+            addresses: if address.ip().is_unspecified() {
+                Vec::new()
+            } else {
+                vec![address.ip()]
+            },
+            interfaces: self.interfaces,
+            rotation: tether_discovery::TOKEN_ROTATION,
+            protocol_version: tether_session::PROTOCOL_VERSION,
+        }
+    }
+
     pub(crate) fn open_store(&self) -> Result<tether_store::Store, crate::NodeError> {
         let mut store = match &self.data_dir {
             Some(dir) => tether_store::Store::open(dir)?,

@@ -15,7 +15,7 @@ pub enum NodeError {
     Key(#[from] tether_identity::KeyError),
     /// The session failed or was refused.
     #[error("session: {0}")]
-    Session(#[from] tether_session::quic::SessionError),
+    Session(tether_session::quic::SessionError),
     /// mDNS discovery failed.
     #[error("discovery: {0}")]
     Discovery(#[from] tether_discovery::DiscoveryError),
@@ -25,6 +25,16 @@ pub enum NodeError {
     /// A command receipt failed verification.
     #[error("receipt: {0}")]
     Receipt(#[from] tether_control::client::ReceiptError),
+    /// A device-management request was refused (unknown device, read-only
+    /// property, out of range...; SPEC §16).
+    #[error("device: {0}")]
+    Device(#[from] tether_devices::DeviceError),
+    /// A firmware upgrade failed (SPEC §15).
+    #[error(transparent)]
+    Upgrade(#[from] crate::ota::OtaTransferError),
+    /// A share grant or invite was refused (R16).
+    #[error("share: {0}")]
+    Share(#[from] tether_identity::ShareError),
     /// The node has no certificate yet.
     #[error("this node is not enrolled in an account")]
     NotEnrolled,
@@ -46,6 +56,23 @@ pub enum NodeError {
     /// The vehicle service stopped.
     #[error("the vehicle service stopped")]
     ServiceStopped,
+}
+
+impl From<tether_session::quic::SessionError> for NodeError {
+    /// A typed error the peer answered with is the service's answer
+    /// ([`NodeError::Control`]), whichever call path carried it; anything
+    /// else is the session's.
+    fn from(e: tether_session::quic::SessionError) -> Self {
+        match e {
+            tether_session::quic::SessionError::Remote { code, message } => NodeError::Control(
+                tether_control::client::ControlError::from_wire(&tether_proto::v1::Error {
+                    code: code as i32,
+                    message,
+                }),
+            ),
+            e => NodeError::Session(e),
+        }
+    }
 }
 
 impl NodeError {

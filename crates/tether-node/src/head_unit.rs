@@ -6,17 +6,22 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use tether_control::{Config as ControlConfig, Executions, SimulatedVehicle, VehicleService};
-use tether_discovery::{Advertiser, AdvertiserConfig, TOKEN_ROTATION};
+use tether_discovery::Advertiser;
 use tether_identity::{Credentials, DeviceKey, EnrollmentGrant, EnrollmentRequest, Role};
-use tether_session::quic::{Listener, ListenerCloser, ListenerStats, StatsHandle};
+use tether_session::quic::{Connector, Listener, ListenerCloser, ListenerStats, StatsHandle};
 use tether_store::Store;
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use crate::NodeError;
 use crate::config::{NodeConfig, random_bytes, unix_now};
+use crate::devices::DeviceService;
 use crate::receipt_log::{COMMAND_LOG_KEEP, StoreReceiptLog};
 use crate::serve::{ServiceInput, run_service, serve_session};
+use crate::share::ShareRegistry;
+
+/// How long a device scan browses the LAN at most (R17).
+pub(crate) const DEVICE_SCAN_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
 
 struct Running {
     address: SocketAddr,
@@ -26,6 +31,8 @@ struct Running {
     service: mpsc::UnboundedSender<ServiceInput>,
     accept_task: tokio::task::JoinHandle<()>,
     service_task: tokio::task::JoinHandle<()>,
+    shares: Arc<ShareRegistry>,
+    devices: Arc<DeviceService>,
 }
 
 /// A car's head unit. Create with [`HeadUnit::open`], enroll once, then
@@ -125,20 +132,7 @@ impl HeadUnit {
         let address = listener.local_addr()?;
         let stats = listener.stats_handle();
         let closer = listener.closer();
-        let advertiser = Advertiser::start(AdvertiserConfig {
-            discovery_key,
-            port: address.port(),
-            // An unspecified bind address (all interfaces) lets mdns-sd
-            // advertise each interface's own address.
-            addresses: if address.ip().is_unspecified() {
-                Vec::new()
-            } else {
-                vec![address.ip()]
-            },
-            interfaces: self.config.interfaces,
-            rotation: TOKEN_ROTATION,
-            protocol_version: tether_session::PROTOCOL_VERSION,
-        })?;
+        let advertiser = Advertiser::start(self.config.advertiser(discovery_key, address))?;
         let service = VehicleService::new(
             ControlConfig::default(),
             DeviceKey::from_pkcs8(&self.key_pkcs8)?,
@@ -151,12 +145,43 @@ impl HeadUnit {
         .map_err(|_| NodeError::State("receipt log unavailable"))?;
         let (service_tx, service_rx) = mpsc::unbounded_channel();
         let service_task = tokio::spawn(run_service(service, service_rx));
+        let shares = ShareRegistry::load(
+            self.store.clone(),
+            *credentials.authority_public_key(),
+            listener.grantees(),
+            // Each grant's advert: the same endpoint, its own key.
+            self.config.advertiser([0; 32], address),
+            unix_now(),
+        )?;
+        let devices = DeviceService::new(
+            self.store.clone(),
+            Connector::new(
+                SocketAddr::new(self.config.bind_ip, 0),
+                credentials.clone(),
+                self.config.session.clone(),
+            )?,
+            *credentials.authority_public_key(),
+            self.config.interfaces,
+        )?;
+        // R17: scan for bound devices at power-on.
+        {
+            let devices = devices.clone();
+            tokio::spawn(async move { devices.rescan(false, DEVICE_SCAN_WINDOW).await });
+        }
         let stream_ids = Arc::new(AtomicU64::new(1));
         let tx = service_tx.clone();
+        let serving_shares = shares.clone();
+        let serving_devices = devices.clone();
         let accept_task = tokio::spawn(async move {
             while let Some(session) = listener.accept().await {
-                info!(role = %session.peer().certificate.role, resumed = session.peer().resumed, "session authenticated");
-                tokio::spawn(serve_session(session, tx.clone(), stream_ids.clone()));
+                info!(role = %session.peer().certificate.role, resumed = session.peer().resumed, co_user = session.peer().grant.is_some(), "session authenticated");
+                tokio::spawn(serve_session(
+                    session,
+                    tx.clone(),
+                    stream_ids.clone(),
+                    serving_shares.clone(),
+                    serving_devices.clone(),
+                ));
             }
         });
         *running = Some(Running {
@@ -167,6 +192,8 @@ impl HeadUnit {
             service: service_tx,
             accept_task,
             service_task,
+            shares,
+            devices,
         });
         Ok(address)
     }
@@ -210,11 +237,69 @@ impl HeadUnit {
         rx.await.map_err(|_| NodeError::ServiceStopped)
     }
 
+    /// The owner logged out of the car: the owner's sessions close, while
+    /// co-users keep working under their grants (R16). Returns how many
+    /// sessions were closed.
+    pub async fn owner_logged_out(&self) -> Result<u32, NodeError> {
+        let running = self.running.lock().await;
+        let r = running.as_ref().ok_or(NodeError::State("not started"))?;
+        Ok(r.shares.owner_logged_out() as u32)
+    }
+
+    /// Revokes a share grant from the car itself (the owner's phone may also
+    /// do it over its session). Live co-user sessions under it close at once
+    /// (R16, R19). Returns how many were closed.
+    pub async fn revoke_share(&self, grant_id: [u8; 16]) -> Result<u32, NodeError> {
+        let running = self.running.lock().await;
+        let r = running.as_ref().ok_or(NodeError::State("not started"))?;
+        r.shares
+            .revoke(&grant_id, unix_now())
+            .await?
+            .ok_or(NodeError::State("no such share grant"))
+    }
+
+    /// Co-user sessions live now, across all grants.
+    pub async fn co_user_sessions(&self) -> u32 {
+        match self.running.lock().await.as_ref() {
+            Some(r) => r.shares.live_sessions() as u32,
+            None => 0,
+        }
+    }
+
+    /// Share grants in force (ids and scope).
+    pub async fn active_shares(&self) -> Vec<crate::HeldShare> {
+        match self.running.lock().await.as_ref() {
+            Some(r) => r
+                .shares
+                .active()
+                .into_iter()
+                .map(|g| crate::HeldShare {
+                    grant_id: g.grant_id,
+                    sharer_nickname: String::new(),
+                    permissions: g.permissions.to_vec(),
+                    not_after: g.not_after,
+                })
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    pub(crate) async fn devices(&self) -> Result<Arc<DeviceService>, NodeError> {
+        self.running
+            .lock()
+            .await
+            .as_ref()
+            .map(|r| r.devices.clone())
+            .ok_or(NodeError::State("not started"))
+    }
+
     /// Stops advertising (withdrawing the token) and closes every session.
     pub async fn shutdown(&self) -> Result<(), NodeError> {
         let Some(r) = self.running.lock().await.take() else {
             return Ok(());
         };
+        r.shares.shutdown().await;
+        r.devices.close().await;
         let result = r.advertiser.shutdown().await;
         r.closer.close();
         r.accept_task.abort();

@@ -23,23 +23,37 @@
 //! ```
 
 mod config;
+mod device;
+mod device_api;
+mod devices;
 mod error;
 mod head_unit;
+mod ota;
 mod phone;
 mod receipt_log;
 mod serve;
+mod share;
 mod vehicle_link;
 
 pub use config::{LocalIdentifiers, NodeConfig, unix_now};
+pub use device::DeviceNode;
+pub use device_api::{CommissionedDevice, DeviceInfo};
 pub use error::NodeError;
 pub use head_unit::HeadUnit;
+pub use ota::{
+    FirmwareImage, InstalledFirmware, OtaProgress, OtaReport, OtaTarget, OtaTransferError,
+    send_firmware,
+};
 pub use phone::{DiscoveredVehicle, DiscoveryReport, Phone};
+pub use share::{HeldShare, IssuedShare, ShareOptions};
 pub use tether_control::Executions;
 pub use tether_discovery::Interfaces;
-pub use tether_identity::Role;
+pub use tether_identity::{Role, ShareError, SharePermission};
+pub use tether_ota::MIN_VEHICLE_BATTERY_PERCENT;
 pub use tether_proto::v1::{
     CommandReason, CommandState, EnrollmentGrant, EnrollmentRequest, VehicleCommand,
 };
+pub use tether_proto::v1::{DeviceValue, OtaManifest, OtaOutcome, PropertyValue, device_value};
 pub use tether_session::quic::ListenerStats;
 pub use tether_store::{KeyStore, KeyStoreError, SecretName, StoreError};
 pub use vehicle_link::{

@@ -5,18 +5,30 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prost::Message;
 use tether_discovery::{Browser, DiscoveryEvent};
 use tether_identity::{
-    AccountAuthority, Credentials, DeviceKey, EnrollmentGrant, EnrollmentRequest, LocalAuthority,
-    Role,
+    AcceptedInvite, AccountAuthority, Credentials, DeviceKey, EnrollmentGrant, EnrollmentRequest,
+    GrantKey, GrantRequest, LocalAuthority, Permissions, Role, ShareInvite, accept_invite,
 };
+use tether_session::GrantAccess;
 use tether_session::quic::Connector;
 use tether_store::Store;
 use tokio::sync::OnceCell;
 
 use crate::NodeError;
 use crate::config::{NodeConfig, random_bytes, unix_now};
+use crate::share::{HeldShare, IssuedShare, ShareOptions, share_status};
 use crate::vehicle_link::VehicleLink;
+
+fn held(invite: &AcceptedInvite) -> HeldShare {
+    HeldShare {
+        grant_id: invite.grant.grant_id,
+        sharer_nickname: invite.sharer_nickname.clone(),
+        permissions: invite.grant.permissions.to_vec(),
+        not_after: invite.grant.not_after,
+    }
+}
 
 /// A vehicle found on the LAN whose token this phone's account key resolves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,7 +176,16 @@ impl Phone {
     ) -> Result<DiscoveredVehicle, NodeError> {
         let credentials = self.credentials()?;
         let group = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
-        let mut browser = Browser::start(vec![group.discovery_key()], self.config.interfaces)?;
+        self.find_first(group.discovery_key(), timeout).await
+    }
+
+    /// Browses until a token minted with `key` resolves (at most `timeout`).
+    async fn find_first(
+        &self,
+        key: [u8; 32],
+        timeout: Duration,
+    ) -> Result<DiscoveredVehicle, NodeError> {
+        let mut browser = Browser::start(vec![key], self.config.interfaces)?;
         let result = browser.find_first(timeout).await;
         let _ = browser.shutdown().await;
         let resolved = result?;
@@ -193,6 +214,143 @@ impl Phone {
     /// when a ticket is held.
     pub async fn connect(&self, address: SocketAddr) -> Result<VehicleLink, NodeError> {
         let session = self.connector().await?.connect(address).await?;
+        VehicleLink::new(session)
+    }
+
+    /// Shares the car (and chosen devices) with a co-user's account (R16,
+    /// R19; SPEC §17): signs a grant with this phone's authority, installs it
+    /// on the car over `link`, and returns the invite to hand to the
+    /// co-user. `grantee_authority_public_key` is the co-user's
+    /// [`Phone::authority_public_key`].
+    pub async fn share(
+        &self,
+        link: &VehicleLink,
+        grantee_authority_public_key: [u8; 32],
+        options: &ShareOptions,
+    ) -> Result<IssuedShare, NodeError> {
+        if options.nickname.len() > 64 {
+            return Err(NodeError::State("nickname longer than 64 bytes"));
+        }
+        let grant_id: [u8; 16] = random_bytes()?;
+        let now = unix_now();
+        let request = GrantRequest {
+            grantee_authority_public_key,
+            permissions: Permissions::of(&options.permissions),
+            devices: options.devices.clone(),
+            not_before: now.saturating_sub(60),
+            not_after: now.saturating_add(options.valid_for_s),
+        };
+        let (signed, owner) = {
+            let guard = lock(&self.authority);
+            let authority = guard.as_ref().ok_or(NodeError::NoAuthority)?;
+            (
+                authority.sign_share_grant(grant_id, &request)?,
+                authority.public_key(),
+            )
+        };
+        let key = GrantKey::generate()?;
+        let status = share_status(
+            &link
+                .session()
+                .call(crate::share::install_request(&signed, &key))
+                .await?,
+        )?;
+        if !status.active || status.grant_id != grant_id {
+            return Err(NodeError::UnexpectedResponse(
+                "the car did not install the grant",
+            ));
+        }
+        let invite = ShareInvite {
+            grant: Some(signed),
+            grant_key: key.as_bytes().to_vec(),
+            owner_authority_public_key: owner.to_vec(),
+            sharer_nickname: options.nickname.clone(),
+        };
+        Ok(IssuedShare {
+            grant_id,
+            invite: invite.encode_to_vec(),
+        })
+    }
+
+    /// Revokes a grant this phone issued. The car closes the co-user's live
+    /// sessions under it at once and admits none again (R16, R19). Returns
+    /// how many sessions it closed.
+    pub async fn revoke_share(
+        &self,
+        link: &VehicleLink,
+        grant_id: [u8; 16],
+    ) -> Result<u32, NodeError> {
+        let status = share_status(
+            &link
+                .session()
+                .call(crate::share::revoke_request(&grant_id))
+                .await?,
+        )?;
+        if status.active {
+            return Err(NodeError::UnexpectedResponse("the car kept the grant"));
+        }
+        Ok(status.sessions_closed)
+    }
+
+    /// (Co-user) checks and keeps an invite: it must be signed by the
+    /// sharer's authority, in force, and for this phone's account.
+    pub fn accept_invite(&self, invite: &[u8]) -> Result<HeldShare, NodeError> {
+        let own = *self.credentials()?.authority_public_key();
+        let accepted = accept_invite(invite, &own, unix_now())?;
+        lock(&self.store).put_share_invite(&accepted.grant.grant_id, invite)?;
+        Ok(held(&accepted))
+    }
+
+    /// (Co-user) the invites held and still in force.
+    pub fn held_shares(&self) -> Result<Vec<HeldShare>, NodeError> {
+        Ok(self.invites()?.iter().map(held).collect())
+    }
+
+    fn invites(&self) -> Result<Vec<AcceptedInvite>, NodeError> {
+        let own = *self.credentials()?.authority_public_key();
+        let now = unix_now();
+        let stored = lock(&self.store).list_share_invites()?;
+        Ok(stored
+            .into_iter()
+            .filter_map(|(_, bytes)| accept_invite(&bytes, &own, now).ok())
+            .collect())
+    }
+
+    fn invite(&self, grant_id: &[u8; 16]) -> Result<AcceptedInvite, NodeError> {
+        self.invites()?
+            .into_iter()
+            .find(|i| &i.grant.grant_id == grant_id)
+            .ok_or(NodeError::State("no share held with this id"))
+    }
+
+    /// (Co-user) finds the shared car over mDNS: it advertises a separate
+    /// rotating token for each grant, which only the grant's holder resolves.
+    pub async fn discover_shared_vehicle(
+        &self,
+        grant_id: [u8; 16],
+        timeout: Duration,
+    ) -> Result<DiscoveredVehicle, NodeError> {
+        let key = self.invite(&grant_id)?.grant_key.discovery_key();
+        self.find_first(key, timeout).await
+    }
+
+    /// (Co-user) opens a session to the shared car under the grant.
+    pub async fn connect_shared(
+        &self,
+        grant_id: [u8; 16],
+        address: SocketAddr,
+    ) -> Result<VehicleLink, NodeError> {
+        let invite = self.invite(&grant_id)?;
+        let access = GrantAccess {
+            admission_key: invite.grant_key.admission_key(),
+            owner_authority_public_key: invite.owner_authority_public_key,
+            expect_device: false,
+        };
+        let session = self
+            .connector()
+            .await?
+            .connect_with_grant(address, &access)
+            .await?;
         VehicleLink::new(session)
     }
 

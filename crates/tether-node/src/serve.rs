@@ -7,10 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tether_control::{Executions, Output, PeerInfo, SimulatedVehicle, StreamId, VehicleService};
-use tether_proto::v1::{CommandState, Envelope, envelope, request, response};
-use tether_session::quic::{Responder, ServerSession};
+use tether_proto::v1::{CommandState, Envelope, ErrorCode, Response, envelope, request, response};
+use tether_session::quic::{CloseCode, Responder, ServerSession};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+use crate::config::unix_now;
+use crate::devices::{DeviceRequest, DeviceService};
+use crate::share::{Gate, ShareRegistry};
 
 pub(crate) type Service = VehicleService<SimulatedVehicle, crate::receipt_log::StoreReceiptLog>;
 
@@ -18,7 +22,8 @@ pub(crate) enum ServiceInput {
     Request {
         stream: StreamId,
         peer: PeerInfo,
-        envelope: Envelope,
+        /// Boxed: the channel's slots are sized by the largest input.
+        envelope: Box<Envelope>,
         writer: mpsc::UnboundedSender<Envelope>,
     },
     Closed(StreamId),
@@ -71,22 +76,102 @@ pub(crate) async fn run_service(
     }
 }
 
-/// Serves one authenticated session until it closes.
+/// Serves one authenticated session until it closes. A co-user's session
+/// (admitted by a share grant) passes each request through the grant's
+/// scope first (R16, R19; SPEC §17.4).
 pub(crate) async fn serve_session(
     mut session: ServerSession,
     service: mpsc::UnboundedSender<ServiceInput>,
     stream_ids: Arc<AtomicU64>,
+    shares: Arc<ShareRegistry>,
+    devices: Arc<DeviceService>,
 ) {
     let peer = PeerInfo::new(session.peer().certificate.role);
+    let grant = session.peer().grant;
+    let _registration = shares.register(grant, session.closer());
     while let Some(request) = session.next_request().await {
+        match shares.gate(grant.as_ref(), &request.envelope, unix_now()) {
+            Gate::Forward => {}
+            Gate::Deny(message) => {
+                let mut responder = request.responder;
+                tokio::spawn(async move {
+                    let _ = responder
+                        .send_error(ErrorCode::PermissionDenied, message)
+                        .await;
+                    responder.finish();
+                });
+                continue;
+            }
+            Gate::Share(kind) => {
+                let mut responder = request.responder;
+                let request_id = request.envelope.request_id;
+                let shares = shares.clone();
+                tokio::spawn(async move {
+                    match shares.handle(kind, unix_now()).await {
+                        Ok(status) => {
+                            let _ = responder
+                                .send(&Envelope {
+                                    request_id,
+                                    body: Some(envelope::Body::Response(Response {
+                                        kind: Some(response::Kind::ShareGrant(status)),
+                                    })),
+                                    ..Envelope::default()
+                                })
+                                .await;
+                        }
+                        Err((code, message)) => {
+                            let _ = responder.send_error(code, &message).await;
+                        }
+                    }
+                    responder.finish();
+                });
+                continue;
+            }
+            Gate::Expired => {
+                session.close(CloseCode::Revoked, "share expired");
+                return;
+            }
+        }
         let stream = StreamId(stream_ids.fetch_add(1, Ordering::Relaxed));
         let (writer, responses) = mpsc::unbounded_channel();
         let kind = request_kind(&request.envelope);
+        if let Some(envelope::Body::Request(tether_proto::v1::Request { kind: Some(k) })) =
+            &request.envelope.body
+            && tether_devices::DeviceManager::is_management(k)
+        {
+            // Device management goes to the device service (SPEC §16).
+            let watch = matches!(k, request::Kind::WatchDevices(_));
+            let grantee_devices = grant.map(|g| shares.grant_devices(&g));
+            let devices = devices.clone();
+            let envelope = request.envelope;
+            tokio::spawn(async move {
+                devices
+                    .handle(DeviceRequest {
+                        envelope,
+                        grantee_devices,
+                        reply: writer,
+                        watch,
+                    })
+                    .await
+            });
+            tokio::spawn(write_responses(
+                stream,
+                if watch {
+                    Kind::Subscription
+                } else {
+                    Kind::Single
+                },
+                request.responder,
+                responses,
+                service.clone(),
+            ));
+            continue;
+        }
         if service
             .send(ServiceInput::Request {
                 stream,
                 peer,
-                envelope: request.envelope,
+                envelope: Box::new(request.envelope),
                 writer,
             })
             .is_err()

@@ -25,9 +25,11 @@ use thiserror::Error;
 pub const MANIFEST_CONTEXT: &[u8] = b"tether/1 ota\0";
 /// Below this vehicle battery level (percent) no upgrade starts (R15).
 pub const MIN_VEHICLE_BATTERY_PERCENT: u8 = 30;
-/// Bytes of image per chunk.
-pub const CHUNK_BYTES: usize = 16 * 1024;
-/// Chunks in flight before waiting for an acknowledgement.
+/// Bytes of image per chunk: as many as fit, with the envelope around them,
+/// in one 64 KiB session frame (SPEC §6.1, §15.1), since every chunk costs
+/// a request stream.
+pub const CHUNK_BYTES: usize = 60 * 1024;
+/// Chunks in flight before waiting for an acknowledgement (480 KiB).
 pub const WINDOW_CHUNKS: u64 = 8;
 /// Largest image accepted.
 pub const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
@@ -140,6 +142,16 @@ impl OtaSender {
     /// The encoded chunks to send now: up to the window past the last
     /// acknowledgement.
     pub fn next_chunks(&mut self) -> Vec<Vec<u8>> {
+        self.next_chunk_messages()
+            .iter()
+            .map(Message::encode_to_vec)
+            .collect()
+    }
+
+    /// [`OtaSender::next_chunks`] as messages, for a transport that encodes
+    /// them inside its own (a session's `Request`, SPEC §15.1): the image
+    /// is copied once instead of three times.
+    pub fn next_chunk_messages(&mut self) -> Vec<OtaChunk> {
         let total = self.image.len() as u64;
         let limit = self
             .acknowledged
@@ -150,13 +162,10 @@ impl OtaSender {
             let start = self.sent_up_to as usize;
             let end = (start + CHUNK_BYTES).min(self.image.len());
             let data = self.image.get(start..end).unwrap_or_default().to_vec();
-            out.push(
-                OtaChunk {
-                    offset: self.sent_up_to,
-                    data,
-                }
-                .encode_to_vec(),
-            );
+            out.push(OtaChunk {
+                offset: self.sent_up_to,
+                data,
+            });
             self.sent_up_to = end as u64;
         }
         out
@@ -248,7 +257,9 @@ impl OtaReceiver {
         Ok(Self {
             size: manifest.size,
             sha256: manifest.sha256.clone(),
-            image: Vec::new(),
+            // The size is bounded by MAX_IMAGE_BYTES (checked above); one
+            // allocation instead of a copy at each doubling.
+            image: Vec::with_capacity(usize::try_from(manifest.size).unwrap_or(0)),
             digest: Context::new(&SHA256),
         })
     }
@@ -273,6 +284,15 @@ impl OtaReceiver {
             return Err(OtaError::Malformed("chunk too long"));
         }
         let chunk = OtaChunk::decode(bytes).map_err(|_| OtaError::Malformed("not an OtaChunk"))?;
+        self.handle_chunk_message(&chunk)
+    }
+
+    /// [`OtaReceiver::handle_chunk`] for a chunk a transport already decoded
+    /// (a session's `Request`, SPEC §15.1). Same rules, same answers.
+    pub fn handle_chunk_message(&mut self, chunk: &OtaChunk) -> Result<Received, OtaError> {
+        if chunk.encoded_len() > MAX_OTA_MESSAGE_BYTES {
+            return Err(OtaError::Malformed("chunk too long"));
+        }
         if chunk.offset == self.next_offset() && !chunk.data.is_empty() {
             let end = chunk.offset.saturating_add(chunk.data.len() as u64);
             if end > self.size {

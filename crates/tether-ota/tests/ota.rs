@@ -182,3 +182,38 @@ fn a_chunk_past_the_declared_size_is_refused() {
         Err(OtaError::Malformed(_))
     ));
 }
+
+#[test]
+fn typed_chunks_match_the_encoded_ones() {
+    let vendor = DeviceKey::generate().unwrap();
+    let img = image(3 * CHUNK_BYTES + 9);
+    let manifest = signed_manifest(&vendor, &img);
+    let mut encoded = OtaSender::start(img.clone(), 60).unwrap();
+    let mut typed = OtaSender::start(img.clone(), 60).unwrap();
+    let typed_chunks = typed.next_chunk_messages();
+    assert_eq!(
+        encoded.next_chunks(),
+        typed_chunks
+            .iter()
+            .map(Message::encode_to_vec)
+            .collect::<Vec<_>>()
+    );
+    let mut by_bytes = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL).unwrap();
+    let mut by_message = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL).unwrap();
+    for chunk in &typed_chunks {
+        assert_eq!(
+            by_bytes.handle_chunk(&chunk.encode_to_vec()),
+            by_message.handle_chunk_message(chunk)
+        );
+    }
+    assert_eq!(by_message.into_image().unwrap(), img);
+    let too_long = OtaChunk {
+        offset: 0,
+        data: vec![0; CHUNK_BYTES + 64],
+    };
+    let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL).unwrap();
+    assert_eq!(
+        receiver.handle_chunk_message(&too_long),
+        Err(OtaError::Malformed("chunk too long"))
+    );
+}

@@ -77,6 +77,10 @@ pub struct DeviceCommissioning {
     binding: Option<BindingDevice>,
     key_pkcs8: Vec<u8>,
     credentials: Option<DeviceCredentials>,
+    /// From the current link's pairing key (SPEC §12.6).
+    device_secret: Option<[u8; 32]>,
+    /// Kept with the credentials of the last binding.
+    bound_secret: Option<[u8; 32]>,
     unix_now: u64,
     reassembler: Reassembler,
     segmenter: Segmenter,
@@ -98,6 +102,8 @@ impl DeviceCommissioning {
             binding: None,
             key_pkcs8: device_key.pkcs8().to_vec(),
             credentials: None,
+            device_secret: None,
+            bound_secret: None,
             unix_now: 0,
             reassembler: Reassembler::default(),
             segmenter: Segmenter::new(mtu)?,
@@ -118,6 +124,14 @@ impl DeviceCommissioning {
     /// The credentials from the last successful binding (once).
     pub fn take_credentials(&mut self) -> Option<DeviceCredentials> {
         self.credentials.take()
+    }
+
+    /// The credentials and the device secret (SPEC §12.6) of the last
+    /// successful binding (once): what the device keeps to serve members
+    /// on the LAN.
+    pub fn take_binding(&mut self) -> Option<(DeviceCredentials, [u8; 32])> {
+        let credentials = self.credentials.take()?;
+        Some((credentials, self.bound_secret.take()?))
     }
 
     /// Whether the device is paired on the current link.
@@ -160,6 +174,7 @@ impl DeviceCommissioning {
                                 serial: credentials.certificate().serial,
                             });
                             self.credentials = Some(credentials);
+                            self.bound_secret = self.device_secret;
                         }
                         Err(e) => step
                             .events
@@ -195,6 +210,7 @@ impl DeviceCommissioning {
                 step.timer_ms = out.timer_ms;
                 match out.event {
                     Some(DeviceEvent::Paired(key)) => {
+                        self.device_secret = Some(key.device_secret());
                         self.provisioning = Some(ProvisioningDevice::new(&key));
                         self.binding = Some(BindingDevice::new(&key));
                         step.events.push(CommissioneeEvent::Paired);

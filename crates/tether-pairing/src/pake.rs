@@ -101,6 +101,16 @@ impl PairingKey {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// The secret the commissioner and the device keep after binding: the
+    /// device admits LAN sessions from whoever proves it, and advertises
+    /// tokens under a key derived from it (SPEC §12.6). HKDF-SHA256, salt
+    /// `tether/1 device secret`, info `tether/1 device secret`. Each device
+    /// has its own, so a compromised device exposes nothing of the account.
+    pub fn device_secret(&self) -> [u8; 32] {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"tether/1 device secret").extract(&self.0);
+        expand(&prk, b"tether/1 device secret")
+    }
 }
 
 impl std::fmt::Debug for PairingKey {

@@ -151,6 +151,120 @@ pub struct PeerIdentity {
     pub resumed: bool,
     /// The protocol version in use.
     pub version: u32,
+    /// (Responder) the share grant the peer was admitted under, when it is a
+    /// co-user of another account rather than a member (SPEC §17.3).
+    pub grant: Option<[u8; GRANT_ID_LEN]>,
+}
+
+/// Bytes of a grant id.
+pub const GRANT_ID_LEN: usize = 16;
+
+/// A co-user admitted by a share grant (SPEC §17.3): the key of the
+/// admission proof and the authority that signs the co-user's certificates.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Grantee {
+    /// The grant's id.
+    pub grant_id: [u8; GRANT_ID_LEN],
+    /// `GrantKey::admission_key()` of the grant.
+    pub admission_key: [u8; 32],
+    /// The co-user account's authority public key.
+    pub authority_public_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Grantee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grantee").finish_non_exhaustive()
+    }
+}
+
+/// The grants a responder admits besides its own account, shared with the
+/// host so it can add and revoke grants while connections run. A revoked
+/// grant admits no new handshake and resumes no ticket.
+#[derive(Debug, Default)]
+pub struct Grantees(std::sync::RwLock<Vec<Grantee>>);
+
+impl Grantees {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Grantee>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Admits `grantee` (replacing an entry with the same grant id).
+    pub fn insert(&self, grantee: Grantee) {
+        let mut all = self.0.write().unwrap_or_else(|p| p.into_inner());
+        all.retain(|g| g.grant_id != grantee.grant_id);
+        all.push(grantee);
+    }
+
+    /// Stops admitting a grant. Returns whether it was admitted.
+    pub fn remove(&self, grant_id: &[u8; GRANT_ID_LEN]) -> bool {
+        let mut all = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let before = all.len();
+        all.retain(|g| &g.grant_id != grant_id);
+        all.len() != before
+    }
+
+    /// Whether a grant is admitted now.
+    pub fn contains(&self, grant_id: &[u8; GRANT_ID_LEN]) -> bool {
+        self.read().iter().any(|g| &g.grant_id == grant_id)
+    }
+
+    /// How many grants are admitted.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether no grant is admitted.
+    pub fn is_empty(&self) -> bool {
+        self.read().is_empty()
+    }
+
+    /// The grantee whose admission key verifies `proof` over `input`. Every
+    /// candidate is checked with ring's constant-time verify.
+    fn admit(&self, input: &[u8], proof: &[u8]) -> Option<Grantee> {
+        self.read()
+            .iter()
+            .find(|g| {
+                hmac::verify(
+                    &hmac::Key::new(hmac::HMAC_SHA256, &g.admission_key),
+                    input,
+                    proof,
+                )
+                .is_ok()
+            })
+            .cloned()
+    }
+}
+
+/// What a co-user's initiator needs to reach a car under a grant.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GrantAccess {
+    /// `GrantKey::admission_key()` of the grant.
+    pub admission_key: [u8; 32],
+    /// The owner's authority public key; the car's certificate must verify
+    /// under it.
+    pub owner_authority_public_key: [u8; 32],
+    /// The responder is a bound smart device (`ROLE_DEVICE`, reached with
+    /// its device key: SPEC §12.6) rather than a member.
+    pub expect_device: bool,
+}
+
+impl GrantAccess {
+    /// Access to a bound device of our own account: the proof is under the
+    /// device key derived from the device secret; the device's certificate
+    /// verifies under our authority (SPEC §12.6).
+    pub fn device(device_key: [u8; 32], authority_public_key: [u8; 32]) -> Self {
+        Self {
+            admission_key: device_key,
+            owner_authority_public_key: authority_public_key,
+            expect_device: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for GrantAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantAccess").finish_non_exhaustive()
+    }
 }
 
 /// What an initiator keeps to resume a session with the same responder.
@@ -365,6 +479,11 @@ struct ExpectAccept {
 #[derive(Debug)]
 pub struct ClientHandshake {
     credentials: Arc<Credentials>,
+    /// The authority the responder's certificate must verify under: our own,
+    /// or the owner's when connecting under a grant.
+    peer_authority: [u8; 32],
+    /// The responder must be a smart device, not a member.
+    expect_device: bool,
     exporter: Exporter,
     state: ClientState,
     out: VecDeque<Output>,
@@ -379,8 +498,53 @@ impl ClientHandshake {
         nonce: Nonce,
         config: &HandshakeConfig,
     ) -> Result<Self, HandshakeError> {
-        let group = credentials.group_key().ok_or(HandshakeError::NoGroupKey)?;
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &group.membership_key());
+        let membership_key = credentials
+            .group_key()
+            .ok_or(HandshakeError::NoGroupKey)?
+            .membership_key();
+        let peer_authority = *credentials.authority_public_key();
+        Ok(Self::with_proof_key(
+            credentials,
+            peer_authority,
+            false,
+            &membership_key,
+            exporter,
+            nonce,
+            config,
+        ))
+    }
+
+    /// Starts a full handshake as a co-user admitted by a share grant
+    /// (SPEC §17.3): the proof is under the grant's admission key and the
+    /// responder must hold a certificate of the owner's account.
+    pub fn with_grant(
+        credentials: Arc<Credentials>,
+        access: &GrantAccess,
+        exporter: Exporter,
+        nonce: Nonce,
+        config: &HandshakeConfig,
+    ) -> Self {
+        Self::with_proof_key(
+            credentials,
+            access.owner_authority_public_key,
+            access.expect_device,
+            &access.admission_key,
+            exporter,
+            nonce,
+            config,
+        )
+    }
+
+    fn with_proof_key(
+        credentials: Arc<Credentials>,
+        peer_authority: [u8; 32],
+        expect_device: bool,
+        proof_key: &[u8; 32],
+        exporter: Exporter,
+        nonce: Nonce,
+        config: &HandshakeConfig,
+    ) -> Self {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, proof_key);
         let proof = hmac::sign(
             &key,
             &membership_input(&exporter, config.min_version, config.max_version, &nonce),
@@ -392,8 +556,10 @@ impl ClientHandshake {
             membership_proof: proof.as_ref().to_vec(),
         }));
         let transcript = transcript_next(&transcript_start(&exporter), &hello);
-        Ok(Self {
+        Self {
             credentials,
+            peer_authority,
+            expect_device,
             exporter,
             state: ClientState::ExpectServerAuth(ExpectServerAuth {
                 transcript,
@@ -402,7 +568,7 @@ impl ClientHandshake {
             }),
             out: VecDeque::from([Output::Transmit(hello)]),
             flights_waited: 0,
-        })
+        }
     }
 
     /// Resumes with a ticket. The driver must first have checked that the
@@ -433,9 +599,14 @@ impl ClientHandshake {
             certificate: ticket.peer.clone(),
             resumed: true,
             version,
+            grant: None,
         };
+        let peer_authority = *credentials.authority_public_key();
+        let expect_device = ticket.peer.role == tether_identity::Role::Device;
         Self {
             credentials,
+            peer_authority,
+            expect_device,
             exporter,
             state: ClientState::ExpectAccept(ExpectAccept {
                 transcript,
@@ -523,8 +694,13 @@ impl ClientHandshake {
         }
         nonce_of(&auth.nonce)?;
         let cert = certificate_of(auth.certificate.as_ref())?;
-        let peer = verify_certificate(cert, self.credentials.authority_public_key(), now)?;
-        if !peer.role.holds_group_key() {
+        let peer = verify_certificate(cert, &self.peer_authority, now)?;
+        let role_ok = if self.expect_device {
+            peer.role == tether_identity::Role::Device
+        } else {
+            peer.role.holds_group_key()
+        };
+        if !role_ok {
             return Err(HandshakeError::RoleNotAllowed(peer.role));
         }
         let unsigned = encode(Msg::ServerAuth(ServerAuth {
@@ -562,6 +738,7 @@ impl ClientHandshake {
                 certificate: peer.clone(),
                 resumed: false,
                 version: auth.version,
+                grant: None,
             })));
         Ok(ExpectAccept {
             transcript,
@@ -585,6 +762,8 @@ enum ServerState {
 struct ExpectClientAuth {
     transcript: [u8; 32],
     version: u32,
+    /// Set when the initiator was admitted by a grant, not as a member.
+    grantee: Option<Grantee>,
 }
 
 /// The responder's side of the handshake.
@@ -592,6 +771,10 @@ struct ExpectClientAuth {
 pub struct ServerHandshake {
     credentials: Arc<Credentials>,
     tickets: Arc<TicketKey>,
+    grantees: Arc<Grantees>,
+    /// A bound device's admission key, proven by members instead of the
+    /// membership key (the device holds no group key: SPEC §12.6).
+    device_key: Option<[u8; 32]>,
     exporter: Exporter,
     nonce: Nonce,
     config: HandshakeConfig,
@@ -612,12 +795,28 @@ impl ServerHandshake {
         Self {
             credentials,
             tickets,
+            grantees: Arc::default(),
+            device_key: None,
             exporter,
             nonce,
             config: config.clone(),
             state: ServerState::ExpectHello,
             out: VecDeque::new(),
         }
+    }
+
+    /// Makes this responder a bound smart device (SPEC §12.6): members prove
+    /// `device_key` (derived from the device secret) instead of the
+    /// membership key, since a device holds no group key.
+    pub fn as_device(mut self, device_key: [u8; 32]) -> Self {
+        self.device_key = Some(device_key);
+        self
+    }
+
+    /// Also admits the co-users of these share grants (SPEC §17.3).
+    pub fn with_grantees(mut self, grantees: Arc<Grantees>) -> Self {
+        self.grantees = grantees;
+        self
     }
 
     /// The next output.
@@ -687,22 +886,31 @@ impl ServerHandshake {
         nonce_of(&hello.nonce)?;
         // R3: membership is checked first, before anything about this node
         // is revealed. Constant-time comparison (ring's hmac::verify).
-        let group = self
-            .credentials
-            .group_key()
-            .ok_or(HandshakeError::NoGroupKey)?;
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &group.membership_key());
-        hmac::verify(
-            &key,
-            &membership_input(
-                &self.exporter,
-                hello.min_version,
-                hello.max_version,
-                &hello.nonce,
+        let member_key = match self.device_key {
+            Some(key) => key,
+            None => self
+                .credentials
+                .group_key()
+                .ok_or(HandshakeError::NoGroupKey)?
+                .membership_key(),
+        };
+        let input = membership_input(
+            &self.exporter,
+            hello.min_version,
+            hello.max_version,
+            &hello.nonce,
+        );
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &member_key);
+        // R16: a co-user proves the grant's admission key instead, checked
+        // just as early; a revoked grant is no longer in the table.
+        let grantee = match hmac::verify(&key, &input, &hello.membership_proof) {
+            Ok(()) => None,
+            Err(_) => Some(
+                self.grantees
+                    .admit(&input, &hello.membership_proof)
+                    .ok_or(HandshakeError::NotAMember)?,
             ),
-            &hello.membership_proof,
-        )
-        .map_err(|_| HandshakeError::NotAMember)?;
+        };
         let version = hello.max_version.min(self.config.max_version);
         if version < hello.min_version.max(self.config.min_version) {
             return Err(HandshakeError::VersionMismatch {
@@ -733,6 +941,7 @@ impl ServerHandshake {
         Ok(ServerState::ExpectClientAuth(ExpectClientAuth {
             transcript,
             version,
+            grantee,
         }))
     }
 
@@ -744,7 +953,24 @@ impl ServerHandshake {
         now: u64,
     ) -> Result<ServerState, HandshakeError> {
         let cert = certificate_of(auth.certificate.as_ref())?;
-        let peer = verify_certificate(cert, self.credentials.authority_public_key(), now)?;
+        let authority = match &s.grantee {
+            Some(g) => &g.authority_public_key,
+            None => self.credentials.authority_public_key(),
+        };
+        let peer = verify_certificate(cert, authority, now)?;
+        // A grant admits a co-user's phone or watch, nothing else.
+        if s.grantee.is_some()
+            && !matches!(
+                peer.role,
+                tether_identity::Role::Phone | tether_identity::Role::Watch
+            )
+        {
+            return Err(HandshakeError::RoleNotAllowed(peer.role));
+        }
+        // A device serves members only, never another device.
+        if self.device_key.is_some() && !peer.role.holds_group_key() {
+            return Err(HandshakeError::RoleNotAllowed(peer.role));
+        }
         let unsigned = encode(Msg::ClientAuth(ClientAuth {
             signature: Vec::new(),
             ..auth.clone()
@@ -755,7 +981,8 @@ impl ServerHandshake {
         }
         let transcript = transcript_next(&s.transcript, bytes);
         let secret = resumption_secret(&self.exporter, &transcript);
-        self.accept(peer, secret, s.version, false, now);
+        let grant = s.grantee.map(|g| g.grant_id);
+        self.accept(peer, secret, s.version, false, grant, now);
         Ok(ServerState::Done)
     }
 
@@ -792,6 +1019,22 @@ impl ServerHandshake {
         if now > body.not_after {
             return Err(HandshakeError::ResumptionRefused);
         }
+        // A ticket issued under a grant resumes only while it is admitted.
+        let grant = match body.grant_id.len() {
+            0 => None,
+            GRANT_ID_LEN => {
+                let id: [u8; GRANT_ID_LEN] = body
+                    .grant_id
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| HandshakeError::ResumptionRefused)?;
+                if !self.grantees.contains(&id) {
+                    return Err(HandshakeError::ResumptionRefused);
+                }
+                Some(id)
+            }
+            _ => return Err(HandshakeError::ResumptionRefused),
+        };
         let peer_body = body.peer.ok_or(HandshakeError::ResumptionRefused)?;
         let peer = VerifiedCertificate::from_body(&peer_body)?;
         // The certificate may have expired since the ticket was issued.
@@ -800,7 +1043,7 @@ impl ServerHandshake {
         }
         let transcript = transcript_next(&transcript_start(&self.exporter), bytes);
         let secret = resumption_secret(&self.exporter, &transcript);
-        self.accept(peer, secret, hello.version, true, now);
+        self.accept(peer, secret, hello.version, true, grant, now);
         Ok(ServerState::Done)
     }
 
@@ -810,6 +1053,7 @@ impl ServerHandshake {
         secret: [u8; 32],
         version: u32,
         resumed: bool,
+        grant: Option<[u8; GRANT_ID_LEN]>,
         now: u64,
     ) {
         let lifetime = self.config.ticket_lifetime_s;
@@ -822,6 +1066,7 @@ impl ServerHandshake {
                 peer: Some(peer.to_body()),
                 resumption_secret: secret.to_vec(),
                 not_after,
+                grant_id: grant.map(|g| g.to_vec()).unwrap_or_default(),
             },
         );
         self.out
@@ -834,6 +1079,7 @@ impl ServerHandshake {
                 certificate: peer,
                 resumed,
                 version,
+                grant,
             })));
     }
 }

@@ -11,8 +11,9 @@ pub mod handshake;
 
 pub use frame::{FrameDecoder, FrameError, MAX_FRAME_BYTES, encode_frame};
 pub use handshake::{
-    ClientHandshake, Event, HandshakeConfig, HandshakeError, Output, PROTOCOL_VERSION,
-    PeerIdentity, ResumptionTicket, ServerHandshake, TicketKey,
+    ClientHandshake, Event, GRANT_ID_LEN, GrantAccess, Grantee, Grantees, HandshakeConfig,
+    HandshakeError, Output, PROTOCOL_VERSION, PeerIdentity, ResumptionTicket, ServerHandshake,
+    TicketKey,
 };
 
 #[cfg(feature = "quic")]

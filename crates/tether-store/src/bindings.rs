@@ -110,12 +110,46 @@ impl Store {
         rows.map(|row| record_from(row?)).collect()
     }
 
-    /// Unbinds: deletes the record. Returns whether there was one.
+    /// Renames a bound device. Returns whether it is bound.
+    pub fn rename_binding(
+        &mut self,
+        device_key: &[u8; 32],
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let changed = self.conn.execute(
+            "UPDATE bindings SET name = ?2 WHERE device_key = ?1",
+            params![device_key.as_slice(), name],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Records the firmware a bound device now runs (after an upgrade).
+    /// Returns whether it is bound.
+    pub fn set_binding_firmware(
+        &mut self,
+        device_key: &[u8; 32],
+        firmware_version: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let changed = self.conn.execute(
+            "UPDATE bindings SET firmware_version = ?2 WHERE device_key = ?1",
+            params![device_key.as_slice(), firmware_version],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Unbinds: deletes the record and the device secret kept with it (SPEC
+    /// §12.6), in one transaction. Returns whether there was a record.
     pub fn remove_binding(&mut self, device_key: &[u8; 32]) -> Result<bool, StoreError> {
-        let removed = self.conn.execute(
+        let tx = self.conn.transaction()?;
+        let removed = tx.execute(
             "DELETE FROM bindings WHERE device_key = ?1",
             params![device_key.as_slice()],
         )?;
+        tx.execute(
+            "DELETE FROM device_secrets WHERE device_key = ?1",
+            params![device_key.as_slice()],
+        )?;
+        tx.commit()?;
         Ok(removed > 0)
     }
 }

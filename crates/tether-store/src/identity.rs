@@ -40,6 +40,18 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets the certificate, authority key and group key, keeping only
+    /// the device key (an unbound device, SPEC §12.6). Returns whether an
+    /// identity was enrolled.
+    pub fn forget_identity(&mut self) -> Result<bool, StoreError> {
+        let changed = self.conn.execute(
+            "UPDATE identity SET certificate = NULL, authority_public_key = NULL, group_key = NULL
+             WHERE id = 1 AND certificate IS NOT NULL",
+            [],
+        )?;
+        Ok(changed > 0)
+    }
+
     /// Loads the enrolled credentials; `None` if there is no identity or only
     /// a key saved with [`Store::save_device_key`].
     ///

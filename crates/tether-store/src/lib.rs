@@ -45,11 +45,14 @@
 
 mod bindings;
 mod command_log;
+mod device_secrets;
 mod error;
 mod identity;
 mod key_store;
+mod offline_devices;
 mod schema;
 mod settings;
+mod shares;
 mod store;
 mod tickets;
 
@@ -57,7 +60,9 @@ pub use bindings::BindingRecord;
 pub use command_log::CommandRecord;
 pub use error::StoreError;
 pub use key_store::{KeyStore, KeyStoreError, SecretName};
+pub use offline_devices::OfflineDeviceRecord;
 pub use schema::SCHEMA_VERSION;
+pub use shares::{ShareGrantRecord, StoredInvite};
 pub use store::{BUSY_TIMEOUT, DATABASE_FILE, DIRECTORY_MODE, FILE_MODE, Store};
 pub use tickets::{MAX_TICKETS_PER_PEER, ResumptionTicket};
 

@@ -6,11 +6,11 @@ use crate::StoreError;
 
 /// The schema version this build writes; a database with a higher
 /// `user_version` is refused with [`StoreError::NewerSchema`].
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// `MIGRATIONS[i]` takes a database from version `i` to `i + 1`. Append only:
 /// a released step is never edited.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4, V5];
 
 /// Version 1. Tables are STRICT so a value of the wrong type cannot be stored;
 /// single-row tables are pinned to `id = 1`.
@@ -86,6 +86,40 @@ CREATE TABLE bindings (
     firmware_version TEXT,
     ssid BLOB,
     bound_unix_s INTEGER NOT NULL
+) STRICT;
+";
+
+/// Version 5: offline devices attached physically (R12; SPEC §16), which
+/// carry no account, no key, no serial and no address: only what the list
+/// needs. Share grants the owner issued (R16, R19; SPEC §17), kept by the head
+/// unit that admits the grantee, and the invites a grantee holds. Device
+/// secrets (SPEC §12.6): the head unit keeps one per bound device, a device
+/// keeps its own.
+const V5: &str = "
+CREATE TABLE offline_devices (
+    local_id INTEGER PRIMARY KEY,
+    product_model INTEGER NOT NULL CHECK (product_model BETWEEN 0 AND 65535),
+    name TEXT NOT NULL,
+    sort_order INTEGER NOT NULL,
+    firmware_version TEXT
+) STRICT;
+
+CREATE TABLE share_grants (
+    grant_id BLOB PRIMARY KEY CHECK (length(grant_id) = 16),
+    grant BLOB NOT NULL,
+    grant_key BLOB NOT NULL,
+    not_after INTEGER NOT NULL,
+    revoked_unix_s INTEGER
+) STRICT;
+
+CREATE TABLE share_invites (
+    grant_id BLOB PRIMARY KEY CHECK (length(grant_id) = 16),
+    invite BLOB NOT NULL
+) STRICT;
+
+CREATE TABLE device_secrets (
+    device_key BLOB PRIMARY KEY CHECK (length(device_key) = 32),
+    secret BLOB NOT NULL CHECK (length(secret) = 32)
 ) STRICT;
 ";
 

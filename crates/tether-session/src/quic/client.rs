@@ -17,7 +17,8 @@ use super::{
     CloseCode, SERVER_NAME, SessionConfig, SessionError, exporter, random_nonce, tls, unix_now,
 };
 use crate::handshake::{
-    ClientHandshake, Event, MAX_HANDSHAKE_MESSAGE_BYTES, Output, PeerIdentity, ResumptionTicket,
+    ClientHandshake, Event, GrantAccess, MAX_HANDSHAKE_MESSAGE_BYTES, Output, PeerIdentity,
+    ResumptionTicket,
 };
 
 /// A ticket and the TLS certificate pin it is valid with.
@@ -85,10 +86,30 @@ impl Connector {
         connecting.await.map_err(SessionError::from_connection)
     }
 
+    /// Connects as a co-user admitted by a share grant (SPEC §17.3): the
+    /// full handshake proves the grant's admission key and checks the car's
+    /// certificate under the owner's authority. Tickets from such a session
+    /// resume only while the grant stands.
+    pub async fn connect_with_grant(
+        &self,
+        addr: SocketAddr,
+        access: &GrantAccess,
+    ) -> Result<ClientSession, SessionError> {
+        self.connect_as(addr, Some(access)).await
+    }
+
     /// Connects and authenticates. Resumes when a ticket for `addr` is held
     /// and the responder's TLS certificate matches its pin; otherwise runs
     /// the full handshake. Returns as soon as requests may be sent.
     pub async fn connect(&self, addr: SocketAddr) -> Result<ClientSession, SessionError> {
+        self.connect_as(addr, None).await
+    }
+
+    async fn connect_as(
+        &self,
+        addr: SocketAddr,
+        grant: Option<&GrantAccess>,
+    ) -> Result<ClientSession, SessionError> {
         let deadline = Instant::now() + self.config.handshake_timeout;
         let connecting =
             self.endpoint
@@ -97,7 +118,7 @@ impl Connector {
             .await
             .map_err(|_| SessionError::HandshakeTimeout)?
             .map_err(SessionError::from_connection)?;
-        match tokio::time::timeout_at(deadline, self.authenticate(addr, &conn)).await {
+        match tokio::time::timeout_at(deadline, self.authenticate(addr, &conn, grant)).await {
             Ok(Ok(session)) => Ok(session),
             Ok(Err(e)) => {
                 conn.close((CloseCode::Refused as u32).into(), b"handshake failed");
@@ -117,6 +138,7 @@ impl Connector {
         &self,
         addr: SocketAddr,
         conn: &quinn::Connection,
+        grant: Option<&GrantAccess>,
     ) -> Result<ClientSession, SessionError> {
         let exporter = exporter(conn)?;
         let pin = tls::peer_certificate_pin(conn);
@@ -125,9 +147,18 @@ impl Connector {
         // to the earlier full handshake, so requests may follow at once.
         let ticket = held.filter(|(t, p)| Some(*p) == pin && t.not_after > unix_now());
         let nonce = random_nonce()?;
-        let mut core = match &ticket {
-            Some((t, _)) => ClientHandshake::resume(self.credentials.clone(), exporter, nonce, t),
-            None => ClientHandshake::new(
+        let mut core = match (&ticket, grant) {
+            (Some((t, _)), _) => {
+                ClientHandshake::resume(self.credentials.clone(), exporter, nonce, t)
+            }
+            (None, Some(access)) => ClientHandshake::with_grant(
+                self.credentials.clone(),
+                access,
+                exporter,
+                nonce,
+                &self.config.handshake,
+            ),
+            (None, None) => ClientHandshake::new(
                 self.credentials.clone(),
                 exporter,
                 nonce,
@@ -295,6 +326,11 @@ impl ClientSession {
     /// Closes the session with a code and a reason (no identifiers).
     pub fn close(&self, code: CloseCode, reason: &str) {
         self.conn.close((code as u32).into(), reason.as_bytes());
+    }
+
+    /// Whether the session has closed (either side, or the transport).
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
     }
 
     /// Resolves when the connection closes, with why.

@@ -21,6 +21,8 @@ pub enum CloseCode {
     Shutdown = 4,
     /// The peer broke the protocol.
     ProtocolViolation = 5,
+    /// The share grant this co-user session ran under was revoked (SPEC §17.5).
+    Revoked = 6,
 }
 
 impl CloseCode {
@@ -33,6 +35,7 @@ impl CloseCode {
             3 => CloseCode::Evicted,
             4 => CloseCode::Shutdown,
             5 => CloseCode::ProtocolViolation,
+            6 => CloseCode::Revoked,
             _ => return None,
         })
     }

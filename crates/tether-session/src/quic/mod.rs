@@ -18,7 +18,8 @@ use std::time::Duration;
 pub use client::{ClientSession, Connector, ResponseStream};
 pub use error::{CloseCode, SessionError};
 pub use server::{
-    IncomingRequest, Listener, ListenerCloser, ListenerStats, Responder, ServerSession, StatsHandle,
+    IncomingRequest, Listener, ListenerCloser, ListenerStats, Responder, ServerSession,
+    SessionCloser, StatsHandle,
 };
 
 use crate::handshake::HandshakeConfig;

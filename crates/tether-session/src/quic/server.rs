@@ -19,7 +19,9 @@ use super::stream::{
 };
 use super::{CloseCode, SessionConfig, SessionError, exporter, random_nonce, tls, unix_now};
 use crate::frame::FrameError;
-use crate::handshake::{MAX_HANDSHAKE_MESSAGE_BYTES, PeerIdentity, ServerHandshake, TicketKey};
+use crate::handshake::{
+    Grantees, MAX_HANDSHAKE_MESSAGE_BYTES, PeerIdentity, ServerHandshake, TicketKey,
+};
 
 /// How long a responder waits for the end of a request stream after the
 /// request frame before it stops reading.
@@ -97,6 +99,9 @@ impl Pending {
 struct Context {
     credentials: Arc<Credentials>,
     tickets: Arc<TicketKey>,
+    grantees: Arc<Grantees>,
+    /// Set when this listener is a bound smart device (SPEC §12.6).
+    device_key: Option<[u8; 32]>,
     config: SessionConfig,
     pending: Pending,
     counters: Counters,
@@ -125,6 +130,27 @@ impl Listener {
         credentials: Arc<Credentials>,
         config: SessionConfig,
     ) -> Result<Self, SessionError> {
+        Self::bind_as(addr, credentials, config, None)
+    }
+
+    /// Binds the listener of a bound smart device (SPEC §12.6): members
+    /// prove `device_key` (from the device secret) instead of the membership
+    /// key, since the device holds no group key.
+    pub fn bind_device(
+        addr: SocketAddr,
+        credentials: Arc<Credentials>,
+        device_key: [u8; 32],
+        config: SessionConfig,
+    ) -> Result<Self, SessionError> {
+        Self::bind_as(addr, credentials, config, Some(device_key))
+    }
+
+    fn bind_as(
+        addr: SocketAddr,
+        credentials: Arc<Credentials>,
+        config: SessionConfig,
+        device_key: Option<[u8; 32]>,
+    ) -> Result<Self, SessionError> {
         let (cert, key) = tls::ephemeral_certificate()?;
         let server_config = tls::server_config(&config, cert, key)?;
         let endpoint = quinn::Endpoint::server(server_config, addr)?;
@@ -132,6 +158,8 @@ impl Listener {
         let context = Arc::new(Context {
             credentials,
             tickets: Arc::new(TicketKey::new(ticket_key)),
+            grantees: Arc::default(),
+            device_key,
             pending: Pending {
                 entries: Mutex::new(VecDeque::new()),
                 cap: config.max_unauthenticated.max(1),
@@ -147,6 +175,15 @@ impl Listener {
             context,
             _accept_loop: AbortOnDrop(task.abort_handle()),
         })
+    }
+
+    /// The share grants this listener admits besides its own account
+    /// (SPEC §17.3). Add and remove entries at any time; a removed grant
+    /// admits no new handshake and resumes no ticket. Closing the sessions
+    /// already admitted under it is the host's job ([`ServerSession::close`]
+    /// with [`CloseCode::Revoked`]).
+    pub fn grantees(&self) -> Arc<Grantees> {
+        self.context.grantees.clone()
     }
 
     /// The bound address.
@@ -353,7 +390,11 @@ async fn authenticate(
         exporter,
         random_nonce()?,
         &context.config.handshake,
-    );
+    )
+    .with_grantees(context.grantees.clone());
+    if let Some(device_key) = context.device_key {
+        core = core.as_device(device_key);
+    }
     let mut reader = FrameReader::new(recv, MAX_HANDSHAKE_MESSAGE_BYTES);
     loop {
         let frame = match reader.next().await {
@@ -496,6 +537,24 @@ async fn read_request(
     }
 }
 
+/// Closes one session from outside the task serving it.
+#[derive(Clone)]
+pub struct SessionCloser(quinn::Connection);
+
+impl std::fmt::Debug for SessionCloser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCloser").finish_non_exhaustive()
+    }
+}
+
+impl SessionCloser {
+    /// Closes the session with a code and a reason (no identifiers). The
+    /// peer sees the close at once; its open streams fail.
+    pub fn close(&self, code: CloseCode, reason: &str) {
+        self.0.close((code as u32).into(), reason.as_bytes());
+    }
+}
+
 /// An authenticated session on the responder's side.
 pub struct ServerSession {
     conn: quinn::Connection,
@@ -536,6 +595,11 @@ impl ServerSession {
     /// Closes the session with a code and a reason (no identifiers).
     pub fn close(&self, code: CloseCode, reason: &str) {
         self.conn.close((code as u32).into(), reason.as_bytes());
+    }
+
+    /// A handle that closes this session from elsewhere (a revocation).
+    pub fn closer(&self) -> SessionCloser {
+        SessionCloser(self.conn.clone())
     }
 
     /// Resolves when the connection closes, with why.

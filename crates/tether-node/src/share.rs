@@ -1,0 +1,423 @@
+//! Share grants in the node (R16, R19; SPEC §17).
+//!
+//! The owner's phone signs a scoped, expiring grant for a co-user's account,
+//! installs it on the car over its own session, and hands the co-user an
+//! invite (the grant and its key). The car admits the co-user's phone under
+//! the grant, refuses every request outside its scope, keeps it working when
+//! the owner logs out, and on revocation closes the co-user's live sessions
+//! at once and refuses new ones.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prost::Message;
+use tether_discovery::{Advertiser, AdvertiserConfig};
+use tether_identity::{GrantKey, SharePermission, VerifiedGrant, verify_grant};
+use tether_proto::v1::{
+    Envelope, InstallShareGrant, Request, RevokeShareGrant, ShareGrant, ShareGrantStatus, envelope,
+    request, response,
+};
+use tether_session::quic::{CloseCode, SessionCloser};
+use tether_session::{GRANT_ID_LEN, Grantee, Grantees};
+use tether_store::{ShareGrantRecord, Store};
+use tracing::{info, warn};
+
+use crate::NodeError;
+
+/// What the owner shares with a co-user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareOptions {
+    /// What the co-user may do; anything else is refused.
+    pub permissions: Vec<SharePermission>,
+    /// Public keys of the devices covered (none: no device).
+    pub devices: Vec<[u8; 32]>,
+    /// How long the grant lasts, in seconds from now.
+    pub valid_for_s: u64,
+    /// The sharer's nickname, shown to the co-user (R22). At most 64 bytes.
+    pub nickname: String,
+}
+
+/// A grant the owner issued: its id (to revoke it) and the invite to hand to
+/// the co-user over a channel both trust.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedShare {
+    /// Names the grant.
+    pub grant_id: [u8; GRANT_ID_LEN],
+    /// The encoded `ShareInvite` (holds the grant key: a secret).
+    pub invite: Vec<u8>,
+}
+
+/// A grant a co-user holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldShare {
+    /// Names the grant.
+    pub grant_id: [u8; GRANT_ID_LEN],
+    /// Who shared it (R22).
+    pub sharer_nickname: String,
+    /// What it allows.
+    pub permissions: Vec<SharePermission>,
+    /// End of validity, Unix seconds.
+    pub not_after: u64,
+}
+
+/// The owner's request to install a grant on the car.
+pub(crate) fn install_request(grant: &ShareGrant, key: &GrantKey) -> Envelope {
+    share_request(request::Kind::InstallShareGrant(InstallShareGrant {
+        grant: Some(grant.clone()),
+        grant_key: key.as_bytes().to_vec(),
+    }))
+}
+
+/// The owner's request to revoke a grant.
+pub(crate) fn revoke_request(grant_id: &[u8; GRANT_ID_LEN]) -> Envelope {
+    share_request(request::Kind::RevokeShareGrant(RevokeShareGrant {
+        grant_id: grant_id.to_vec(),
+    }))
+}
+
+fn share_request(kind: request::Kind) -> Envelope {
+    Envelope {
+        request_id: 0,
+        idempotency_key: Vec::new(),
+        deadline_ms: 0,
+        body: Some(envelope::Body::Request(Request { kind: Some(kind) })),
+    }
+}
+
+/// Reads the car's answer to a share request.
+pub(crate) fn share_status(reply: &Envelope) -> Result<ShareGrantStatus, NodeError> {
+    match &reply.body {
+        Some(envelope::Body::Response(r)) => match &r.kind {
+            Some(response::Kind::ShareGrant(status)) => Ok(status.clone()),
+            _ => Err(NodeError::UnexpectedResponse("not a share grant status")),
+        },
+        Some(envelope::Body::Error(e)) => Err(NodeError::Control(
+            tether_control::client::ControlError::from_wire(e),
+        )),
+        _ => Err(NodeError::UnexpectedResponse("not a response")),
+    }
+}
+
+/// What the serving loop does with one request of a session.
+pub(crate) enum Gate {
+    /// In scope: hand it to the service.
+    Forward,
+    /// Out of scope: answer `PERMISSION_DENIED` with this message.
+    Deny(&'static str),
+    /// A share request from a member: the node answers it.
+    Share(request::Kind),
+    /// The grant this session ran under has expired: close it.
+    Expired,
+}
+
+/// The permission a co-user needs for a request (SPEC §17.4); `None` for
+/// requests any authenticated peer may make.
+fn required_permission(kind: &request::Kind) -> Option<SharePermission> {
+    match kind {
+        request::Kind::Ping(_) => None,
+        request::Kind::GetSignals(_) | request::Kind::Subscribe(_) => {
+            Some(SharePermission::VehicleStatus)
+        }
+        request::Kind::Command(_) => Some(SharePermission::VehicleControl),
+        kind if crate::devices::device_permission(kind).is_some() => {
+            crate::devices::device_permission(kind)
+        }
+        // Anything else (share requests, which are handled before this is
+        // asked, and kinds without a mapping) is refused to a co-user:
+        // `Unspecified` is in no grant.
+        _ => Some(SharePermission::Unspecified),
+    }
+}
+
+/// Live sessions admitted under one grant.
+type Live = HashMap<[u8; GRANT_ID_LEN], Vec<(u64, SessionCloser)>>;
+
+/// The head unit's grants: verified grants in force, the listener's
+/// admission table, the live co-user sessions, and one discovery advertiser
+/// per grant.
+pub(crate) struct ShareRegistry {
+    store: Arc<Mutex<Store>>,
+    owner_authority: [u8; 32],
+    grantees: Arc<Grantees>,
+    grants: Mutex<HashMap<[u8; GRANT_ID_LEN], VerifiedGrant>>,
+    live: Mutex<Live>,
+    members: Mutex<Vec<(u64, SessionCloser)>>,
+    next_session: AtomicU64,
+    /// The car's advert, whose key each grant's advert replaces.
+    advert: AdvertiserConfig,
+    advertisers: Mutex<HashMap<[u8; GRANT_ID_LEN], Advertiser>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Unregisters a session when its serving task ends.
+pub(crate) struct Registration {
+    registry: Arc<ShareRegistry>,
+    grant: Option<[u8; GRANT_ID_LEN]>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        match &self.grant {
+            Some(g) => {
+                if let Some(list) = lock(&self.registry.live).get_mut(g) {
+                    list.retain(|(id, _)| *id != self.id);
+                }
+            }
+            None => lock(&self.registry.members).retain(|(id, _)| *id != self.id),
+        }
+    }
+}
+
+impl ShareRegistry {
+    /// Loads the grants in force from the store and admits their grantees.
+    pub(crate) fn load(
+        store: Arc<Mutex<Store>>,
+        owner_authority: [u8; 32],
+        grantees: Arc<Grantees>,
+        advert: AdvertiserConfig,
+        now: u64,
+    ) -> Result<Arc<Self>, NodeError> {
+        let records = lock(&store).active_share_grants(now)?;
+        let registry = Arc::new(Self {
+            store,
+            owner_authority,
+            grantees,
+            grants: Mutex::default(),
+            live: Mutex::default(),
+            members: Mutex::default(),
+            next_session: AtomicU64::new(1),
+            advert,
+            advertisers: Mutex::default(),
+        });
+        for record in records {
+            let Ok(signed) = ShareGrant::decode(record.grant.as_slice()) else {
+                warn!("a stored share grant does not decode; skipped");
+                continue;
+            };
+            match verify_grant(&signed, &owner_authority, now) {
+                Ok(grant) => registry.admit(grant, &GrantKey::from_bytes(&record.grant_key)?)?,
+                Err(e) => warn!(error = %e, "a stored share grant is no longer valid; skipped"),
+            }
+        }
+        Ok(registry)
+    }
+
+    fn admit(&self, grant: VerifiedGrant, key: &GrantKey) -> Result<(), NodeError> {
+        self.grantees.insert(Grantee {
+            grant_id: grant.grant_id,
+            admission_key: key.admission_key(),
+            authority_public_key: grant.grantee_authority_public_key,
+        });
+        let advertiser = Advertiser::start(AdvertiserConfig {
+            discovery_key: key.discovery_key(),
+            ..self.advert.clone()
+        })?;
+        if let Some(old) = lock(&self.advertisers).insert(grant.grant_id, advertiser) {
+            drop(old);
+        }
+        lock(&self.grants).insert(grant.grant_id, grant);
+        Ok(())
+    }
+
+    /// Tracks a session so a revocation or a logout can close it.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        grant: Option<[u8; GRANT_ID_LEN]>,
+        closer: SessionCloser,
+    ) -> Registration {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        match &grant {
+            Some(g) => lock(&self.live).entry(*g).or_default().push((id, closer)),
+            None => lock(&self.members).push((id, closer)),
+        }
+        Registration {
+            registry: self.clone(),
+            grant,
+            id,
+        }
+    }
+
+    /// Decides what happens to one request (SPEC §17.4).
+    pub(crate) fn gate(
+        &self,
+        grant: Option<&[u8; GRANT_ID_LEN]>,
+        envelope: &Envelope,
+        now: u64,
+    ) -> Gate {
+        let Some(envelope::Body::Request(Request { kind: Some(kind) })) = &envelope.body else {
+            // Malformed: the service answers BAD_REQUEST.
+            return Gate::Forward;
+        };
+        let share = matches!(
+            kind,
+            request::Kind::InstallShareGrant(_) | request::Kind::RevokeShareGrant(_)
+        );
+        let Some(grant_id) = grant else {
+            return if share {
+                Gate::Share(kind.clone())
+            } else {
+                Gate::Forward
+            };
+        };
+        // R16: a co-user can never manage grants (no escalation).
+        if share {
+            return Gate::Deny("a co-user may not manage share grants");
+        }
+        let grants = lock(&self.grants);
+        let Some(verified) = grants.get(grant_id) else {
+            return Gate::Expired;
+        };
+        if !verified.is_valid_at(now) {
+            return Gate::Expired;
+        }
+        match required_permission(kind) {
+            None => Gate::Forward,
+            Some(p) if verified.permissions.allows(p) => Gate::Forward,
+            Some(_) => Gate::Deny("outside the scope of the share grant"),
+        }
+    }
+
+    /// Handles a member's share request (install or revoke).
+    pub(crate) async fn handle(
+        &self,
+        kind: request::Kind,
+        now: u64,
+    ) -> Result<ShareGrantStatus, (tether_proto::v1::ErrorCode, String)> {
+        use tether_proto::v1::ErrorCode;
+        match kind {
+            request::Kind::InstallShareGrant(install) => {
+                let signed = install
+                    .grant
+                    .ok_or((ErrorCode::BadRequest, "missing grant".to_owned()))?;
+                let grant = verify_grant(&signed, &self.owner_authority, now)
+                    .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+                let key = GrantKey::from_bytes(&install.grant_key)
+                    .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+                let record = ShareGrantRecord {
+                    grant_id: grant.grant_id,
+                    grant: signed.encode_to_vec(),
+                    grant_key: *key.as_bytes(),
+                    not_after: grant.not_after,
+                    revoked_unix_s: None,
+                };
+                if let Some(old) = lock(&self.store)
+                    .get_share_grant(&grant.grant_id)
+                    .map_err(|e| (ErrorCode::Internal, e.to_string()))?
+                    && old.revoked_unix_s.is_some()
+                {
+                    // A revoked grant stays revoked: the owner issues a new one.
+                    return Err((
+                        ErrorCode::PermissionDenied,
+                        "this share grant was revoked".to_owned(),
+                    ));
+                }
+                lock(&self.store)
+                    .put_share_grant(&record)
+                    .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+                let grant_id = grant.grant_id;
+                self.admit(grant, &key)
+                    .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+                info!("share grant installed");
+                Ok(ShareGrantStatus {
+                    grant_id: grant_id.to_vec(),
+                    active: true,
+                    sessions_closed: 0,
+                })
+            }
+            request::Kind::RevokeShareGrant(revoke) => {
+                let grant_id: [u8; GRANT_ID_LEN] = revoke
+                    .grant_id
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| (ErrorCode::BadRequest, "grant id length".to_owned()))?;
+                let closed = self
+                    .revoke(&grant_id, now)
+                    .await
+                    .map_err(|e| (ErrorCode::Internal, e.to_string()))?
+                    .ok_or((ErrorCode::NotFound, "no such share grant".to_owned()))?;
+                Ok(ShareGrantStatus {
+                    grant_id: grant_id.to_vec(),
+                    active: false,
+                    sessions_closed: closed,
+                })
+            }
+            _ => Err((ErrorCode::BadRequest, "not a share request".to_owned())),
+        }
+    }
+
+    /// Revokes a grant: no new handshake, no resumption, and every live
+    /// session under it closed now (R16, R19). `None` if no such grant was
+    /// ever installed; revoking twice is not an error.
+    pub(crate) async fn revoke(
+        &self,
+        grant_id: &[u8; GRANT_ID_LEN],
+        now: u64,
+    ) -> Result<Option<u32>, NodeError> {
+        // Order matters: stop admitting first, then close what is live, so
+        // no handshake can slip in between.
+        self.grantees.remove(grant_id);
+        let known = {
+            let mut store = lock(&self.store);
+            let known = store.get_share_grant(grant_id)?.is_some();
+            store.revoke_share_grant(grant_id, now)?;
+            known
+        };
+        lock(&self.grants).remove(grant_id);
+        let sessions = lock(&self.live).remove(grant_id).unwrap_or_default();
+        for (_, closer) in &sessions {
+            closer.close(CloseCode::Revoked, "share revoked");
+        }
+        let advertiser = lock(&self.advertisers).remove(grant_id);
+        if let Some(advertiser) = advertiser
+            && let Err(e) = advertiser.shutdown().await
+        {
+            warn!(error = %e, "withdrawing a revoked grant's advert failed");
+        }
+        if !known {
+            return Ok(None);
+        }
+        info!(sessions = sessions.len(), "share grant revoked");
+        Ok(Some(sessions.len() as u32))
+    }
+
+    /// The owner logged out of the car: the owner's sessions close; co-user
+    /// sessions admitted by a grant keep working (R16).
+    pub(crate) fn owner_logged_out(&self) -> usize {
+        let members = std::mem::take(&mut *lock(&self.members));
+        for (_, closer) in &members {
+            closer.close(CloseCode::Normal, "logged out");
+        }
+        members.len()
+    }
+
+    /// The devices a grant covers (none if it is no longer in force).
+    pub(crate) fn grant_devices(&self, grant_id: &[u8; GRANT_ID_LEN]) -> Vec<[u8; 32]> {
+        lock(&self.grants)
+            .get(grant_id)
+            .map(|g| g.devices.clone())
+            .unwrap_or_default()
+    }
+
+    /// How many co-user sessions are live under each grant.
+    pub(crate) fn live_sessions(&self) -> usize {
+        lock(&self.live).values().map(Vec::len).sum()
+    }
+
+    /// Grants in force.
+    pub(crate) fn active(&self) -> Vec<VerifiedGrant> {
+        lock(&self.grants).values().cloned().collect()
+    }
+
+    /// Withdraws every grant advert (shutdown).
+    pub(crate) async fn shutdown(&self) {
+        let all: Vec<Advertiser> = lock(&self.advertisers).drain().map(|(_, a)| a).collect();
+        for advertiser in all {
+            let _ = advertiser.shutdown().await;
+        }
+    }
+}
