@@ -262,6 +262,13 @@ async def devices_on_the_head_unit(tether, car, link, narrator):
     switched = await car.account_switched(500)
     after_switch = await car.list_devices()
     phone_view = await link.list_devices()
+    # An offline device is upgraded through its port, not over the LAN: the
+    # car refuses with a typed error before anything is sent.
+    upgrade_refused = False
+    try:
+        await car.upgrade_device(handle, b"", b"image", 80, None)
+    except tether.TetherError.State:
+        upgrade_refused = True
     narrator.step(
         "devices on the head unit",
         len(handle) == 16
@@ -272,8 +279,10 @@ async def devices_on_the_head_unit(tether, car, link, narrator):
         and switched == 0
         and [d.handle for d in after_switch] == [handle]
         and phone_view == []
+        and upgrade_refused
         and unsupported == "ERROR_CODE_UNSUPPORTED",
         f"{note}; an offline lamp is on the car's screen only (R12), "
+        f"its LAN upgrade is refused, "
         f"scan and account switch find {scanned}/{switched} bound devices, "
         f"an unknown model is refused as {unsupported}",
         t,

@@ -226,3 +226,47 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
     lamp.shutdown().await.unwrap();
     car.shutdown().await.unwrap();
 }
+
+/// The script also plays the head unit through the bindings (`--host self`):
+/// the head unit's own calls (offline devices, scans, a refused LAN upgrade)
+/// run from Python too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_hosts_its_own_head_unit_through_the_bindings() {
+    let bindings = tempfile::tempdir().unwrap();
+    generate_python_bindings(bindings.path());
+    let script = workspace_root().join("examples/python/phone.py");
+    let out = tokio::time::timeout(
+        SCRIPT_TIMEOUT,
+        Command::new("python3")
+            .arg(&script)
+            .arg("--bindings")
+            .arg(bindings.path())
+            .args(["--host", "self", "--json"])
+            .env("RUST_BACKTRACE", "0")
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the script finishes in time")
+    .expect("python3 is on PATH");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let steps: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("STEP "))
+        .map(|s| serde_json::from_str(s).unwrap())
+        .collect();
+    let done: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("DONE "))
+        .map(|s| serde_json::from_str(s).unwrap())
+        .unwrap_or_else(|| panic!("no summary: {stdout}"));
+    assert_eq!(done["ok"], true, "{stdout}");
+    assert!(out.status.success());
+    assert_eq!(steps.len(), EXPECTED_STEPS, "{stdout}");
+    assert!(
+        steps.iter().any(|s| s["name"] == "devices on the head unit"
+            && s["detail"].as_str().unwrap().contains("upgrade is refused")),
+        "{stdout}"
+    );
+}

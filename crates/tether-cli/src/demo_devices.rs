@@ -203,6 +203,14 @@ pub(crate) async fn device_steps(
             Ok(device)
                 if device.commissioned.outcome == tether_pairing::provision::Outcome::Joined =>
             {
+                if !n.json
+                    && let Ok(qr) = crate::pair::render_qr(&device.qr)
+                {
+                    println!(
+                        "{name}'s setup code, as the head unit shows it ({}):\n{qr}",
+                        device.qr
+                    );
+                }
                 car.add_commissioned(&commissioned(&device, name), tether_node::unix_now())
                     .await?;
                 n.record(

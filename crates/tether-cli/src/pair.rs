@@ -161,7 +161,7 @@ async fn find_lamp(
         .map(|r| (r.id, r.rssi)))
 }
 
-fn render_qr(text: &str) -> Result<String, String> {
+pub(crate) fn render_qr(text: &str) -> Result<String, String> {
     let code = qrcode::QrCode::new(text.as_bytes()).map_err(|e| e.to_string())?;
     Ok(code
         .render::<qrcode::render::unicode::Dense1x2>()
@@ -421,6 +421,7 @@ pub(crate) async fn commission_simulated(
         return Err("the device and the car derived different device secrets".into());
     }
     Ok(SimDevice {
+        qr,
         commissioned,
         credentials,
         product_model,
@@ -430,6 +431,8 @@ pub(crate) async fn commission_simulated(
 /// A device commissioned over the simulated radio: what the car learnt and
 /// what the device kept.
 pub(crate) struct SimDevice {
+    /// The setup QR string the head unit read (shown in the terminal).
+    pub(crate) qr: String,
     /// The car's side: certificate, device secret, network outcome.
     pub(crate) commissioned: Commissioned,
     /// The device's side: its credentials (role device, no group key).

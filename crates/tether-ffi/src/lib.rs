@@ -16,6 +16,7 @@ mod phone;
 mod records;
 mod runtime;
 mod share;
+mod upgrade;
 
 pub use devices::{DeviceInfo, DeviceValue, PropertyValue};
 pub use error::{KeyStoreError, TetherError};
@@ -28,6 +29,7 @@ pub use records::{
     ListenerStats, LocalIdentifiers, Network, NodeSettings, Reading, SignalData, VehicleAction,
 };
 pub use share::{HeldShare, IssuedShare, ShareOptions, SharePermission};
+pub use upgrade::{UpgradeListener, UpgradeReport};
 
 uniffi::setup_scaffolding!("tether");
 
