@@ -47,7 +47,9 @@ use tether_identity::{
 use tether_proto::v1::{
     Envelope, HandshakeMessage, Request, envelope, handshake_message::Message as Msg, request,
 };
-use tether_session::frame::{FrameDecoder, FrameError, MAX_FRAME_BYTES, encode_frame};
+use tether_session::frame::{
+    FrameDecoder, FrameError, FrameSplitter, MAX_FRAME_BYTES, Piece, encode_frame,
+};
 
 mod pairing;
 pub use pairing::{binding, ble_advert, gatt_segments, ota, pairing, provisioning, setup_payload};
@@ -311,9 +313,10 @@ pub fn envelope(data: &[u8]) {
     }
 }
 
-/// `frame`: a [`FrameDecoder`] fed the stream in chunks. It must give the
-/// same frames and error as a one-shot parse of the whole stream, never a
-/// payload over the limit, and stay failed once it has failed.
+/// `frame`: a [`FrameDecoder`] fed the stream in chunks, and a
+/// [`FrameSplitter`] cutting the same chunks. Each must give the same frames
+/// and error as a one-shot parse of the whole stream, never a payload over
+/// the limit, and stay failed once it has failed.
 pub fn frame(data: &[u8]) {
     let [hi, lo, chunking, stream @ ..] = data else {
         return;
@@ -364,12 +367,86 @@ pub fn frame(data: &[u8]) {
     }
     assert_eq!(frames, expected);
     assert_eq!(error, expected_error);
+    let finish = match leftover {
+        0 => Ok(()),
+        buffered => Err(FrameError::Truncated { buffered }),
+    };
     if error.is_none() {
-        let finish = match leftover {
-            0 => Ok(()),
-            buffered => Err(FrameError::Truncated { buffered }),
-        };
         assert_eq!(decoder.finish(), finish);
+    }
+    split_frames(
+        stream,
+        limit,
+        *chunking,
+        (&expected, &expected_error, &finish),
+    );
+}
+
+/// The [`FrameSplitter`] half of [`frame`]: cut in the same chunks, its
+/// payload pieces put together give the same frames, error and end.
+fn split_frames(
+    stream: &[u8],
+    limit: usize,
+    chunking: u8,
+    (expected, expected_error, finish): (&[Vec<u8>], &Option<FrameError>, &Result<(), FrameError>),
+) {
+    let mut splitter = FrameSplitter::new(limit);
+    let (mut frames, mut current) = (Vec::new(), Vec::new());
+    let mut error = None;
+    let mut rng = u32::from(chunking) | 0x5a00;
+    let mut offset = 0;
+    'stream: while offset < stream.len() {
+        let len = match chunking {
+            0 => stream.len(),
+            1 => splitter.wants(),
+            n => {
+                rng ^= rng << 13;
+                rng ^= rng >> 17;
+                rng ^= rng << 5;
+                (rng % u32::from(n)) as usize + 1
+            }
+        }
+        .min(stream.len() - offset);
+        let mut chunk = &stream[offset..offset + len];
+        offset += len;
+        while !chunk.is_empty() {
+            let (n, piece) = match splitter.split(chunk) {
+                Ok(cut) => cut,
+                Err(e) => {
+                    assert_eq!(
+                        splitter.split(chunk),
+                        Err(e.clone()),
+                        "the error did not stick"
+                    );
+                    error = Some(e);
+                    break 'stream;
+                }
+            };
+            assert!((1..=chunk.len()).contains(&n), "cut {n} of {}", chunk.len());
+            match piece {
+                Piece::Header { ends_frame } => {
+                    assert!(n <= 4, "a header of {n} bytes");
+                    if ends_frame {
+                        frames.push(Vec::new());
+                    }
+                }
+                Piece::Payload { ends_frame } => {
+                    current.extend_from_slice(&chunk[..n]);
+                    assert!(current.len() <= limit, "payload over the limit");
+                    if ends_frame {
+                        assert_eq!(splitter.announced(), None);
+                        frames.push(std::mem::take(&mut current));
+                    }
+                }
+            }
+            chunk = &chunk[n..];
+        }
+        assert!(splitter.wants() >= 1);
+    }
+    assert_eq!(frames, expected, "the splitter cut other frames");
+    assert_eq!(&error, expected_error, "the splitter failed otherwise");
+    if error.is_none() {
+        assert_eq!(&splitter.finish(), finish, "the splitter ended otherwise");
     }
 }
 

@@ -2,8 +2,9 @@
 //! nothing on top.
 //!
 //! Same crypto provider (rustls ring), TLS 1.3 only, an ephemeral Ed25519
-//! self-signed certificate, ALPN set, no TLS tickets, and the same QUIC
-//! transport settings (taken from the same [`SessionConfig`]). The client
+//! self-signed certificate, ALPN set, no TLS tickets, the same QUIC
+//! transport settings and the same UDP socket buffers (all taken from the
+//! same [`SessionConfig`] through `raw_config`). The client
 //! trusts any certificate but, like Tether's driver, still verifies the TLS
 //! handshake signature, so both sides do the same TLS work. A request is a
 //! bidirectional stream carrying [`PAYLOAD_BYTES`] that the server echoes
@@ -28,7 +29,8 @@ const SERVER_NAME: &str = tether_session::quic::SERVER_NAME;
 pub(crate) fn server(config: &SessionConfig) -> Result<quinn::Endpoint, BenchError> {
     let server = tether_session::quic::raw_config::server(config)
         .map_err(|e| BenchError::setup("baseline TLS", e))?;
-    quinn::Endpoint::server(server, LOOPBACK).map_err(|e| BenchError::setup("baseline socket", e))
+    tether_session::quic::raw_config::endpoint(LOOPBACK, Some(server), config)
+        .map_err(|e| BenchError::setup("baseline socket", e))
 }
 
 /// A bare quinn client endpoint and the configuration it connects with.
@@ -41,7 +43,7 @@ impl Client {
     pub(crate) fn new(config: &SessionConfig) -> Result<Self, BenchError> {
         let client = tether_session::quic::raw_config::client(config)
             .map_err(|e| BenchError::setup("baseline TLS", e))?;
-        let endpoint = quinn::Endpoint::client(LOOPBACK)
+        let endpoint = tether_session::quic::raw_config::endpoint(LOOPBACK, None, config)
             .map_err(|e| BenchError::setup("baseline socket", e))?;
         Ok(Self {
             endpoint,

@@ -32,6 +32,9 @@ pub struct BenchConfig {
     /// Timed transfers of that image per side (Tether upgrade, bare
     /// stream), alternating which goes first, after one untimed each.
     pub ota_transfers: usize,
+    /// Signal events dispatched to the super-task engine per setup (10 000
+    /// and 100 unrelated tasks installed beside the interested ones).
+    pub dispatch_events: usize,
     /// Each measurement is split into this many rounds that alternate
     /// which side goes first, so drift on a shared machine (another build,
     /// a noisy neighbour) hits both sides alike.
@@ -52,6 +55,7 @@ impl Default for BenchConfig {
             pairing_cycles: 1_000,
             ota_image_bytes: 16 * 1024 * 1024,
             ota_transfers: 7,
+            dispatch_events: 50_000,
             rounds: 10,
         }
     }
@@ -72,6 +76,7 @@ impl BenchConfig {
             pairing_cycles: 20,
             ota_image_bytes: 1024 * 1024,
             ota_transfers: 2,
+            dispatch_events: 2_000,
             rounds: 2,
         }
     }
@@ -98,6 +103,7 @@ impl BenchConfig {
             (self.pairing_cycles, "pairing_cycles must be at least 1"),
             (self.ota_image_bytes, "ota_image_bytes must be at least 1"),
             (self.ota_transfers, "ota_transfers must be at least 1"),
+            (self.dispatch_events, "dispatch_events must be at least 1"),
         ];
         if let Some((_, why)) = positive.iter().find(|(n, _)| *n == 0) {
             return Err(BenchError::InvalidConfig(why));

@@ -3,15 +3,18 @@
 //! [`OtaTarget`], against the same bytes written to one bare quinn stream,
 //! the two alternated in the same run.
 //!
-//! Both sides run on connections opened before timing starts. The Tether
-//! side is the whole upgrade: the start, chunk requests in a window, the
-//! device's reordering, storing and SHA-256, and the finish. The bare side
-//! writes the image on one stream; the receiver stores it and answers its
-//! length.
+//! Both sides run on connections opened before timing starts, on endpoints
+//! with the same UDP socket buffers (`raw_config::endpoint`). The Tether
+//! side is the whole upgrade: the start, the image as the body of one
+//! request with the device's acknowledgements in a window, the device's
+//! storing and SHA-256, and the finish. The bare side hands the image to
+//! quinn as one shared buffer, as the upgrade hands over its chunks (no
+//! copy on either side); the receiver stores it and answers its length.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::bytes::Bytes;
 use tether_identity::{AccountAuthority, Credentials, DeviceKey, LocalAuthority, Role};
 use tether_node::{OtaManifest, OtaTarget, send_firmware};
 use tether_session::quic::{CloseCode, Connector, Listener, SessionConfig};
@@ -139,8 +142,11 @@ pub(crate) async fn measure_ota(
                     out.tether_mib_s.push(mib_per_s(image.len(), elapsed));
                 }
             } else {
+                // A copy of the image, made before timing starts as for the
+                // upgrade's input.
+                let input = Bytes::from(image.clone());
                 let start = Instant::now();
-                bare_transfer(&conn, &image).await?;
+                bare_transfer(&conn, input).await?;
                 let elapsed = start.elapsed();
                 if timed {
                     out.bare_mib_s.push(mib_per_s(image.len(), elapsed));
@@ -191,13 +197,16 @@ async fn sink_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     }
 }
 
-/// The image on one new stream, then the receiver's answer.
-async fn bare_transfer(conn: &quinn::Connection, image: &[u8]) -> Result<(), BenchError> {
+/// The image on one new stream, then the receiver's answer. The image is
+/// handed to quinn as one shared buffer, without a copy, as
+/// `send_firmware` hands over its chunks.
+async fn bare_transfer(conn: &quinn::Connection, image: Bytes) -> Result<(), BenchError> {
+    let len = image.len();
     let (mut send, mut recv) = conn
         .open_bi()
         .await
         .map_err(|e| BenchError::baseline("open stream", e))?;
-    send.write_all(image)
+    send.write_chunk(image)
         .await
         .map_err(|e| BenchError::baseline("write", e))?;
     send.finish()
@@ -206,7 +215,7 @@ async fn bare_transfer(conn: &quinn::Connection, image: &[u8]) -> Result<(), Ben
         .read_to_end(8)
         .await
         .map_err(|e| BenchError::baseline("read", e))?;
-    if answer != (image.len() as u64).to_be_bytes() {
+    if answer != (len as u64).to_be_bytes() {
         return Err(BenchError::Unexpected("the baseline receiver lost bytes"));
     }
     Ok(())

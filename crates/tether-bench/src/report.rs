@@ -81,14 +81,32 @@ pub const OTA_GOAL: Goal = Goal {
     bound: 0.8,
     at_least: true,
 };
+/// Super-task event dispatch p99 with 10 000 tasks installed, µs: under 50
+/// (issue 5). An absolute bound, not a ratio.
+pub const DISPATCH_P99_GOAL: Goal = Goal {
+    name: "dispatch_p99",
+    ratio: "dispatch_p99_us",
+    bound: 50.0,
+    at_least: false,
+};
+/// Dispatch cost with 10 000 unrelated tasks over that with 100: at most
+/// 1.2 (issue 5: an event touches only the tasks that listen to it).
+pub const DISPATCH_UNRELATED_GOAL: Goal = Goal {
+    name: "dispatch_unrelated",
+    ratio: "dispatch_unrelated_ratio",
+    bound: 1.2,
+    at_least: false,
+};
 /// Every goal, in report order.
-pub const GOALS: [Goal; 6] = [
+pub const GOALS: [Goal; 8] = [
     HANDSHAKE_GOAL,
     RTT_P50_GOAL,
     RTT_P99_GOAL,
     PIPELINED_GOAL,
     PAIRING_GOAL,
     OTA_GOAL,
+    DISPATCH_P99_GOAL,
+    DISPATCH_UNRELATED_GOAL,
 ];
 
 /// The result of one run. Ratios are Tether over bare quinn, measured in
@@ -208,6 +226,15 @@ pub struct BenchReport {
     /// Every timed bare transfer, MiB/s, in the order run.
     pub bare_runs_mib_s: Vec<f64>,
 
+    /// Super-task dispatch (tether-automation): one signal event from
+    /// `handle_signal` until the engine is drained, 99th percentile, µs, with
+    /// 10 000 unrelated tasks installed.
+    pub dispatch_p99_us: f64,
+    /// The same, median, µs.
+    pub dispatch_p50_us: f64,
+    /// Median dispatch cost with 10 000 unrelated tasks over that with 100.
+    pub dispatch_unrelated_ratio: f64,
+
     /// For each of [`GOALS`], by name, whether this run met it.
     pub goals_met: BTreeMap<&'static str, bool>,
 }
@@ -223,6 +250,8 @@ impl BenchReport {
             "resumed_handshake_ratio" => self.resumed_handshake_ratio,
             "pairing_success_rate" => self.pairing_success_rate,
             "ota_ratio" => self.ota_ratio,
+            "dispatch_p99_us" => self.dispatch_p99_us,
+            "dispatch_unrelated_ratio" => self.dispatch_unrelated_ratio,
             _ => return None,
         })
     }
@@ -316,6 +345,20 @@ pub fn render_text(report: &BenchReport) -> String {
         Some(r.bare_mib_s),
         Some(r.ota_ratio),
         Some(OTA_GOAL),
+    );
+    row(
+        "task dispatch p99 (us)",
+        r.dispatch_p99_us,
+        None,
+        Some(r.dispatch_p99_us),
+        Some(DISPATCH_P99_GOAL),
+    );
+    row(
+        "dispatch, 10k/100 unrelated",
+        r.dispatch_unrelated_ratio,
+        None,
+        Some(r.dispatch_unrelated_ratio),
+        Some(DISPATCH_UNRELATED_GOAL),
     );
     row(
         "token resolutions/s",

@@ -265,7 +265,15 @@ impl DeviceService {
                 return false;
             }
         };
-        self.links.lock().await.insert(key, session.clone());
+        {
+            let mut links = self.links.lock().await;
+            // Two scans may race to the same device: keep the first session.
+            if links.get(&key).is_some_and(|l| !l.is_closed()) {
+                session.close(tether_session::quic::CloseCode::Normal, "duplicate");
+                return true;
+            }
+            links.insert(key, session.clone());
+        }
         {
             let store = lock(&self.store);
             let mut manager = lock(&self.manager);

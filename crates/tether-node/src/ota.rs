@@ -1,36 +1,32 @@
 //! Firmware upgrade over a session (R15; SPEC §15.1): [`send_firmware`] on
-//! the head unit drives a [`tether_ota::OtaSender`] over request streams, and
-//! [`OtaTarget`] on the device answers them with a [`tether_ota::OtaReceiver`].
+//! the head unit drives a [`tether_ota::OtaSender`] over a request whose
+//! body is the image, and [`OtaTarget`] on the device answers it with a
+//! [`tether_ota::OtaReceiver`].
 //!
 //! Thin drivers: the battery gate, the manifest signature, the order of
 //! bytes and the SHA-256 check are the sans-IO cores'. What lives here is
-//! the transport: one request stream per chunk with a window of them in
-//! flight, the reordering that concurrent streams need, and a transfer kept
-//! on the device across disconnects so that a new session resumes it.
+//! the transport: one request stream carries the image as its body with a
+//! window of it in flight, the device stores and hashes each frame as it
+//! arrives and acknowledges it, and a transfer is kept on the device across
+//! disconnects so that a new session resumes it.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use prost::Message;
+use prost::bytes::Bytes;
 use tether_ota::{MIN_VEHICLE_BATTERY_PERCENT, OtaError, OtaReceiver, OtaSender, Received};
 use tether_proto::v1::{
-    Envelope, ErrorCode, OtaAck, OtaChunk, OtaFinish, OtaManifest, OtaOutcome, OtaResult, OtaStart,
-    Request, Response, envelope, request, response,
+    Envelope, ErrorCode, OtaAck, OtaFinish, OtaManifest, OtaOutcome, OtaResult, OtaStart,
+    OtaStream, Request, Response, envelope, request, response,
 };
+use tether_session::FrameError;
 use tether_session::quic::{
-    ClientSession, IncomingRequest, Responder, ServerSession, SessionError,
+    ClientSession, IncomingRequest, RequestBody, Responder, ServerSession, SessionError,
 };
 use thiserror::Error;
 
-/// Chunks a device holds while it waits for the one before them. Requests
-/// travel on separate streams and may be read in any order; a sender that
-/// keeps to its window never has more than this many ahead of a gap (the
-/// session allows 64 streams at once, SPEC §6.5).
-const MAX_HELD_CHUNKS: usize = 64;
-
-/// Answers in a row that did not move the acknowledged offset before the
-/// sender gives up on a device that makes no progress.
+/// Answers in a row that did not move the acknowledged offset (streams
+/// the device ended early count too) before the sender gives up on a
+/// device that makes no progress.
 const MAX_STALLED_ANSWERS: u32 = 1024;
 
 /// How far a transfer has come, as the device acknowledged it.
@@ -66,7 +62,8 @@ pub struct OtaReport {
     pub resumed_from: u64,
     /// Image bytes this call sent, resent ones included.
     pub bytes_sent: u64,
-    /// Chunk requests this call sent.
+    /// Chunks (body frames of at most [`tether_ota::CHUNK_BYTES`]) this
+    /// call sent.
     pub chunks_sent: u64,
 }
 
@@ -185,11 +182,11 @@ pub async fn send_firmware(
         OtaAnswer::Result(result) => return Err(refusal(&result)),
     };
     let resumed = sender
-        .handle_ack(&OtaAck::encode_to_vec(&OtaAck {
+        .handle_ack_message(&OtaAck {
             next_offset: resumed_from,
-        }))
+        })
         .map_err(|_| OtaTransferError::Protocol("resume offset past the image"))?;
-    let mut last = resumed.acknowledged;
+    let last = resumed.acknowledged;
     progress(OtaProgress {
         acknowledged: last,
         total,
@@ -203,44 +200,20 @@ pub async fn send_firmware(
         bytes_sent: 0,
         chunks_sent: 0,
     };
-    let mut in_flight = FuturesUnordered::new();
-    let mut stalled = 0u32;
-    while !sender.is_done() {
-        for chunk in sender.next_chunk_messages() {
-            report.bytes_sent += chunk.data.len() as u64;
-            report.chunks_sent += 1;
-            in_flight.push(session.call(request_envelope(request::Kind::OtaChunk(chunk))));
-        }
-        let Some(answer) = in_flight.next().await else {
-            return Err(OtaTransferError::Protocol(
-                "nothing to send, nothing in flight",
-            ));
-        };
-        let answer = answer.map_err(|e| link_error(last, e))?;
-        let ack = match ota_answer(answer)? {
-            OtaAnswer::Ack(ack) => ack,
-            OtaAnswer::Result(result) => return Err(refusal(&result)),
-        };
-        let now = sender
-            .handle_ack(&ack.encode_to_vec())
-            .map_err(|_| OtaTransferError::Protocol("acknowledgement past the image"))?;
-        if now.acknowledged > last {
-            last = now.acknowledged;
-            stalled = 0;
-            progress(OtaProgress {
-                acknowledged: last,
-                total,
-                resumed_from,
-            });
-        } else {
-            stalled += 1;
-            if stalled > MAX_STALLED_ANSWERS {
-                return Err(OtaTransferError::Protocol("the device stores nothing"));
-            }
-        }
+    let mut run = Run {
+        sender,
+        report: &mut report,
+        last,
+        stalled: 0,
+        progress: &mut progress,
+        battery_percent,
+    };
+    while !run.sender.is_done() {
+        // One stream carries the rest of the image. A device that ends it
+        // early (it stands at another offset) gets a new one from there.
+        run.stream_image(session).await?;
     }
-    // Answers still in flight are for chunks already acknowledged.
-    drop(in_flight);
+    let last = run.last;
 
     let answer = session
         .call(request_envelope(request::Kind::OtaFinish(OtaFinish {})))
@@ -253,6 +226,89 @@ pub async fn send_firmware(
         }
         OtaAnswer::Result(result) => Err(refusal(&result)),
         OtaAnswer::Ack(_) => Err(OtaTransferError::Protocol("a finish answered by an ack")),
+    }
+}
+
+/// The state of one [`send_firmware`] call across its streams.
+struct Run<'a, P> {
+    sender: OtaSender,
+    report: &'a mut OtaReport,
+    /// The offset the device last acknowledged.
+    last: u64,
+    stalled: u32,
+    progress: &'a mut P,
+    battery_percent: u8,
+}
+
+impl<P: FnMut(OtaProgress)> Run<'_, P> {
+    /// Sends the image from the last acknowledged offset as the body of one
+    /// `OtaStream` request, keeping at most the window past the device's
+    /// acknowledgements, until the device acknowledged everything or ended
+    /// the stream.
+    async fn stream_image(&mut self, session: &ClientSession) -> Result<(), OtaTransferError> {
+        // Nothing past the last acknowledgement counts on a new stream.
+        self.sender.link_lost();
+        let offset = self.sender.progress().acknowledged;
+        let stream = request_envelope(request::Kind::OtaStream(OtaStream { offset }));
+        let (writer, mut answers) = session
+            .request_with_body(stream)
+            .await
+            .map_err(|e| link_error(self.last, e))?;
+        let mut body = Some(writer);
+        while !self.sender.is_done() {
+            if let Some(writer) = body.as_mut() {
+                for chunk in self.sender.next_chunks() {
+                    let len = chunk.data.len() as u64;
+                    if writer.send(chunk.data).await.is_err() {
+                        // The device stopped reading (its answer says why)
+                        // or the link dropped (reading says so).
+                        body = None;
+                        break;
+                    }
+                    self.report.bytes_sent += len;
+                    self.report.chunks_sent += 1;
+                }
+                if self.sender.next_offset() == self.report.total
+                    && let Some(writer) = body.take()
+                {
+                    writer.finish();
+                }
+            }
+            let answer = match answers.next().await {
+                Ok(Some(answer)) => answer,
+                // The device ended the stream before the end of the image.
+                Ok(None) => return self.stall(),
+                Err(e) => return Err(link_error(self.last, e)),
+            };
+            let ack = match ota_answer(answer)? {
+                OtaAnswer::Ack(ack) => ack,
+                OtaAnswer::Result(result) => return Err(refusal(&result, self.battery_percent)),
+            };
+            let now = self
+                .sender
+                .handle_ack_message(&ack)
+                .map_err(|_| OtaTransferError::Protocol("acknowledgement past the image"))?;
+            if now.acknowledged > self.last {
+                self.last = now.acknowledged;
+                self.stalled = 0;
+                (self.progress)(OtaProgress {
+                    acknowledged: self.last,
+                    total: self.report.total,
+                    resumed_from: self.report.resumed_from,
+                });
+            } else {
+                self.stall()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn stall(&mut self) -> Result<(), OtaTransferError> {
+        self.stalled += 1;
+        if self.stalled > MAX_STALLED_ANSWERS {
+            return Err(OtaTransferError::Protocol("the device stores nothing"));
+        }
+        Ok(())
     }
 }
 
@@ -314,7 +370,7 @@ pub struct InstalledFirmware {
 /// The bytes of an installed image, shared: cloning an
 /// [`InstalledFirmware`] (as [`OtaTarget::installed`] does) copies no image.
 #[derive(Clone, PartialEq, Eq)]
-pub struct FirmwareImage(Arc<[u8]>);
+pub struct FirmwareImage(Bytes);
 
 impl std::ops::Deref for FirmwareImage {
     type Target = [u8];
@@ -378,6 +434,9 @@ struct TargetInner {
 struct TargetState {
     transfer: Option<Transfer>,
     installed: Option<InstalledFirmware>,
+    /// Counts starts; a stream stores only while its transfer's
+    /// `generation` is the one it began with.
+    starts: u64,
 }
 
 struct Transfer {
@@ -385,8 +444,9 @@ struct Transfer {
     receiver: OtaReceiver,
     /// Whether the receiver reported the image complete and matching.
     complete: bool,
-    /// Chunks that arrived ahead of a gap, with where to answer them.
-    held: BTreeMap<u64, HeldChunk>,
+    /// The start that opened or last resumed it: a stream of an older
+    /// link stops storing once a newer start took the transfer over.
+    generation: u64,
 }
 
 impl std::fmt::Debug for OtaTarget {
@@ -398,31 +458,38 @@ impl std::fmt::Debug for OtaTarget {
     }
 }
 
-type HeldChunk = (OtaChunk, Responder);
-type Answers = Vec<(Responder, Answer)>;
-
-async fn send_answers(answers: Answers) {
-    for (mut responder, answer) in answers {
-        let sent = match answer {
-            Answer::Ok(kind) => {
-                let response = Envelope {
-                    body: Some(envelope::Body::Response(Response { kind: Some(kind) })),
-                    ..Default::default()
-                };
-                responder.send(&response).await
-            }
-            Answer::Error(code, message) => responder.send_error(code, message).await,
-        };
-        if sent.is_ok() {
-            responder.finish();
-        }
-    }
-}
-
-/// What to send on one request stream.
+/// What to send on a request stream.
 enum Answer {
     Ok(response::Kind),
     Error(ErrorCode, &'static str),
+}
+
+async fn send_answer(responder: &mut Responder, answer: Answer) -> Result<(), SessionError> {
+    match answer {
+        Answer::Ok(kind) => {
+            let response = Envelope {
+                body: Some(envelope::Body::Response(Response { kind: Some(kind) })),
+                ..Default::default()
+            };
+            responder.send(&response).await
+        }
+        Answer::Error(code, message) => responder.send_error(code, message).await,
+    }
+}
+
+/// Sends one answer and ends the stream.
+async fn answer_once(mut responder: Responder, answer: Answer) {
+    if send_answer(&mut responder, answer).await.is_ok() {
+        responder.finish();
+    }
+}
+
+/// How an `OtaStream` begins.
+enum StreamStart {
+    /// Store its body under this start of the transfer.
+    Store { generation: u64 },
+    /// Answer this and end the stream unread.
+    Refuse(Answer),
 }
 
 fn ack(next_offset: u64) -> Answer {
@@ -496,13 +563,15 @@ impl OtaTarget {
 
     /// Answers `request` if it is a firmware-upgrade request and returns
     /// `None`; gives any other request back untouched, for another service.
-    pub async fn handle(&self, request: IncomingRequest) -> Option<IncomingRequest> {
+    /// An `OtaStream` is served on a task of its own until its body ends,
+    /// so that the session's other requests do not wait for the image.
+    pub async fn handle(&self, mut request: IncomingRequest) -> Option<IncomingRequest> {
         let is_ota = matches!(
             &request.envelope.body,
             Some(envelope::Body::Request(Request {
                 kind: Some(
                     request::Kind::OtaStart(_)
-                        | request::Kind::OtaChunk(_)
+                        | request::Kind::OtaStream(_)
                         | request::Kind::OtaFinish(_)
                 ),
             }))
@@ -510,6 +579,8 @@ impl OtaTarget {
         if !is_ota {
             return Some(request);
         }
+        // A body on any other request is not read: dropped, it is stopped.
+        let body = request.take_body();
         let IncomingRequest {
             envelope,
             responder,
@@ -517,24 +588,27 @@ impl OtaTarget {
         match envelope.body {
             Some(envelope::Body::Request(Request {
                 kind: Some(request::Kind::OtaStart(start)),
-            })) => send_answers(vec![(responder, self.start(start))]).await,
+            })) => answer_once(responder, self.start(start)).await,
             Some(envelope::Body::Request(Request {
-                kind: Some(request::Kind::OtaChunk(chunk)),
-            })) => {
-                let mut current = Some((chunk, responder));
-                while let Some((chunk, responder)) = current.take() {
-                    let (answers, ready) = self.chunk(chunk, responder);
-                    // Each answer goes out before the next held chunk is
-                    // stored, so the sender's window moves on at once.
-                    send_answers(answers).await;
-                    current = ready;
-                    // Storing a chunk hashes it: let the runtime drain the
-                    // socket in between, or a burst of held chunks delays
-                    // it and datagrams are dropped (SPEC §15.1).
-                    tokio::task::yield_now().await;
+                kind: Some(request::Kind::OtaStream(stream)),
+            })) => match body {
+                Some(body) => {
+                    let target = self.clone();
+                    tokio::spawn(async move {
+                        target.receive(stream.offset, body, responder).await;
+                    });
                 }
+                None => {
+                    let answer = Answer::Error(ErrorCode::BadRequest, "an OtaStream needs a body");
+                    answer_once(responder, answer).await;
+                }
+            },
+            _ => {
+                let (answer, replaced) = self.finish();
+                answer_once(responder, answer).await;
+                // Freeing a large image takes a while: not before the answer.
+                drop(replaced);
             }
-            _ => send_answers(vec![(responder, self.finish())]).await,
         }
         None
     }
@@ -560,10 +634,12 @@ impl OtaTarget {
             // to send; the finish that follows answers INSTALLED again.
             return ack(manifest.size);
         }
+        state.starts += 1;
+        let generation = state.starts;
         if let Some(transfer) = state.transfer.as_mut().filter(|t| t.manifest == manifest) {
-            // A resume: answers for the old link's held chunks cannot
-            // arrive anymore; the sender resends from the offset stored.
-            transfer.held.clear();
+            // A resume: a stream of the old link, if it is still read,
+            // stores nothing more, so the offset answered stays true.
+            transfer.generation = generation;
             return ack(transfer.receiver.next_offset());
         }
         match OtaReceiver::new(&manifest, &self.inner.vendor_key, self.inner.product_model) {
@@ -572,7 +648,7 @@ impl OtaTarget {
                     manifest,
                     receiver,
                     complete: false,
-                    held: BTreeMap::new(),
+                    generation,
                 });
                 ack(0)
             }
@@ -580,84 +656,123 @@ impl OtaTarget {
         }
     }
 
-    /// Stores one chunk if it is the next one, holds it if it is ahead.
-    /// Returns the answers to send and the held chunk that is next now.
-    fn chunk(&self, chunk: OtaChunk, responder: Responder) -> (Answers, Option<HeldChunk>) {
-        let mut state = self.lock();
-        let Some(transfer) = state.transfer.as_mut() else {
-            return (vec![(responder, result(OtaOutcome::NotStarted, 0))], None);
+    /// Serves an `OtaStream`: the body's frames are the image from
+    /// `offset` on. Each is stored (and hashed) as it arrives and answered
+    /// with the offset reached (SPEC §15.1).
+    async fn receive(&self, mut offset: u64, mut body: RequestBody, mut responder: Responder) {
+        let generation = match self.begin_stream(offset) {
+            StreamStart::Store { generation } => generation,
+            // The body is dropped unread: stopped.
+            StreamStart::Refuse(answer) => return answer_once(responder, answer).await,
         };
-        let next = transfer.receiver.next_offset();
-        if chunk.offset > next && !transfer.complete {
-            if transfer.held.len() < MAX_HELD_CHUNKS && !transfer.held.contains_key(&chunk.offset) {
-                transfer.held.insert(chunk.offset, (chunk, responder));
-                return (Vec::new(), None);
-            }
-            // Too far ahead: say what is needed; the sender resends from it.
-            return (vec![(responder, ack(next))], None);
-        }
-        // Each chunk is answered with the offset reached right after it, so
-        // answers never repeat one another (a repeat would tell the sender
-        // a chunk was lost).
-        let answer = match transfer.receiver.handle_chunk_message(&chunk) {
-            Ok(Received::Ack(_)) => ack(transfer.receiver.next_offset()),
-            Ok(Received::Complete(_)) => {
-                transfer.complete = true;
-                ack(transfer.receiver.next_offset())
-            }
-            Err(OtaError::Malformed(why)) => Answer::Error(ErrorCode::BadRequest, why),
-            Err(e) => {
-                // A corrupt image was discarded (the receiver starts over);
-                // an overflow stores nothing. Held chunks get the same
-                // answer.
-                let outcome = outcome_of(&e);
-                let next = transfer.receiver.next_offset();
-                let held = std::mem::take(&mut transfer.held);
-                let answers = std::iter::once(responder)
-                    .chain(held.into_values().map(|(_, r)| r))
-                    .map(|r| (r, result(outcome, next)))
-                    .collect();
-                return (answers, None);
-            }
-        };
-        let mut answers = vec![(responder, answer)];
-        let next = transfer.receiver.next_offset();
-        // Anything held below the new offset is a repeat: answer it.
-        while let Some(entry) = transfer.held.first_entry() {
-            if *entry.key() >= next {
+        // A frame's payload in the buffers it arrived in: stored straight
+        // from them, not assembled first.
+        let mut parts = Vec::new();
+        loop {
+            parts.clear();
+            let answer = match body.next_parts(&mut parts).await {
+                // Hashing a frame holds this task for some tens of
+                // microseconds; QUIC goes on receiving on other threads.
+                Ok(true) => self.store(generation, offset, &parts),
+                Err(SessionError::Frame(FrameError::TooLarge { .. })) => Answer::Error(
+                    ErrorCode::MessageTooLarge,
+                    "a body frame exceeds the frame limit",
+                ),
+                // The end of the body; or it was abandoned, cut short, or
+                // the link dropped: what was stored stays (a frame cut
+                // short is not stored).
+                Ok(false) | Err(_) => break,
+            };
+            let len: usize = parts.iter().map(Bytes::len).sum();
+            offset = offset.saturating_add(len as u64);
+            let goes_on = match &answer {
+                // Out of step (another stream stored meanwhile): the answer
+                // says where the device stands, and this stream ends.
+                Answer::Ok(response::Kind::OtaAck(a)) => a.next_offset == offset,
+                // A refusal ends the stream.
+                _ => false,
+            };
+            if send_answer(&mut responder, answer).await.is_err() || !goes_on {
                 break;
             }
-            let (_, responder) = entry.remove();
-            answers.push((responder, ack(next)));
         }
-        (answers, transfer.held.remove(&next))
+        responder.finish();
+        // Dropping the body stops it if it did not end.
     }
 
-    fn finish(&self) -> Answer {
+    /// Whether a stream may start at `offset`.
+    fn begin_stream(&self, offset: u64) -> StreamStart {
+        let state = self.lock();
+        let Some(transfer) = state.transfer.as_ref() else {
+            return StreamStart::Refuse(result(OtaOutcome::NotStarted, 0));
+        };
+        let next = transfer.receiver.next_offset();
+        if offset != next {
+            // The sender sends again from where the device stands.
+            return StreamStart::Refuse(ack(next));
+        }
+        StreamStart::Store {
+            generation: transfer.generation,
+        }
+    }
+
+    /// Stores one frame at `offset`, given as the parts it arrived in, and
+    /// says what to answer.
+    fn store(&self, generation: u64, mut offset: u64, frame: &[Bytes]) -> Answer {
+        let mut state = self.lock();
+        let Some(transfer) = state
+            .transfer
+            .as_mut()
+            .filter(|t| t.generation == generation)
+        else {
+            // A newer start took the transfer over, or a finish ended it.
+            return result(OtaOutcome::NotStarted, 0);
+        };
+        for part in frame {
+            match transfer.receiver.handle_data(offset, part) {
+                Ok(Received::Ack(_)) => {}
+                Ok(Received::Complete(_)) => transfer.complete = true,
+                Err(OtaError::Malformed(why)) => {
+                    return Answer::Error(ErrorCode::BadRequest, why);
+                }
+                // A corrupt image was discarded (the receiver starts over);
+                // an overflow stores nothing.
+                Err(e) => return result(outcome_of(&e), transfer.receiver.next_offset()),
+            }
+            offset = offset.saturating_add(part.len() as u64);
+        }
+        ack(transfer.receiver.next_offset())
+    }
+
+    /// Installs a complete transfer. Also returns the image it replaces,
+    /// for the caller to drop once the answer is out.
+    fn finish(&self) -> (Answer, Option<InstalledFirmware>) {
         let mut state = self.lock();
         let Some(transfer) = state.transfer.take() else {
-            return match &state.installed {
+            let answer = match &state.installed {
                 Some(installed) => installed_answer(&installed.manifest),
                 None => result(OtaOutcome::NotStarted, 0),
             };
+            return (answer, None);
         };
         if !transfer.complete {
             let next = transfer.receiver.next_offset();
             state.transfer = Some(transfer);
-            return result(OtaOutcome::Incomplete, next);
+            return (result(OtaOutcome::Incomplete, next), None);
         }
         let Transfer {
             manifest, receiver, ..
         } = transfer;
         let Some(image) = receiver.into_image() else {
-            return result(OtaOutcome::Incomplete, 0);
+            return (result(OtaOutcome::Incomplete, 0), None);
         };
         let answer = installed_answer(&manifest);
-        state.installed = Some(InstalledFirmware {
+        let replaced = state.installed.replace(InstalledFirmware {
             manifest,
-            image: FirmwareImage(image.into()),
+            // Taken over, not copied: the head unit waits for this answer.
+            image: FirmwareImage(Bytes::from(image)),
         });
-        answer
+        (answer, replaced)
     }
 }
 

@@ -78,10 +78,8 @@ pub(crate) fn revoke_request(grant_id: &[u8; GRANT_ID_LEN]) -> Envelope {
 
 fn share_request(kind: request::Kind) -> Envelope {
     Envelope {
-        request_id: 0,
-        idempotency_key: Vec::new(),
-        deadline_ms: 0,
         body: Some(envelope::Body::Request(Request { kind: Some(kind) })),
+        ..Envelope::default()
     }
 }
 

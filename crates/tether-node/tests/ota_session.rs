@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ring::digest::{SHA256, digest};
 use tether_identity::{AccountAuthority, Credentials, DeviceKey, LocalAuthority, Role};
@@ -16,11 +15,12 @@ use tether_node::{
 };
 use tether_ota::{CHUNK_BYTES, WINDOW_CHUNKS, manifest_signing_input};
 use tether_proto::v1::{
-    Envelope, OtaChunk, OtaStart, Ping, Request, Response, envelope, request, response,
+    Envelope, ErrorCode, OtaStart, OtaStream, Ping, Request, Response, envelope, request, response,
 };
 use tether_session::quic::{
-    ClientSession, CloseCode, Connector, Listener, ServerSession, SessionConfig, SessionError,
+    ClientSession, CloseCode, Connector, Listener, SessionCloser, SessionConfig, SessionError,
 };
+use tokio::sync::watch;
 
 const MODEL: u16 = 0x0f7a;
 const LOOPBACK: &str = "127.0.0.1:0";
@@ -59,12 +59,11 @@ struct Rig {
     target: OtaTarget,
     connector: Connector,
     addr: SocketAddr,
+    /// Closes the device's side of its first session: the link drops.
+    first_session: watch::Receiver<Option<SessionCloser>>,
 }
 
-/// Starts the device. When `drop_first_after` is set, the first session is
-/// closed by the device on that chunk request, before it is handled: the
-/// link drops mid-upgrade.
-async fn rig(drop_first_after: Option<usize>) -> Rig {
+async fn rig() -> Rig {
     let mut authority = LocalAuthority::generate().unwrap();
     let head_unit = member(&mut authority, Role::Vehicle);
     let device = member(&mut authority, Role::Hub);
@@ -74,15 +73,14 @@ async fn rig(drop_first_after: Option<usize>) -> Rig {
         Listener::bind(LOOPBACK.parse().unwrap(), device, SessionConfig::default()).unwrap();
     let addr = listener.local_addr().unwrap();
     let served = target.clone();
+    let (first, first_session) = watch::channel(None);
     tokio::spawn(async move {
-        let sessions = AtomicUsize::new(0);
         while let Some(session) = listener.accept().await {
-            let first = sessions.fetch_add(1, Ordering::SeqCst) == 0;
+            first.send_modify(|first| {
+                first.get_or_insert_with(|| session.closer());
+            });
             let target = served.clone();
-            match drop_first_after.filter(|_| first) {
-                Some(n) => tokio::spawn(serve_then_drop(target, session, n)),
-                None => tokio::spawn(async move { target.serve(session).await }),
-            };
+            tokio::spawn(async move { target.serve(session).await });
         }
     });
     let connector = Connector::new(
@@ -96,25 +94,7 @@ async fn rig(drop_first_after: Option<usize>) -> Rig {
         target,
         connector,
         addr,
-    }
-}
-
-async fn serve_then_drop(target: OtaTarget, mut session: ServerSession, drop_at: usize) {
-    let mut chunks = 0;
-    while let Some(request) = session.next_request().await {
-        if matches!(
-            &request.envelope.body,
-            Some(envelope::Body::Request(Request {
-                kind: Some(request::Kind::OtaChunk(_))
-            }))
-        ) {
-            chunks += 1;
-            if chunks == drop_at {
-                session.close(CloseCode::Normal, "link drops");
-                return;
-            }
-        }
-        assert!(target.handle(request).await.is_none());
+        first_session,
     }
 }
 
@@ -142,7 +122,7 @@ fn ota_outcome(envelope: &Envelope) -> OtaOutcome {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_image_is_sent_over_a_session_and_installed_with_its_sha256_r15() {
-    let rig = rig(None).await;
+    let rig = rig().await;
     let img = image(40 * CHUNK_BYTES + 777);
     let manifest = signed_manifest(&rig.vendor, &img, "3.1.4");
     let session = rig.connect().await;
@@ -166,7 +146,7 @@ async fn a_signed_image_is_sent_over_a_session_and_installed_with_its_sha256_r15
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_events_rise_monotonically_and_end_at_100_percent() {
-    let rig = rig(None).await;
+    let rig = rig().await;
     let img = image(64 * CHUNK_BYTES + 5);
     let manifest = signed_manifest(&rig.vendor, &img, "1.0.1");
     let session = rig.connect().await;
@@ -190,7 +170,7 @@ async fn progress_events_rise_monotonically_and_end_at_100_percent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_low_vehicle_battery_refuses_the_upgrade_with_a_clear_error_r15() {
-    let rig = rig(None).await;
+    let rig = rig().await;
     let img = image(3 * CHUNK_BYTES);
     let manifest = signed_manifest(&rig.vendor, &img, "2.0.0");
     let session = rig.connect().await;
@@ -240,7 +220,7 @@ async fn a_low_vehicle_battery_refuses_the_upgrade_with_a_clear_error_r15() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_image_is_refused_and_never_installed_r15() {
-    let rig = rig(None).await;
+    let rig = rig().await;
     let img = image(20 * CHUNK_BYTES + 3);
     let manifest = signed_manifest(&rig.vendor, &img, "4.0.0");
     let mut tampered = img.clone();
@@ -281,26 +261,44 @@ async fn a_tampered_image_is_refused_and_never_installed_r15() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnect_mid_upgrade_resumes_on_a_new_session_from_the_last_acknowledged_offset_r15() {
-    // The device drops the link on a chunk a few windows in.
-    let drop_at = WINDOW_CHUNKS as usize + 12;
-    let rig = rig(Some(drop_at)).await;
-    let img = image(96 * CHUNK_BYTES + 1234);
+    let rig = rig().await;
+    let window = WINDOW_CHUNKS * CHUNK_BYTES as u64;
+    let img = image(4 * window as usize + 1234);
     let manifest = signed_manifest(&rig.vendor, &img, "5.2.0");
+    // The device drops the link once a window is acknowledged.
+    let drop_at = window;
 
     let first = rig.connect().await;
     let mut first_events = Vec::new();
-    let err = send_firmware(&first, &manifest, img.clone(), 70, |p| first_events.push(p))
+    // The device holds the session once it has checked the head unit.
+    let closer = rig
+        .first_session
+        .clone()
+        .wait_for(Option::is_some)
         .await
-        .unwrap_err();
+        .unwrap()
+        .clone()
+        .expect("a session");
+    let err = send_firmware(&first, &manifest, img.clone(), 70, |p| {
+        if p.acknowledged >= drop_at {
+            closer.close(CloseCode::Normal, "link drops");
+        }
+        first_events.push(p);
+    })
+    .await
+    .unwrap_err();
     let OtaTransferError::LinkLost { offset, .. } = err else {
         panic!("expected a lost link, got {err:?}");
     };
-    // A chunk past the window is sent only after the ones before it were
-    // acknowledged.
-    assert!(offset >= 12 * CHUNK_BYTES as u64, "offset {offset}");
+    assert!(offset >= drop_at, "offset {offset}");
     let stored = rig.target.next_offset();
     assert!(
         stored >= offset,
+        "the device stored {stored}, acked {offset}"
+    );
+    // Nothing is sent past the window: the device cannot be further on.
+    assert!(
+        stored <= offset + window,
         "the device stored {stored}, acked {offset}"
     );
     assert!(stored < img.len() as u64);
@@ -335,25 +333,74 @@ async fn a_disconnect_mid_upgrade_resumes_on_a_new_session_from_the_last_acknowl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_device_refuses_chunks_without_a_start_and_other_requests() {
-    let rig = rig(None).await;
+async fn a_stream_at_another_offset_than_the_devices_is_answered_with_the_offset_needed() {
+    let rig = rig().await;
+    let img = image(4 * CHUNK_BYTES);
+    let manifest = signed_manifest(&rig.vendor, &img, "6.0.0");
     let session = rig.connect().await;
-    let chunk = OtaChunk {
-        offset: 0,
-        data: vec![1; 100],
+    let start = OtaStart {
+        manifest: Some(manifest.clone()),
+        vehicle_battery_percent: 90,
     };
-    let answer = session
-        .call(request_envelope(request::Kind::OtaChunk(chunk)))
+    session
+        .call(request_envelope(request::Kind::OtaStart(start)))
         .await
         .unwrap();
+    let stream = request_envelope(request::Kind::OtaStream(OtaStream {
+        offset: CHUNK_BYTES as u64,
+    }));
+    let (mut body, mut answers) = session.request_with_body(stream).await.unwrap();
+    // The device answers without reading the body, and ends the stream.
+    let _ = body
+        .send(img[CHUNK_BYTES..2 * CHUNK_BYTES].to_vec().into())
+        .await;
+    match answers.next().await.unwrap().unwrap().body {
+        Some(envelope::Body::Response(Response {
+            kind: Some(response::Kind::OtaAck(ack)),
+        })) => assert_eq!(ack.next_offset, 0),
+        other => panic!("not an OtaAck: {other:?}"),
+    }
+    assert!(answers.next().await.unwrap().is_none(), "the stream ended");
+    assert_eq!(rig.target.next_offset(), 0, "nothing stored");
+
+    // The sender starts again from the device's offset.
+    let report = send_firmware(&session, &manifest, img.clone(), 90, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.chunks_sent, 4);
+    assert_eq!(rig.target.installed().unwrap().image, img);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_refuses_a_stream_without_a_start_and_other_requests() {
+    let rig = rig().await;
+    let session = rig.connect().await;
+    let stream = request_envelope(request::Kind::OtaStream(OtaStream { offset: 0 }));
+    let (mut body, mut answers) = session.request_with_body(stream).await.unwrap();
+    let _ = body.send(vec![1; 100].into()).await;
+    let answer = answers.next().await.unwrap().unwrap();
     assert_eq!(ota_outcome(&answer), OtaOutcome::NotStarted);
+
+    // An OtaStream must carry the image as its body.
+    let bodiless = request_envelope(request::Kind::OtaStream(OtaStream { offset: 0 }));
+    let err = session.call(bodiless).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SessionError::Remote {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
     let ping = request_envelope(request::Kind::Ping(Ping {
         payload: vec![1, 2],
     }));
     let err = session.call(ping).await.unwrap_err();
     assert!(
-        matches!(err, SessionError::Remote { code, .. } if code == tether_proto::v1::ErrorCode::BadRequest),
+        matches!(err, SessionError::Remote { code, .. } if code == ErrorCode::BadRequest),
         "{err:?}"
     );
 

@@ -4,37 +4,62 @@
 //!   `tether/1 ota\0` and the manifest without its signature) names the
 //!   product model, version, size and SHA-256 of the image.
 //! - [`OtaSender`] (head unit): refuses to start when the vehicle battery is
-//!   below [`MIN_VEHICLE_BATTERY_PERCENT`] (R15), cuts the image into chunks,
-//!   keeps a window in flight, and after a disconnect resumes from the last
-//!   offset the device acknowledged. It reports progress.
+//!   below [`MIN_VEHICLE_BATTERY_PERCENT`] (R15), cuts the image into
+//!   [`Chunk`]s (slices of the image, not copies), keeps a window in flight
+//!   that opens as acknowledgements come back, and after a disconnect
+//!   resumes from the last offset the device acknowledged. It reports
+//!   progress.
 //! - [`OtaReceiver`] (device): checks the manifest, accepts only the next
 //!   offset in order (a gap or repeat is answered with the offset it needs,
 //!   which is how a resume works), keeps the image within the declared size,
 //!   and installs only if the SHA-256 matches.
 //!
 //! Nothing here reads a clock or a socket: bytes and numbers in, bytes and
-//! outcomes out.
+//! outcomes out. How chunks travel is the transport's business (SPEC §15.1
+//! sends them as the body of one request).
+//!
+//! # Usage
+//! ```
+//! # use tether_ota::{OtaReceiver, OtaSender, Received};
+//! # fn demo(mut receiver: OtaReceiver, image: Vec<u8>) -> Result<(), tether_ota::OtaError> {
+//! let mut sender = OtaSender::start(image, 80)?;
+//! while !sender.is_done() {
+//!     for chunk in sender.next_chunks() {
+//!         let (Received::Ack(ack) | Received::Complete(ack)) =
+//!             receiver.handle_data(chunk.offset, &chunk.data)?;
+//!         sender.handle_ack(&ack)?;
+//!     }
+//! }
+//! let image = receiver.into_image(); // Some: its SHA-256 matched
+//! # Ok(())
+//! # }
+//! ```
 
 use prost::Message;
+use prost::bytes::Bytes;
 use ring::digest::{Context, SHA256};
 use ring::signature::{ED25519, UnparsedPublicKey};
-use tether_proto::v1::{OtaAck, OtaChunk, OtaManifest};
+use tether_proto::v1::{OtaAck, OtaManifest};
 use thiserror::Error;
 
 /// Signature context of a manifest.
 pub const MANIFEST_CONTEXT: &[u8] = b"tether/1 ota\0";
 /// Below this vehicle battery level (percent) no upgrade starts (R15).
 pub const MIN_VEHICLE_BATTERY_PERCENT: u8 = 30;
-/// Bytes of image per chunk: as many as fit, with the envelope around them,
-/// in one 64 KiB session frame (SPEC §6.1, §15.1), since every chunk costs
-/// a request stream.
-pub const CHUNK_BYTES: usize = 60 * 1024;
-/// Chunks in flight before waiting for an acknowledgement (480 KiB).
-pub const WINDOW_CHUNKS: u64 = 8;
+/// Bytes of image per chunk: one frame of a request body at the default
+/// frame limit (64 KiB, SPEC §6.1, §15.1).
+pub const CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks in flight past the last acknowledgement when a transfer starts or
+/// resumes (256 KiB). The window then opens by what comes back
+/// acknowledged, up to [`WINDOW_CHUNKS`].
+pub const INITIAL_WINDOW_CHUNKS: u64 = 4;
+/// The most chunks in flight past the last acknowledgement (2 MiB).
+pub const WINDOW_CHUNKS: u64 = 32;
 /// Largest image accepted.
 pub const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
-/// Largest encoded OTA message accepted from the wire.
-pub const MAX_OTA_MESSAGE_BYTES: usize = CHUNK_BYTES + 64;
+/// Largest encoded acknowledgement accepted from the wire (an `OtaAck` is
+/// at most 11 bytes; the rest is room for fields a newer device adds).
+pub const MAX_ACK_BYTES: usize = 64;
 
 /// Why an upgrade did not go ahead.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -115,70 +140,92 @@ pub struct Progress {
     pub total: u64,
 }
 
+/// A piece of the image at its offset: a slice of the sender's image,
+/// shared, not copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// Where it goes in the image.
+    pub offset: u64,
+    /// At most [`CHUNK_BYTES`] bytes of the image from `offset`.
+    pub data: Bytes,
+}
+
 /// The head unit's side: sends chunks, follows acknowledgements.
 #[derive(Debug)]
 pub struct OtaSender {
-    image: Vec<u8>,
+    image: Bytes,
     acknowledged: u64,
     sent_up_to: u64,
+    /// The offset acknowledged when the current link began: the window
+    /// grows with what was acknowledged since.
+    link_start: u64,
 }
 
 impl OtaSender {
-    /// Starts sending `image` if the vehicle battery is at least
+    /// Starts sending `image` (a `Vec<u8>` or `Bytes`, taken without a
+    /// copy) if the vehicle battery is at least
     /// [`MIN_VEHICLE_BATTERY_PERCENT`] (R15).
-    pub fn start(image: Vec<u8>, vehicle_battery_percent: u8) -> Result<Self, OtaError> {
+    pub fn start(image: impl Into<Bytes>, vehicle_battery_percent: u8) -> Result<Self, OtaError> {
         if vehicle_battery_percent < MIN_VEHICLE_BATTERY_PERCENT {
             return Err(OtaError::LowBattery {
                 percent: vehicle_battery_percent,
             });
         }
         Ok(Self {
-            image,
+            image: image.into(),
             acknowledged: 0,
             sent_up_to: 0,
+            link_start: 0,
         })
     }
 
-    /// The encoded chunks to send now: up to the window past the last
-    /// acknowledgement.
-    pub fn next_chunks(&mut self) -> Vec<Vec<u8>> {
-        self.next_chunk_messages()
-            .iter()
-            .map(Message::encode_to_vec)
-            .collect()
-    }
-
-    /// [`OtaSender::next_chunks`] as messages, for a transport that encodes
-    /// them inside its own (a session's `Request`, SPEC §15.1): the image
-    /// is copied once instead of three times.
-    pub fn next_chunk_messages(&mut self) -> Vec<OtaChunk> {
+    /// The chunks to send now, in order, up to the window past the last
+    /// acknowledgement. Each is a slice of the image.
+    pub fn next_chunks(&mut self) -> Vec<Chunk> {
         let total = self.image.len() as u64;
-        let limit = self
-            .acknowledged
-            .saturating_add(WINDOW_CHUNKS * CHUNK_BYTES as u64)
-            .min(total);
+        let limit = self.acknowledged.saturating_add(self.window()).min(total);
         let mut out = Vec::new();
         while self.sent_up_to < limit {
             let start = self.sent_up_to as usize;
             let end = (start + CHUNK_BYTES).min(self.image.len());
-            let data = self.image.get(start..end).unwrap_or_default().to_vec();
-            out.push(OtaChunk {
+            out.push(Chunk {
                 offset: self.sent_up_to,
-                data,
+                data: self.image.slice(start..end),
             });
             self.sent_up_to = end as u64;
         }
         out
     }
 
-    /// Handles an acknowledgement from the device. A new one advances the
-    /// window; the same one repeated while chunks are in flight means the
-    /// chunk at that offset was lost, and sending resumes there.
+    /// The offset the next chunk starts at.
+    pub fn next_offset(&self) -> u64 {
+        self.sent_up_to
+    }
+
+    /// Bytes that may be in flight past the last acknowledgement: what
+    /// this link had acknowledged so far (the window doubles each round
+    /// trip, as TCP's slow start does), at least [`INITIAL_WINDOW_CHUNKS`]
+    /// and at most [`WINDOW_CHUNKS`] chunks.
+    pub fn window(&self) -> u64 {
+        let chunk = CHUNK_BYTES as u64;
+        (self.acknowledged - self.link_start)
+            .clamp(INITIAL_WINDOW_CHUNKS * chunk, WINDOW_CHUNKS * chunk)
+    }
+
+    /// Handles an encoded acknowledgement from the device; see
+    /// [`OtaSender::handle_ack_message`].
     pub fn handle_ack(&mut self, bytes: &[u8]) -> Result<Progress, OtaError> {
-        if bytes.len() > MAX_OTA_MESSAGE_BYTES {
+        if bytes.len() > MAX_ACK_BYTES {
             return Err(OtaError::Malformed("ack too long"));
         }
         let ack = OtaAck::decode(bytes).map_err(|_| OtaError::Malformed("not an OtaAck"))?;
+        self.handle_ack_message(&ack)
+    }
+
+    /// Handles an acknowledgement from the device. A new one advances the
+    /// window; the same one repeated while chunks are in flight means the
+    /// chunk at that offset was lost, and sending resumes there.
+    pub fn handle_ack_message(&mut self, ack: &OtaAck) -> Result<Progress, OtaError> {
         let total = self.image.len() as u64;
         if ack.next_offset > total {
             return Err(OtaError::Malformed("ack past the image"));
@@ -198,9 +245,11 @@ impl OtaSender {
         Ok(self.progress())
     }
 
-    /// The link dropped: nothing past the last acknowledgement counts.
+    /// The link dropped: nothing past the last acknowledgement counts, and
+    /// the window starts small again on the next link.
     pub fn link_lost(&mut self) {
         self.sent_up_to = self.acknowledged;
+        self.link_start = self.acknowledged;
     }
 
     /// Progress so far.
@@ -217,7 +266,7 @@ impl OtaSender {
     }
 }
 
-/// What the device's receiver says after a chunk.
+/// What the device's receiver says after a piece of data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Received {
     /// Send this acknowledgement back.
@@ -227,7 +276,7 @@ pub enum Received {
     Complete(Vec<u8>),
 }
 
-/// The device's side: stores chunks in order and checks the result.
+/// The device's side: stores the image in order and checks the result.
 pub struct OtaReceiver {
     size: u64,
     sha256: Vec<u8>,
@@ -246,8 +295,8 @@ impl std::fmt::Debug for OtaReceiver {
 
 impl OtaReceiver {
     /// Accepts a manifest signed by `vendor_key` for `product_model`. A
-    /// receiver may be kept across a disconnect: the next chunk it needs is
-    /// [`OtaReceiver::next_offset`].
+    /// receiver may be kept across a disconnect: the next byte it needs is
+    /// at [`OtaReceiver::next_offset`].
     pub fn new(
         manifest: &OtaManifest,
         vendor_key: &[u8; 32],
@@ -277,33 +326,23 @@ impl OtaReceiver {
         .encode_to_vec()
     }
 
-    /// Handles one chunk from the wire. A chunk at another offset than the
-    /// next one is not stored; the answer names the offset needed.
-    pub fn handle_chunk(&mut self, bytes: &[u8]) -> Result<Received, OtaError> {
-        if bytes.len() > MAX_OTA_MESSAGE_BYTES {
-            return Err(OtaError::Malformed("chunk too long"));
-        }
-        let chunk = OtaChunk::decode(bytes).map_err(|_| OtaError::Malformed("not an OtaChunk"))?;
-        self.handle_chunk_message(&chunk)
-    }
-
-    /// [`OtaReceiver::handle_chunk`] for a chunk a transport already decoded
-    /// (a session's `Request`, SPEC §15.1). Same rules, same answers.
-    pub fn handle_chunk_message(&mut self, chunk: &OtaChunk) -> Result<Received, OtaError> {
-        if chunk.encoded_len() > MAX_OTA_MESSAGE_BYTES {
-            return Err(OtaError::Malformed("chunk too long"));
-        }
-        if chunk.offset == self.next_offset() && !chunk.data.is_empty() {
-            let end = chunk.offset.saturating_add(chunk.data.len() as u64);
+    /// Handles `data`, the image from `offset` on. Data at another offset
+    /// than the next one is not stored (nor is empty data); the answer
+    /// names the offset needed. Data past the declared size is refused
+    /// whole, and a complete image whose SHA-256 differs is discarded (the
+    /// next transfer starts at 0).
+    pub fn handle_data(&mut self, offset: u64, data: &[u8]) -> Result<Received, OtaError> {
+        if offset == self.next_offset() && !data.is_empty() {
+            let end = offset.saturating_add(data.len() as u64);
             if end > self.size {
                 return Err(OtaError::Overflow {
-                    offset: chunk.offset,
-                    len: chunk.data.len(),
+                    offset,
+                    len: data.len(),
                     size: self.size,
                 });
             }
-            self.digest.update(&chunk.data);
-            self.image.extend_from_slice(&chunk.data);
+            self.digest.update(data);
+            self.image.extend_from_slice(data);
         }
         let ack = self.resume_ack();
         if self.next_offset() < self.size {

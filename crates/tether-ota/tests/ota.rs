@@ -2,14 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
-use prost::Message;
 use ring::digest::{SHA256, digest};
 use tether_identity::DeviceKey;
 use tether_ota::{
-    CHUNK_BYTES, MIN_VEHICLE_BATTERY_PERCENT, OtaError, OtaReceiver, OtaSender, Received,
-    manifest_signing_input,
+    CHUNK_BYTES, INITIAL_WINDOW_CHUNKS, MIN_VEHICLE_BATTERY_PERCENT, OtaError, OtaReceiver,
+    OtaSender, Received, WINDOW_CHUNKS, manifest_signing_input,
 };
-use tether_proto::v1::{OtaChunk, OtaManifest};
+use tether_proto::v1::{OtaAck, OtaManifest};
 
 const MODEL: u16 = 0x1a2b;
 
@@ -44,7 +43,7 @@ fn transfer(sender: &mut OtaSender, receiver: &mut OtaReceiver, drop_every: usiz
             if drop_every > 0 && n % drop_every == 0 {
                 continue;
             }
-            match receiver.handle_chunk(&chunk).unwrap() {
+            match receiver.handle_data(chunk.offset, &chunk.data).unwrap() {
                 Received::Ack(ack) | Received::Complete(ack) => last_ack = Some(ack),
             }
         }
@@ -112,21 +111,20 @@ fn a_disconnect_mid_upgrade_resumes_from_the_last_acknowledged_offset_r15() {
     // First link: the window goes out, only three chunks arrive.
     let first = sender.next_chunks();
     for chunk in first.iter().take(3) {
-        receiver.handle_chunk(chunk).unwrap();
+        receiver.handle_data(chunk.offset, &chunk.data).unwrap();
     }
     sender.link_lost();
     // New link: the device says where it stands; the sender resumes there.
     let progress = sender.handle_ack(&receiver.resume_ack()).unwrap();
     assert_eq!(progress.acknowledged, 3 * CHUNK_BYTES as u64);
     let resumed = sender.next_chunks();
-    let first_offset = OtaChunk::decode(resumed[0].as_slice()).unwrap().offset;
     assert_eq!(
-        first_offset,
+        resumed[0].offset,
         3 * CHUNK_BYTES as u64,
         "nothing sent twice from 0"
     );
     for chunk in resumed {
-        receiver.handle_chunk(&chunk).unwrap();
+        receiver.handle_data(chunk.offset, &chunk.data).unwrap();
     }
     transfer(&mut sender, &mut receiver, 0);
     assert_eq!(receiver.into_image().unwrap(), img);
@@ -139,7 +137,9 @@ fn lost_chunks_are_resent_from_the_gap() {
     let manifest = signed_manifest(&vendor, &img);
     let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL).unwrap();
     let mut sender = OtaSender::start(img.clone(), 60).unwrap();
-    transfer(&mut sender, &mut receiver, 5);
+    // Every 17th chunk sent is lost: more than a window apart, so a resent
+    // window never loses the same chunk again.
+    transfer(&mut sender, &mut receiver, WINDOW_CHUNKS as usize + 1);
     assert!(sender.is_done());
     assert_eq!(receiver.into_image().unwrap(), img);
 }
@@ -155,7 +155,7 @@ fn a_tampered_image_is_never_installed_r15() {
     let mut sender = OtaSender::start(bad, 60).unwrap();
     let mut result = None;
     for chunk in sender.next_chunks() {
-        result = Some(receiver.handle_chunk(&chunk));
+        result = Some(receiver.handle_data(chunk.offset, &chunk.data));
     }
     assert_eq!(result, Some(Err(OtaError::Corrupt("SHA-256 differs"))));
     assert_eq!(receiver.next_offset(), 0, "the receiver starts over");
@@ -163,57 +163,90 @@ fn a_tampered_image_is_never_installed_r15() {
 }
 
 #[test]
-fn a_chunk_past_the_declared_size_is_refused() {
+fn data_past_the_declared_size_is_refused() {
     let vendor = DeviceKey::generate().unwrap();
     let img = image(100);
     let manifest = signed_manifest(&vendor, &img);
     let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL).unwrap();
-    let chunk = OtaChunk {
-        offset: 0,
-        data: vec![0; 101],
-    }
-    .encode_to_vec();
     assert!(matches!(
-        receiver.handle_chunk(&chunk),
+        receiver.handle_data(0, &[0; 101]),
         Err(OtaError::Overflow { .. })
     ));
+    assert_eq!(receiver.next_offset(), 0, "nothing of it stored");
+    let mut sender = OtaSender::start(img, 60).unwrap();
     assert!(matches!(
-        receiver.handle_chunk(&[0xff; 3]),
+        sender.handle_ack(&[0xff; 3]),
         Err(OtaError::Malformed(_))
+    ));
+    assert!(matches!(
+        sender.handle_ack(&[0; 65]),
+        Err(OtaError::Malformed("ack too long"))
     ));
 }
 
 #[test]
-fn typed_chunks_match_the_encoded_ones() {
+fn data_at_another_offset_is_not_stored_and_the_answer_names_the_offset_needed() {
     let vendor = DeviceKey::generate().unwrap();
-    let img = image(3 * CHUNK_BYTES + 9);
+    let img = image(3 * CHUNK_BYTES);
     let manifest = signed_manifest(&vendor, &img);
-    let mut encoded = OtaSender::start(img.clone(), 60).unwrap();
-    let mut typed = OtaSender::start(img.clone(), 60).unwrap();
-    let typed_chunks = typed.next_chunk_messages();
-    assert_eq!(
-        encoded.next_chunks(),
-        typed_chunks
-            .iter()
-            .map(Message::encode_to_vec)
-            .collect::<Vec<_>>()
-    );
-    let mut by_bytes = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL).unwrap();
-    let mut by_message = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL).unwrap();
-    for chunk in &typed_chunks {
+    let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL).unwrap();
+    let need = |r: Result<Received, OtaError>| match r.unwrap() {
+        Received::Ack(ack) | Received::Complete(ack) => {
+            <OtaAck as prost::Message>::decode(ack.as_slice())
+                .unwrap()
+                .next_offset
+        }
+    };
+    assert_eq!(need(receiver.handle_data(5, &img[5..50])), 0, "a gap");
+    assert_eq!(need(receiver.handle_data(0, &img[..50])), 50);
+    assert_eq!(need(receiver.handle_data(0, &img[..50])), 50, "a repeat");
+    assert_eq!(need(receiver.handle_data(50, &[])), 50, "empty data");
+    assert_eq!(receiver.next_offset(), 50);
+}
+
+#[test]
+fn chunks_are_slices_of_the_image_within_the_window() {
+    let img = image(40 * CHUNK_BYTES + 9);
+    let shared = prost::bytes::Bytes::from(img.clone());
+    let mut sender = OtaSender::start(shared.clone(), 60).unwrap();
+    let chunks = sender.next_chunks();
+    assert_eq!(chunks.len() as u64, INITIAL_WINDOW_CHUNKS);
+    for (i, chunk) in chunks.iter().enumerate() {
+        assert_eq!(chunk.offset, (i * CHUNK_BYTES) as u64);
+        assert_eq!(chunk.data.len(), CHUNK_BYTES);
         assert_eq!(
-            by_bytes.handle_chunk(&chunk.encode_to_vec()),
-            by_message.handle_chunk_message(chunk)
+            chunk.data.as_ptr(),
+            shared[i * CHUNK_BYTES..].as_ptr(),
+            "a slice, not a copy"
         );
     }
-    assert_eq!(by_message.into_image().unwrap(), img);
-    let too_long = OtaChunk {
-        offset: 0,
-        data: vec![0; CHUNK_BYTES + 64],
-    };
-    let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL).unwrap();
     assert_eq!(
-        receiver.handle_chunk_message(&too_long),
-        Err(OtaError::Malformed("chunk too long"))
+        sender.next_offset(),
+        INITIAL_WINDOW_CHUNKS * CHUNK_BYTES as u64
     );
+    assert!(sender.next_chunks().is_empty(), "the window is full");
+}
+
+#[test]
+fn the_window_opens_with_acknowledgements_and_starts_small_on_a_new_link() {
+    let chunk = CHUNK_BYTES as u64;
+    let mut sender = OtaSender::start(image(200 * CHUNK_BYTES), 60).unwrap();
+    assert_eq!(sender.window(), INITIAL_WINDOW_CHUNKS * chunk);
+    let mut acked = 0;
+    while acked < 100 * chunk {
+        let in_flight = sender.next_chunks();
+        assert!(!in_flight.is_empty());
+        assert!(sender.next_offset() - acked <= WINDOW_CHUNKS * chunk);
+        // Everything sent arrives: the window doubles.
+        acked = sender.next_offset();
+        let before = sender.window();
+        sender
+            .handle_ack_message(&OtaAck { next_offset: acked })
+            .unwrap();
+        assert!(sender.window() >= before.min(WINDOW_CHUNKS * chunk));
+    }
+    assert_eq!(sender.window(), WINDOW_CHUNKS * chunk, "at most the window");
+    sender.link_lost();
+    assert_eq!(sender.window(), INITIAL_WINDOW_CHUNKS * chunk);
+    assert_eq!(sender.next_chunks()[0].offset, acked);
 }

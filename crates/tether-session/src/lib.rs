@@ -9,7 +9,7 @@
 pub mod frame;
 pub mod handshake;
 
-pub use frame::{FrameDecoder, FrameError, MAX_FRAME_BYTES, encode_frame};
+pub use frame::{FrameDecoder, FrameError, FrameSplitter, MAX_FRAME_BYTES, Piece, encode_frame};
 pub use handshake::{
     ClientHandshake, Event, GRANT_ID_LEN, GrantAccess, Grantee, Grantees, HandshakeConfig,
     HandshakeError, Output, PROTOCOL_VERSION, PeerIdentity, ResumptionTicket, ServerHandshake,

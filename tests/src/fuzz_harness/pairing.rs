@@ -255,10 +255,12 @@ fn ota_manifest() -> (DeviceKeyPublic, tether_proto::v1::OtaManifest) {
 type DeviceKeyPublic = [u8; 32];
 
 /// `ota`: selector byte, then records. Bit 0 clear: an `OtaReceiver` for
-/// the fixed signed manifest takes each record as a chunk. Oracles: it never
-/// holds more than the declared size, and it completes only with exactly the
-/// manifest's image (R15). Bit 0 set: an `OtaSender` of that image takes each
-/// record as an acknowledgement; progress never passes the image size.
+/// the fixed signed manifest takes each record as data: 8 bytes big-endian
+/// offset, then the bytes (a request body's frames carry them, SPEC
+/// §15.1). Oracles: it never holds more than the declared size, and it
+/// completes only with exactly the manifest's image (R15). Bit 0 set: an
+/// `OtaSender` of that image takes each record as an acknowledgement;
+/// progress never passes the image size.
 pub fn ota(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
@@ -268,9 +270,12 @@ pub fn ota(data: &[u8]) {
         let Ok(mut receiver) = tether_ota::OtaReceiver::new(&manifest, &vendor, 0x1a2b) else {
             panic!("the fixed manifest verifies");
         };
-        for chunk in records(rest) {
+        for record in records(rest) {
+            let (offset, data) = record.split_at(record.len().min(8));
+            let mut be = [0; 8];
+            be[..offset.len()].copy_from_slice(offset);
             let complete = matches!(
-                receiver.handle_chunk(chunk),
+                receiver.handle_data(u64::from_be_bytes(be), data),
                 Ok(tether_ota::Received::Complete(_))
             );
             assert!(
@@ -399,9 +404,11 @@ pub(super) fn seeds(add: &mut dyn FnMut(&'static str, &str, Vec<u8>)) {
     let mut chunks = vec![0];
     let mut acks = vec![1];
     for chunk in sender.next_chunks() {
-        chunks.extend(record(&chunk));
+        let mut data = chunk.offset.to_be_bytes().to_vec();
+        data.extend_from_slice(&chunk.data);
+        chunks.extend(record(&data));
         if let Ok(tether_ota::Received::Ack(ack) | tether_ota::Received::Complete(ack)) =
-            receiver.handle_chunk(&chunk)
+            receiver.handle_data(chunk.offset, &chunk.data)
         {
             acks.extend(record(&ack));
         }

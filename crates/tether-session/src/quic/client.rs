@@ -8,11 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
+use prost::bytes::Bytes;
 use tether_identity::Credentials;
 use tether_proto::v1::{Envelope, ErrorCode, envelope};
 use tokio::time::Instant;
 
-use super::stream::{FrameReader, decode_envelope, flush_handshake, write_frame};
+use super::stream::{
+    FrameReader, decode_envelope, flush_handshake, write_frame, write_frame_bytes,
+};
 use super::{
     CloseCode, SERVER_NAME, SessionConfig, SessionError, exporter, random_nonce, tls, unix_now,
 };
@@ -53,7 +56,7 @@ impl Connector {
         config: SessionConfig,
     ) -> Result<Self, SessionError> {
         let client_config = tls::client_config(&config)?;
-        let endpoint = quinn::Endpoint::client(bind)?;
+        let endpoint = super::endpoint(bind, None, &config)?;
         Ok(Self {
             endpoint,
             credentials,
@@ -263,7 +266,39 @@ impl ClientSession {
             ms => Duration::from_millis(u64::from(ms)),
         };
         let bytes = envelope.encode_to_vec();
-        self.send_frame(&bytes, envelope.request_id, deadline).await
+        let (mut send, responses) = self
+            .send_frame(&bytes, envelope.request_id, deadline)
+            .await?;
+        let _ = send.finish();
+        Ok(responses)
+    }
+
+    /// Sends a request whose body follows it on the same stream (SPEC
+    /// §6.2): sets `body_follows`, sends the envelope, and returns the
+    /// writer of the body with the stream of responses. The responder may
+    /// answer while the body is still being sent. A `request_id` of 0 is
+    /// replaced by the next free id; the deadline bounds the first response.
+    pub async fn request_with_body(
+        &self,
+        mut envelope: Envelope,
+    ) -> Result<(BodyWriter, ResponseStream), SessionError> {
+        if envelope.request_id == 0 {
+            envelope.request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        }
+        envelope.body_follows = true;
+        let deadline = match envelope.deadline_ms {
+            0 => self.config.default_deadline,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        let bytes = envelope.encode_to_vec();
+        let (send, responses) = self
+            .send_frame(&bytes, envelope.request_id, deadline)
+            .await?;
+        let writer = BodyWriter {
+            send: Some(send),
+            limit: self.config.max_frame_bytes,
+        };
+        Ok((writer, responses))
     }
 
     /// Sends a request and returns its first response; an error envelope
@@ -299,12 +334,13 @@ impl ClientSession {
         ))
     }
 
+    /// Opens a stream and sends one frame on it; the send side stays open.
     async fn send_frame(
         &self,
         bytes: &[u8],
         request_id: u64,
         deadline: Duration,
-    ) -> Result<ResponseStream, SessionError> {
+    ) -> Result<(quinn::SendStream, ResponseStream), SessionError> {
         let limit = self.config.max_frame_bytes;
         if bytes.len() > limit {
             return Err(SessionError::MessageTooLarge {
@@ -319,8 +355,7 @@ impl ClientSession {
             .await
             .map_err(SessionError::from_connection)?;
         write_frame(&mut send, bytes, limit).await?;
-        let _ = send.finish();
-        Ok(ResponseStream::new(recv, limit, request_id, deadline))
+        Ok((send, ResponseStream::new(recv, limit, request_id, deadline)))
     }
 
     /// Closes the session with a code and a reason (no identifiers).
@@ -336,6 +371,67 @@ impl ClientSession {
     /// Resolves when the connection closes, with why.
     pub async fn closed(&self) -> SessionError {
         SessionError::from_connection(self.conn.closed().await)
+    }
+}
+
+/// The body of a request sent with [`ClientSession::request_with_body`]:
+/// frames of raw bytes after the request on its stream (SPEC §6.2).
+///
+/// Call [`BodyWriter::send`] for each frame, then [`BodyWriter::finish`].
+/// Dropping it unfinished resets the stream, so the responder sees the
+/// body abandoned rather than complete.
+pub struct BodyWriter {
+    /// `None` once finished.
+    send: Option<quinn::SendStream>,
+    limit: usize,
+}
+
+impl std::fmt::Debug for BodyWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyWriter")
+            .field("finished", &self.send.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BodyWriter {
+    /// The largest frame [`BodyWriter::send`] accepts: this endpoint's
+    /// `max_frame_bytes` (SPEC §6.1).
+    pub fn max_frame_bytes(&self) -> usize {
+        self.limit
+    }
+
+    /// Sends `payload` as one frame, handed to QUIC without a copy. Waits
+    /// while QUIC's flow control holds the stream back. A payload over
+    /// [`BodyWriter::max_frame_bytes`] is refused with
+    /// [`SessionError::MessageTooLarge`] and nothing is sent. Fails with
+    /// [`SessionError::Write`] once the responder stopped reading (it may
+    /// have answered why on the response stream).
+    pub async fn send(&mut self, payload: Bytes) -> Result<(), SessionError> {
+        let send = self.send.as_mut().ok_or(SessionError::StreamClosed)?;
+        match write_frame_bytes(send, payload, self.limit).await {
+            Err(SessionError::Write(quinn::WriteError::ConnectionLost(e))) => {
+                Err(SessionError::from_connection(e))
+            }
+            other => other,
+        }
+    }
+
+    /// Ends the body: the responder reads a clean end of stream.
+    pub fn finish(mut self) {
+        if let Some(mut send) = self.send.take() {
+            let _ = send.finish();
+        }
+    }
+}
+
+impl Drop for BodyWriter {
+    fn drop(&mut self) {
+        if let Some(mut send) = self.send.take() {
+            // An unfinished body is abandoned, not complete (quinn would
+            // finish a dropped stream).
+            let _ = send.reset(0u32.into());
+        }
     }
 }
 

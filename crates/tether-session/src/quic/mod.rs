@@ -13,13 +13,15 @@ mod server;
 mod stream;
 mod tls;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-pub use client::{ClientSession, Connector, ResponseStream};
+pub use client::{BodyWriter, ClientSession, Connector, ResponseStream};
 pub use error::{CloseCode, SessionError};
 pub use server::{
-    IncomingRequest, Listener, ListenerCloser, ListenerStats, Responder, ServerSession,
-    SessionCloser, StatsHandle,
+    IncomingRequest, Listener, ListenerCloser, ListenerStats, RequestBody, Responder,
+    ServerSession, SessionCloser, StatsHandle,
 };
 
 use crate::handshake::HandshakeConfig;
@@ -39,6 +41,16 @@ pub mod raw_config {
     /// Client configuration (any certificate, handshake signature checked).
     pub fn client(config: &SessionConfig) -> Result<quinn::ClientConfig, SessionError> {
         tls::client_config(config)
+    }
+
+    /// An endpoint bound at `addr` on a UDP socket set up as the driver's
+    /// are (buffer sizes from `config`); a server when `server` is given.
+    pub fn endpoint(
+        addr: std::net::SocketAddr,
+        server: Option<quinn::ServerConfig>,
+        config: &SessionConfig,
+    ) -> Result<quinn::Endpoint, SessionError> {
+        super::endpoint(addr, server, config)
     }
 }
 
@@ -69,6 +81,12 @@ pub struct SessionConfig {
     pub request_queue: usize,
     /// Deadline applied to a request that carries none.
     pub default_deadline: Duration,
+    /// Receive and send buffers asked for the endpoint's UDP socket, bytes
+    /// (`SO_RCVBUF`, `SO_SNDBUF`; Linux caps them at `net.core.rmem_max`
+    /// and `wmem_max`). Large enough for a stream window of datagrams, so
+    /// that a receiver busy for a moment (hashing a firmware image) does
+    /// not drop them. 0 keeps the system's default.
+    pub udp_buffer_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -83,6 +101,7 @@ impl Default for SessionConfig {
             max_concurrent_streams: 64,
             request_queue: 64,
             default_deadline: Duration::from_secs(10),
+            udp_buffer_bytes: 2 * 1024 * 1024,
         }
     }
 }
@@ -96,6 +115,38 @@ impl SessionConfig {
         t.max_concurrent_uni_streams(0u32.into());
         t
     }
+}
+
+/// Binds a UDP socket at `addr` with the buffers `config` asks for and
+/// makes it a quinn endpoint (a server when `server` is given).
+pub(crate) fn endpoint(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+    config: &SessionConfig,
+) -> Result<quinn::Endpoint, SessionError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // As quinn's own constructors do: v4-mapped peers too.
+        let _ = socket.set_only_v6(false);
+    }
+    if config.udp_buffer_bytes > 0 {
+        // Best effort: a kernel that refuses keeps its default, which only
+        // costs throughput.
+        if let Err(e) = socket.set_recv_buffer_size(config.udp_buffer_bytes) {
+            tracing::debug!(error = %e, "UDP receive buffer not enlarged");
+        }
+        if let Err(e) = socket.set_send_buffer_size(config.udp_buffer_bytes) {
+            tracing::debug!(error = %e, "UDP send buffer not enlarged");
+        }
+    }
+    socket.bind(&addr.into())?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket.into(),
+        Arc::new(quinn::TokioRuntime),
+    )?)
 }
 
 pub(crate) fn unix_now() -> u64 {

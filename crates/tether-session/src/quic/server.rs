@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prost::Message;
+use prost::bytes::Bytes;
 use tether_identity::Credentials;
 use tether_proto::v1::{Envelope, ErrorCode};
 use tokio::sync::{mpsc, watch};
@@ -18,7 +19,7 @@ use super::stream::{
     AbortOnDrop, FrameReader, decode_envelope, error_envelope, flush_handshake, write_frame,
 };
 use super::{CloseCode, SessionConfig, SessionError, exporter, random_nonce, tls, unix_now};
-use crate::frame::FrameError;
+use crate::frame::{FrameError, FrameSplitter, Piece};
 use crate::handshake::{
     Grantees, MAX_HANDSHAKE_MESSAGE_BYTES, PeerIdentity, ServerHandshake, TicketKey,
 };
@@ -153,7 +154,7 @@ impl Listener {
     ) -> Result<Self, SessionError> {
         let (cert, key) = tls::ephemeral_certificate()?;
         let server_config = tls::server_config(&config, cert, key)?;
-        let endpoint = quinn::Endpoint::server(server_config, addr)?;
+        let endpoint = super::endpoint(addr, Some(server_config), &config)?;
         let ticket_key = random_nonce()?;
         let context = Arc::new(Context {
             credentials,
@@ -518,6 +519,14 @@ async fn read_request(
         }
     };
     let request_id = envelope.request_id;
+    // With `body_follows`, the rest of the stream is the request's body
+    // (SPEC §6.2): the application reads it, in frames under the same
+    // limit.
+    let (body, reader) = if envelope.body_follows {
+        (Some(RequestBody::new(reader.into_recv(), limit)), None)
+    } else {
+        (None, Some(reader))
+    };
     let _ = requests
         .send(IncomingRequest {
             envelope,
@@ -525,15 +534,18 @@ async fn read_request(
                 send,
                 request_id,
                 limit,
+                body,
             },
         })
         .await;
     // A well-behaved requester finishes its send side right after the
     // request; reading that end (after dispatch, off the latency path)
     // avoids a needless STOP_SENDING. Anything else is not read.
-    match tokio::time::timeout(END_OF_REQUEST_GRACE, reader.next()).await {
-        Ok(Ok(None)) => {}
-        _ => reader.stop(),
+    if let Some(mut reader) = reader {
+        match tokio::time::timeout(END_OF_REQUEST_GRACE, reader.next()).await {
+            Ok(Ok(None)) => {}
+            _ => reader.stop(),
+        }
     }
 }
 
@@ -613,8 +625,108 @@ impl ServerSession {
 pub struct IncomingRequest {
     /// The decoded request.
     pub envelope: Envelope,
-    /// Where responses go.
+    /// Where responses go. It also holds the request's body until
+    /// [`IncomingRequest::take_body`] takes it.
     pub responder: Responder,
+}
+
+impl IncomingRequest {
+    /// The request's body, when its envelope set `body_follows` (SPEC
+    /// §6.2): the rest of the stream, as frames. `None` for a request
+    /// without a body, and once taken. A body never taken is stopped
+    /// (`STOP_SENDING` 0) when the responder is dropped.
+    pub fn take_body(&mut self) -> Option<RequestBody> {
+        self.responder.body.take()
+    }
+}
+
+/// The body of a request (SPEC §6.2): the frames that follow the request
+/// on its stream, each at most `max_frame_bytes`, until the requester
+/// finishes its send side. Handed out only on an authenticated session.
+/// Dropping it before the end stops the stream (`STOP_SENDING` 0): the
+/// requester's writes then fail.
+///
+/// Errors of both readers: [`SessionError::Frame`] with `TooLarge` for a
+/// frame over the limit (none of its payload is read, and the stream is
+/// stopped), with `Truncated` for a body that ends inside a frame;
+/// [`SessionError::Read`] when the requester reset the stream (it
+/// abandoned the body); [`SessionError::Closed`] or
+/// [`SessionError::Connection`] when the session is gone.
+pub struct RequestBody {
+    recv: quinn::RecvStream,
+    splitter: FrameSplitter,
+    /// Received bytes not yet cut into pieces.
+    pending: Bytes,
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestBody").finish_non_exhaustive()
+    }
+}
+
+impl RequestBody {
+    fn new(recv: quinn::RecvStream, limit: usize) -> Self {
+        Self {
+            recv,
+            splitter: FrameSplitter::new(limit),
+            pending: Bytes::new(),
+        }
+    }
+
+    /// The next frame's payload in one buffer; `Ok(None)` at the end of
+    /// the body (the requester finished its send side).
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+        let mut parts = Vec::new();
+        if !self.next_parts(&mut parts).await? {
+            return Ok(None);
+        }
+        Ok(Some(parts.concat()))
+    }
+
+    /// The next frame's payload as the pieces it arrived in, appended to
+    /// `parts` without a copy; `Ok(false)` at the end of the body. An
+    /// empty frame adds nothing and returns `Ok(true)`. After an error,
+    /// `parts` may hold the beginning of a frame that never completed.
+    pub async fn next_parts(&mut self, parts: &mut Vec<Bytes>) -> Result<bool, SessionError> {
+        loop {
+            if self.pending.is_empty() {
+                match self.recv.read_chunk(usize::MAX, true).await {
+                    Ok(Some(chunk)) => self.pending = chunk.bytes,
+                    Ok(None) => {
+                        self.splitter.finish()?;
+                        return Ok(false);
+                    }
+                    Err(quinn::ReadError::ConnectionLost(e)) => {
+                        return Err(SessionError::from_connection(e));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                continue;
+            }
+            let (n, piece) = match self.splitter.split(&self.pending) {
+                Ok(cut) => cut,
+                Err(e) => {
+                    let _ = self.recv.stop(0u32.into());
+                    return Err(e.into());
+                }
+            };
+            let bytes = self.pending.split_to(n);
+            match piece {
+                Piece::Header { ends_frame } => {
+                    if ends_frame {
+                        return Ok(true);
+                    }
+                }
+                Piece::Payload { ends_frame } => {
+                    parts.push(bytes);
+                    if ends_frame {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The sending half of a request stream. Send one response, or a series
@@ -624,6 +736,8 @@ pub struct Responder {
     send: quinn::SendStream,
     request_id: u64,
     limit: usize,
+    /// The request's body until the application takes it.
+    body: Option<RequestBody>,
 }
 
 impl Responder {

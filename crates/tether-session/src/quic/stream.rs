@@ -1,6 +1,7 @@
 //! Frames over QUIC streams.
 
 use prost::Message;
+use prost::bytes::Bytes;
 use tether_proto::v1::{Envelope, ErrorCode, envelope};
 
 use super::SessionError;
@@ -17,11 +18,20 @@ pub(crate) struct FrameReader {
 }
 
 impl FrameReader {
+    /// A reader of whole frames, each buffered as its bytes arrive.
     pub(crate) fn new(recv: quinn::RecvStream, limit: usize) -> Self {
         Self {
             recv,
             decoder: FrameDecoder::new(limit),
         }
+    }
+
+    /// The stream, for a reader that goes on after the last frame read
+    /// (a request body). Nothing is buffered past a frame: the reader
+    /// never reads beyond the frame it decodes.
+    pub(crate) fn into_recv(self) -> quinn::RecvStream {
+        debug_assert!(self.decoder.is_empty(), "bytes past the frame read");
+        self.recv
     }
 
     /// The next frame, or `None` at a clean end of stream.
@@ -58,6 +68,22 @@ pub(crate) async fn write_frame(
         limit,
     })?;
     send.write_all(&encode_frame(payload)).await?;
+    Ok(())
+}
+
+/// Writes one frame whose payload is already in a shared buffer: the
+/// payload is handed to QUIC without a copy.
+pub(crate) async fn write_frame_bytes(
+    send: &mut quinn::SendStream,
+    payload: Bytes,
+    limit: usize,
+) -> Result<(), SessionError> {
+    check_len(payload.len(), limit).map_err(|_| SessionError::MessageTooLarge {
+        len: payload.len(),
+        limit,
+    })?;
+    let header = Bytes::copy_from_slice(&(payload.len() as u32).to_be_bytes());
+    send.write_all_chunks(&mut [header, payload]).await?;
     Ok(())
 }
 
