@@ -26,6 +26,7 @@ use tracing::info;
 use crate::NodeError;
 use crate::config::NodeConfig;
 use crate::ota::OtaTarget;
+use crate::wire::lock;
 
 /// How long an unbound device waits for the car to read its answer.
 const UNBIND_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -52,10 +53,6 @@ impl std::fmt::Debug for DeviceNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceNode").finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The device's binding as kept in its store.

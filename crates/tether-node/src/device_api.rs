@@ -3,13 +3,13 @@
 
 use tether_devices::DeviceRef;
 use tether_proto::v1::{
-    DeviceEntry, DeviceValue, Envelope, GetDevice, InvokeAction, ListDevices, OtaManifest,
-    PropertyValue, RenameDevice, ReorderDevices, Request, SetProperties, UnbindDevice, envelope,
-    request, response,
+    DeviceEntry, DeviceValue, GetDevice, InvokeAction, ListDevices, OtaManifest, PropertyValue,
+    RenameDevice, ReorderDevices, SetProperties, UnbindDevice, request, response,
 };
 use tether_store::BindingRecord;
 
 use crate::ota::{OtaProgress, OtaReport, send_firmware};
+use crate::wire::{answer, request};
 use crate::{HeadUnit, NodeError, VehicleLink};
 
 /// One device as a list shows it. `handle` is opaque (SPEC §16.3): neither
@@ -76,26 +76,6 @@ fn values_of(kind: response::Kind) -> Result<Vec<PropertyValue>, NodeError> {
     match kind {
         response::Kind::DeviceDetails(d) => Ok(d.values),
         _ => Err(NodeError::UnexpectedResponse("not device details")),
-    }
-}
-
-fn answer(reply: Envelope) -> Result<response::Kind, NodeError> {
-    match reply.body {
-        Some(envelope::Body::Response(r)) => r
-            .kind
-            .ok_or(NodeError::UnexpectedResponse("empty response")),
-        Some(envelope::Body::Error(e)) => Err(NodeError::Control(
-            tether_control::client::ControlError::from_wire(&e),
-        )),
-        _ => Err(NodeError::UnexpectedResponse("not a response")),
-    }
-}
-
-fn management(kind: request::Kind) -> Envelope {
-    Envelope {
-        request_id: 0,
-        body: Some(envelope::Body::Request(Request { kind: Some(kind) })),
-        ..Envelope::default()
     }
 }
 
@@ -233,7 +213,7 @@ impl VehicleLink {
     pub async fn list_devices(&self) -> Result<Vec<DeviceInfo>, NodeError> {
         let reply = self
             .session()
-            .call(management(request::Kind::ListDevices(ListDevices {})))
+            .call(request(request::Kind::ListDevices(ListDevices {})))
             .await?;
         list_of(answer(reply)?)
     }
@@ -242,7 +222,7 @@ impl VehicleLink {
     pub async fn device_values(&self, handle: &[u8]) -> Result<Vec<PropertyValue>, NodeError> {
         let reply = self
             .session()
-            .call(management(request::Kind::GetDevice(GetDevice {
+            .call(request(request::Kind::GetDevice(GetDevice {
                 handle: handle.to_vec(),
             })))
             .await?;
@@ -258,7 +238,7 @@ impl VehicleLink {
     ) -> Result<(), NodeError> {
         let reply = self
             .session()
-            .call(management(request::Kind::SetProperties(SetProperties {
+            .call(request(request::Kind::SetProperties(SetProperties {
                 handle: handle.to_vec(),
                 values,
             })))
@@ -276,7 +256,7 @@ impl VehicleLink {
     ) -> Result<(), NodeError> {
         let reply = self
             .session()
-            .call(management(request::Kind::InvokeAction(InvokeAction {
+            .call(request(request::Kind::InvokeAction(InvokeAction {
                 handle: handle.to_vec(),
                 siid,
                 aiid,
@@ -294,7 +274,7 @@ impl VehicleLink {
     ) -> Result<Vec<DeviceInfo>, NodeError> {
         let reply = self
             .session()
-            .call(management(request::Kind::RenameDevice(RenameDevice {
+            .call(request(request::Kind::RenameDevice(RenameDevice {
                 handle: handle.to_vec(),
                 name: name.to_owned(),
             })))
@@ -310,7 +290,7 @@ impl VehicleLink {
     ) -> Result<Vec<DeviceInfo>, NodeError> {
         let reply = self
             .session()
-            .call(management(request::Kind::ReorderDevices(ReorderDevices {
+            .call(request(request::Kind::ReorderDevices(ReorderDevices {
                 handles,
             })))
             .await?;
@@ -322,7 +302,7 @@ impl VehicleLink {
     pub async fn unbind_device(&self, handle: &[u8]) -> Result<Vec<DeviceInfo>, NodeError> {
         let reply = self
             .session()
-            .call(management(request::Kind::UnbindDevice(UnbindDevice {
+            .call(request(request::Kind::UnbindDevice(UnbindDevice {
                 handle: handle.to_vec(),
             })))
             .await?;

@@ -16,8 +16,8 @@ use tether_devices::{
 use tether_discovery::{Browser, DiscoveryEvent, Interfaces};
 use tether_identity::{DeviceSecret, SharePermission};
 use tether_proto::v1::{
-    DeviceDetails, Envelope, GetDevice, InvokeAction, PropertyValue, Request, SetProperties,
-    UnbindDevice, envelope, request, response,
+    DeviceDetails, Envelope, GetDevice, InvokeAction, PropertyValue, SetProperties, UnbindDevice,
+    envelope, request, response,
 };
 use tether_session::GrantAccess;
 use tether_session::quic::{ClientSession, Connector};
@@ -28,13 +28,10 @@ use tracing::{debug, info, warn};
 
 use crate::NodeError;
 use crate::config::random_bytes;
+use crate::wire::lock;
 
 /// The setting that holds the key device handles are derived with (hex).
 const HANDLE_KEY_SETTING: &str = "device_handle_key";
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -254,7 +251,7 @@ impl DeviceService {
         }
         let session = Arc::new(session);
         let values = match session
-            .call(device_request(request::Kind::GetDevice(
+            .call(crate::wire::request(request::Kind::GetDevice(
                 GetDevice::default(),
             )))
             .await
@@ -465,7 +462,8 @@ impl DeviceService {
         let link = self.links.lock().await.remove(&key);
         match link {
             Some(link) => {
-                let unbind = device_request(request::Kind::UnbindDevice(UnbindDevice::default()));
+                let unbind =
+                    crate::wire::request(request::Kind::UnbindDevice(UnbindDevice::default()));
                 if let Err(e) = link.call(unbind).await {
                     warn!(error = %e, "an unbound device did not confirm forgetting");
                 }
@@ -503,7 +501,7 @@ impl DeviceService {
                 arguments,
             }),
         };
-        match link.call(device_request(kind)).await {
+        match link.call(crate::wire::request(kind)).await {
             Ok(reply) => {
                 if let Some(details) = details_of(&reply) {
                     self.report(key, &details.values);
@@ -528,16 +526,6 @@ impl DeviceService {
         for (_, link) in self.links.lock().await.drain() {
             link.close(tether_session::quic::CloseCode::Shutdown, "shutting down");
         }
-    }
-}
-
-/// An envelope for a device's own session (SPEC §12.6): handles are empty,
-/// the session names the device.
-pub(crate) fn device_request(kind: request::Kind) -> Envelope {
-    Envelope {
-        request_id: 0,
-        body: Some(envelope::Body::Request(Request { kind: Some(kind) })),
-        ..Envelope::default()
     }
 }
 

@@ -19,6 +19,7 @@ use crate::devices::DeviceService;
 use crate::receipt_log::{COMMAND_LOG_KEEP, StoreReceiptLog};
 use crate::serve::{ServiceInput, run_service, serve_session};
 use crate::share::ShareRegistry;
+use crate::wire::lock;
 
 /// How long a device scan browses the LAN at most (R17).
 pub(crate) const DEVICE_SCAN_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
@@ -49,10 +50,6 @@ impl std::fmt::Debug for HeadUnit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HeadUnit").finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl HeadUnit {

@@ -34,6 +34,7 @@ mod receipt_log;
 mod serve;
 mod share;
 mod vehicle_link;
+mod wire;
 
 pub use config::{LocalIdentifiers, NodeConfig, unix_now};
 pub use device::DeviceNode;

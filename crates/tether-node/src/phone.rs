@@ -20,6 +20,7 @@ use crate::NodeError;
 use crate::config::{NodeConfig, random_bytes, unix_now};
 use crate::share::{HeldShare, IssuedShare, ShareOptions, share_status};
 use crate::vehicle_link::VehicleLink;
+use crate::wire::lock;
 
 fn held(invite: &AcceptedInvite) -> HeldShare {
     HeldShare {
@@ -61,10 +62,6 @@ impl std::fmt::Debug for Phone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Phone").finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Phone {
@@ -250,8 +247,7 @@ impl Phone {
         };
         let key = GrantKey::generate()?;
         let status = share_status(
-            &link
-                .session()
+            link.session()
                 .call(crate::share::install_request(&signed, &key))
                 .await?,
         )?;
@@ -281,8 +277,7 @@ impl Phone {
         grant_id: [u8; 16],
     ) -> Result<u32, NodeError> {
         let status = share_status(
-            &link
-                .session()
+            link.session()
                 .call(crate::share::revoke_request(&grant_id))
                 .await?,
         )?;

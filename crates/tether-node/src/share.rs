@@ -24,6 +24,7 @@ use tether_store::{ShareGrantRecord, Store};
 use tracing::{info, warn};
 
 use crate::NodeError;
+use crate::wire::lock;
 
 /// What the owner shares with a co-user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +64,7 @@ pub struct HeldShare {
 
 /// The owner's request to install a grant on the car.
 pub(crate) fn install_request(grant: &ShareGrant, key: &GrantKey) -> Envelope {
-    share_request(request::Kind::InstallShareGrant(InstallShareGrant {
+    crate::wire::request(request::Kind::InstallShareGrant(InstallShareGrant {
         grant: Some(grant.clone()),
         grant_key: key.as_bytes().to_vec(),
     }))
@@ -71,29 +72,16 @@ pub(crate) fn install_request(grant: &ShareGrant, key: &GrantKey) -> Envelope {
 
 /// The owner's request to revoke a grant.
 pub(crate) fn revoke_request(grant_id: &[u8; GRANT_ID_LEN]) -> Envelope {
-    share_request(request::Kind::RevokeShareGrant(RevokeShareGrant {
+    crate::wire::request(request::Kind::RevokeShareGrant(RevokeShareGrant {
         grant_id: grant_id.to_vec(),
     }))
 }
 
-fn share_request(kind: request::Kind) -> Envelope {
-    Envelope {
-        body: Some(envelope::Body::Request(Request { kind: Some(kind) })),
-        ..Envelope::default()
-    }
-}
-
 /// Reads the car's answer to a share request.
-pub(crate) fn share_status(reply: &Envelope) -> Result<ShareGrantStatus, NodeError> {
-    match &reply.body {
-        Some(envelope::Body::Response(r)) => match &r.kind {
-            Some(response::Kind::ShareGrant(status)) => Ok(status.clone()),
-            _ => Err(NodeError::UnexpectedResponse("not a share grant status")),
-        },
-        Some(envelope::Body::Error(e)) => Err(NodeError::Control(
-            tether_control::client::ControlError::from_wire(e),
-        )),
-        _ => Err(NodeError::UnexpectedResponse("not a response")),
+pub(crate) fn share_status(reply: Envelope) -> Result<ShareGrantStatus, NodeError> {
+    match crate::wire::answer(reply)? {
+        response::Kind::ShareGrant(status) => Ok(status),
+        _ => Err(NodeError::UnexpectedResponse("not a share grant status")),
     }
 }
 
@@ -145,10 +133,6 @@ pub(crate) struct ShareRegistry {
     /// The car's advert, whose key each grant's advert replaces.
     advert: AdvertiserConfig,
     advertisers: Mutex<HashMap<[u8; GRANT_ID_LEN], Advertiser>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Unregisters a session when its serving task ends.
