@@ -14,12 +14,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ota",
         "share",
         "device",
+        "automation",
+        "automation_state",
     ]
     .map(|name| root.join(format!("tether/v1/{name}.proto")));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }
     let descriptors = protox::compile(&files, [&root])?;
+    // The descriptors themselves, for tools that read and write the
+    // messages as JSON (`tether tasks add`).
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("tether.v1.fds"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
     prost_build::Config::new().compile_fds(descriptors)?;
     Ok(())
 }

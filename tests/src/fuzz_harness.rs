@@ -28,6 +28,7 @@
 //!   [`gatt_segments()`] and [`ble_advert()`].
 //! - `devices`: see [`devices()`].
 //! - `share_invite`: the raw bytes, as a `ShareInvite` and a `ShareGrant`.
+//! - `automation_task`: the raw bytes, as a `Task` and a `TaskTemplate`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
@@ -57,6 +58,8 @@ mod devices;
 pub use devices::devices;
 mod share;
 pub use share::share_invite;
+mod automation;
+pub use automation::automation_task;
 use tether_session::handshake::{
     ClientHandshake, Event, HandshakeConfig, HandshakeError, Output, ResumptionTicket,
     ServerHandshake, TICKET_LIFETIME_S, TicketKey, decode_message,
@@ -67,7 +70,7 @@ pub type Harness = fn(&[u8]);
 
 /// Every target: its name (the `[[bin]]` in `fuzz/Cargo.toml` and the
 /// directory under `fuzz/corpus/`) and its harness.
-pub const TARGETS: [(&str, Harness); 17] = [
+pub const TARGETS: [(&str, Harness); 18] = [
     ("envelope", envelope),
     ("frame", frame),
     ("handshake_server", handshake_server),
@@ -85,6 +88,7 @@ pub const TARGETS: [(&str, Harness); 17] = [
     ("ota", ota),
     ("share_invite", share_invite),
     ("devices", devices),
+    ("automation_task", automation_task),
 ];
 
 /// The fixed "now" (Unix seconds) the fixture's certificates are issued at.
@@ -1064,6 +1068,7 @@ pub fn seeds() -> Vec<Seed> {
     pairing::seeds(&mut add);
     devices::seeds(&mut add);
     share::seeds(&mut add);
+    automation::seeds(&mut add);
     seeds
 }
 

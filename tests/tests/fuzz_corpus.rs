@@ -89,6 +89,7 @@ replay_tests!(
     ota,
     devices,
     share_invite,
+    automation_task,
 );
 
 #[test]

@@ -22,6 +22,11 @@
 //!   dispatch index so an event touches only interested tasks, runs under
 //!   their mode, traces ([`Trace`]), timers that survive a restart
 //!   ([`Snapshot`]), the unlock/open safety rule, the consent switch.
+//! - [`template`]: a task shared with another account (R22) as a
+//!   [`Template`]: the sharer's nickname, and the task with its places,
+//!   devices and notification texts replaced by slots the recipient binds.
+//! - [`wire`]: the protobuf forms of tasks, templates, traces and
+//!   snapshots (SPEC §18.1), with decoders that bound what they build.
 //! - [`bench`](mod@bench): [`bench::dispatch_bench`], the dispatch-cost figures for
 //!   `tether bench --json`.
 //!
@@ -84,7 +89,9 @@ mod error;
 pub mod geo;
 pub mod model;
 pub mod sun;
+pub mod template;
 pub mod trace;
+pub mod wire;
 
 pub use catalogue::{Catalogue, DeviceSpec, Permissions, PropertySpec, SignalSpec};
 pub use civil::{ClockTime, Date, Weekday, Weekdays};
@@ -105,6 +112,7 @@ pub use model::{
     Input, MissedPolicy, Mode, PlaceId, PropertyId, Recipients, SunEvent, Task, TaskId, Test,
     Transition, Trigger, Value, ValueKind, VehicleCommand, VehicleEvent, VehicleState,
 };
+pub use template::{Binding, DeviceSlot, PlaceSlot, PropertyUse, Template, TemplateError};
 pub use trace::{
     CancelReason, Cause, ConditionRecord, MissReason, Outcome, RunId, SkipReason, StepPath,
     StepRecord, StepResult, Trace,

@@ -74,8 +74,9 @@ pub(crate) async fn run(json: bool, interfaces: Interfaces) -> Result<ExitCode, 
     if !json {
         println!(
             "Tether demo: a head unit and two phones over loopback mDNS and QUIC (the second\n\
-             phone's account first refused, then admitted as a co-user), and a lamp\n\
-             commissioned over simulated Bluetooth.\n"
+             phone's account first refused, then admitted as a co-user), a lamp\n\
+             commissioned over simulated Bluetooth, and a home hub running super tasks\n\
+             on a recorded drive.\n"
         );
     }
     let total = Instant::now();
@@ -155,6 +156,8 @@ async fn steps(
     );
 
     let t = Instant::now();
+    // Super tasks run on the recorded drive's clock (the last steps).
+    car.use_manual_clock(crate::demo_tasks::drive_start_ms());
     let address = car.start().await?;
     let token = car.current_token().await.unwrap_or_default();
     n.record(
@@ -408,6 +411,12 @@ async fn steps(
         devices.lamp.shutdown().await?;
         devices.camera.shutdown().await?;
     }
+
+    // 12. Super tasks across car and home: a hub, a recorded drive, traces,
+    //     a shared template, and the "car data to home" switch (issue 5).
+    let link = phone.connect(found.address).await?;
+    crate::demo_tasks::task_steps(config, &phone, &car, &link, found.address, n, extra).await?;
+    link.close();
 
     car.shutdown().await?;
     Ok(())

@@ -7,11 +7,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod demo;
 mod demo_devices;
+mod demo_tasks;
 mod narrate;
 mod pair;
 mod progress;
 mod roles;
 mod share;
+mod tasks;
 
 /// Tether joins a car's head unit, its owner's phone and the smart home into
 /// one trusted, private network.
@@ -60,6 +62,11 @@ enum Command {
         /// Interfaces for mDNS.
         #[arg(long, value_enum, default_value_t = Net::Loopback)]
         net: Net,
+        /// A place for the car's super tasks (repeatable), e.g.
+        /// `home=48.1372,11.5756,150` (latitude, longitude in degrees,
+        /// radius in metres). Kept on the head unit only (R10).
+        #[arg(long = "place", value_name = "NAME=LAT,LON,RADIUS_M", value_parser = roles::parse_place)]
+        places: Vec<tether_automation::Place>,
     },
     /// Commission a simulated lamp over the simulated Bluetooth radio: show
     /// its setup QR code, read it, find the lamp by its advert, pair with
@@ -118,6 +125,22 @@ enum Command {
         #[command(subcommand)]
         action: share::ShareAction,
     },
+    /// Manage the car's super tasks from the phone, one step per command:
+    /// add (from a JSON file), list, run, trace, share, accept, enable,
+    /// disable, delete, and the "car data to home" switch.
+    Tasks {
+        /// Where this phone keeps its state.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Print one JSON object (before or after the step's name).
+        #[arg(long, global = true)]
+        json: bool,
+        /// Interfaces for mDNS.
+        #[arg(long, value_enum, default_value_t = Net::Loopback, global = true)]
+        net: Net,
+        #[command(subcommand)]
+        action: tasks::TasksAction,
+    },
     /// Run the phone role: create an account, find the car, read or command it.
     Phone {
         /// Where the phone keeps its state (account authority included).
@@ -158,7 +181,8 @@ fn main() -> ExitCode {
                 enroll_from,
                 port,
                 net,
-            } => roles::head_unit(data_dir, enroll_from, port, net.into()).await,
+                places,
+            } => roles::head_unit(data_dir, enroll_from, port, net.into(), places).await,
             Command::Phone {
                 data_dir,
                 net,
@@ -171,6 +195,12 @@ fn main() -> ExitCode {
                 net,
                 action,
             } => share::run(data_dir, net.into(), json, action).await,
+            Command::Tasks {
+                data_dir,
+                json,
+                net,
+                action,
+            } => tasks::run(data_dir, net.into(), json, action).await,
             Command::Bench { json, quick } => bench(json, quick).await,
             Command::Pair {
                 json,

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
+use tether_automation::{LatLon, Place};
 use tether_control::client as control;
 use tether_node::{HeadUnit, Interfaces, NodeConfig, NodeError, Phone};
 
@@ -42,11 +43,43 @@ fn config(data_dir: PathBuf, interfaces: Interfaces, port: u16) -> NodeConfig {
     }
 }
 
+/// Reads `--place NAME=LAT,LON,RADIUS_M` (degrees, metres): a circle for
+/// the car's super tasks.
+pub(crate) fn parse_place(text: &str) -> Result<Place, String> {
+    const SYNTAX: &str = "expected NAME=LAT,LON,RADIUS_M, e.g. home=48.1372,11.5756,150";
+    let (name, numbers) = text.split_once('=').ok_or(SYNTAX)?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("the place has no name; {SYNTAX}"));
+    }
+    let numbers: Vec<f64> = numbers
+        .split(',')
+        .map(|n| n.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{e}; {SYNTAX}"))?;
+    let [lat, lon, radius_m] = numbers[..] else {
+        return Err(format!("{} number(s); {SYNTAX}", numbers.len()));
+    };
+    if !(-90.0..=90.0).contains(&lat) {
+        return Err(format!("latitude {lat} is not within -90..=90"));
+    }
+    if !(-180.0..=180.0).contains(&lon) {
+        return Err(format!("longitude {lon} is not within -180..=180"));
+    }
+    if !(radius_m.is_finite() && radius_m > 0.0) {
+        return Err(format!(
+            "radius {radius_m} m is not a positive number of metres"
+        ));
+    }
+    Ok(Place::circle(name, LatLon::new(lat, lon), radius_m))
+}
+
 pub(crate) async fn head_unit(
     data_dir: PathBuf,
     enroll_from: Option<PathBuf>,
     port: u16,
     interfaces: Interfaces,
+    places: Vec<Place>,
 ) -> Result<ExitCode, NodeError> {
     let car = HeadUnit::open(config(data_dir, interfaces, port))?;
     if let Some(phone_dir) = enroll_from {
@@ -61,10 +94,22 @@ pub(crate) async fn head_unit(
         return Ok(ExitCode::FAILURE);
     }
     let address = car.start().await?;
+    // The places live in the head unit's store only: tasks name them, no
+    // coordinate ever goes on the wire (R10).
+    let names: Vec<String> = places.iter().map(|p| p.id.0.clone()).collect();
+    if !places.is_empty() {
+        let automation = car.automation().await?;
+        for place in places {
+            automation.define_place(place)?;
+        }
+    }
     println!(
         "head unit serving on {address}, advertising token {}; Ctrl-C to stop",
         car.current_token().await.unwrap_or_default()
     );
+    if !names.is_empty() {
+        println!("places for super tasks: {}", names.join(", "));
+    }
     let _ = tokio::signal::ctrl_c().await;
     car.shutdown().await?;
     Ok(ExitCode::SUCCESS)

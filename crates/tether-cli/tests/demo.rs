@@ -16,7 +16,7 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
     assert_eq!(report["ok"], true, "{report:#}");
     assert!(out.status.success());
     let steps = report["steps"].as_array().unwrap();
-    assert!(steps.len() >= 26, "{report:#}");
+    assert!(steps.len() >= 33, "{report:#}");
     for name in [
         "devices reappear on the LAN",
         "phone lists, renames, reorders",
@@ -27,6 +27,13 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
         "co-user held to the grant",
         "owner logs out, co-user stays",
         "revocation cuts the co-user off",
+        "hub joins and follows car",
+        "owner creates super tasks",
+        "car leaves home",
+        "car returns after sunset",
+        "tasks trace says why",
+        "share task as template",
+        "car data to home off",
     ] {
         assert!(
             steps.iter().any(|s| s["name"] == name),
@@ -47,6 +54,22 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
         assert_eq!(step["ok"], true, "{step}");
         assert!(step["ms"].is_u64());
         assert!(step["name"].is_string());
+    }
+    // Issue 5: each task's trace says why it fired.
+    let traces = &report["details"]["traces"];
+    for (task, why) in [
+        ("leave", "car left home"),
+        ("arrive", "car entered home"),
+        ("lock", "car inside home (is inside) = true"),
+    ] {
+        let lines = traces[task].as_array().unwrap();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.as_str().unwrap().contains(why)
+                    && l.as_str().unwrap().ends_with("completed")),
+            "{task}: {traces:#}"
+        );
     }
     assert_eq!(report["round_trips"]["cold"], 2);
     assert_eq!(report["round_trips"]["resumed"], 1);

@@ -32,6 +32,9 @@ pub enum NodeError {
     /// A firmware upgrade failed (SPEC §15).
     #[error(transparent)]
     Upgrade(#[from] crate::ota::OtaTransferError),
+    /// A super-task operation failed (SPEC §18).
+    #[error("automation: {0}")]
+    Automation(#[from] crate::automation::AutomationError),
     /// A share grant or invite was refused (R16).
     #[error("share: {0}")]
     Share(#[from] tether_identity::ShareError),

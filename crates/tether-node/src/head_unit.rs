@@ -14,6 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use crate::NodeError;
+use crate::automation::{AutomationHost, Clock};
+use crate::automation_car::{AppNotice, CarActuator, vehicle_catalogue};
+use crate::automation_serve::permissions_of;
 use crate::config::{NodeConfig, random_bytes, unix_now};
 use crate::devices::DeviceService;
 use crate::receipt_log::{COMMAND_LOG_KEEP, StoreReceiptLog};
@@ -34,6 +37,8 @@ struct Running {
     service_task: tokio::task::JoinHandle<()>,
     shares: Arc<ShareRegistry>,
     devices: Arc<DeviceService>,
+    automation: Arc<AutomationHost>,
+    automation_timers: tokio::task::JoinHandle<()>,
 }
 
 /// A car's head unit. Create with [`HeadUnit::open`], enroll once, then
@@ -44,6 +49,10 @@ pub struct HeadUnit {
     key_pkcs8: Vec<u8>,
     credentials: Mutex<Option<Arc<Credentials>>>,
     running: tokio::sync::Mutex<Option<Running>>,
+    /// `Some(unix_ms)`: super tasks run on a manual clock starting there
+    /// (a replayed drive); `None`: on the system clock.
+    automation_clock: Mutex<Option<u64>>,
+    notices: Arc<Mutex<Vec<AppNotice>>>,
 }
 
 impl std::fmt::Debug for HeadUnit {
@@ -72,6 +81,8 @@ impl HeadUnit {
             key_pkcs8: key.pkcs8().to_vec(),
             credentials: Mutex::new(credentials),
             running: tokio::sync::Mutex::new(None),
+            automation_clock: Mutex::new(None),
+            notices: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -142,6 +153,21 @@ impl HeadUnit {
         .map_err(|_| NodeError::State("receipt log unavailable"))?;
         let (service_tx, service_rx) = mpsc::unbounded_channel();
         let service_task = tokio::spawn(run_service(service, service_rx));
+        let automation = AutomationHost::open(
+            tether_automation::Config {
+                site: tether_automation::Site::HeadUnit,
+                ..tether_automation::Config::default()
+            },
+            vehicle_catalogue(),
+            permissions_of(Role::Phone),
+            self.store.clone(),
+            Arc::new(CarActuator::new(service_tx.clone(), self.notices.clone())),
+            match *lock(&self.automation_clock) {
+                Some(start) => Clock::manual(start),
+                None => Clock::System,
+            },
+        )?;
+        let automation_timers = automation.spawn_timers();
         let shares = ShareRegistry::load(
             self.store.clone(),
             *credentials.authority_public_key(),
@@ -169,6 +195,7 @@ impl HeadUnit {
         let tx = service_tx.clone();
         let serving_shares = shares.clone();
         let serving_devices = devices.clone();
+        let serving_automation = automation.clone();
         let accept_task = tokio::spawn(async move {
             while let Some(session) = listener.accept().await {
                 info!(role = %session.peer().certificate.role, resumed = session.peer().resumed, co_user = session.peer().grant.is_some(), "session authenticated");
@@ -178,6 +205,7 @@ impl HeadUnit {
                     stream_ids.clone(),
                     serving_shares.clone(),
                     serving_devices.clone(),
+                    serving_automation.clone(),
                 ));
             }
         });
@@ -191,6 +219,8 @@ impl HeadUnit {
             service_task,
             shares,
             devices,
+            automation,
+            automation_timers,
         });
         Ok(address)
     }
@@ -281,6 +311,30 @@ impl HeadUnit {
         }
     }
 
+    /// Runs super tasks on a manual clock starting at `unix_ms` instead of
+    /// the system clock (a replayed drive, tests). Call before
+    /// [`HeadUnit::start`].
+    pub fn use_manual_clock(&self, unix_ms: u64) {
+        *lock(&self.automation_clock) = Some(unix_ms);
+    }
+
+    /// Super tasks on this car (SPEC §18): tasks, places, the car's fixes
+    /// and events, the "car data to home" switch. Once started.
+    pub async fn automation(&self) -> Result<Arc<AutomationHost>, NodeError> {
+        self.running
+            .lock()
+            .await
+            .as_ref()
+            .map(|r| r.automation.clone())
+            .ok_or(NodeError::State("not started"))
+    }
+
+    /// Notifications and hand-offs the car's tasks produced since the last
+    /// call.
+    pub fn take_app_notices(&self) -> Vec<AppNotice> {
+        std::mem::take(&mut lock(&self.notices))
+    }
+
     pub(crate) async fn devices(&self) -> Result<Arc<DeviceService>, NodeError> {
         self.running
             .lock()
@@ -297,6 +351,7 @@ impl HeadUnit {
         };
         r.shares.shutdown().await;
         r.devices.close().await;
+        r.automation_timers.abort();
         let result = r.advertiser.shutdown().await;
         r.closer.close();
         r.accept_task.abort();

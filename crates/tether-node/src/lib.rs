@@ -22,12 +22,18 @@
 //! # let _ = status; Ok(()) }
 //! ```
 
+mod automation;
+mod automation_car;
+mod automation_link;
+mod automation_serve;
 mod config;
 mod device;
 mod device_api;
 mod devices;
+mod drive;
 mod error;
 mod head_unit;
+mod hub;
 mod ota;
 mod phone;
 mod receipt_log;
@@ -36,11 +42,20 @@ mod share;
 mod vehicle_link;
 mod wire;
 
+pub use automation::{
+    Actuator, AutomationError, AutomationHost, Clock, ConfirmNotice, EffectFuture, Interest,
+    Performed, TRACES_KEPT, TaskInfo, TaskState,
+};
+pub use automation_car::AppNotice;
+pub use automation_link::{Confirmation, Confirmations};
+pub use automation_serve::owner_permissions;
 pub use config::{LocalIdentifiers, NodeConfig, unix_now};
 pub use device::DeviceNode;
 pub use device_api::{CommissionedDevice, DeviceInfo};
+pub use drive::{Drive, DriveError, DriveInput, DriveStep};
 pub use error::NodeError;
 pub use head_unit::HeadUnit;
+pub use hub::{HOME_SWITCH, Hub, SimHome};
 pub use ota::{
     FirmwareImage, InstalledFirmware, OtaProgress, OtaReport, OtaTarget, OtaTransferError,
     send_firmware,

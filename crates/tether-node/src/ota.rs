@@ -460,7 +460,8 @@ impl std::fmt::Debug for OtaTarget {
 
 /// What to send on a request stream.
 enum Answer {
-    Ok(response::Kind),
+    /// Boxed: a response kind is large, an error small.
+    Ok(Box<response::Kind>),
     Error(ErrorCode, &'static str),
 }
 
@@ -468,7 +469,7 @@ async fn send_answer(responder: &mut Responder, answer: Answer) -> Result<(), Se
     match answer {
         Answer::Ok(kind) => {
             let response = Envelope {
-                body: Some(envelope::Body::Response(Response { kind: Some(kind) })),
+                body: Some(envelope::Body::Response(Response { kind: Some(*kind) })),
                 ..Default::default()
             };
             responder.send(&response).await
@@ -493,15 +494,15 @@ enum StreamStart {
 }
 
 fn ack(next_offset: u64) -> Answer {
-    Answer::Ok(response::Kind::OtaAck(OtaAck { next_offset }))
+    Answer::Ok(Box::new(response::Kind::OtaAck(OtaAck { next_offset })))
 }
 
 fn result(outcome: OtaOutcome, next_offset: u64) -> Answer {
-    Answer::Ok(response::Kind::OtaResult(OtaResult {
+    Answer::Ok(Box::new(response::Kind::OtaResult(OtaResult {
         outcome: outcome as i32,
         next_offset,
         version: String::new(),
-    }))
+    })))
 }
 
 fn outcome_of(error: &OtaError) -> OtaOutcome {
@@ -688,7 +689,9 @@ impl OtaTarget {
             let goes_on = match &answer {
                 // Out of step (another stream stored meanwhile): the answer
                 // says where the device stands, and this stream ends.
-                Answer::Ok(response::Kind::OtaAck(a)) => a.next_offset == offset,
+                Answer::Ok(kind) => {
+                    matches!(&**kind, response::Kind::OtaAck(a) if a.next_offset == offset)
+                }
                 // A refusal ends the stream.
                 _ => false,
             };
@@ -777,9 +780,9 @@ impl OtaTarget {
 }
 
 fn installed_answer(manifest: &OtaManifest) -> Answer {
-    Answer::Ok(response::Kind::OtaResult(OtaResult {
+    Answer::Ok(Box::new(response::Kind::OtaResult(OtaResult {
         outcome: OtaOutcome::Installed as i32,
         next_offset: manifest.size,
         version: manifest.version.clone(),
-    }))
+    })))
 }

@@ -12,6 +12,7 @@ use tether_session::quic::{CloseCode, Responder, ServerSession};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::automation::AutomationHost;
 use crate::config::unix_now;
 use crate::devices::{DeviceRequest, DeviceService};
 use crate::share::{Gate, ShareRegistry};
@@ -85,8 +86,10 @@ pub(crate) async fn serve_session(
     stream_ids: Arc<AtomicU64>,
     shares: Arc<ShareRegistry>,
     devices: Arc<DeviceService>,
+    automation: Arc<AutomationHost>,
 ) {
-    let peer = PeerInfo::new(session.peer().certificate.role);
+    let role = session.peer().certificate.role;
+    let peer = PeerInfo::new(role);
     let grant = session.peer().grant;
     let _registration = shares.register(grant, session.closer());
     while let Some(request) = session.next_request().await {
@@ -107,7 +110,7 @@ pub(crate) async fn serve_session(
                 let request_id = request.envelope.request_id;
                 let shares = shares.clone();
                 tokio::spawn(async move {
-                    match shares.handle(kind, unix_now()).await {
+                    match shares.handle(*kind, unix_now()).await {
                         Ok(status) => {
                             let _ = responder
                                 .send(&Envelope {
@@ -135,6 +138,62 @@ pub(crate) async fn serve_session(
         let stream = StreamId(stream_ids.fetch_add(1, Ordering::Relaxed));
         let (writer, responses) = mpsc::unbounded_channel();
         let kind = request_kind(&request.envelope);
+        if let Some(envelope::Body::Request(tether_proto::v1::Request { kind: Some(k) })) =
+            &request.envelope.body
+            && crate::automation_serve::is_automation(k)
+        {
+            // Super tasks (SPEC §18.1).
+            let request_id = request.envelope.request_id;
+            let k = k.clone();
+            let automation = automation.clone();
+            let watch = matches!(
+                k,
+                request::Kind::WatchHomeEvents(_) | request::Kind::WatchConfirmations(_)
+            );
+            let outcome = match &k {
+                request::Kind::WatchHomeEvents(w) => {
+                    crate::automation_serve::watch(&automation, role, request_id, w, writer)
+                }
+                request::Kind::WatchConfirmations(_) => {
+                    crate::automation_serve::watch_confirmations(
+                        &automation,
+                        role,
+                        request_id,
+                        writer,
+                    )
+                }
+                _ => match crate::automation_serve::handle(&automation, role, k) {
+                    Ok(kind) => writer
+                        .send(Envelope {
+                            request_id,
+                            body: Some(envelope::Body::Response(Response { kind: Some(kind) })),
+                            ..Envelope::default()
+                        })
+                        .map_err(|_| crate::automation::AutomationError::BadRequest("closed")),
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = outcome {
+                let mut responder = request.responder;
+                tokio::spawn(async move {
+                    let _ = responder.send_error(e.code(), &e.to_string()).await;
+                    responder.finish();
+                });
+                continue;
+            }
+            tokio::spawn(write_responses(
+                stream,
+                if watch {
+                    Kind::Subscription
+                } else {
+                    Kind::Single
+                },
+                request.responder,
+                responses,
+                service.clone(),
+            ));
+            continue;
+        }
         if let Some(envelope::Body::Request(tether_proto::v1::Request { kind: Some(k) })) =
             &request.envelope.body
             && tether_devices::DeviceManager::is_management(k)
@@ -166,6 +225,43 @@ pub(crate) async fn serve_session(
                 service.clone(),
             ));
             continue;
+        }
+        let hub_reads = role == tether_identity::Role::Hub
+            && matches!(
+                &request.envelope.body,
+                Some(envelope::Body::Request(tether_proto::v1::Request {
+                    kind: Some(request::Kind::GetSignals(_) | request::Kind::Subscribe(_))
+                }))
+            );
+        if hub_reads {
+            // R11, R28: the hub reads the car's state only while "car data
+            // to home" is on, and a subscription ends when it goes off.
+            let mut consent = automation.consent_watch();
+            if !*consent.borrow() {
+                let mut responder = request.responder;
+                tokio::spawn(async move {
+                    let _ = responder
+                        .send_error(ErrorCode::PermissionDenied, "car data to home is off")
+                        .await;
+                    responder.finish();
+                });
+                continue;
+            }
+            let subscription = matches!(
+                &request.envelope.body,
+                Some(envelope::Body::Request(tether_proto::v1::Request {
+                    kind: Some(request::Kind::Subscribe(_))
+                }))
+            );
+            let service = service.clone();
+            tokio::spawn(async move {
+                while subscription && consent.changed().await.is_ok() {
+                    if !*consent.borrow() {
+                        let _ = service.send(ServiceInput::Closed(stream));
+                        return;
+                    }
+                }
+            });
         }
         if service
             .send(ServiceInput::Request {

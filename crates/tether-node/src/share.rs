@@ -91,8 +91,9 @@ pub(crate) enum Gate {
     Forward,
     /// Out of scope: answer `PERMISSION_DENIED` with this message.
     Deny(&'static str),
-    /// A share request from a member: the node answers it.
-    Share(request::Kind),
+    /// A share request from a member: the node answers it. Boxed: a
+    /// request kind is large.
+    Share(Box<request::Kind>),
     /// The grant this session ran under has expired: close it.
     Expired,
 }
@@ -241,7 +242,7 @@ impl ShareRegistry {
         );
         let Some(grant_id) = grant else {
             return if share {
-                Gate::Share(kind.clone())
+                Gate::Share(Box::new(kind.clone()))
             } else {
                 Gate::Forward
             };

@@ -22,6 +22,11 @@
 
 pub use prost;
 
+/// The encoded `FileDescriptorSet` of every `.proto` file in package
+/// `tether.v1`, for tools that handle the messages by reflection (their JSON
+/// form, for instance).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tether.v1.fds"));
+
 /// Package `tether.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod v1 {

@@ -43,6 +43,7 @@
 //! # }
 //! ```
 
+mod automation;
 mod bindings;
 mod command_log;
 mod device_secrets;
@@ -56,6 +57,7 @@ mod shares;
 mod store;
 mod tickets;
 
+pub use automation::TaskRecord;
 pub use bindings::BindingRecord;
 pub use command_log::CommandRecord;
 pub use error::StoreError;

@@ -6,11 +6,11 @@ use crate::StoreError;
 
 /// The schema version this build writes; a database with a higher
 /// `user_version` is refused with [`StoreError::NewerSchema`].
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// `MIGRATIONS[i]` takes a database from version `i` to `i + 1`. Append only:
 /// a released step is never edited.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4, V5];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4, V5, V6];
 
 /// Version 1. Tables are STRICT so a value of the wrong type cannot be stored;
 /// single-row tables are pinned to `id = 1`.
@@ -120,6 +120,38 @@ CREATE TABLE share_invites (
 CREATE TABLE device_secrets (
     device_key BLOB PRIMARY KEY CHECK (length(device_key) = 32),
     secret BLOB NOT NULL CHECK (length(secret) = 32)
+) STRICT;
+";
+
+/// Super tasks (SPEC §18): each task in its protobuf form with its enabled
+/// flag and, when a device or place it names is gone, why it is broken; the
+/// last traces of each task (bounded by the caller); and the engine's
+/// durable snapshot (timers, place states, runs in flight). Nothing here
+/// holds a coordinate: places live in their own table on the head unit,
+/// and fixes are never stored (R10, R32).
+const V6: &str = "
+CREATE TABLE automation_tasks (
+    task_id INTEGER PRIMARY KEY CHECK (task_id > 0),
+    task BLOB NOT NULL,
+    enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+    broken TEXT
+) STRICT;
+
+CREATE TABLE automation_traces (
+    task_id INTEGER NOT NULL,
+    run_seq INTEGER NOT NULL,
+    trace BLOB NOT NULL,
+    PRIMARY KEY (task_id, run_seq)
+) STRICT;
+
+CREATE TABLE automation_places (
+    name TEXT PRIMARY KEY,
+    place BLOB NOT NULL
+) STRICT;
+
+CREATE TABLE automation_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    snapshot BLOB NOT NULL
 ) STRICT;
 ";
 

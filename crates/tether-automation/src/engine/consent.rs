@@ -81,7 +81,7 @@ impl Engine {
 
     /// Which places another node wants `{place, enter|leave}` events for
     /// (head unit only; the other node's engine says so with its
-    /// [`Subscription::Place`] outputs). Replaces the audience's set.
+    /// [`Subscription::Place`](crate::Subscription::Place) outputs). Replaces the audience's set.
     pub fn handle_remote_interest(
         &mut self,
         audience: Audience,

@@ -283,7 +283,7 @@ impl Engine {
             offset_min, place, ..
         } = t
         {
-            if offset_min.abs() > MAX_SUN_OFFSET_MIN {
+            if offset_min.unsigned_abs() > MAX_SUN_OFFSET_MIN.unsigned_abs() {
                 return Err(ValidationError::InvalidValue(
                     "a sun offset is at most 12 hours",
                 ));

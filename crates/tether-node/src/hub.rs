@@ -1,0 +1,412 @@
+//! The home hub: a member of the owner's account that runs the home's super
+//! tasks on its own devices. It asks the head unit for the place and
+//! vehicle events its tasks need, and gets `{place, enter|leave}` and
+//! vehicle events only, never a coordinate, and only while "car data to
+//! home" is on (R10, R11, R21; SPEC §18).
+//!
+//! The home's devices here are simulated ([`SimHome`]): lights, a porch
+//! light and a garage door, each with one boolean property. A real hub
+//! brings its own [`Actuator`](crate::Actuator).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tether_automation::{
+    ActionResult, Catalogue, Config, DeviceId, DeviceSpec, Effect, Place, PropertyId, PropertySpec,
+    Site, Value, ValueKind, wire,
+};
+use tether_discovery::Browser;
+use tether_identity::{Credentials, DeviceKey, EnrollmentGrant, EnrollmentRequest, Role};
+use tether_proto::v1::{self as pb, request, response};
+use tether_session::quic::{ClientSession, CloseCode, Connector};
+use tether_store::Store;
+use tokio::sync::OnceCell;
+use tracing::{debug, warn};
+
+use crate::NodeError;
+use crate::automation::{Actuator, AutomationHost, Clock, EffectFuture, Interest};
+use crate::automation_serve::permissions_of;
+use crate::config::{NodeConfig, random_bytes, unix_now};
+use crate::wire::lock;
+
+/// The one property of each simulated home device: on/off, or closed for
+/// the garage door (MIoT service 2, property 1).
+pub const HOME_SWITCH: PropertyId = PropertyId { siid: 2, piid: 1 };
+
+/// The home's simulated devices: `lights`, `porch` (power) and `garage`
+/// (closed), all booleans, all off/open at first.
+#[derive(Debug, Default)]
+pub struct SimHome {
+    state: Mutex<BTreeMap<DeviceId, Value>>,
+}
+
+impl SimHome {
+    /// The three devices, off (the garage open).
+    pub fn new() -> Self {
+        let state = ["lights", "porch", "garage"]
+            .into_iter()
+            .map(|name| (DeviceId::new(name), Value::Bool(false)))
+            .collect();
+        Self {
+            state: Mutex::new(state),
+        }
+    }
+
+    /// What tasks may name: each device's switch, readable and writable.
+    pub fn catalogue(&self) -> Catalogue {
+        let mut catalogue = Catalogue::new();
+        for device in lock(&self.state).keys() {
+            catalogue.add_device(
+                device.clone(),
+                DeviceSpec::default().property(
+                    HOME_SWITCH,
+                    PropertySpec {
+                        kind: ValueKind::Bool,
+                        readable: true,
+                        writable: true,
+                    },
+                ),
+            );
+        }
+        catalogue
+    }
+
+    /// A home with these devices, all off.
+    pub fn with_devices(names: &[&str]) -> Self {
+        Self {
+            state: Mutex::new(
+                names
+                    .iter()
+                    .map(|name| (DeviceId::new(*name), Value::Bool(false)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Sets a device's switch by hand (someone at home). Returns whether
+    /// the device exists.
+    pub fn set(&self, device: &str, on: bool) -> bool {
+        match lock(&self.state).get_mut(&DeviceId::new(device)) {
+            Some(slot) => {
+                *slot = Value::Bool(on);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Each device's switch now.
+    pub fn state(&self) -> BTreeMap<String, bool> {
+        lock(&self.state)
+            .iter()
+            .map(|(d, v)| (d.0.clone(), matches!(v, Value::Bool(true))))
+            .collect()
+    }
+}
+
+impl Actuator for SimHome {
+    fn perform(&self, effect: Effect) -> EffectFuture {
+        let result = match effect {
+            Effect::SetProperty {
+                device,
+                property,
+                value,
+            } => {
+                let mut state = lock(&self.state);
+                match state.get_mut(&device) {
+                    Some(slot) if property == HOME_SWITCH && matches!(value, Value::Bool(_)) => {
+                        *slot = value;
+                        ActionResult::Succeeded
+                    }
+                    Some(_) => ActionResult::Failed("no such property".into()),
+                    None => ActionResult::Failed("no such device in this home".into()),
+                }
+            }
+            Effect::DeviceAction { .. } => ActionResult::Failed("no actions in this home".into()),
+            Effect::Vehicle { .. } => {
+                ActionResult::Failed("the hub does not command the car".into())
+            }
+            // The hub has no screen: a notification is the phone's job.
+            Effect::App(_) => ActionResult::Failed("no app on the hub".into()),
+        };
+        Box::pin(async move { result })
+    }
+}
+
+/// A home hub. Create with [`Hub::open`], enroll once, then
+/// [`Hub::start`] and [`Hub::connect`] to the car.
+pub struct Hub {
+    config: NodeConfig,
+    store: Arc<Mutex<Store>>,
+    key_pkcs8: Vec<u8>,
+    credentials: Mutex<Option<Arc<Credentials>>>,
+    connector: OnceCell<Connector>,
+    home: Arc<SimHome>,
+    automation: Mutex<Option<Arc<AutomationHost>>>,
+    link: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    watching: Arc<Mutex<Interest>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// Opens (or creates) the hub's state with the default simulated home
+    /// ([`SimHome::new`]); its device key is generated on first use and
+    /// never leaves it.
+    pub fn open(config: NodeConfig) -> Result<Self, NodeError> {
+        Self::open_with_home(config, SimHome::new())
+    }
+
+    /// As [`Hub::open`], with these home devices.
+    pub fn open_with_home(config: NodeConfig, home: SimHome) -> Result<Self, NodeError> {
+        let mut store = config.open_store()?;
+        let credentials = store.load_identity()?.map(Arc::new);
+        let key = match store.load_device_key()? {
+            Some(key) => key,
+            None => {
+                let key = DeviceKey::generate()?;
+                store.save_device_key(&key)?;
+                key
+            }
+        };
+        Ok(Self {
+            config,
+            store: Arc::new(Mutex::new(store)),
+            key_pkcs8: key.pkcs8().to_vec(),
+            credentials: Mutex::new(credentials),
+            connector: OnceCell::new(),
+            home: Arc::new(home),
+            automation: Mutex::new(None),
+            link: Mutex::new(None),
+            watching: Arc::new(Mutex::new(Interest::default())),
+        })
+    }
+
+    /// The request to hand to the account authority (the owner's phone).
+    pub fn enrollment_request(&self) -> Result<EnrollmentRequest, NodeError> {
+        let key = DeviceKey::from_pkcs8(&self.key_pkcs8)?;
+        Ok(key.enrollment_request(Role::Hub, random_bytes()?))
+    }
+
+    /// Accepts the authority's grant, checks it and stores it.
+    pub fn complete_enrollment(&self, grant: &EnrollmentGrant) -> Result<(), NodeError> {
+        let key = DeviceKey::from_pkcs8(&self.key_pkcs8)?;
+        let credentials = Credentials::from_grant(key, grant, unix_now())?;
+        if credentials.role() != Role::Hub {
+            return Err(NodeError::UnexpectedPeer("grant is not for a hub"));
+        }
+        lock(&self.store).save_identity(&credentials)?;
+        *lock(&self.credentials) = Some(Arc::new(credentials));
+        Ok(())
+    }
+
+    /// The home's devices.
+    pub fn home(&self) -> Arc<SimHome> {
+        self.home.clone()
+    }
+
+    /// Starts the hub's super tasks (stored tasks come back) on `clock`.
+    /// Must be called inside a tokio runtime.
+    pub fn start(&self, clock: Clock) -> Result<Arc<AutomationHost>, NodeError> {
+        let mut slot = lock(&self.automation);
+        if let Some(host) = slot.as_ref() {
+            return Ok(host.clone());
+        }
+        let host = AutomationHost::open(
+            Config {
+                site: Site::Hub,
+                ..Config::default()
+            },
+            self.home.catalogue(),
+            permissions_of(Role::Phone),
+            self.store.clone(),
+            self.home.clone(),
+            clock,
+        )?;
+        let _timers = host.spawn_timers();
+        *slot = Some(host.clone());
+        Ok(host)
+    }
+
+    /// The hub's super tasks, once started. Tasks are created here by the
+    /// owner (the hub's app), or accepted from a shared template.
+    pub fn automation(&self) -> Result<Arc<AutomationHost>, NodeError> {
+        lock(&self.automation)
+            .clone()
+            .ok_or(NodeError::State("not started"))
+    }
+
+    /// Names a place the car's geofences know, so tasks may use it (the
+    /// hub gets only its enter and leave events). `place` may carry the
+    /// home's own location for sun times, or no shape.
+    pub fn define_place(&self, place: Place) -> Result<(), NodeError> {
+        Ok(self.automation()?.define_place(place)?)
+    }
+
+    /// Finds the car of this account on the LAN (at most `timeout`).
+    pub async fn discover_car(&self, timeout: Duration) -> Result<SocketAddr, NodeError> {
+        let credentials = lock(&self.credentials)
+            .clone()
+            .ok_or(NodeError::NotEnrolled)?;
+        let group = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
+        let mut browser = Browser::start(vec![group.discovery_key()], self.config.interfaces)?;
+        let result = browser.find_first(timeout).await;
+        let _ = browser.shutdown().await;
+        let resolved = result?;
+        let ip = *resolved
+            .addresses
+            .first()
+            .ok_or(NodeError::UnexpectedResponse("advert without an address"))?;
+        Ok(SocketAddr::new(ip, resolved.port))
+    }
+
+    /// Opens a session to the car and follows the place and vehicle events
+    /// the hub's tasks need, re-asking whenever that need changes. The
+    /// car's "car data to home" switch is mirrored: while it is off, tasks
+    /// that read car data are disabled by consent (R11).
+    pub async fn connect(&self, car: SocketAddr) -> Result<(), NodeError> {
+        let host = self.automation()?;
+        let credentials = lock(&self.credentials)
+            .clone()
+            .ok_or(NodeError::NotEnrolled)?;
+        let connector = self
+            .connector
+            .get_or_try_init(|| async {
+                Connector::new(
+                    SocketAddr::new(self.config.bind_ip, 0),
+                    credentials,
+                    self.config.session.clone(),
+                )
+            })
+            .await?;
+        let session = connector.connect(car).await?;
+        if session.peer().certificate.role != Role::Vehicle {
+            session.close(CloseCode::Normal, "not a vehicle");
+            return Err(NodeError::UnexpectedPeer("the peer is not a vehicle"));
+        }
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(follow(session, host, self.watching.clone(), ready_tx));
+        if let Some(old) = lock(&self.link).replace(task) {
+            old.abort();
+        }
+        ready_rx
+            .await
+            .map_err(|_| NodeError::UnexpectedResponse("the car ended the home events"))?
+    }
+
+    /// What the car has acknowledged the hub is watching (its first answer
+    /// to the latest `WatchHomeEvents`).
+    pub fn watching(&self) -> Interest {
+        lock(&self.watching).clone()
+    }
+
+    /// Stops following the car.
+    pub fn disconnect(&self) {
+        if let Some(task) = lock(&self.link).take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.disconnect();
+    }
+}
+
+fn watch_request(interest: &Interest) -> pb::Envelope {
+    crate::wire::request(request::Kind::WatchHomeEvents(pb::WatchHomeEvents {
+        places: interest.places.iter().map(|p| p.0.clone()).collect(),
+        vehicle_events: interest.vehicle,
+    }))
+}
+
+/// Follows the car's home events until the session ends. `ready` gets the
+/// outcome of the first watch.
+async fn follow(
+    session: ClientSession,
+    host: Arc<AutomationHost>,
+    watching: Arc<Mutex<Interest>>,
+    ready: tokio::sync::oneshot::Sender<Result<(), NodeError>>,
+) {
+    let mut ready = Some(ready);
+    loop {
+        let interest = host.interest();
+        let changed = host.interest_changed();
+        tokio::pin!(changed);
+        let mut stream = match session.request(watch_request(&interest)).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(e.into()));
+                }
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = &mut changed => {
+                    stream.cancel();
+                    break;
+                }
+                next = stream.next() => {
+                    let reply = match next {
+                        Ok(Some(reply)) => reply,
+                        Ok(None) => {
+                            debug!("the car ended the home events");
+                            return;
+                        }
+                        Err(e) => {
+                            if let Some(ready) = ready.take() {
+                                let _ = ready.send(Err(e.into()));
+                            } else {
+                                warn!(error = %e, "home events from the car stopped");
+                            }
+                            return;
+                        }
+                    };
+                    match crate::wire::answer(reply) {
+                        Ok(response::Kind::ConsentState(state)) => {
+                            *lock(&watching) = interest.clone();
+                            host.set_car_data_to_home(state.car_data_to_home);
+                            if let Some(ready) = ready.take() {
+                                let _ = ready.send(Ok(()));
+                            }
+                        }
+                        Ok(response::Kind::HomeEvent(event)) => apply(&host, event),
+                        Ok(_) => warn!("an unexpected answer to WatchHomeEvents"),
+                        Err(e) => {
+                            if let Some(ready) = ready.take() {
+                                let _ = ready.send(Err(e));
+                            } else {
+                                warn!(error = %e, "the car refused home events");
+                            }
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn apply(host: &Arc<AutomationHost>, event: pb::HomeEvent) {
+    match wire::home_event_from_proto(event) {
+        Ok(wire::HomeEvent::Place { place, transition }) => {
+            let _ = host.handle_place_event(&place, transition);
+        }
+        Ok(wire::HomeEvent::Vehicle(event)) => {
+            let _ = host.handle_vehicle_event(event);
+        }
+        Ok(wire::HomeEvent::Consent { car_data_to_home }) => {
+            host.set_car_data_to_home(car_data_to_home);
+        }
+        Err(e) => warn!(error = %e, "a home event the hub cannot read"),
+    }
+}

@@ -1,0 +1,676 @@
+//! Super tasks across car and home over real sessions (issue 5; SPEC §18):
+//! the head unit evaluates geofences from the car's fixes and sends the hub
+//! only `{place, enter|leave}` (R10, R21, R32); the "car data to home"
+//! switch stops car events to the hub from the next event on (R11, R28);
+//! tasks, their enabled state, traces and pending delays survive a restart,
+//! and a task whose device is gone is reported broken, not dropped; the
+//! automation requests are role-checked.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tether_automation::{
+    Action, Condition, DeviceId, Fix, LatLon, Outcome, Place, PlaceId, Task, TaskId, Transition,
+    Trigger, Value, VehicleCommand, VehicleEvent,
+};
+use tether_identity::{Credentials, DeviceKey, Role};
+use tether_node::{
+    AutomationHost, Clock, HOME_SWITCH, HeadUnit, Hub, NodeConfig, NodeError, Phone, TaskState,
+    owner_permissions, unix_now,
+};
+use tether_proto::v1::{self as pb, envelope, request, response};
+use tether_session::quic::Connector;
+
+/// Made-up coordinates with digits that show up if they leak.
+const HOME: LatLon = LatLon::new(47.376_887, 8.541_694);
+const START_MS: u64 = 1_790_000_000_000;
+
+fn home() -> PlaceId {
+    PlaceId::new("home")
+}
+
+fn set(device: &str, on: bool) -> Action {
+    Action::SetProperty {
+        device: DeviceId::new(device),
+        property: HOME_SWITCH,
+        value: Value::Bool(on),
+    }
+}
+
+fn leave_task() -> Task {
+    Task::new(TaskId(0), "leaving: all off")
+        .trigger(Trigger::Place {
+            place: home(),
+            transition: Transition::Leave,
+        })
+        .action(set("lights", false))
+        .declare_inputs()
+}
+
+fn fix_north(metres: f64) -> Fix {
+    Fix::new(HOME.lat + metres / 111_320.0, HOME.lon, 8.0)
+}
+
+/// An owner, a car on a manual clock with the place "home", and a hub
+/// following the car.
+async fn setup() -> (
+    Phone,
+    HeadUnit,
+    Hub,
+    Arc<AutomationHost>,
+    Arc<AutomationHost>,
+) {
+    let owner = Phone::open(NodeConfig::default()).unwrap();
+    owner.create_account().unwrap();
+    let car = HeadUnit::open(NodeConfig::default()).unwrap();
+    car.complete_enrollment(
+        &owner
+            .enroll_device(&car.enrollment_request().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    car.use_manual_clock(START_MS);
+    let address = car.start().await.unwrap();
+    let car_tasks = car.automation().await.unwrap();
+    car_tasks
+        .define_place(Place::circle("home", HOME, 150.0))
+        .unwrap();
+    let hub = Hub::open(NodeConfig::default()).unwrap();
+    hub.complete_enrollment(
+        &owner
+            .enroll_device(&hub.enrollment_request().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let hub_tasks = hub.start(Clock::manual(START_MS)).unwrap();
+    hub.define_place(Place::named("home")).unwrap();
+    hub.connect(address).await.unwrap();
+    (owner, car, hub, car_tasks, hub_tasks)
+}
+
+/// Whether the car has acknowledged the hub's current need of events.
+fn following(hub: &Hub, tasks: &AutomationHost) -> bool {
+    let wanted = tasks.interest();
+    wanted.places.contains(&home()) && hub.watching() == wanted
+}
+
+/// Moves both clocks to `at_ms`, hands the car `fix`, waits for actions.
+async fn drive(car: &Arc<AutomationHost>, hub: &Arc<AutomationHost>, at_ms: u64, fix: Fix) {
+    hub.advance_clock(at_ms).await;
+    car.advance_clock(at_ms).await;
+    let _ = car.handle_fix(fix);
+    car.idle(Duration::from_secs(2)).await;
+    hub.idle(Duration::from_secs(2)).await;
+}
+
+async fn until(mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..150 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+/// A leave: inside, then far out for longer than the dwell (30 s).
+async fn leave_home(car: &Arc<AutomationHost>, hub: &Arc<AutomationHost>, from_ms: u64) {
+    drive(car, hub, from_ms, fix_north(0.0)).await;
+    for (i, m) in [600.0, 900.0, 1200.0, 1500.0].into_iter().enumerate() {
+        drive(car, hub, from_ms + 20_000 * (i as u64 + 1), fix_north(m)).await;
+    }
+}
+
+/// Every encoding of a coordinate we can think of.
+fn coordinate_needles() -> Vec<(String, Vec<u8>)> {
+    let mut needles = Vec::new();
+    for (what, v) in [("lat", HOME.lat), ("lon", HOME.lon)] {
+        needles.push((format!("{what} f64 le"), v.to_le_bytes().to_vec()));
+        needles.push((format!("{what} f64 be"), v.to_be_bytes().to_vec()));
+        needles.push((format!("{what} f32 le"), (v as f32).to_le_bytes().to_vec()));
+        needles.push((format!("{what} f32 be"), (v as f32).to_be_bytes().to_vec()));
+        let e7 = (v * 1e7).round() as i32;
+        needles.push((format!("{what} e7 le"), e7.to_le_bytes().to_vec()));
+        for digits in 2..=6 {
+            needles.push((
+                format!("{what} text .{digits}"),
+                format!("{v:.digits$}").into_bytes(),
+            ));
+        }
+    }
+    needles
+}
+
+fn leaks(bytes: &[u8]) -> Vec<String> {
+    coordinate_needles()
+        .into_iter()
+        .filter(|(_, n)| bytes.windows(n.len()).any(|w| w == n.as_slice()))
+        .map(|(what, _)| what)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r10_r21_r32_wire_taint_hub_and_phone_never_receive_a_coordinate() {
+    let (owner, car, hub, car_tasks, hub_tasks) = setup().await;
+    // A second watcher with the hub's role records every byte the car
+    // sends a hub.
+    let key = DeviceKey::generate().unwrap();
+    let grant = owner
+        .enroll_device(&key.enrollment_request(Role::Hub, [7; 16]))
+        .unwrap();
+    let credentials = Arc::new(Credentials::from_grant(key, &grant, unix_now()).unwrap());
+    let connector = Connector::new(
+        "127.0.0.1:0".parse().unwrap(),
+        credentials,
+        Default::default(),
+    )
+    .unwrap();
+    let address = car.address().await.unwrap();
+    let tap = connector.connect(address).await.unwrap();
+    let mut watch = tap
+        .request(pb::Envelope {
+            body: Some(envelope::Body::Request(pb::Request {
+                kind: Some(request::Kind::WatchHomeEvents(pb::WatchHomeEvents {
+                    places: vec!["home".into()],
+                    vehicle_events: true,
+                })),
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let link = owner.connect(address).await.unwrap();
+    assert!(link.set_car_data_to_home(true).await.unwrap());
+    hub_tasks
+        .create(leave_task(), true, &owner_permissions())
+        .unwrap();
+    let car_task = link
+        .create_task(
+            &Task::new(TaskId(0), "parked at home: lock")
+                .trigger(Trigger::Vehicle(VehicleEvent::Parked))
+                .condition(Condition::Place {
+                    place: home(),
+                    inside: true,
+                })
+                .action(Action::Vehicle(VehicleCommand::Lock))
+                .declare_inputs(),
+            true,
+        )
+        .await
+        .unwrap();
+    let home_state = hub.home();
+    home_state.set("lights", true);
+    assert!(until(|| following(&hub, &hub_tasks)).await);
+
+    // The planted location: fixes at home, then away and back.
+    let _ = car_tasks.handle_vehicle_event(VehicleEvent::Driving);
+    leave_home(&car_tasks, &hub_tasks, START_MS).await;
+    assert!(until(|| !home_state.state()["lights"]).await);
+    for (i, m) in [900.0, 400.0, 50.0, 0.0, 0.0, 0.0].into_iter().enumerate() {
+        drive(
+            &car_tasks,
+            &hub_tasks,
+            START_MS + 200_000 + 20_000 * i as u64,
+            fix_north(m),
+        )
+        .await;
+    }
+    let _ = car_tasks.handle_vehicle_event(VehicleEvent::Parked);
+    car_tasks.idle(Duration::from_secs(2)).await;
+
+    // Everything the phone can ask about tasks.
+    let mut phone_bytes = Vec::new();
+    for kind in [
+        request::Kind::ListTasks(pb::ListTasks {}),
+        request::Kind::GetTraces(pb::GetTraces {
+            task_id: car_task.task.id.0,
+            limit: 0,
+        }),
+        request::Kind::ShareTask(pb::ShareTask {
+            task_id: car_task.task.id.0,
+            nickname: "Sam".into(),
+        }),
+    ] {
+        let reply = link
+            .session()
+            .call(pb::Envelope {
+                body: Some(envelope::Body::Request(pb::Request { kind: Some(kind) })),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(reply.body, Some(envelope::Body::Response(_))),
+            "{reply:?}"
+        );
+        phone_bytes.extend(reply.encode_to_vec());
+    }
+    let traces = link.task_traces(car_task.task.id.0, 0).await.unwrap();
+    assert!(
+        traces.iter().any(|t| t.outcome == Outcome::Completed),
+        "the car's task ran: {traces:?}"
+    );
+
+    // What the hub's tap received.
+    let mut hub_bytes = Vec::new();
+    let mut places = Vec::new();
+    while let Ok(Ok(Some(reply))) =
+        tokio::time::timeout(Duration::from_millis(300), watch.next()).await
+    {
+        hub_bytes.extend(reply.encode_to_vec());
+        if let Some(envelope::Body::Response(pb::Response {
+            kind: Some(response::Kind::HomeEvent(event)),
+        })) = reply.body
+        {
+            places.push(event);
+        }
+    }
+    assert!(
+        places
+            .iter()
+            .any(|e| matches!(e.kind, Some(pb::home_event::Kind::Place(_)))),
+        "the hub's tap saw the place events: {places:?}"
+    );
+    assert_eq!(leaks(&hub_bytes), Vec::<String>::new(), "hub");
+    assert_eq!(leaks(&phone_bytes), Vec::<String>::new(), "phone");
+    // And the store of the car keeps no fix (R32): only the place.
+    link.close();
+    hub.disconnect();
+    car.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r11_r28_car_data_to_home_off_stops_events_from_the_next_one_and_on_resumes() {
+    let (owner, car, hub, car_tasks, hub_tasks) = setup().await;
+    let link = owner.connect(car.address().await.unwrap()).await.unwrap();
+    // Off by default (R27): the hub's task waits for consent.
+    let leave = hub_tasks
+        .create(leave_task(), true, &owner_permissions())
+        .unwrap();
+    assert_eq!(leave.state, TaskState::DisabledByConsent);
+    assert!(link.set_car_data_to_home(true).await.unwrap());
+    assert!(until(|| hub_tasks.get(leave.task.id.0).unwrap().state == TaskState::Active).await);
+    assert!(until(|| following(&hub, &hub_tasks)).await);
+    let home_state = hub.home();
+    home_state.set("lights", true);
+    leave_home(&car_tasks, &hub_tasks, START_MS).await;
+    assert!(until(|| !home_state.state()["lights"]).await);
+    let runs_before = hub_tasks.traces(leave.task.id.0, 0).unwrap();
+    assert!(runs_before.iter().any(|t| t.outcome == Outcome::Completed));
+
+    // Off: the hub's task is disabled by consent; the car comes home and
+    // leaves again, and the hub hears nothing.
+    assert!(!link.set_car_data_to_home(false).await.unwrap());
+    assert!(
+        until(|| hub_tasks.get(leave.task.id.0).unwrap().state == TaskState::DisabledByConsent)
+            .await
+    );
+    home_state.set("lights", true);
+    for (i, m) in [0.0, 0.0, 0.0].into_iter().enumerate() {
+        drive(
+            &car_tasks,
+            &hub_tasks,
+            START_MS + 300_000 + 20_000 * i as u64,
+            fix_north(m),
+        )
+        .await;
+    }
+    leave_home(&car_tasks, &hub_tasks, START_MS + 400_000).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(home_state.state()["lights"], "no event reached the hub");
+    let runs_now = hub_tasks.traces(leave.task.id.0, 0).unwrap();
+    assert!(
+        runs_now.iter().all(|t| t.outcome != Outcome::Running),
+        "{runs_now:?}"
+    );
+    assert_eq!(
+        runs_now
+            .iter()
+            .filter(|t| t.outcome == Outcome::Completed)
+            .count(),
+        runs_before
+            .iter()
+            .filter(|t| t.outcome == Outcome::Completed)
+            .count(),
+        "earlier runs stay, no new one"
+    );
+
+    // On again: the next leave reaches the hub.
+    assert!(link.set_car_data_to_home(true).await.unwrap());
+    assert!(until(|| hub_tasks.get(leave.task.id.0).unwrap().state == TaskState::Active).await);
+    assert!(until(|| following(&hub, &hub_tasks)).await);
+    for (i, m) in [0.0, 0.0, 0.0].into_iter().enumerate() {
+        drive(
+            &car_tasks,
+            &hub_tasks,
+            START_MS + 600_000 + 20_000 * i as u64,
+            fix_north(m),
+        )
+        .await;
+    }
+    leave_home(&car_tasks, &hub_tasks, START_MS + 700_000).await;
+    assert!(until(|| !home_state.state()["lights"]).await);
+    link.close();
+    hub.disconnect();
+    car.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_traces_and_a_pending_delay_survive_a_restart_and_a_gone_device_is_reported_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = NodeConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..NodeConfig::default()
+    };
+    let owner = Phone::open(NodeConfig::default()).unwrap();
+    owner.create_account().unwrap();
+    let (porch_task, garage_task) = {
+        let hub = Hub::open(config.clone()).unwrap();
+        hub.complete_enrollment(
+            &owner
+                .enroll_device(&hub.enrollment_request().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        let tasks = hub.start(Clock::manual(START_MS)).unwrap();
+        // "Porch light on for ten minutes", run by hand.
+        let porch = tasks
+            .create(
+                Task::new(TaskId(0), "porch for ten minutes")
+                    .trigger(Trigger::Manual)
+                    .action(set("porch", true))
+                    .action(Action::Delay { ms: 600_000 })
+                    .action(set("porch", false))
+                    .declare_inputs(),
+                true,
+                &owner_permissions(),
+            )
+            .unwrap();
+        let garage = tasks
+            .create(
+                Task::new(TaskId(0), "close the garage")
+                    .trigger(Trigger::Manual)
+                    .action(set("garage", true))
+                    .declare_inputs(),
+                false,
+                &owner_permissions(),
+            )
+            .unwrap();
+        assert_ne!(tasks.run(porch.task.id.0).unwrap(), 0);
+        tasks.idle(Duration::from_secs(2)).await;
+        assert!(hub.home().state()["porch"]);
+        tasks.advance_clock(START_MS + 60_000).await;
+        (porch.task.id.0, garage.task.id.0)
+        // The hub goes down with the delay pending.
+    };
+    let hub = Hub::open(config.clone()).unwrap();
+    let tasks = hub.start(Clock::manual(START_MS + 120_000)).unwrap();
+    assert_eq!(tasks.restore_note(), None);
+    let listed = tasks.list();
+    assert_eq!(listed.len(), 2);
+    let garage = listed.iter().find(|t| t.task.id.0 == garage_task).unwrap();
+    assert!(!garage.enabled);
+    assert_eq!(garage.state, TaskState::Disabled);
+    let traces = tasks.traces(porch_task, 0).unwrap();
+    assert_eq!(traces.len(), 1, "{traces:?}");
+    assert_eq!(traces[0].outcome, Outcome::Running);
+    // The delay ends after the restart: the porch goes off (this home's
+    // simulated porch starts off, so it is switched on first by hand).
+    hub.home().set("porch", true);
+    tasks.advance_clock(START_MS + 700_000).await;
+    tasks.idle(Duration::from_secs(2)).await;
+    assert!(!hub.home().state()["porch"], "the pending delay ran");
+    let traces = tasks.traces(porch_task, 0).unwrap();
+    assert_eq!(traces.last().unwrap().outcome, Outcome::Completed);
+
+    // The garage door is unbound: its task is broken, kept and says why,
+    // across another restart.
+    assert_eq!(
+        tasks.device_gone(&DeviceId::new("garage")).unwrap(),
+        vec![garage_task]
+    );
+    drop(tasks);
+    drop(hub);
+    let hub = Hub::open(config).unwrap();
+    let tasks = hub.start(Clock::manual(START_MS + 800_000)).unwrap();
+    let garage = tasks.get(garage_task).unwrap();
+    assert!(
+        matches!(&garage.state, TaskState::Broken(why) if why.contains("garage")),
+        "{:?}",
+        garage.state
+    );
+    assert!(matches!(
+        tasks.run(garage_task),
+        Err(tether_node::AutomationError::Engine(_))
+    ));
+}
+
+/// A raw session with a hub's certificate of `owner`'s account.
+async fn hub_session(
+    owner: &Phone,
+    address: std::net::SocketAddr,
+) -> tether_session::quic::ClientSession {
+    let key = DeviceKey::generate().unwrap();
+    let grant = owner
+        .enroll_device(&key.enrollment_request(Role::Hub, [5; 16]))
+        .unwrap();
+    Connector::new(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(Credentials::from_grant(key, &grant, unix_now()).unwrap()),
+        Default::default(),
+    )
+    .unwrap()
+    .connect(address)
+    .await
+    .unwrap()
+}
+
+fn request_of(kind: request::Kind) -> pb::Envelope {
+    pb::Envelope {
+        body: Some(envelope::Body::Request(pb::Request { kind: Some(kind) })),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r11_a_hub_reads_car_signals_only_while_car_data_to_home_is_on() {
+    let (owner, car, hub, _car_tasks, _hub_tasks) = setup().await;
+    let address = car.address().await.unwrap();
+    let session = hub_session(&owner, address).await;
+    let subscribe = || {
+        request_of(request::Kind::Subscribe(pb::Subscribe {
+            paths: vec![tether_control::signals::BATTERY_STATE_OF_CHARGE.into()],
+        }))
+    };
+    // Off by default (R27): refused.
+    assert!(session.call(subscribe()).await.is_err());
+    let link = owner.connect(address).await.unwrap();
+    assert!(link.set_car_data_to_home(true).await.unwrap());
+    let mut stream = session.request(subscribe()).await.unwrap();
+    assert!(stream.next().await.unwrap().is_some(), "current values");
+    // Off: the live subscription ends, and a new read is refused.
+    assert!(!link.set_car_data_to_home(false).await.unwrap());
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.next().await {
+                Ok(Some(_)) => continue,
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the hub's subscription ended");
+    assert!(session.call(subscribe()).await.is_err());
+    link.close();
+    hub.disconnect();
+    car.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automation_requests_are_role_checked_r23() {
+    let (owner, car, hub, _car_tasks, _hub_tasks) = setup().await;
+    let address = car.address().await.unwrap();
+    // A hub may watch home events but not create tasks on the car.
+    let key = DeviceKey::generate().unwrap();
+    let grant = owner
+        .enroll_device(&key.enrollment_request(Role::Hub, [9; 16]))
+        .unwrap();
+    let hub_session = Connector::new(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(Credentials::from_grant(key, &grant, unix_now()).unwrap()),
+        Default::default(),
+    )
+    .unwrap()
+    .connect(address)
+    .await
+    .unwrap();
+    let create = |kind| pb::Envelope {
+        body: Some(envelope::Body::Request(pb::Request { kind: Some(kind) })),
+        ..Default::default()
+    };
+    let denied = |reply: Result<pb::Envelope, tether_session::quic::SessionError>| {
+        matches!(
+            reply,
+            Err(tether_session::quic::SessionError::Remote { code, .. })
+                if code == pb::ErrorCode::PermissionDenied
+        )
+    };
+    let reply = hub_session
+        .call(create(request::Kind::CreateTask(pb::CreateTask {
+            task: Some(tether_automation::wire::task_to_proto(&leave_task())),
+            enabled: true,
+        })))
+        .await;
+    assert!(denied(reply), "a hub may not create tasks on the car");
+    let reply = hub_session
+        .call(create(request::Kind::SetCarDataToHome(
+            pb::SetCarDataToHome { on: true },
+        )))
+        .await;
+    assert!(denied(reply), "a hub may not flip the owner's switch");
+
+    // The phone may not watch home events; it may create tasks, and a task
+    // naming an unknown signal is refused with a clear error.
+    let link = owner.connect(address).await.unwrap();
+    let mut stream = link
+        .session()
+        .request(create(request::Kind::WatchHomeEvents(
+            pb::WatchHomeEvents {
+                places: vec!["home".into()],
+                vehicle_events: false,
+            },
+        )))
+        .await
+        .unwrap();
+    match stream.next().await {
+        Err(tether_session::quic::SessionError::Remote { code, .. }) => {
+            assert_eq!(code, pb::ErrorCode::PermissionDenied)
+        }
+        other => panic!("a phone watched home events: {other:?}"),
+    }
+    let bad = Task::new(TaskId(0), "bad")
+        .trigger(Trigger::Signal {
+            path: "Vehicle.NoSuchSignal".into(),
+            change: tether_automation::Change::Any,
+            hold_ms: 0,
+        })
+        .action(Action::Vehicle(VehicleCommand::Lock))
+        .declare_inputs();
+    match link.create_task(&bad, true).await {
+        Err(NodeError::Control(e)) => {
+            assert!(e.to_string().contains("NoSuchSignal"), "{e}")
+        }
+        other => panic!("an unknown signal was accepted: {other:?}"),
+    }
+    // The position is not a signal a task may name (R10, R32).
+    let position = Task::new(TaskId(0), "where")
+        .trigger(Trigger::Signal {
+            path: "Vehicle.CurrentLocation".into(),
+            change: tether_automation::Change::Any,
+            hold_ms: 0,
+        })
+        .action(Action::Vehicle(VehicleCommand::Lock))
+        .declare_inputs();
+    assert!(link.create_task(&position, true).await.is_err());
+    assert!(link.list_tasks().await.unwrap().is_empty());
+    link.close();
+    hub.disconnect();
+    car.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r23_a_task_unlocks_only_parked_and_after_the_owner_confirms_on_the_phone() {
+    let (owner, car, hub, car_tasks, _hub_tasks) = setup().await;
+    let link = owner.connect(car.address().await.unwrap()).await.unwrap();
+    let unlock = link
+        .create_task(
+            &Task::new(TaskId(0), "open up")
+                .trigger(Trigger::Manual)
+                .action(Action::Vehicle(VehicleCommand::Unlock))
+                .declare_inputs(),
+            true,
+        )
+        .await
+        .unwrap();
+    let id = unlock.task.id.0;
+    let mut questions = link.watch_confirmations().await.unwrap();
+    let _ = car_tasks.handle_vehicle_event(VehicleEvent::Parked);
+
+    // Parked, and the owner says yes: the car unlocks once.
+    assert_ne!(link.run_task(id).await.unwrap(), 0);
+    let question = questions.next().await.unwrap().unwrap();
+    assert!(!question.withdrawn);
+    assert_eq!(question.task_id, id);
+    assert_eq!(question.command, Some(VehicleCommand::Unlock));
+    link.answer_confirmation(question.id, true).await.unwrap();
+    assert!(questions.next().await.unwrap().unwrap().withdrawn);
+    car_tasks.idle(Duration::from_secs(2)).await;
+    assert!(until_async(&car, |e| e.unlock == 1).await);
+    // An answered question cannot be answered again.
+    assert!(link.answer_confirmation(question.id, true).await.is_err());
+
+    // The owner says no: nothing happens.
+    assert_ne!(link.run_task(id).await.unwrap(), 0);
+    let question = questions.next().await.unwrap().unwrap();
+    link.answer_confirmation(question.id, false).await.unwrap();
+    car_tasks.idle(Duration::from_secs(2)).await;
+
+    // Driving: the task does not even ask.
+    let _ = car_tasks.handle_vehicle_event(VehicleEvent::Driving);
+    let _ = link.run_task(id).await.unwrap();
+    car_tasks.idle(Duration::from_secs(2)).await;
+    assert_eq!(car.executions().await.unwrap().unlock, 1);
+    let traces = link.task_traces(id, 0).await.unwrap();
+    let results: Vec<_> = traces
+        .iter()
+        .map(|t| t.steps.last().map(|s| s.result.clone()))
+        .collect();
+    use tether_automation::StepResult;
+    assert_eq!(
+        results,
+        [
+            Some(StepResult::Succeeded),
+            Some(StepResult::Declined),
+            Some(StepResult::NotParked)
+        ],
+        "{traces:#?}"
+    );
+    questions.cancel();
+    link.close();
+    hub.disconnect();
+    car.shutdown().await.unwrap();
+}
+
+async fn until_async(car: &HeadUnit, check: impl Fn(tether_node::Executions) -> bool) -> bool {
+    for _ in 0..150 {
+        if check(car.executions().await.unwrap()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
