@@ -15,7 +15,12 @@ account as a co-user (status only), and revokes the share. Last, it manages
 a lamp bound to the account through the car (SPEC 16): lists it under an
 opaque handle, sets its brightness and reads it back, toggles it, renames
 and reorders it, sees an out-of-range write refused as a typed error, and
-unbinds it.
+unbinds it. Then super tasks on the car (SPEC 18): it switches "car data to
+home" on, installs "when parked, lock" from `tether.v1.Task` bytes encoded
+by hand below, lists it, runs it and reads its trace, shares it as a
+template and installs the template back, has the car park so that an
+unlock task asks the owner first (a Python callback hears the question;
+one answer declines, the next confirms, R23), and switches the consent off.
 
 The head unit comes from one of two places:
   --host self   (default) started here through the bindings as well;
@@ -24,8 +29,10 @@ The head unit comes from one of two places:
                 then reads `DEVICE? <hex>` (a lamp's EnrollmentRequest) and
                 answers `DEVICE-GRANT <hex>` (the phone, as the account
                 authority, certifies the lamp); the parent binds that lamp
-                to the head unit, scans for it, and writes `STARTED`. This
-                is how `cargo test` drives it (tests/tests/ffi_python.rs).
+                to the head unit, scans for it, and writes `STARTED`. Later
+                the script writes `PARK?` and the parent reports "parked"
+                to the car's tasks and answers `PARKED`. This is how
+                `cargo test` drives it (tests/tests/ffi_python.rs).
 
 With --host self there is no bound lamp: the bindings have no device node,
 so the device step checks the head unit's own screen instead (an offline
@@ -152,6 +159,12 @@ class StdioHost:
         print("DEVICE-GRANT " + phone.enroll_device(lamp_request).hex(), flush=True)
         self._read("STARTED")
 
+    async def park(self):
+        """The parent reports "parked" to the car's tasks."""
+        print("PARK?", flush=True)
+        self._read("PARKED")
+        return True
+
     async def shutdown(self):
         pass
 
@@ -162,11 +175,17 @@ class SelfHost:
     bound_lamp = False
 
     def __init__(self, tether, settings):
+        self.tether = tether
         self.car = tether.HeadUnit.open(settings, None)
 
     async def enroll(self, phone):
         self.car.complete_enrollment(phone.enroll_device(self.car.enrollment_request()))
         await self.car.start()
+
+    async def park(self):
+        """What the vehicle app does when the car shifts into park: True
+        if a task uses the event."""
+        return await self.car.report_vehicle_event(self.tether.VehicleEvent.PARKED)
 
     async def shutdown(self):
         await self.car.shutdown()
@@ -285,6 +304,227 @@ async def devices_on_the_head_unit(tether, car, link, narrator):
         f"its LAN upgrade is refused, "
         f"scan and account switch find {scanned}/{switched} bound devices, "
         f"an unknown model is refused as {unsupported}",
+        t,
+    )
+
+
+# ---- super tasks (SPEC 18) -------------------------------------------------
+# A task crosses the bindings as the protobuf bytes of `tether.v1.Task`
+# (proto/tether/v1/automation.proto). An app uses its protobuf library; the
+# few fields needed here are encoded by hand, with their field numbers.
+
+VEHICLE_EVENT_PARKED = 1  # enum VehicleEvent
+VEHICLE_STATE_PARKING = 1  # enum VehicleState
+MODE_KIND_SINGLE = 1  # enum Mode.Kind
+
+
+def pb_varint(n):
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def pb_enum(field, value):
+    """A varint field (wire type 0): an enum here."""
+    return pb_varint(field << 3) + pb_varint(value)
+
+
+def pb_message(field, payload=b""):
+    """A length-delimited field (wire type 2): a message or a string."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    return pb_varint(field << 3 | 2) + pb_varint(len(payload)) + payload
+
+
+TRIGGER_PARKED = pb_enum(6, VEHICLE_EVENT_PARKED)  # Trigger.vehicle
+TRIGGER_MANUAL = pb_message(7)  # Trigger.manual {}
+COMMAND_LOCK = pb_message(1)  # Action.VehicleCommand.lock {}
+COMMAND_UNLOCK = pb_message(2)  # Action.VehicleCommand.unlock {}
+
+
+def encode_task(name, trigger, command):
+    """`tether.v1.Task`: one trigger, one vehicle command, mode single,
+    missed times skipped. It declares exactly the data it reads (R21): the
+    parking state, which a `PARKED` trigger sets and an unlock's safety
+    rule checks."""
+    return (
+        pb_message(2, name)  # name
+        + pb_message(3, trigger)  # triggers[0]
+        + pb_message(5, pb_message(3, command))  # actions[0].vehicle
+        + pb_message(6, pb_enum(1, MODE_KIND_SINGLE))  # mode.kind
+        + pb_message(7, pb_message(1))  # missed.skip {}
+        + pb_message(8, pb_enum(4, VEHICLE_STATE_PARKING))  # inputs[0].vehicle
+    )
+
+
+def make_confirmation_listener(tether):
+    class QueueConfirmations(tether.ConfirmationListener):
+        """Collects the car's questions; called on a Tether runtime thread.
+        The answers are given from the script's own coroutine."""
+
+        def __init__(self):
+            self.heard = queue.Queue()
+
+        def on_question(self, question):
+            self.heard.put(("question", question))
+
+        def on_withdrawn(self, question_id):
+            self.heard.put(("withdrawn", question_id))
+
+        def on_closed(self, error):
+            self.heard.put(("closed", error))
+
+    return QueueConfirmations()
+
+
+async def ended_trace(link, task_id, timeout_s=10):
+    """A run goes on in the car after `run_task` returns: poll its trace."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        traces = await link.task_traces(task_id, 1)
+        if traces and traces[-1].ended_ms is not None:
+            return traces[-1]
+        check(time.monotonic() < deadline, f"task {task_id} has no ended trace: {traces}")
+        await asyncio.sleep(0.02)
+
+
+async def super_tasks(tether, link, host, narrator):
+    """Tasks on the car, managed from the phone (SPEC 18)."""
+    # a. The owner allows car data to reach the home (R11, R28).
+    t = time.monotonic()
+    on = await link.set_car_data_to_home(True)
+    narrator.step("car data to home on", on is True, '"car data to home" switched on', t)
+
+    # b. A task from bytes; bytes that are not a task are a typed error.
+    t = time.monotonic()
+    refused = None
+    try:
+        await link.create_task(b"\x0a\xff", True)
+    except tether.TetherError.InvalidArgument:
+        refused = "InvalidArgument"
+    lock_task = encode_task("parked: lock", TRIGGER_PARKED, COMMAND_LOCK)
+    task = await link.create_task(lock_task, True)
+    narrator.step(
+        "create task",
+        refused == "InvalidArgument"
+        and task.id > 0
+        and task.name == "parked: lock"
+        and task.enabled
+        and task.state == "active"
+        and task.broken_reason is None,
+        f"{len(lock_task)} bytes of tether.v1.Task installed as task {task.id} "
+        f"({task.state}); bad bytes raised {refused}",
+        t,
+    )
+
+    # c. The car lists it as installed.
+    t = time.monotonic()
+    listed = await link.list_tasks()
+    narrator.step(
+        "list tasks",
+        listed == [task] and len(listed[0].task) >= len(lock_task),
+        ", ".join(f"task {x.id} {x.name!r} ({x.state})" for x in listed) + ", as installed",
+        t,
+    )
+
+    # d. Run it by hand and read its trace.
+    t = time.monotonic()
+    run_id = await link.run_task(task.id)
+    trace = await ended_trace(link, task.id)
+    narrator.step(
+        "run task",
+        run_id > 0
+        and trace.run_id == run_id
+        and trace.cause == "run by hand"
+        and trace.steps == ["vehicle command Lock: done"]
+        and trace.outcome == "completed"
+        and len(trace.encoded) > 0,
+        f"run {run_id}: {trace.cause} -> {trace.steps} -> {trace.outcome}",
+        t,
+    )
+
+    # e. Share it as a template (R22), and install the template back.
+    t = time.monotonic()
+    template = await link.share_task(task.id, "py owner")
+    about = tether.describe_template(template)
+    unknown_slot = None
+    try:
+        await link.accept_template(template, {"place-1": "home"}, False)
+    except tether.TetherError.InvalidArgument as e:
+        unknown_slot = e.detail
+    copy = await link.accept_template(template, {}, False)
+    left = await link.delete_task(copy.id)
+    narrator.step(
+        "share task",
+        about.nickname == "py owner"
+        and about.task_name == task.name
+        and not (about.place_slots or about.device_slots or about.message_slots)
+        and unknown_slot is not None
+        and copy.id != task.id
+        and copy.state == "disabled"
+        and left == [task],
+        f"{len(template)}-byte tether.v1.TaskTemplate from {about.nickname!r}, no slots "
+        f"to bind; installed back as task {copy.id} (disabled) and deleted; "
+        f"an unknown slot is refused",
+        t,
+    )
+
+    # f. The car parks: the lock task fires. An unlock asks the owner on the
+    #    phone first (R23): declined, it does not run; confirmed, it does.
+    t = time.monotonic()
+    listener = make_confirmation_listener(tether)
+    watch = await link.watch_confirmations(listener)
+    unlock = await link.create_task(
+        encode_task("let me in", TRIGGER_MANUAL, COMMAND_UNLOCK), True
+    )
+    used = await host.park()
+    parked = await ended_trace(link, task.id)
+    answers = []
+    for confirm in (False, True):
+        await link.run_task(unlock.id)
+        kind, question = listener.heard.get(timeout=10)
+        check(kind == "question", f"expected a question, heard {kind} {question}")
+        check(
+            question.task_id == unlock.id
+            and question.task_name == "let me in"
+            and question.command == tether.VehicleAction.UNLOCK(),
+            f"unexpected question {question}",
+        )
+        await link.answer_confirmation(question.id, confirm)
+        kind, withdrawn = listener.heard.get(timeout=10)
+        check(kind == "withdrawn" and withdrawn == question.id, f"heard {kind} {withdrawn}")
+        answers.append(await ended_trace(link, unlock.id))
+    declined, confirmed = answers
+    watch.cancel()
+    narrator.step(
+        "confirm on the phone",
+        used
+        and parked.cause == "car parked"
+        and parked.outcome == "completed"
+        and declined.steps == ["vehicle command Unlock: declined by the owner"]
+        and declined.outcome == "failed"
+        and confirmed.steps == ["vehicle command Unlock (confirmed by the owner): done"]
+        and confirmed.outcome == "completed"
+        and not watch.is_active(),
+        f"parked: the lock task ran ({parked.outcome}); the unlock asked the phone: "
+        f"declined -> {declined.outcome}, confirmed -> {confirmed.outcome}",
+        t,
+    )
+
+    # g. The owner withdraws consent; then the tasks are removed.
+    t = time.monotonic()
+    off = await link.set_car_data_to_home(False)
+    states = sorted(x.state for x in await link.list_tasks())
+    await link.delete_task(unlock.id)
+    remaining = await link.delete_task(task.id)
+    narrator.step(
+        "car data to home off",
+        off is False and states == ["active", "active"] and remaining == [],
+        '"car data to home" switched off (the car\'s own tasks stay active); '
+        "tasks deleted",
         t,
     )
 
@@ -509,7 +749,12 @@ async def run(tether, host_kind, narrator, data_dir):
         await devices_on_the_head_unit(tether, host.car, link, narrator)
     link.close()
 
-    # 12. The key store is where the identity lives.
+    # 12. Super tasks on the car (SPEC 18).
+    link = await phone.connect(found.address)
+    await super_tasks(tether, link, host, narrator)
+    link.close()
+
+    # 13. The key store is where the identity lives.
     t = time.monotonic()
     del phone
     reopened = tether.Phone.open(phone_settings, key_store)

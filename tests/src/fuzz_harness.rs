@@ -29,6 +29,7 @@
 //! - `devices`: see [`devices()`].
 //! - `share_invite`: the raw bytes, as a `ShareInvite` and a `ShareGrant`.
 //! - `automation_task`: the raw bytes, as a `Task` and a `TaskTemplate`.
+//! - `automation_state`: the raw bytes, as a `Trace` and an `EngineSnapshot`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
@@ -59,7 +60,9 @@ pub use devices::devices;
 mod share;
 pub use share::share_invite;
 mod automation;
+mod automation_state;
 pub use automation::automation_task;
+pub use automation_state::automation_state;
 use tether_session::handshake::{
     ClientHandshake, Event, HandshakeConfig, HandshakeError, Output, ResumptionTicket,
     ServerHandshake, TICKET_LIFETIME_S, TicketKey, decode_message,
@@ -70,7 +73,7 @@ pub type Harness = fn(&[u8]);
 
 /// Every target: its name (the `[[bin]]` in `fuzz/Cargo.toml` and the
 /// directory under `fuzz/corpus/`) and its harness.
-pub const TARGETS: [(&str, Harness); 18] = [
+pub const TARGETS: [(&str, Harness); 19] = [
     ("envelope", envelope),
     ("frame", frame),
     ("handshake_server", handshake_server),
@@ -89,6 +92,7 @@ pub const TARGETS: [(&str, Harness); 18] = [
     ("share_invite", share_invite),
     ("devices", devices),
     ("automation_task", automation_task),
+    ("automation_state", automation_state),
 ];
 
 /// The fixed "now" (Unix seconds) the fixture's certificates are issued at.
@@ -1069,6 +1073,7 @@ pub fn seeds() -> Vec<Seed> {
     devices::seeds(&mut add);
     share::seeds(&mut add);
     automation::seeds(&mut add);
+    automation_state::seeds(&mut add);
     seeds
 }
 

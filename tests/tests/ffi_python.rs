@@ -2,7 +2,8 @@
 //! runs on the machine's `python3` through Python bindings generated from
 //! the freshly built native library, against a head unit started here in
 //! Rust. Every step of the script must pass (R2, R3, R23), including the
-//! management of a lamp bound to the account, through the car (SPEC §16).
+//! management of a lamp bound to the account, through the car (SPEC §16),
+//! and super tasks on the car with the owner's confirmation (SPEC §18).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
@@ -20,7 +21,7 @@ use tokio::process::Command;
 mod support;
 
 /// Steps `phone.py` reports when everything works.
-const EXPECTED_STEPS: usize = 15;
+const EXPECTED_STEPS: usize = 22;
 /// The whole script, discovery windows included, takes a few seconds.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the car may look for the lamp's token on loopback mDNS.
@@ -157,6 +158,14 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
                 let key = lamp_key.take().expect("DEVICE-GRANT answers DEVICE?");
                 lamp = Some(bind_lamp(&car, key, &unhex(grant)).await);
                 to_script.write_all(b"STARTED\n").await.unwrap();
+            } else if line == "PARK?" {
+                // The car shifts into park: its vehicle integration tells
+                // the tasks (the script's lock task fires on it).
+                let automation = car.automation().await.unwrap();
+                let delivery =
+                    automation.handle_vehicle_event(tether_automation::VehicleEvent::Parked);
+                assert_eq!(delivery, tether_automation::Delivery::Delivered);
+                to_script.write_all(b"PARKED\n").await.unwrap();
             } else if let Some(step) = line.strip_prefix("STEP ") {
                 let step: serde_json::Value = serde_json::from_str(step).unwrap();
                 eprintln!("python step: {step}");
@@ -192,6 +201,13 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
         "other account refused",
         "share and revoke",
         "devices through the car",
+        "car data to home on",
+        "create task",
+        "list tasks",
+        "run task",
+        "share task",
+        "confirm on the phone",
+        "car data to home off",
         "key store",
     ] {
         assert!(
@@ -200,9 +216,16 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
         );
     }
 
-    // What the Rust side saw: the lock ran once despite the retry, and the
-    // other account's phone was refused by this head unit.
-    assert_eq!(car.executions().await.unwrap().lock, 1);
+    // What the Rust side saw: the phone's lock ran once despite the retry,
+    // then the task locked twice (run by hand, then on "parked") and
+    // unlocked once, when the owner confirmed (the declined unlock did not
+    // run); and the other account's phone was refused by this head unit.
+    let executions = car.executions().await.unwrap();
+    assert_eq!(
+        (executions.lock, executions.unlock),
+        (3, 1),
+        "{executions:?}"
+    );
     let stats = car.listener_stats().await.unwrap();
     assert!(stats.authenticated >= 2, "{stats:?}");
     assert!(stats.refused >= 1, "{stats:?}");

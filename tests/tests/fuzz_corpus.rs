@@ -90,6 +90,7 @@ replay_tests!(
     devices,
     share_invite,
     automation_task,
+    automation_state,
 );
 
 #[test]

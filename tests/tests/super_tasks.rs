@@ -428,11 +428,19 @@ async fn tasks_traces_and_a_pending_delay_survive_a_restart_and_a_gone_device_is
     assert_eq!(traces.last().unwrap().outcome, Outcome::Completed);
 
     // The garage door is unbound: its task is broken, kept and says why,
-    // across another restart.
-    assert_eq!(
-        tasks.device_gone(&DeviceId::new("garage")).unwrap(),
-        vec![garage_task]
-    );
+    // across another restart; a new task cannot name it.
+    assert_eq!(hub.unbind_device("garage").unwrap(), vec![garage_task]);
+    assert!(matches!(
+        tasks.create(
+            Task::new(TaskId(0), "close it again")
+                .trigger(Trigger::Manual)
+                .action(set("garage", true))
+                .declare_inputs(),
+            true,
+            &owner_permissions(),
+        ),
+        Err(tether_node::AutomationError::Invalid(_))
+    ));
     drop(tasks);
     drop(hub);
     let hub = Hub::open(config).unwrap();

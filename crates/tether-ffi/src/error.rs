@@ -78,6 +78,15 @@ pub enum TetherError {
         /// What failed.
         detail: String,
     },
+    /// A super task, template or trace failed on this node: the car sent
+    /// one this version cannot read, or (on a `HeadUnit`) the task engine
+    /// refused (SPEC §18). A task the car refuses reaches a phone as
+    /// `Control` instead, with the wire code.
+    #[error("automation: {detail}")]
+    Automation {
+        /// What failed.
+        detail: String,
+    },
     /// A share grant or invite was refused: not for this account, not
     /// signed by the owner, expired, malformed (R16).
     #[error("share: {detail}")]
@@ -154,6 +163,7 @@ impl From<NodeError> for TetherError {
                 detail,
             },
             NodeError::Upgrade(_) => TetherError::Upgrade { detail },
+            NodeError::Automation(_) => TetherError::Automation { detail },
             NodeError::Share(_) => TetherError::Share { detail },
             NodeError::NotEnrolled => TetherError::NotEnrolled,
             NodeError::NoAuthority => TetherError::NoAuthority,
@@ -212,6 +222,10 @@ mod tests {
             (NodeError::Random, "Random"),
             (NodeError::ServiceStopped, "ServiceStopped"),
             (NodeError::Share(tether_node::ShareError::Expired), "Share"),
+            (
+                NodeError::Automation(tether_node::AutomationError::UnknownTask(3)),
+                "Automation",
+            ),
             (
                 NodeError::Upgrade(tether_node::OtaTransferError::LowBattery { percent: 10 }),
                 "Upgrade",

@@ -7,6 +7,7 @@
 //! into a [`TetherError`]. See `README.md` beside this crate for the
 //! threading model, object lifetimes, events, key stores and errors.
 
+mod confirm;
 mod devices;
 mod error;
 mod head_unit;
@@ -16,8 +17,11 @@ mod phone;
 mod records;
 mod runtime;
 mod share;
+mod tasks;
+mod traces;
 mod upgrade;
 
+pub use confirm::{Confirmation, ConfirmationListener, ConfirmationWatch};
 pub use devices::{DeviceInfo, DeviceValue, PropertyValue};
 pub use error::{KeyStoreError, TetherError};
 pub use head_unit::HeadUnit;
@@ -29,6 +33,8 @@ pub use records::{
     ListenerStats, LocalIdentifiers, Network, NodeSettings, Reading, SignalData, VehicleAction,
 };
 pub use share::{HeldShare, IssuedShare, ShareOptions, SharePermission};
+pub use tasks::{TaskSummary, TemplateSummary, VehicleEvent, describe_template};
+pub use traces::TraceSummary;
 pub use upgrade::{UpgradeListener, UpgradeReport};
 
 uniffi::setup_scaffolding!("tether");

@@ -1,13 +1,11 @@
 //! A phone's session with its vehicle, and signal subscriptions delivered
 //! through a foreign callback.
 
-use std::sync::{Arc, Mutex};
-
-use tokio::task::AbortHandle;
+use std::sync::Arc;
 
 use crate::TetherError;
 use crate::records::{CommandOutcome, Reading, VehicleAction};
-use crate::runtime::{guard, run, runtime};
+use crate::runtime::{Background, guard, run, runtime};
 
 /// A live, account-bound session with a vehicle. Cheap to share between
 /// threads; calls on one link run concurrently (one QUIC stream each).
@@ -95,7 +93,7 @@ impl VehicleLink {
             });
         });
         Ok(Arc::new(SignalSubscription {
-            task: Mutex::new(Some(task.abort_handle())),
+            task: Background::new(task.abort_handle()),
         }))
     }
 
@@ -143,31 +141,18 @@ pub trait SignalListener: Send + Sync {
 /// the updates.
 #[derive(Debug, uniffi::Object)]
 pub struct SignalSubscription {
-    task: Mutex<Option<AbortHandle>>,
+    task: Background,
 }
 
 #[uniffi::export]
 impl SignalSubscription {
     /// Stops the updates; no callback is made afterwards. Idempotent.
     pub fn cancel(&self) {
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = task {
-            task.abort();
-        }
+        self.task.cancel();
     }
 
     /// Whether updates may still arrive.
     pub fn is_active(&self) -> bool {
-        self.task
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(|t| !t.is_finished())
-    }
-}
-
-impl Drop for SignalSubscription {
-    fn drop(&mut self) {
-        self.cancel();
+        self.task.is_active()
     }
 }

@@ -9,9 +9,10 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use tokio::runtime::Runtime;
+use tokio::task::AbortHandle;
 
 use crate::TetherError;
 
@@ -69,6 +70,40 @@ where
         Err(_) => Err(TetherError::Internal {
             detail: "the call was cancelled".into(),
         }),
+    }
+}
+
+/// A task that feeds an app's listener (a subscription, a confirmation
+/// watch) until it ends or is cancelled; dropping it cancels the task.
+#[derive(Debug)]
+pub(crate) struct Background(Mutex<Option<AbortHandle>>);
+
+impl Background {
+    pub(crate) fn new(task: AbortHandle) -> Self {
+        Self(Mutex::new(Some(task)))
+    }
+
+    /// Stops the task; no callback is made afterwards. Idempotent.
+    pub(crate) fn cancel(&self) {
+        let task = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            task.abort();
+        }
+    }
+
+    /// Whether the task still runs.
+    pub(crate) fn is_active(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.cancel();
     }
 }
 

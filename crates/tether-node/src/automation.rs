@@ -677,6 +677,12 @@ impl AutomationHost {
         self.create(task, enabled, permissions)
     }
 
+    /// Replaces what tasks may name (a device bound or unbound). Call
+    /// [`AutomationHost::device_gone`] for each device that went.
+    pub fn set_catalogue(&self, catalogue: Catalogue) {
+        lock(&self.inner).engine.set_catalogue(catalogue);
+    }
+
     /// Marks every task that names `device` broken (the device was
     /// unbound): it stops, is kept, and says why.
     pub fn device_gone(self: &Arc<Self>, device: &DeviceId) -> Result<Vec<u64>, AutomationError> {

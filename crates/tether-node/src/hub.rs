@@ -85,6 +85,12 @@ impl SimHome {
         }
     }
 
+    /// Takes a device out of the home (unbound). Returns whether it was
+    /// there.
+    pub fn remove(&self, device: &str) -> bool {
+        lock(&self.state).remove(&DeviceId::new(device)).is_some()
+    }
+
     /// Sets a device's switch by hand (someone at home). Returns whether
     /// the device exists.
     pub fn set(&self, device: &str, on: bool) -> bool {
@@ -240,6 +246,17 @@ impl Hub {
         lock(&self.automation)
             .clone()
             .ok_or(NodeError::State("not started"))
+    }
+
+    /// Unbinds a home device: it leaves the catalogue, and every task that
+    /// names it is marked broken, kept, and says why. Returns those tasks.
+    pub fn unbind_device(&self, device: &str) -> Result<Vec<u64>, NodeError> {
+        if !self.home.remove(device) {
+            return Err(NodeError::State("no such device in this home"));
+        }
+        let host = self.automation()?;
+        host.set_catalogue(self.home.catalogue());
+        Ok(host.device_gone(&DeviceId::new(device))?)
     }
 
     /// Names a place the car's geofences know, so tasks may use it (the

@@ -62,6 +62,9 @@ pub use ota::{
 };
 pub use phone::{DiscoveredVehicle, DiscoveryReport, Phone};
 pub use share::{HeldShare, IssuedShare, ShareOptions};
+/// The super-task model and its wire forms, for the layers above the node
+/// (the FFI builds and reads tasks with it).
+pub use tether_automation;
 pub use tether_control::Executions;
 pub use tether_discovery::Interfaces;
 pub use tether_identity::{Role, ShareError, SharePermission};

@@ -465,6 +465,14 @@ impl Engine {
         &self.catalogue
     }
 
+    /// Replaces what tasks may name (a device bound or unbound). Tasks
+    /// already installed are not checked again: the host first removes (or
+    /// marks broken) those that name something gone; later installs are
+    /// validated against the new catalogue.
+    pub fn set_catalogue(&mut self, catalogue: Catalogue) {
+        self.catalogue = catalogue;
+    }
+
     /// The next thing the host must do; [`Output::Pending`] when there is
     /// nothing.
     pub fn poll_output(&mut self) -> Output {
