@@ -682,3 +682,156 @@ async fn until_async(car: &HeadUnit, check: impl Fn(tether_node::Executions) -> 
     }
     false
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r21_hub_tasks_read_only_the_car_signals_they_name_and_their_home_devices() {
+    let (owner, car, hub, _car_tasks, hub_tasks) = setup().await;
+    let link = owner.connect(car.address().await.unwrap()).await.unwrap();
+    assert!(link.set_car_data_to_home(true).await.unwrap());
+    assert!(until(|| hub_tasks.car_data_to_home()).await);
+    let locked = tether_control::signals::DOOR_ROW1_DRIVER_IS_LOCKED;
+    // "When the car is locked, close the garage"; "when the porch light
+    // goes on, the lights too".
+    hub_tasks
+        .create(
+            Task::new(TaskId(0), "car locked: close up")
+                .trigger(Trigger::Signal {
+                    path: locked.into(),
+                    change: tether_automation::Change::Becomes(tether_automation::Test::Equals(
+                        Value::Bool(true),
+                    )),
+                    hold_ms: 0,
+                })
+                .action(set("garage", true))
+                .declare_inputs(),
+            true,
+            &owner_permissions(),
+        )
+        .unwrap();
+    hub_tasks
+        .create(
+            Task::new(TaskId(0), "porch on: lights on")
+                .trigger(Trigger::Property {
+                    device: DeviceId::new("porch"),
+                    property: HOME_SWITCH,
+                    change: tether_automation::Change::Becomes(tether_automation::Test::Equals(
+                        Value::Bool(true),
+                    )),
+                    hold_ms: 0,
+                })
+                .action(set("lights", true))
+                .declare_inputs(),
+            true,
+            &owner_permissions(),
+        )
+        .unwrap();
+    // Only the named signal is asked for (R21); its current value comes
+    // first.
+    assert!(until(|| hub.watching().signals == [locked.to_owned()].into()).await);
+    assert!(until(|| hub.signal_updates() >= 1).await);
+    let home_state = hub.home();
+    assert!(!home_state.state()["garage"]);
+    let outcome = link
+        .command(
+            tether_node::commands::lock(),
+            &tether_node::new_idempotency_key().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.state, pb::CommandState::Succeeded);
+    assert!(
+        until(|| home_state.state()["garage"]).await,
+        "the garage closed"
+    );
+    assert!(hub.set_device("porch", true).unwrap());
+    hub_tasks.idle(Duration::from_secs(2)).await;
+    assert!(home_state.state()["lights"]);
+    // Off: the subscription ends and the hub's signal task is disabled.
+    assert!(!link.set_car_data_to_home(false).await.unwrap());
+    assert!(until(|| hub.watching().signals.is_empty()).await);
+    link.close();
+    hub.disconnect();
+    car.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r32_a_fix_is_used_at_once_and_never_stored_on_the_car() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = Phone::open(NodeConfig::default()).unwrap();
+    owner.create_account().unwrap();
+    let car = HeadUnit::open(NodeConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..NodeConfig::default()
+    })
+    .unwrap();
+    car.complete_enrollment(
+        &owner
+            .enroll_device(&car.enrollment_request().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    car.use_manual_clock(START_MS);
+    car.start().await.unwrap();
+    let tasks = car.automation().await.unwrap();
+    tasks
+        .define_place(Place::circle("home", HOME, 150.0))
+        .unwrap();
+    let link = owner.connect(car.address().await.unwrap()).await.unwrap();
+    link.create_task(
+        &Task::new(TaskId(0), "left: lock")
+            .trigger(Trigger::Place {
+                place: home(),
+                transition: Transition::Leave,
+            })
+            .action(Action::Vehicle(VehicleCommand::Lock))
+            .declare_inputs(),
+        true,
+    )
+    .await
+    .unwrap();
+    // A drive through places with distinctive coordinates.
+    let track: Vec<LatLon> = (0..8)
+        .map(|i| LatLon::new(47.390_123 + f64::from(i) * 0.001_111, 8.512_345))
+        .collect();
+    let _ = tasks.handle_fix(Fix::new(HOME.lat, HOME.lon, 5.0));
+    for (i, p) in track.iter().enumerate() {
+        tasks
+            .advance_clock(START_MS + 20_000 * (i as u64 + 1))
+            .await;
+        let _ = tasks.handle_fix(Fix::new(p.lat, p.lon, 5.0));
+    }
+    tasks.idle(Duration::from_secs(2)).await;
+    let traces = link.task_traces(1, 0).await.unwrap();
+    assert!(
+        traces.iter().any(|t| t.outcome == Outcome::Completed),
+        "the fixes were used: {traces:?}"
+    );
+    link.close();
+    car.shutdown().await.unwrap();
+    drop(tasks);
+    drop(car);
+    // Every file of the car's state, database and WAL alike.
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            bytes.extend(std::fs::read(path).unwrap());
+        }
+    }
+    assert!(!bytes.is_empty());
+    for p in &track {
+        for needle in [
+            p.lat.to_le_bytes().to_vec(),
+            p.lat.to_be_bytes().to_vec(),
+            (p.lat as f32).to_le_bytes().to_vec(),
+            format!("{:.4}", p.lat).into_bytes(),
+        ] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "a fix at {p:?} was stored"
+            );
+        }
+    }
+    // The place the owner defined is stored, as it must be.
+    assert!(bytes.windows(4).any(|w| w == b"home"));
+}

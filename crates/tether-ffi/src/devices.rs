@@ -30,11 +30,21 @@ pub struct DeviceInfo {
     pub offline_attached: bool,
     /// The firmware revision; empty when unknown.
     pub firmware_version: String,
+    /// How a super task names this device (the `device` of a property
+    /// write, an action or a property trigger; SPEC §18.6). Empty for an
+    /// offline device, which tasks cannot name.
+    pub task_device: String,
 }
 
 impl From<tether_node::DeviceInfo> for DeviceInfo {
     fn from(d: tether_node::DeviceInfo) -> Self {
+        let task_device = if d.offline_attached {
+            String::new()
+        } else {
+            d.task_device().0
+        };
         Self {
+            task_device,
             handle: d.handle,
             name: d.name,
             product_model: d.product_model,

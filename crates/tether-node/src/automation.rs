@@ -35,6 +35,9 @@ use crate::wire::lock;
 /// The store setting that keeps the "car data to home" switch.
 const CONSENT_SETTING: &str = "automation.car_data_to_home";
 
+/// Longest failure reason kept in a trace.
+const MAX_REASON_BYTES: usize = 256;
+
 /// Traces kept per task in the store.
 pub const TRACES_KEPT: usize = 20;
 
@@ -93,6 +96,17 @@ pub type EffectFuture = Pin<Box<dyn Future<Output = ActionResult> + Send>>;
 pub trait Actuator: Send + Sync + 'static {
     /// Performs `effect` and says how it went.
     fn perform(&self, effect: Effect) -> EffectFuture;
+
+    /// A device property's value now, if this node knows it: handed to the
+    /// engine when a task starts reading it, so a change trigger knows
+    /// where it starts from.
+    fn current(
+        &self,
+        _device: &DeviceId,
+        _property: tether_automation::PropertyId,
+    ) -> Option<Value> {
+        None
+    }
 }
 
 /// The engine's clock: the system's, or a manual one that the host moves
@@ -174,13 +188,17 @@ struct Record {
     broken: Option<String>,
 }
 
-/// A home hub's wish: which place events and whether vehicle events.
+/// What a hub's tasks need from the car: place events, vehicle events,
+/// vehicle signals (R21: nothing else is asked for).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Interest {
     /// Places.
     pub places: BTreeSet<PlaceId>,
     /// Vehicle events (parked, locked, charging…).
     pub vehicle: bool,
+    /// Vehicle signals (VSS paths), read with a subscription while "car
+    /// data to home" is on.
+    pub signals: BTreeSet<String>,
 }
 
 /// A question for the owner: may this task unlock or open the car now
@@ -204,6 +222,8 @@ struct Inner {
     next_id: u64,
     watchers: Vec<Watcher>,
     interest: Interest,
+    /// The vehicle states behind `interest.vehicle`.
+    vehicle_states: BTreeSet<tether_automation::VehicleState>,
     confirmations: BTreeMap<ConfirmationId, ConfirmRequest>,
     confirm_watchers: Vec<mpsc::UnboundedSender<ConfirmNotice>>,
     performed: Vec<Performed>,
@@ -366,6 +386,7 @@ impl AutomationHost {
                 next_id,
                 watchers: Vec::new(),
                 interest: Interest::default(),
+                vehicle_states: BTreeSet::new(),
                 confirmations: BTreeMap::new(),
                 confirm_watchers: Vec::new(),
                 performed: Vec::new(),
@@ -758,6 +779,21 @@ impl AutomationHost {
         delivery
     }
 
+    /// A device property's new value (a home device changed).
+    pub fn handle_property(
+        self: &Arc<Self>,
+        device: &DeviceId,
+        property: tether_automation::PropertyId,
+        value: Value,
+    ) -> Delivery {
+        let now = self.now_ms();
+        let delivery = lock(&self.inner)
+            .engine
+            .handle_property(device, property, value, now);
+        self.settle();
+        delivery
+    }
+
     /// A vehicle signal's new value.
     pub fn handle_signal(self: &Arc<Self>, path: &str, value: Value) -> Delivery {
         let now = self.now_ms();
@@ -921,9 +957,22 @@ impl AutomationHost {
         let mut started = Vec::new();
         {
             let mut inner = lock(&self.inner);
+            let mut read = Vec::new();
             loop {
                 match inner.engine.poll_output() {
-                    Output::Pending => break,
+                    Output::Pending => {
+                        if read.is_empty() {
+                            break;
+                        }
+                        // Properties a task started reading: where they
+                        // stand now.
+                        let now = self.now_ms();
+                        for (device, property) in std::mem::take(&mut read) {
+                            if let Some(value) = self.actuator.current(&device, property) {
+                                let _ = inner.engine.handle_property(&device, property, value, now);
+                            }
+                        }
+                    }
                     Output::Action(request) => started.push(request),
                     Output::Confirm(request) => {
                         let notice = ConfirmNotice::Ask(request.clone());
@@ -952,11 +1001,14 @@ impl AutomationHost {
                         }
                     }
                     Output::Subscribe(subscription) => {
-                        change_interest(&mut inner.interest, &subscription, true);
+                        if let Subscription::Property(device, property) = &subscription {
+                            read.push((device.clone(), *property));
+                        }
+                        change_interest(&mut inner, &subscription, true);
                         self.interest_changed.notify_waiters();
                     }
                     Output::Unsubscribe(subscription) => {
-                        change_interest(&mut inner.interest, &subscription, false);
+                        change_interest(&mut inner, &subscription, false);
                         self.interest_changed.notify_waiters();
                     }
                 }
@@ -968,7 +1020,18 @@ impl AutomationHost {
             let work = self.actuator.perform(effect.clone());
             self.in_flight.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let result = work.await;
+                let result = match work.await {
+                    // A reason goes into the trace: keep it short.
+                    ActionResult::Failed(mut why) if why.len() > MAX_REASON_BYTES => {
+                        let mut end = MAX_REASON_BYTES;
+                        while !why.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        why.truncate(end);
+                        ActionResult::Failed(why)
+                    }
+                    result => result,
+                };
                 let Some(host) = host.upgrade() else { return };
                 let now = host.now_ms();
                 {
@@ -1033,17 +1096,22 @@ fn union_places(watchers: &[Watcher]) -> BTreeSet<PlaceId> {
         .collect()
 }
 
-fn change_interest(interest: &mut Interest, subscription: &Subscription, on: bool) {
-    match subscription {
-        Subscription::Place(place) => {
-            if on {
-                interest.places.insert(place.clone());
-            } else {
-                interest.places.remove(place);
-            }
+fn change_interest(inner: &mut Inner, subscription: &Subscription, on: bool) {
+    fn set<T: Ord + Clone>(set: &mut BTreeSet<T>, item: &T, on: bool) {
+        if on {
+            set.insert(item.clone());
+        } else {
+            set.remove(item);
         }
-        Subscription::Vehicle(_) => interest.vehicle = on,
-        Subscription::Location | Subscription::Signal(_) | Subscription::Property(..) => {}
+    }
+    match subscription {
+        Subscription::Place(place) => set(&mut inner.interest.places, place, on),
+        Subscription::Signal(path) => set(&mut inner.interest.signals, path, on),
+        Subscription::Vehicle(state) => {
+            set(&mut inner.vehicle_states, state, on);
+            inner.interest.vehicle = !inner.vehicle_states.is_empty();
+        }
+        Subscription::Location | Subscription::Property(..) => {}
     }
 }
 

@@ -100,6 +100,8 @@ pub(crate) fn interest_of(watch: &pb::WatchHomeEvents) -> Interest {
     Interest {
         places: watch.places.iter().cloned().map(PlaceId).collect(),
         vehicle: watch.vehicle_events,
+        // Signals are read with `Subscribe`, under the same switch.
+        signals: Default::default(),
     }
 }
 

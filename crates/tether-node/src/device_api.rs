@@ -32,6 +32,18 @@ pub struct DeviceInfo {
     pub firmware_version: String,
 }
 
+impl DeviceInfo {
+    /// The name the car's super tasks give this device (SPEC §18.6): the
+    /// lowercase hex of [`DeviceInfo::handle`]. The head unit's screen, a
+    /// member's phone and a co-user list the same handle for a device, and
+    /// it stays the same across restarts of the car; a task naming it
+    /// validates while the device is bound to the car. (An offline device
+    /// attached physically, R12, cannot be named by a task.)
+    pub fn task_device(&self) -> tether_automation::DeviceId {
+        crate::automation_car::task_device_id(&self.handle)
+    }
+}
+
 impl From<&DeviceEntry> for DeviceInfo {
     fn from(e: &DeviceEntry) -> Self {
         Self {

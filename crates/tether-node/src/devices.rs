@@ -3,15 +3,21 @@
 //! session per bound device (found by its own rotating token, admitted with
 //! the device secret). Phones manage devices through the car; the devices
 //! never see a phone.
+//!
+//! The car's super tasks (SPEC §18.6) see the bound devices too: the
+//! service keeps the automation host's catalogue in step with the bindings,
+//! marks the tasks of an unbound device broken, hands it every value a
+//! device reports, and performs the tasks' writes and actions.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use tether_automation::{DeviceActionId, DeviceId, DeviceSpec, PropertyId, Value};
 use tether_devices::{
     Catalogue, Config as ManagerConfig, Control, DeviceCommand, DeviceManager, DeviceRef, Output,
-    Requester,
+    Requester, validate,
 };
 use tether_discovery::{Browser, DiscoveryEvent, Interfaces};
 use tether_identity::{DeviceSecret, SharePermission};
@@ -22,11 +28,15 @@ use tether_proto::v1::{
 use tether_session::GrantAccess;
 use tether_session::quic::{ClientSession, Connector};
 use tether_store::{BindingRecord, Store};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::NodeError;
+use crate::automation::AutomationHost;
+use crate::automation_car::{
+    car_catalogue, device_spec, from_device_value, task_device_id, to_device_value,
+};
 use crate::config::random_bytes;
 use crate::wire::lock;
 
@@ -37,13 +47,28 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex32(text: &str) -> Option<[u8; 32]> {
-    let bytes: Option<Vec<u8>> = (0..text.len())
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    (0..text.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect();
-    bytes?.try_into().ok()
+        .collect()
 }
+
+fn unhex32(text: &str) -> Option<[u8; 32]> {
+    unhex(text)?.try_into().ok()
+}
+
+/// What a task asks of a bound device.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TaskControl {
+    /// Write one property.
+    Set(PropertyId, Value),
+    /// Run an action with these arguments.
+    Action(DeviceActionId, Vec<Value>),
+}
+
+/// How a device answered a command: `Err` says why it did not take it.
+type Acknowledgement = Result<(), String>;
 
 /// The permission a co-user needs for a device-management request (SPEC
 /// §17.4), `None` if it is not one.
@@ -87,6 +112,13 @@ pub(crate) struct DeviceService {
     interfaces: Interfaces,
     watchers: Mutex<Vec<Watcher>>,
     started: Instant,
+    /// The car's super tasks, once [`DeviceService::follow_automation`].
+    automation: OnceLock<Weak<AutomationHost>>,
+    /// The last value each bound device reported, by task device id: where
+    /// a task's change trigger starts from.
+    reported: Mutex<HashMap<DeviceId, BTreeMap<PropertyId, Value>>>,
+    /// Tasks' commands waiting for the device's answer, by command id.
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Acknowledgement>>>,
 }
 
 impl DeviceService {
@@ -122,6 +154,9 @@ impl DeviceService {
             interfaces,
             watchers: Mutex::default(),
             started: Instant::now(),
+            automation: OnceLock::new(),
+            reported: Mutex::default(),
+            waiting: Mutex::default(),
         }))
     }
 
@@ -136,9 +171,13 @@ impl DeviceService {
         record: &BindingRecord,
         secret: &[u8; 32],
     ) -> Result<(), NodeError> {
-        let mut store = lock(&self.store);
-        store.put_binding(record)?;
-        store.put_device_secret(&record.device_key, secret)?;
+        {
+            let mut store = lock(&self.store);
+            store.put_binding(record)?;
+            store.put_device_secret(&record.device_key, secret)?;
+        }
+        // Tasks may name it from now on.
+        self.refresh_catalogue();
         Ok(())
     }
 
@@ -154,6 +193,8 @@ impl DeviceService {
                 manager.start(now);
             }
         }
+        // R17: no value is known until the devices report again.
+        lock(&self.reported).clear();
         self.links.lock().await.clear();
         self.drain();
         self.scan(window).await
@@ -271,7 +312,7 @@ impl DeviceService {
             }
             links.insert(key, session.clone());
         }
-        {
+        let accepted = {
             let store = lock(&self.store);
             let mut manager = lock(&self.manager);
             let now = self.now_ms();
@@ -279,9 +320,16 @@ impl DeviceService {
             if let Err(e) = manager.handle_seen(&store, device, now) {
                 warn!(error = %e, "a found device has no record");
             }
-            if let Err(e) = manager.handle_properties(&store, device, &values, now) {
-                warn!(error = %e, "a device reported values outside its model");
+            match manager.handle_properties(&store, device, &values, now) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(error = %e, "a device reported values outside its model");
+                    false
+                }
             }
+        };
+        if accepted {
+            self.observed(key, &values);
         }
         info!("bound device online");
         // Mark it offline when its session ends.
@@ -395,6 +443,9 @@ impl DeviceService {
             manager.handle_envelope(&mut store, requester, &request.envelope, now)
         };
         let failed = matches!(reply.body, Some(envelope::Body::Error(_)));
+        // Before the answer: a phone that unbound a device finds the tasks
+        // naming it broken as soon as it hears back.
+        self.drain();
         let _ = request.reply.send(reply);
         if request.watch && !failed {
             lock(&self.watchers).push(Watcher {
@@ -403,7 +454,6 @@ impl DeviceService {
                 request_id: request.envelope.request_id,
             });
         }
-        self.drain();
     }
 
     /// Carries out what the manager asked for: events now, deliveries in
@@ -420,6 +470,8 @@ impl DeviceService {
                     tokio::spawn(async move { service.deliver(command).await });
                 }
                 Output::Forget(DeviceRef::Bound(key)) => {
+                    // Unbound: its record is gone already.
+                    self.device_left(key);
                     let service = self.clone();
                     tokio::spawn(async move { service.forget(key).await });
                 }
@@ -479,10 +531,12 @@ impl DeviceService {
         let DeviceRef::Bound(key) = command.device else {
             // An offline device attached physically: its port driver is the
             // platform's; nothing to send on the LAN.
+            self.acknowledge(command.id, Err("the device has no LAN session".into()));
             return;
         };
         let Some(link) = self.link(&key).await else {
             warn!("a command for an offline device was dropped");
+            self.acknowledge(command.id, Err("the device is offline".into()));
             return;
         };
         let kind = match command.control {
@@ -501,23 +555,233 @@ impl DeviceService {
                 arguments,
             }),
         };
-        match link.call(crate::wire::request(kind)).await {
+        let answer = match link.call(crate::wire::request(kind)).await {
             Ok(reply) => {
                 if let Some(details) = details_of(&reply) {
                     self.report(key, &details.values);
                 }
+                Ok(())
             }
-            Err(e) => warn!(error = %e, "a device refused or missed a command"),
-        }
+            Err(e) => {
+                warn!(error = %e, "a device refused or missed a command");
+                Err(format!("the device did not take it: {e}"))
+            }
+        };
         self.drain();
+        // After the report: whoever waits sees the device's new state.
+        self.acknowledge(command.id, answer);
     }
 
     fn report(&self, key: [u8; 32], values: &[PropertyValue]) {
+        let accepted = {
+            let store = lock(&self.store);
+            let mut manager = lock(&self.manager);
+            let now = self.now_ms();
+            manager.handle_properties(&store, DeviceRef::Bound(key), values, now)
+        };
+        match accepted {
+            Ok(()) => self.observed(key, values),
+            Err(e) => warn!(error = %e, "a device reported values outside its model"),
+        }
+    }
+
+    // ---- super tasks (SPEC §18.6) -----------------------------------
+
+    /// From now on the car's tasks follow the bound devices: the catalogue,
+    /// unbinding, reported values.
+    pub(crate) fn follow_automation(&self, host: &Arc<AutomationHost>) {
+        if self.automation.set(Arc::downgrade(host)).is_err() {
+            warn!("the device service already follows an automation host");
+        }
+    }
+
+    fn automation(&self) -> Option<Arc<AutomationHost>> {
+        self.automation.get()?.upgrade()
+    }
+
+    /// Every bound device whose model is known, online or not, as tasks
+    /// name it ([`task_device_id`]) and with what it offers. Offline devices
+    /// attached physically are not among them: a phone never learns their
+    /// handles (R12) and the car has no driver for their ports.
+    pub(crate) fn task_devices(&self) -> Result<Vec<(DeviceId, DeviceSpec)>, NodeError> {
         let store = lock(&self.store);
+        let manager = lock(&self.manager);
+        Ok(store
+            .list_bindings()?
+            .iter()
+            .filter_map(|binding| {
+                let model = manager.catalogue().get(binding.product_model)?;
+                let handle = manager.handle_of(&DeviceRef::Bound(binding.device_key));
+                Some((task_device_id(&handle.0), device_spec(model)))
+            })
+            .collect())
+    }
+
+    /// Hands the automation host the catalogue as the bindings are now.
+    fn refresh_catalogue(&self) {
+        let Some(host) = self.automation() else {
+            return;
+        };
+        match self.task_devices() {
+            Ok(devices) => host.set_catalogue(car_catalogue(devices)),
+            // The previous catalogue stays: better than one without devices.
+            Err(e) => warn!(error = %e, "the tasks' device catalogue could not be rebuilt"),
+        }
+    }
+
+    /// A bound device was unbound: it leaves the catalogue, and every task
+    /// that names it is marked broken, kept, and says why.
+    fn device_left(&self, key: [u8; 32]) {
+        let id = task_device_id(&lock(&self.manager).handle_of(&DeviceRef::Bound(key)).0);
+        lock(&self.reported).remove(&id);
+        let Some(host) = self.automation() else {
+            return;
+        };
+        self.refresh_catalogue();
+        match host.device_gone(&id) {
+            Ok(broken) if !broken.is_empty() => {
+                info!(tasks = ?broken, "tasks naming an unbound device are broken");
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "tasks naming an unbound device could not be marked"),
+        }
+    }
+
+    /// Values a bound device reported (and its model accepted): kept as its
+    /// last known state and handed to the car's tasks.
+    fn observed(&self, key: [u8; 32], values: &[PropertyValue]) {
+        let id = task_device_id(&lock(&self.manager).handle_of(&DeviceRef::Bound(key)).0);
+        let values: Vec<(PropertyId, Value)> = values
+            .iter()
+            .filter_map(|v| {
+                let value = from_device_value(v.value.as_ref()?)?;
+                Some((PropertyId::new(v.siid, v.piid), value))
+            })
+            .collect();
+        {
+            let mut reported = lock(&self.reported);
+            let state = reported.entry(id.clone()).or_default();
+            for (property, value) in &values {
+                state.insert(*property, value.clone());
+            }
+        }
+        if let Some(host) = self.automation() {
+            for (property, value) in values {
+                let _ = host.handle_property(&id, property, value);
+            }
+        }
+    }
+
+    /// The last value `device` reported for `property`, if any since the
+    /// last scan.
+    pub(crate) fn last_value(&self, device: &DeviceId, property: PropertyId) -> Option<Value> {
+        lock(&self.reported).get(device)?.get(&property).cloned()
+    }
+
+    /// A task's write or action on a bound device: the values are put in
+    /// the property formats of the device's model and checked against it,
+    /// then the request goes the way of one from the head unit's own screen
+    /// (SPEC §16). The receiver gets the device's answer.
+    pub(crate) fn control_for_task(
+        self: &Arc<Self>,
+        device: &DeviceId,
+        control: TaskControl,
+    ) -> Result<oneshot::Receiver<Acknowledgement>, String> {
+        let result = self.queue_for_task(device, control);
+        // The request may have queued events (presence) as well.
+        self.drain();
+        result
+    }
+
+    fn queue_for_task(
+        &self,
+        device: &DeviceId,
+        control: TaskControl,
+    ) -> Result<oneshot::Receiver<Acknowledgement>, String> {
+        let unknown = || format!("device `{device}` is not bound to this car");
+        let handle = unhex(&device.0).ok_or_else(unknown)?;
+        let mut store = lock(&self.store);
         let mut manager = lock(&self.manager);
+        let key = match manager.resolve_handle(&store, Requester::HeadUnit, &handle) {
+            Ok(DeviceRef::Bound(key)) => key,
+            Ok(DeviceRef::Offline(_)) | Err(_) => return Err(unknown()),
+        };
+        let model = store
+            .get_binding(&key)
+            .map_err(|e| format!("the car's store failed: {e}"))?
+            .and_then(|binding| manager.catalogue().get(binding.product_model).cloned())
+            .ok_or_else(|| format!("device `{device}` has an unknown model"))?;
+        let kind = match control {
+            TaskControl::Set(property, value) => {
+                let PropertyId { siid, piid } = property;
+                let spec =
+                    validate::find_property(&model, siid, piid).map_err(|e| e.to_string())?;
+                let value = to_device_value(spec, &value)
+                    .ok_or_else(|| format!("property {property} cannot hold {value}"))?;
+                validate::check_write(&model, siid, piid, Some(&value))
+                    .map_err(|e| e.to_string())?;
+                request::Kind::SetProperties(SetProperties {
+                    handle,
+                    values: vec![PropertyValue {
+                        siid,
+                        piid,
+                        value: Some(value),
+                    }],
+                })
+            }
+            TaskControl::Action(action, arguments) => {
+                let DeviceActionId { siid, aiid } = action;
+                let inputs = model
+                    .services
+                    .iter()
+                    .find(|s| s.iid == siid)
+                    .and_then(|s| s.actions.iter().find(|a| a.iid == aiid))
+                    .map(|a| a.inputs.clone())
+                    .ok_or_else(|| format!("device `{device}` has no action {action}"))?;
+                if inputs.len() != arguments.len() {
+                    return Err(format!(
+                        "action {action} takes {} arguments, not {}",
+                        inputs.len(),
+                        arguments.len()
+                    ));
+                }
+                let mut values = Vec::with_capacity(arguments.len());
+                for (piid, argument) in inputs.iter().zip(&arguments) {
+                    let spec =
+                        validate::find_property(&model, siid, *piid).map_err(|e| e.to_string())?;
+                    values.push(
+                        to_device_value(spec, argument).ok_or_else(|| {
+                            format!("property {siid}.{piid} cannot hold {argument}")
+                        })?,
+                    );
+                }
+                validate::check_action(&model, siid, aiid, &values).map_err(|e| e.to_string())?;
+                request::Kind::InvokeAction(InvokeAction {
+                    handle,
+                    siid,
+                    aiid,
+                    arguments: values,
+                })
+            }
+        };
         let now = self.now_ms();
-        if let Err(e) = manager.handle_properties(&store, DeviceRef::Bound(key), values, now) {
-            warn!(error = %e, "a device reported values outside its model");
+        match manager.handle_request(&mut store, Requester::HeadUnit, &kind, now) {
+            Ok(response::Kind::ControlAccepted(accepted)) => {
+                // Registered before the manager's lock is let go: the command
+                // cannot be delivered (and answered) before anyone waits.
+                let (tx, rx) = oneshot::channel();
+                lock(&self.waiting).insert(accepted.command_id, tx);
+                Ok(rx)
+            }
+            Ok(_) => Err("the device service answered something else".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The device answered command `id` (or it could not be sent).
+    fn acknowledge(&self, id: u64, answer: Acknowledgement) {
+        if let Some(waiting) = lock(&self.waiting).remove(&id) {
+            let _ = waiting.send(answer);
         }
     }
 

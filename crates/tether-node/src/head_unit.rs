@@ -15,7 +15,7 @@ use tracing::info;
 
 use crate::NodeError;
 use crate::automation::{AutomationHost, Clock};
-use crate::automation_car::{AppNotice, CarActuator, vehicle_catalogue};
+use crate::automation_car::{AppNotice, CarActuator, car_catalogue};
 use crate::automation_serve::permissions_of;
 use crate::config::{NodeConfig, random_bytes, unix_now};
 use crate::devices::DeviceService;
@@ -153,29 +153,6 @@ impl HeadUnit {
         .map_err(|_| NodeError::State("receipt log unavailable"))?;
         let (service_tx, service_rx) = mpsc::unbounded_channel();
         let service_task = tokio::spawn(run_service(service, service_rx));
-        let automation = AutomationHost::open(
-            tether_automation::Config {
-                site: tether_automation::Site::HeadUnit,
-                ..tether_automation::Config::default()
-            },
-            vehicle_catalogue(),
-            permissions_of(Role::Phone),
-            self.store.clone(),
-            Arc::new(CarActuator::new(service_tx.clone(), self.notices.clone())),
-            match *lock(&self.automation_clock) {
-                Some(start) => Clock::manual(start),
-                None => Clock::System,
-            },
-        )?;
-        let automation_timers = automation.spawn_timers();
-        let shares = ShareRegistry::load(
-            self.store.clone(),
-            *credentials.authority_public_key(),
-            listener.grantees(),
-            // Each grant's advert: the same endpoint, its own key.
-            self.config.advertiser([0; 32], address),
-            unix_now(),
-        )?;
         let devices = DeviceService::new(
             self.store.clone(),
             Connector::new(
@@ -185,6 +162,37 @@ impl HeadUnit {
             )?,
             *credentials.authority_public_key(),
             self.config.interfaces,
+        )?;
+        // The car's tasks may name its signals and its bound devices (SPEC
+        // §18.6): the catalogue holds the devices before stored tasks are
+        // installed again, so those naming a bound device still validate.
+        let automation = AutomationHost::open(
+            tether_automation::Config {
+                site: tether_automation::Site::HeadUnit,
+                ..tether_automation::Config::default()
+            },
+            car_catalogue(devices.task_devices()?),
+            permissions_of(Role::Phone),
+            self.store.clone(),
+            Arc::new(CarActuator::new(
+                service_tx.clone(),
+                self.notices.clone(),
+                devices.clone(),
+            )),
+            match *lock(&self.automation_clock) {
+                Some(start) => Clock::manual(start),
+                None => Clock::System,
+            },
+        )?;
+        devices.follow_automation(&automation);
+        let automation_timers = automation.spawn_timers();
+        let shares = ShareRegistry::load(
+            self.store.clone(),
+            *credentials.authority_public_key(),
+            listener.grantees(),
+            // Each grant's advert: the same endpoint, its own key.
+            self.config.advertiser([0; 32], address),
+            unix_now(),
         )?;
         // R17: scan for bound devices at power-on.
         {

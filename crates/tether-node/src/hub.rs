@@ -56,7 +56,12 @@ impl SimHome {
 
     /// What tasks may name: each device's switch, readable and writable.
     pub fn catalogue(&self) -> Catalogue {
-        let mut catalogue = Catalogue::new();
+        self.catalogue_onto(Catalogue::new())
+    }
+
+    /// `base` (the car's signals, on a hub) with each device's switch.
+    pub fn catalogue_onto(&self, base: Catalogue) -> Catalogue {
+        let mut catalogue = base;
         for device in lock(&self.state).keys() {
             catalogue.add_device(
                 device.clone(),
@@ -139,6 +144,13 @@ impl Actuator for SimHome {
         };
         Box::pin(async move { result })
     }
+
+    fn current(&self, device: &DeviceId, property: PropertyId) -> Option<Value> {
+        if property != HOME_SWITCH {
+            return None;
+        }
+        lock(&self.state).get(device).cloned()
+    }
 }
 
 /// A home hub. Create with [`Hub::open`], enroll once, then
@@ -153,6 +165,7 @@ pub struct Hub {
     automation: Mutex<Option<Arc<AutomationHost>>>,
     link: Mutex<Option<tokio::task::JoinHandle<()>>>,
     watching: Arc<Mutex<Interest>>,
+    signal_updates: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -191,6 +204,7 @@ impl Hub {
             automation: Mutex::new(None),
             link: Mutex::new(None),
             watching: Arc::new(Mutex::new(Interest::default())),
+            signal_updates: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         })
     }
 
@@ -229,7 +243,7 @@ impl Hub {
                 site: Site::Hub,
                 ..Config::default()
             },
-            self.home.catalogue(),
+            self.catalogue(),
             permissions_of(Role::Phone),
             self.store.clone(),
             self.home.clone(),
@@ -248,6 +262,27 @@ impl Hub {
             .ok_or(NodeError::State("not started"))
     }
 
+    /// What the hub's tasks may name: the car's signals a hub may read (not
+    /// its position, R10) and the home's devices.
+    fn catalogue(&self) -> Catalogue {
+        self.home
+            .catalogue_onto(crate::automation_car::vehicle_catalogue())
+    }
+
+    /// Someone at home switched `device`: the home's tasks hear of it
+    /// (property triggers and conditions). Returns whether it exists.
+    pub fn set_device(&self, device: &str, on: bool) -> Result<bool, NodeError> {
+        if !self.home.set(device, on) {
+            return Ok(false);
+        }
+        let _ = self.automation()?.handle_property(
+            &DeviceId::new(device),
+            HOME_SWITCH,
+            Value::Bool(on),
+        );
+        Ok(true)
+    }
+
     /// Unbinds a home device: it leaves the catalogue, and every task that
     /// names it is marked broken, kept, and says why. Returns those tasks.
     pub fn unbind_device(&self, device: &str) -> Result<Vec<u64>, NodeError> {
@@ -255,7 +290,7 @@ impl Hub {
             return Err(NodeError::State("no such device in this home"));
         }
         let host = self.automation()?;
-        host.set_catalogue(self.home.catalogue());
+        host.set_catalogue(self.catalogue());
         Ok(host.device_gone(&DeviceId::new(device))?)
     }
 
@@ -308,7 +343,13 @@ impl Hub {
             return Err(NodeError::UnexpectedPeer("the peer is not a vehicle"));
         }
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(follow(session, host, self.watching.clone(), ready_tx));
+        let task = tokio::spawn(follow(
+            session,
+            host,
+            self.watching.clone(),
+            self.signal_updates.clone(),
+            ready_tx,
+        ));
         if let Some(old) = lock(&self.link).replace(task) {
             old.abort();
         }
@@ -321,6 +362,13 @@ impl Hub {
     /// to the latest `WatchHomeEvents`).
     pub fn watching(&self) -> Interest {
         lock(&self.watching).clone()
+    }
+
+    /// How many batches of signal values the car has sent the hub (the
+    /// first is the current values of a new subscription).
+    pub fn signal_updates(&self) -> u64 {
+        self.signal_updates
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Stops following the car.
@@ -350,6 +398,7 @@ async fn follow(
     session: ClientSession,
     host: Arc<AutomationHost>,
     watching: Arc<Mutex<Interest>>,
+    signal_updates: Arc<std::sync::atomic::AtomicU64>,
     ready: tokio::sync::oneshot::Sender<Result<(), NodeError>>,
 ) {
     let mut ready = Some(ready);
@@ -366,12 +415,45 @@ async fn follow(
                 return;
             }
         };
+        // Signals the hub's tasks read: a subscription of their paths only,
+        // which the car allows while "car data to home" is on (R11, R21).
+        let mut signals = None;
+        if !interest.signals.is_empty() && host.car_data_to_home() {
+            match session
+                .request(crate::wire::request(request::Kind::Subscribe(
+                    pb::Subscribe {
+                        paths: interest.signals.iter().cloned().collect(),
+                    },
+                )))
+                .await
+            {
+                Ok(stream) => signals = Some(stream),
+                Err(e) => warn!(error = %e, "the car refused the hub's signals"),
+            }
+        }
         loop {
+            let next_signal = async {
+                match signals.as_mut() {
+                    Some(stream) => stream.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut changed => {
                     stream.cancel();
+                    if let Some(signals) = signals.take() {
+                        signals.cancel();
+                    }
                     break;
                 }
+                update = next_signal => match update {
+                    Ok(Some(reply)) => {
+                        apply_signals(&host, reply);
+                        signal_updates.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    // Ended (the switch went off) or failed: the events go on.
+                    _ => signals = None,
+                },
                 next = stream.next() => {
                     let reply = match next {
                         Ok(Some(reply)) => reply,
@@ -410,6 +492,31 @@ async fn follow(
                 }
             }
         }
+    }
+}
+
+/// Signal values from the car, to the hub's tasks.
+fn apply_signals(host: &Arc<AutomationHost>, reply: pb::Envelope) {
+    let values = match crate::wire::answer(reply) {
+        Ok(response::Kind::Signals(v) | response::Kind::Update(v)) => v.values,
+        _ => return,
+    };
+    for signal in values {
+        let value = match signal.value {
+            Some(pb::signal_value::Value::BoolValue(b)) => Value::Bool(b),
+            Some(pb::signal_value::Value::DoubleValue(d)) => Value::Double(d),
+            Some(pb::signal_value::Value::IntValue(i)) => Value::Int(i),
+            // Bounded like a task's own texts, so its trace stays readable.
+            Some(pb::signal_value::Value::StringValue(s))
+                if s.len() <= tether_automation::MAX_MESSAGE_BYTES =>
+            {
+                Value::Text(s)
+            }
+            Some(pb::signal_value::Value::StringValue(_)) => continue,
+            // A position is never a hub's (R10): the car does not send one.
+            Some(pb::signal_value::Value::Location(_)) | None => continue,
+        };
+        let _ = host.handle_signal(&signal.path, value);
     }
 }
 
