@@ -157,29 +157,15 @@ async fn r10_r21_r32_wire_taint_hub_and_phone_never_receive_a_coordinate() {
     let (owner, car, hub, car_tasks, hub_tasks) = setup().await;
     // A second watcher with the hub's role records every byte the car
     // sends a hub.
-    let key = DeviceKey::generate().unwrap();
-    let grant = owner
-        .enroll_device(&key.enrollment_request(Role::Hub, [7; 16]))
-        .unwrap();
-    let credentials = Arc::new(Credentials::from_grant(key, &grant, unix_now()).unwrap());
-    let connector = Connector::new(
-        "127.0.0.1:0".parse().unwrap(),
-        credentials,
-        Default::default(),
-    )
-    .unwrap();
     let address = car.address().await.unwrap();
-    let tap = connector.connect(address).await.unwrap();
+    let tap = hub_session(&owner, address).await;
     let mut watch = tap
-        .request(pb::Envelope {
-            body: Some(envelope::Body::Request(pb::Request {
-                kind: Some(request::Kind::WatchHomeEvents(pb::WatchHomeEvents {
-                    places: vec!["home".into()],
-                    vehicle_events: true,
-                })),
-            })),
-            ..Default::default()
-        })
+        .request(request_of(request::Kind::WatchHomeEvents(
+            pb::WatchHomeEvents {
+                places: vec!["home".into()],
+                vehicle_events: true,
+            },
+        )))
         .await
         .unwrap();
 
@@ -235,14 +221,7 @@ async fn r10_r21_r32_wire_taint_hub_and_phone_never_receive_a_coordinate() {
             nickname: "Sam".into(),
         }),
     ] {
-        let reply = link
-            .session()
-            .call(pb::Envelope {
-                body: Some(envelope::Body::Request(pb::Request { kind: Some(kind) })),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let reply = link.session().call(request_of(kind)).await.unwrap();
         assert!(
             matches!(reply.body, Some(envelope::Body::Response(_))),
             "{reply:?}"
@@ -523,23 +502,8 @@ async fn automation_requests_are_role_checked_r23() {
     let (owner, car, hub, _car_tasks, _hub_tasks) = setup().await;
     let address = car.address().await.unwrap();
     // A hub may watch home events but not create tasks on the car.
-    let key = DeviceKey::generate().unwrap();
-    let grant = owner
-        .enroll_device(&key.enrollment_request(Role::Hub, [9; 16]))
-        .unwrap();
-    let hub_session = Connector::new(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(Credentials::from_grant(key, &grant, unix_now()).unwrap()),
-        Default::default(),
-    )
-    .unwrap()
-    .connect(address)
-    .await
-    .unwrap();
-    let create = |kind| pb::Envelope {
-        body: Some(envelope::Body::Request(pb::Request { kind: Some(kind) })),
-        ..Default::default()
-    };
+    let hub_session = hub_session(&owner, address).await;
+    let create = request_of;
     let denied = |reply: Result<pb::Envelope, tether_session::quic::SessionError>| {
         matches!(
             reply,

@@ -3,16 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
+use common::KillOnDrop;
 
 fn tether() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tether"))

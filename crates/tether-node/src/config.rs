@@ -141,6 +141,23 @@ impl NodeConfig {
         self.identifiers.save(&mut store)?;
         Ok(store)
     }
+
+    /// Opens the store and this node's device key, made and stored on first
+    /// use (it never leaves the node).
+    pub(crate) fn open_store_and_key(
+        &self,
+    ) -> Result<(tether_store::Store, tether_identity::DeviceKey), crate::NodeError> {
+        let mut store = self.open_store()?;
+        let key = match store.load_device_key()? {
+            Some(key) => key,
+            None => {
+                let key = tether_identity::DeviceKey::generate()?;
+                store.save_device_key(&key)?;
+                key
+            }
+        };
+        Ok((store, key))
+    }
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).

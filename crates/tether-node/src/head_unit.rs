@@ -65,16 +65,8 @@ impl HeadUnit {
     /// Opens (or creates) the head unit's state. A device key is generated
     /// on first use and never leaves this node.
     pub fn open(config: NodeConfig) -> Result<Self, NodeError> {
-        let mut store = config.open_store()?;
+        let (store, key) = config.open_store_and_key()?;
         let credentials = store.load_identity()?.map(Arc::new);
-        let key = match store.load_device_key()? {
-            Some(key) => key,
-            None => {
-                let key = DeviceKey::generate()?;
-                store.save_device_key(&key)?;
-                key
-            }
-        };
         Ok(Self {
             config,
             store: Arc::new(Mutex::new(store)),

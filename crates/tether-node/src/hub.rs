@@ -184,16 +184,8 @@ impl Hub {
 
     /// As [`Hub::open`], with these home devices.
     pub fn open_with_home(config: NodeConfig, home: SimHome) -> Result<Self, NodeError> {
-        let mut store = config.open_store()?;
+        let (store, key) = config.open_store_and_key()?;
         let credentials = store.load_identity()?.map(Arc::new);
-        let key = match store.load_device_key()? {
-            Some(key) => key,
-            None => {
-                let key = DeviceKey::generate()?;
-                store.save_device_key(&key)?;
-                key
-            }
-        };
         Ok(Self {
             config,
             store: Arc::new(Mutex::new(store)),

@@ -1,0 +1,35 @@
+//! Shared by the CLI tests that run `tether` as processes.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // test support
+
+use std::process::{Child, Command};
+
+/// A background `tether` process (a head unit), killed when dropped.
+pub(crate) struct KillOnDrop(pub(crate) Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `tether args…` to the end: success, stdout, stderr.
+pub(crate) fn tether(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `tether args…`, which must succeed and print one JSON object.
+pub(crate) fn json(args: &[&str]) -> serde_json::Value {
+    let (ok, stdout, stderr) = tether(args);
+    assert!(ok, "tether {args:?} failed: {stdout}{stderr}");
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
