@@ -176,3 +176,34 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], crate::NodeError
         .map_err(|_| crate::NodeError::Random)?;
     Ok(out)
 }
+
+/// The enrollment request of a node whose device key is `key_pkcs8`, for
+/// `role` (handed to the account authority over a trusted channel).
+pub(crate) fn enrollment_request(
+    key_pkcs8: &[u8],
+    role: tether_identity::Role,
+) -> Result<tether_identity::EnrollmentRequest, crate::NodeError> {
+    let key = tether_identity::DeviceKey::from_pkcs8(key_pkcs8)?;
+    Ok(key.enrollment_request(role, random_bytes()?))
+}
+
+/// Checks the authority's `grant` for this node's key and `role`, stores
+/// the credentials and puts them in `slot`. `wrong_role` says what the
+/// grant should have been for.
+pub(crate) fn accept_grant(
+    key_pkcs8: &[u8],
+    grant: &tether_identity::EnrollmentGrant,
+    role: tether_identity::Role,
+    store: &std::sync::Mutex<tether_store::Store>,
+    slot: &std::sync::Mutex<Option<Arc<tether_identity::Credentials>>>,
+    wrong_role: &'static str,
+) -> Result<(), crate::NodeError> {
+    let key = tether_identity::DeviceKey::from_pkcs8(key_pkcs8)?;
+    let credentials = tether_identity::Credentials::from_grant(key, grant, unix_now())?;
+    if credentials.role() != role {
+        return Err(crate::NodeError::UnexpectedPeer(wrong_role));
+    }
+    crate::wire::lock(store).save_identity(&credentials)?;
+    *crate::wire::lock(slot) = Some(Arc::new(credentials));
+    Ok(())
+}

@@ -17,7 +17,7 @@ use crate::NodeError;
 use crate::automation::{AutomationHost, Clock};
 use crate::automation_car::{AppNotice, CarActuator, car_catalogue};
 use crate::automation_serve::permissions_of;
-use crate::config::{NodeConfig, random_bytes, unix_now};
+use crate::config::{NodeConfig, unix_now};
 use crate::devices::DeviceService;
 use crate::receipt_log::{COMMAND_LOG_KEEP, StoreReceiptLog};
 use crate::serve::{ServiceInput, run_service, serve_session};
@@ -91,20 +91,19 @@ impl HeadUnit {
     /// The request to hand to the account authority over a trusted channel
     /// (in local mode, the owner's phone).
     pub fn enrollment_request(&self) -> Result<EnrollmentRequest, NodeError> {
-        let key = DeviceKey::from_pkcs8(&self.key_pkcs8)?;
-        Ok(key.enrollment_request(Role::Vehicle, random_bytes()?))
+        crate::config::enrollment_request(&self.key_pkcs8, Role::Vehicle)
     }
 
     /// Accepts the authority's grant, checks it and stores it.
     pub fn complete_enrollment(&self, grant: &EnrollmentGrant) -> Result<(), NodeError> {
-        let key = DeviceKey::from_pkcs8(&self.key_pkcs8)?;
-        let credentials = Credentials::from_grant(key, grant, unix_now())?;
-        if credentials.role() != Role::Vehicle {
-            return Err(NodeError::UnexpectedPeer("grant is not for a vehicle"));
-        }
-        lock(&self.store).save_identity(&credentials)?;
-        *lock(&self.credentials) = Some(Arc::new(credentials));
-        Ok(())
+        crate::config::accept_grant(
+            &self.key_pkcs8,
+            grant,
+            Role::Vehicle,
+            &self.store,
+            &self.credentials,
+            "grant is not for a vehicle",
+        )
     }
 
     /// The vehicle's public key (receipts verify against it).

@@ -18,7 +18,7 @@ use tether_automation::{
     Site, Value, ValueKind, wire,
 };
 use tether_discovery::Browser;
-use tether_identity::{Credentials, DeviceKey, EnrollmentGrant, EnrollmentRequest, Role};
+use tether_identity::{Credentials, EnrollmentGrant, EnrollmentRequest, Role};
 use tether_proto::v1::{self as pb, request, response};
 use tether_session::quic::{ClientSession, CloseCode, Connector};
 use tether_store::Store;
@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 use crate::NodeError;
 use crate::automation::{Actuator, AutomationHost, Clock, EffectFuture, Interest};
 use crate::automation_serve::permissions_of;
-use crate::config::{NodeConfig, random_bytes, unix_now};
+use crate::config::NodeConfig;
 use crate::wire::lock;
 
 /// The one property of each simulated home device: on/off, or closed for
@@ -202,20 +202,19 @@ impl Hub {
 
     /// The request to hand to the account authority (the owner's phone).
     pub fn enrollment_request(&self) -> Result<EnrollmentRequest, NodeError> {
-        let key = DeviceKey::from_pkcs8(&self.key_pkcs8)?;
-        Ok(key.enrollment_request(Role::Hub, random_bytes()?))
+        crate::config::enrollment_request(&self.key_pkcs8, Role::Hub)
     }
 
     /// Accepts the authority's grant, checks it and stores it.
     pub fn complete_enrollment(&self, grant: &EnrollmentGrant) -> Result<(), NodeError> {
-        let key = DeviceKey::from_pkcs8(&self.key_pkcs8)?;
-        let credentials = Credentials::from_grant(key, grant, unix_now())?;
-        if credentials.role() != Role::Hub {
-            return Err(NodeError::UnexpectedPeer("grant is not for a hub"));
-        }
-        lock(&self.store).save_identity(&credentials)?;
-        *lock(&self.credentials) = Some(Arc::new(credentials));
-        Ok(())
+        crate::config::accept_grant(
+            &self.key_pkcs8,
+            grant,
+            Role::Hub,
+            &self.store,
+            &self.credentials,
+            "grant is not for a hub",
+        )
     }
 
     /// The home's devices.
