@@ -360,7 +360,13 @@ pub(crate) async fn task_steps(
                  \"front door light\": {}",
                 bytes.len(),
                 template.nickname,
-                info.state.label()
+                match info.state {
+                    // Their home has not heard from their car yet (R27).
+                    TaskState::DisabledByConsent => {
+                        "installed, waiting for their own car's \"car data to home\"".to_owned()
+                    }
+                    ref other => other.label().to_owned(),
+                }
             )),
             (Ok(_), false) => Err(format!("the template leaks {leaks:?}")),
             (Err(e), _) => Err(e.to_string()),

@@ -91,6 +91,7 @@ fn help_lists_every_subcommand() {
         "pair",
         "devices",
         "share",
+        "tasks",
     ] {
         assert!(text.contains(sub), "--help does not mention {sub}: {text}");
     }
