@@ -22,7 +22,7 @@ use tether_automation::template::{Binding, Template, TemplateError};
 use tether_automation::{
     Action, ActionResult, Audience, Catalogue, Condition, Config, ConfirmRequest, ConfirmationId,
     Delivery, DeviceId, Effect, Engine, EngineError, Fix, LatLon, Output, Permissions, Place,
-    PlaceId, Shape, Subscription, Task, TaskId, TaskStatus, Trace, Transition, Trigger,
+    PlaceId, Shape, Snapshot, Subscription, Task, TaskId, TaskStatus, Trace, Transition, Trigger,
     ValidationError, Value, VehicleEvent, wire,
 };
 use tether_proto::v1 as pb;
@@ -231,6 +231,10 @@ struct Inner {
     /// Added to the engine's trace numbers in the store: when the engine
     /// started afresh its numbers restart, and stored traces must stay.
     seq_offset: u64,
+    /// The last snapshot written, its clock zeroed.
+    last_snapshot: Option<Snapshot>,
+    /// The engine's next trace number when traces were last written.
+    persisted_next_trace: u64,
     open_traces: BTreeSet<(TaskId, u64)>,
 }
 
@@ -392,6 +396,8 @@ impl AutomationHost {
                 performed: Vec::new(),
                 persisted_seq,
                 seq_offset,
+                last_snapshot: None,
+                persisted_next_trace: u64::MAX,
                 open_traces: BTreeSet::new(),
             }),
             wake: Notify::new(),
@@ -1055,13 +1061,31 @@ impl AutomationHost {
     }
 
     /// Writes the snapshot and new or changed traces.
+    ///
+    /// A car hands in a fix every second or so: when nothing but the
+    /// engine's clock moved, nothing is written. (Skipping the clock alone
+    /// is safe: a time trigger due meanwhile would have changed the
+    /// snapshot, with a run or a trace.)
     fn persist(&self) {
         let mut inner = lock(&self.inner);
-        let snapshot = wire::encode_snapshot(&inner.engine.snapshot());
+        let snapshot = inner.engine.snapshot();
+        let next_trace = snapshot.next_trace;
+        let unchanged = Snapshot {
+            taken_at_ms: 0,
+            ..snapshot.clone()
+        };
+        if inner.last_snapshot.as_ref() == Some(&unchanged) && inner.open_traces.is_empty() {
+            return;
+        }
         let mut store = lock(&self.store);
-        if let Err(e) = store.put_automation_snapshot(&snapshot) {
+        if let Err(e) = store.put_automation_snapshot(&wire::encode_snapshot(&snapshot)) {
             warn!(error = %e, "the automation snapshot could not be stored");
         }
+        inner.last_snapshot = Some(unchanged);
+        if next_trace == inner.persisted_next_trace && inner.open_traces.is_empty() {
+            return;
+        }
+        inner.persisted_next_trace = next_trace;
         let mut max_seq = inner.persisted_seq;
         let mut open = BTreeSet::new();
         for id in inner.engine.task_ids() {
