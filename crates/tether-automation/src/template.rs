@@ -36,7 +36,7 @@ use crate::{MAX_ACTION_NODES, MAX_CONDITION_NODES, MAX_TRIGGERS};
 
 mod rename;
 
-use rename::{Binder, Slotter, rename_task};
+use rename::{Binder, DeviceCollector, Slotter, rename_task};
 
 /// Longest sharer's nickname, bytes of UTF-8 (as in a share invite, §17).
 pub const MAX_NICKNAME_BYTES: usize = 64;
@@ -150,6 +150,16 @@ pub enum TemplateError {
     /// of its slots: the template is malformed (the sender's fault).
     #[error("the template's task names `{0}`, which is not one of its slots")]
     NotASlot(String),
+}
+
+/// Every device `task` names: in a trigger, a condition, an action or an
+/// input (the same walk that makes a template's device slots).
+pub fn devices_named(task: &Task) -> std::collections::BTreeSet<DeviceId> {
+    let mut collector = DeviceCollector::default();
+    match rename_task(task, &mut collector) {
+        Ok(_) => collector.devices,
+        Err(never) => match never {},
+    }
 }
 
 impl Template {

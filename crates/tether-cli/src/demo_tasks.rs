@@ -208,11 +208,11 @@ pub(crate) async fn task_steps(
     let arrive = hub_tasks.create(arrive_task(), true, &owner)?;
     let lock = link.create_task(&lock_task(), true).await?;
     let listed = link.list_tasks().await?;
-    let home = hub.home();
-    home.set("lights", true);
+    let house = hub.home();
+    house.set("lights", true);
     let watching = until(|| {
         let wanted = hub_tasks.interest();
-        wanted.places.contains(&home_id()) && hub.watching() == wanted
+        wanted.places.contains(&home()) && hub.watching() == wanted
     })
     .await;
     let created = consent
@@ -252,11 +252,11 @@ pub(crate) async fn task_steps(
         )
         .await;
     let left = until(|| {
-        let s = home.state();
+        let s = house.state();
         s.get("lights") == Some(&false) && s.get("garage") == Some(&true)
     })
     .await;
-    let state = home.state();
+    let state = house.state();
     n.record(
         "car leaves home",
         t,
@@ -282,7 +282,7 @@ pub(crate) async fn task_steps(
             drive.duration_s() + 1,
         )
         .await;
-    let porch = until(|| home.state().get("porch") == Some(&true)).await;
+    let porch = until(|| house.state().get("porch") == Some(&true)).await;
     let mut locked = false;
     for _ in 0..150 {
         if car.executions().await?.lock > locks_before {
@@ -381,7 +381,7 @@ pub(crate) async fn task_steps(
         hub_tasks.get(leave.task.id.0).map(|i| i.state) == Some(TaskState::DisabledByConsent)
     })
     .await;
-    home.set("lights", true);
+    house.set("lights", true);
     let traces_before = hub_tasks.traces(leave.task.id.0, 0)?.len();
     // The car drives off again.
     let later = start + (drive.duration_s() + 600) * 1000;
@@ -392,7 +392,7 @@ pub(crate) async fn task_steps(
         let _ = car_tasks.handle_fix(Fix::new(HOME.lat + north_m / 111_320.0, HOME.lon, 8.0));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let untouched = home.state().get("lights") == Some(&true);
+    let untouched = house.state().get("lights") == Some(&true);
     let traces_after = hub_tasks.traces(leave.task.id.0, 0)?;
     let kept = traces_after.len() >= traces_before
         && traces_after.iter().any(|t| t.outcome == Outcome::Completed);
@@ -413,10 +413,6 @@ pub(crate) async fn task_steps(
     );
     hub.disconnect();
     Ok(())
-}
-
-fn home_id() -> PlaceId {
-    home()
 }
 
 /// The family member binds the template to their place and device.

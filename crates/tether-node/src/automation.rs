@@ -20,10 +20,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tether_automation::template::{Binding, Template, TemplateError};
 use tether_automation::{
-    Action, ActionResult, Audience, Catalogue, Condition, Config, ConfirmRequest, ConfirmationId,
-    Delivery, DeviceId, Effect, Engine, EngineError, Fix, LatLon, Output, Permissions, Place,
-    PlaceId, Shape, Snapshot, Subscription, Task, TaskId, TaskStatus, Trace, Transition, Trigger,
-    ValidationError, Value, VehicleEvent, wire,
+    ActionResult, Audience, Catalogue, Config, ConfirmRequest, ConfirmationId, Delivery, DeviceId,
+    Effect, Engine, EngineError, Fix, LatLon, Output, Permissions, Place, PlaceId, Shape, Snapshot,
+    Subscription, Task, TaskId, TaskStatus, Trace, Transition, ValidationError, Value,
+    VehicleEvent, wire,
 };
 use tether_proto::v1 as pb;
 use tether_store::{Store, StoreError, TaskRecord};
@@ -1155,34 +1155,5 @@ fn info_of(inner: &Inner, id: TaskId) -> Option<TaskInfo> {
 }
 
 fn names_device(task: &Task, device: &DeviceId) -> bool {
-    fn in_conditions(conditions: &[Condition], device: &DeviceId) -> bool {
-        conditions.iter().any(|c| match c {
-            Condition::All(cs) | Condition::Any(cs) => in_conditions(cs, device),
-            Condition::Not(c) => in_conditions(std::slice::from_ref(c), device),
-            Condition::Property { device: d, .. } => d == device,
-            _ => false,
-        })
-    }
-    fn in_actions(actions: &[Action], device: &DeviceId) -> bool {
-        actions.iter().any(|a| match a {
-            Action::SetProperty { device: d, .. } | Action::DeviceAction { device: d, .. } => {
-                d == device
-            }
-            Action::Choose {
-                branches,
-                otherwise,
-            } => {
-                in_actions(otherwise, device)
-                    || branches.iter().any(|b| {
-                        in_conditions(&b.conditions, device) || in_actions(&b.actions, device)
-                    })
-            }
-            _ => false,
-        })
-    }
-    task.triggers
-        .iter()
-        .any(|t| matches!(t, Trigger::Property { device: d, .. } if d == device))
-        || in_conditions(&task.conditions, device)
-        || in_actions(&task.actions, device)
+    tether_automation::template::devices_named(task).contains(device)
 }

@@ -17,7 +17,6 @@ use tether_automation::{
     ActionResult, Catalogue, Config, DeviceId, DeviceSpec, Effect, Place, PropertyId, PropertySpec,
     Site, Value, ValueKind, wire,
 };
-use tether_discovery::Browser;
 use tether_identity::{Credentials, EnrollmentGrant, EnrollmentRequest, Role};
 use tether_proto::v1::{self as pb, request, response};
 use tether_session::quic::{ClientSession, CloseCode, Connector};
@@ -298,15 +297,10 @@ impl Hub {
             .clone()
             .ok_or(NodeError::NotEnrolled)?;
         let group = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
-        let mut browser = Browser::start(vec![group.discovery_key()], self.config.interfaces)?;
-        let result = browser.find_first(timeout).await;
-        let _ = browser.shutdown().await;
-        let resolved = result?;
-        let ip = *resolved
-            .addresses
-            .first()
-            .ok_or(NodeError::UnexpectedResponse("advert without an address"))?;
-        Ok(SocketAddr::new(ip, resolved.port))
+        let found =
+            crate::phone::find_member(group.discovery_key(), self.config.interfaces, timeout)
+                .await?;
+        Ok(found.address)
     }
 
     /// Opens a session to the car and follows the place and vehicle events

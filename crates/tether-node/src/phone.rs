@@ -182,18 +182,7 @@ impl Phone {
         key: [u8; 32],
         timeout: Duration,
     ) -> Result<DiscoveredVehicle, NodeError> {
-        let mut browser = Browser::start(vec![key], self.config.interfaces)?;
-        let result = browser.find_first(timeout).await;
-        let _ = browser.shutdown().await;
-        let resolved = result?;
-        let ip = *resolved
-            .addresses
-            .first()
-            .ok_or(NodeError::UnexpectedResponse("advert without an address"))?;
-        Ok(DiscoveredVehicle {
-            address: SocketAddr::new(ip, resolved.port),
-            token: resolved.token,
-        })
+        find_member(key, self.config.interfaces, timeout).await
     }
 
     async fn connector(&self) -> Result<&Connector, NodeError> {
@@ -362,4 +351,25 @@ impl Phone {
             Err(_) => false,
         }
     }
+}
+
+/// Browses the LAN until a token minted with `key` resolves (at most
+/// `timeout`): the first member found, with its address.
+pub(crate) async fn find_member(
+    key: [u8; 32],
+    interfaces: tether_discovery::Interfaces,
+    timeout: Duration,
+) -> Result<DiscoveredVehicle, NodeError> {
+    let mut browser = Browser::start(vec![key], interfaces)?;
+    let result = browser.find_first(timeout).await;
+    let _ = browser.shutdown().await;
+    let resolved = result?;
+    let ip = *resolved
+        .addresses
+        .first()
+        .ok_or(NodeError::UnexpectedResponse("advert without an address"))?;
+    Ok(DiscoveredVehicle {
+        address: SocketAddr::new(ip, resolved.port),
+        token: resolved.token,
+    })
 }

@@ -148,6 +148,29 @@ impl Rename for Binder<'_> {
     }
 }
 
+/// Collects the devices a task names, renaming nothing.
+#[derive(Default)]
+pub(super) struct DeviceCollector {
+    pub(super) devices: std::collections::BTreeSet<DeviceId>,
+}
+
+impl Rename for DeviceCollector {
+    type Error = std::convert::Infallible;
+
+    fn place(&mut self, place: &PlaceId, _: PlaceUse) -> Result<PlaceId, Self::Error> {
+        Ok(place.clone())
+    }
+
+    fn device(&mut self, device: &DeviceId, _: DeviceUse) -> Result<DeviceId, Self::Error> {
+        self.devices.insert(device.clone());
+        Ok(device.clone())
+    }
+
+    fn message(&mut self, text: &str) -> Result<String, Self::Error> {
+        Ok(text.to_owned())
+    }
+}
+
 pub(super) fn rename_task<R: Rename>(task: &Task, r: &mut R) -> Result<Task, R::Error> {
     Ok(Task {
         id: TaskId(0),
