@@ -298,6 +298,78 @@ async fn oversized_request_is_refused_and_the_session_survives() {
 }
 
 #[tokio::test]
+async fn an_undecodable_request_gets_bad_request_and_the_session_survives() {
+    let s = setup();
+    let server = echo_server(s.car.clone(), SessionConfig::default(), 1, false).await;
+    let (_c, session) = connect(&s.phone, server.addr).await;
+    // A whole frame that is no envelope: refused on its stream only.
+    let mut stream = session.request_unchecked(&[0xff; 9]).await.unwrap();
+    match stream.next().await {
+        Err(SessionError::Remote { code, .. }) => assert_eq!(code, ErrorCode::BadRequest),
+        other => panic!("expected BAD_REQUEST, got {other:?}"),
+    }
+    assert_eq!(
+        pong_payload(&session.call(ping(b"after")).await.unwrap()),
+        b"after"
+    );
+    assert_eq!(server.served.load(Ordering::SeqCst), 1);
+}
+
+/// Requests that find the application's queue full wait for room: every
+/// one is served, none is dropped or refused (backpressure, SPEC §6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_a_full_queue_wait_and_none_is_lost() {
+    let s = setup();
+    let config = SessionConfig {
+        request_queue: 1,
+        ..SessionConfig::default()
+    };
+    let mut listener = Listener::bind(LOOPBACK.parse().unwrap(), s.car.clone(), config).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (open_tx, open_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut session = listener.accept().await.unwrap();
+        // The application does not read until told to.
+        open_rx.await.unwrap();
+        while let Some(request) = session.next_request().await {
+            let payload = match request.envelope.body {
+                Some(envelope::Body::Request(Request {
+                    kind: Some(request::Kind::Ping(p)),
+                })) => p.payload,
+                other => panic!("not a ping: {other:?}"),
+            };
+            let mut responder = request.responder;
+            let pong = Envelope {
+                body: Some(envelope::Body::Response(Response {
+                    kind: Some(response::Kind::Pong(Pong { payload })),
+                })),
+                ..Default::default()
+            };
+            responder.send(&pong).await.unwrap();
+            responder.finish();
+        }
+    });
+    let (_c, session) = connect(&s.phone, addr).await;
+    let session = Arc::new(session);
+    let calls: Vec<_> = (0..16u8)
+        .map(|i| {
+            let session = session.clone();
+            tokio::spawn(async move { session.call(ping(&[i; 3])).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        calls.iter().all(|c| !c.is_finished()),
+        "nothing is answered while the application does not read"
+    );
+    open_tx.send(()).unwrap();
+    for (i, call) in calls.into_iter().enumerate() {
+        let answer = call.await.unwrap().unwrap();
+        assert_eq!(pong_payload(&answer), vec![i as u8; 3]);
+    }
+}
+
+#[tokio::test]
 async fn a_stream_used_before_authentication_is_refused() {
     let s = setup();
     let config = SessionConfig {

@@ -441,6 +441,12 @@ async fn authenticate(
 
 /// Accepts request streams for the connection's lifetime. Requests read
 /// before authentication wait; they are served only once it succeeds.
+///
+/// On an authenticated session, a request whose frame is already whole when
+/// its stream is accepted (the usual case: a small request sent with its
+/// end of stream) goes to the application straight from this task. Every
+/// other request gets a task of its own that waits for its bytes. A task per
+/// request would cost one more wake-up on every round trip (BENCHMARKS.md).
 async fn accept_streams(
     conn: quinn::Connection,
     auth: watch::Receiver<AuthState>,
@@ -448,9 +454,47 @@ async fn accept_streams(
     limit: usize,
 ) {
     while let Ok((send, recv)) = conn.accept_bi().await {
+        let mut reader = FrameReader::new(recv, limit);
+        let first = if *auth.borrow() == AuthState::Authenticated {
+            poll_once(reader.next())
+        } else {
+            None
+        };
+        let first = match first {
+            Some(Ok(Some(frame))) => match decode_envelope(&frame) {
+                Ok(envelope) => {
+                    let (request, tail) = incoming_request(envelope, send, reader, limit);
+                    match requests.try_send(request) {
+                        Ok(()) => {
+                            if let Some(tail) = tail {
+                                end_of_request_now(tail);
+                            }
+                        }
+                        Err(mpsc::error::TrySendError::Full(request)) => {
+                            // The application is behind: this request waits
+                            // in its own task, as a slow one would.
+                            let requests = requests.clone();
+                            tokio::spawn(async move {
+                                if requests.send(request).await.is_ok()
+                                    && let Some(tail) = tail
+                                {
+                                    end_of_request(tail).await;
+                                }
+                            });
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                    continue;
+                }
+                // The slow path answers it.
+                Err(_) => Some(Ok(Some(frame))),
+            },
+            other => other,
+        };
         tokio::spawn(read_request(
             send,
-            recv,
+            reader,
+            first,
             auth.clone(),
             requests.clone(),
             limit,
@@ -458,15 +502,82 @@ async fn accept_streams(
     }
 }
 
+/// Polls a future once, without a waker to call back: its result if it is
+/// ready at once. `FrameReader::next` keeps what it has read when dropped.
+fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// The request for the application, and the reader of the rest of the
+/// stream unless the request has a body (SPEC §6.2: then the rest of the
+/// stream is the body, read by the application in frames under the same
+/// limit).
+fn incoming_request(
+    envelope: Envelope,
+    send: quinn::SendStream,
+    reader: FrameReader,
+    limit: usize,
+) -> (IncomingRequest, Option<FrameReader>) {
+    let request_id = envelope.request_id;
+    let (body, tail) = if envelope.body_follows {
+        (Some(RequestBody::new(reader.into_recv(), limit)), None)
+    } else {
+        (None, Some(reader))
+    };
+    let request = IncomingRequest {
+        envelope,
+        responder: Responder {
+            send,
+            request_id,
+            limit,
+            body,
+        },
+    };
+    (request, tail)
+}
+
+/// A well-behaved requester finishes its send side right after the
+/// request; reading that end (after dispatch, off the latency path) avoids
+/// a needless STOP_SENDING. Anything else is not read.
+async fn end_of_request(mut reader: FrameReader) {
+    match tokio::time::timeout(END_OF_REQUEST_GRACE, reader.next()).await {
+        Ok(Ok(None)) => {}
+        _ => reader.stop(),
+    }
+}
+
+/// [`end_of_request`] without a task when the end has already arrived.
+fn end_of_request_now(mut reader: FrameReader) {
+    match poll_once(reader.next()) {
+        Some(Ok(None)) => {}
+        Some(_) => reader.stop(),
+        None => {
+            tokio::spawn(end_of_request(reader));
+        }
+    }
+}
+
+/// Serves one request stream in its own task: waits for the request frame
+/// (unless `first` already holds it) and for authentication, answers what
+/// cannot be served with a typed error, and hands the rest to the
+/// application.
 async fn read_request(
     mut send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    mut reader: FrameReader,
+    first: Option<Result<Option<Vec<u8>>, SessionError>>,
     mut auth: watch::Receiver<AuthState>,
     requests: mpsc::Sender<IncomingRequest>,
     limit: usize,
 ) {
-    let mut reader = FrameReader::new(recv, limit);
-    let first = reader.next().await;
+    let first = match first {
+        Some(first) => first,
+        None => reader.next().await,
+    };
     // Nothing is answered, not even an error, before authentication.
     let state = match auth.wait_for(|s| *s != AuthState::Pending).await {
         Ok(state) => *state,
@@ -518,34 +629,11 @@ async fn read_request(
             return;
         }
     };
-    let request_id = envelope.request_id;
-    // With `body_follows`, the rest of the stream is the request's body
-    // (SPEC §6.2): the application reads it, in frames under the same
-    // limit.
-    let (body, reader) = if envelope.body_follows {
-        (Some(RequestBody::new(reader.into_recv(), limit)), None)
-    } else {
-        (None, Some(reader))
-    };
-    let _ = requests
-        .send(IncomingRequest {
-            envelope,
-            responder: Responder {
-                send,
-                request_id,
-                limit,
-                body,
-            },
-        })
-        .await;
-    // A well-behaved requester finishes its send side right after the
-    // request; reading that end (after dispatch, off the latency path)
-    // avoids a needless STOP_SENDING. Anything else is not read.
-    if let Some(mut reader) = reader {
-        match tokio::time::timeout(END_OF_REQUEST_GRACE, reader.next()).await {
-            Ok(Ok(None)) => {}
-            _ => reader.stop(),
-        }
+    let (request, tail) = incoming_request(envelope, send, reader, limit);
+    if requests.send(request).await.is_ok()
+        && let Some(tail) = tail
+    {
+        end_of_request(tail).await;
     }
 }
 
