@@ -13,7 +13,10 @@ use crate::{BenchConfig, bare, tether};
 
 /// Counts and summed times of the handshake loops.
 pub(crate) struct Handshakes {
+    /// No ticket; each side has verified the other's certificate before.
     pub(crate) tether: (usize, Duration),
+    /// No ticket and no certificate verified before.
+    pub(crate) first_contact: (usize, Duration),
     pub(crate) resumed: (usize, Duration),
     pub(crate) bare: (usize, Duration),
 }
@@ -34,11 +37,12 @@ pub(crate) async fn measure_handshakes(
 
     // One untimed handshake each: first-use costs (thread wake-ups, lazy
     // initialisation) are not handshakes.
-    cold_handshakes(1, &connector, &mut listener, addr).await?;
+    cold_handshakes(1, &connector, &mut listener, addr, None).await?;
     bare_handshakes(1, &bare_client, &bare_server, bare_addr).await?;
 
     let mut out = Handshakes {
         tether: (0, Duration::ZERO),
+        first_contact: (0, Duration::ZERO),
         resumed: (0, Duration::ZERO),
         bare: (0, Duration::ZERO),
     };
@@ -50,8 +54,11 @@ pub(crate) async fn measure_handshakes(
         let n = share(config.handshakes, round, config.rounds);
         for tether_turn in [tether_first(round), !tether_first(round)] {
             if tether_turn {
-                let time = cold_handshakes(n, &connector, &mut listener, addr).await?;
+                let time = cold_handshakes(n, &connector, &mut listener, addr, None).await?;
                 add(&mut out.tether, n, time);
+                let time =
+                    cold_handshakes(n, &connector, &mut listener, addr, Some(account)).await?;
+                add(&mut out.first_contact, n, time);
                 let time = resumed_handshakes(n, &connector, &mut listener, addr).await?;
                 add(&mut out.resumed, n, time);
             } else {
@@ -66,16 +73,22 @@ pub(crate) async fn measure_handshakes(
 }
 
 /// `n` full Tether handshakes; returns their summed time (connect until
-/// both ends are authenticated; closing is not timed).
+/// both ends are authenticated; closing is not timed). With `first_contact`,
+/// both ends forget the certificates they verified before each one.
 async fn cold_handshakes(
     n: usize,
     connector: &Connector,
     listener: &mut Listener,
     addr: SocketAddr,
+    first_contact: Option<&tether::Account>,
 ) -> Result<Duration, BenchError> {
     let mut total = Duration::ZERO;
     for _ in 0..n {
         connector.forget_tickets();
+        if let Some(account) = first_contact {
+            account.phone.peer_certificates().clear();
+            account.car.peer_certificates().clear();
+        }
         let (time, client, server) = tether::handshake(connector, listener, addr).await?;
         if client.peer().resumed || client.round_trips() < 2 {
             return Err(BenchError::Unexpected("a cold handshake resumed"));

@@ -78,7 +78,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     let commands = measure_commands(&config, &account, &session_config).await?;
     let tokens = measure_tokens(&config, account.discovery_key).await?;
     let upgrades = ota::measure_ota(&config, &session_config).await?;
-    let (core_full, core_resumed) = {
+    let core = {
         let (phone, car, n) = (
             account.phone.clone(),
             account.car.clone(),
@@ -104,6 +104,8 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     let tether_handshakes_per_s = per_second(handshakes.tether.0, handshakes.tether.1);
     let bare_handshakes_per_s = per_second(handshakes.bare.0, handshakes.bare.1);
     let tether_resumed_handshakes_per_s = per_second(handshakes.resumed.0, handshakes.resumed.1);
+    let tether_first_contact_handshakes_per_s =
+        per_second(handshakes.first_contact.0, handshakes.first_contact.1);
     let tether_pipelined_per_s =
         per_second(commands.tether_pipelined.0, commands.tether_pipelined.1);
     let bare_pipelined_per_s = per_second(commands.bare_pipelined.0, commands.bare_pipelined.1);
@@ -115,13 +117,20 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         tether_handshakes: handshakes.tether.0,
         bare_handshakes: handshakes.bare.0,
         tether_resumed_handshakes: handshakes.resumed.0,
+        tether_first_contact_handshakes: handshakes.first_contact.0,
+        tether_first_contact_handshakes_per_s,
+        first_contact_handshake_ratio: ratio(
+            tether_first_contact_handshakes_per_s,
+            bare_handshakes_per_s,
+        ),
         tether_handshakes_per_s,
         bare_handshakes_per_s,
         tether_resumed_handshakes_per_s,
         handshake_ratio: ratio(tether_handshakes_per_s, bare_handshakes_per_s),
         resumed_handshake_ratio: ratio(tether_resumed_handshakes_per_s, bare_handshakes_per_s),
-        tether_handshake_core_us: core_full.as_secs_f64() * 1e6,
-        tether_resumed_handshake_core_us: core_resumed.as_secs_f64() * 1e6,
+        tether_handshake_core_us: core.full.as_secs_f64() * 1e6,
+        tether_known_peer_handshake_core_us: core.known.as_secs_f64() * 1e6,
+        tether_resumed_handshake_core_us: core.resumed.as_secs_f64() * 1e6,
         small_command: tether::SMALL_COMMAND,
         tether_request_bytes,
         tether_response_bytes,

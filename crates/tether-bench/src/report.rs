@@ -124,8 +124,12 @@ pub struct BenchReport {
     /// The sizes that were run.
     pub config: BenchConfig,
 
-    /// Cold Tether handshakes completed (no ticket held).
+    /// Cold Tether handshakes completed (no ticket held; each side has
+    /// verified the other's certificate before, SPEC §5.4).
     pub tether_handshakes: usize,
+    /// First-contact Tether handshakes completed (no ticket, no certificate
+    /// verified before).
+    pub tether_first_contact_handshakes: usize,
     /// Bare quinn handshakes completed.
     pub bare_handshakes: usize,
     /// Resumed Tether handshakes completed.
@@ -133,18 +137,25 @@ pub struct BenchReport {
     /// Sequential cold Tether handshakes per second (QUIC + account-bound
     /// handshake, complete on both ends).
     pub tether_handshakes_per_s: f64,
+    /// Sequential first-contact Tether handshakes per second.
+    pub tether_first_contact_handshakes_per_s: f64,
     /// Sequential bare quinn handshakes per second (complete on both ends).
     pub bare_handshakes_per_s: f64,
     /// Sequential resumed Tether handshakes per second.
     pub tether_resumed_handshakes_per_s: f64,
     /// `tether_handshakes_per_s / bare_handshakes_per_s`; higher is better.
     pub handshake_ratio: f64,
+    /// `tether_first_contact_handshakes_per_s / bare_handshakes_per_s`.
+    pub first_contact_handshake_ratio: f64,
     /// `tether_resumed_handshakes_per_s / bare_handshakes_per_s`.
     pub resumed_handshake_ratio: f64,
-    /// CPU time of a full account-bound handshake, both roles' sans-IO
-    /// cores driven in memory (no QUIC), µs: the protocol's own share of
-    /// a cold handshake.
+    /// CPU time of a full account-bound handshake between peers that never
+    /// met, both roles' sans-IO cores driven in memory (no QUIC), µs: the
+    /// protocol's own share of a first contact.
     pub tether_handshake_core_us: f64,
+    /// The same between peers whose certificates are known, µs: the
+    /// protocol's own share of a cold handshake.
+    pub tether_known_peer_handshake_core_us: f64,
     /// The same for a resumed handshake, µs.
     pub tether_resumed_handshake_core_us: f64,
 
@@ -248,6 +259,7 @@ impl BenchReport {
             "rtt_p99_ratio" => self.rtt_p99_ratio,
             "pipelined_ratio" => self.pipelined_ratio,
             "resumed_handshake_ratio" => self.resumed_handshake_ratio,
+            "first_contact_handshake_ratio" => self.first_contact_handshake_ratio,
             "pairing_success_rate" => self.pairing_success_rate,
             "ota_ratio" => self.ota_ratio,
             "dispatch_p99_us" => self.dispatch_p99_us,
@@ -310,6 +322,13 @@ pub fn render_text(report: &BenchReport) -> String {
         Some(r.bare_handshakes_per_s),
         Some(r.handshake_ratio),
         Some(HANDSHAKE_GOAL),
+    );
+    row(
+        "handshakes/s (first contact)",
+        r.tether_first_contact_handshakes_per_s,
+        Some(r.bare_handshakes_per_s),
+        Some(r.first_contact_handshake_ratio),
+        None,
     );
     row(
         "handshakes/s (resumed)",
@@ -416,10 +435,11 @@ pub fn render_text(report: &BenchReport) -> String {
     let _ = writeln!(
         out,
         "Cold handshake: tether {tether_us:.0} us, bare {bare_us:.0} us (+{:.0} us); the \
-         account-bound\n  handshake cores alone (in memory, both roles): {:.0} us full, {:.0} us \
-         resumed.",
+         account-bound\n  handshake cores alone (in memory, both roles): {:.0} us full at first \
+         contact,\n  {:.0} us full between known peers, {:.0} us resumed.",
         tether_us - bare_us,
         r.tether_handshake_core_us,
+        r.tether_known_peer_handshake_core_us,
         r.tether_resumed_handshake_core_us,
     );
     let _ = writeln!(

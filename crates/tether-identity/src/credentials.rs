@@ -1,7 +1,8 @@
 use tether_proto::v1::{DeviceCertificate, EnrollmentGrant};
 
 use crate::certificate::{
-    AccountKeyId, VerifiedCertificate, verify_certificate, verify_certificate_signature,
+    AccountKeyId, CertificateCache, VerifiedCertificate, verify_certificate,
+    verify_certificate_signature,
 };
 use crate::keys::{DeviceKey, GroupKey, PUBLIC_KEY_LEN};
 use crate::{EnrollmentError, KeyError, Role};
@@ -15,6 +16,9 @@ pub struct Credentials {
     verified: VerifiedCertificate,
     authority_public_key: [u8; PUBLIC_KEY_LEN],
     group_key: Option<GroupKey>,
+    /// Peers' certificates verified before, shared by every connection
+    /// made with these credentials.
+    peer_certificates: CertificateCache,
 }
 
 impl Credentials {
@@ -54,6 +58,7 @@ impl Credentials {
             verified,
             authority_public_key,
             group_key,
+            peer_certificates: CertificateCache::default(),
         })
     }
 
@@ -83,6 +88,7 @@ impl Credentials {
             verified,
             authority_public_key,
             group_key,
+            peer_certificates: CertificateCache::default(),
         })
     }
 
@@ -114,6 +120,25 @@ impl Credentials {
     /// The role in the certificate.
     pub fn role(&self) -> Role {
         self.verified.role
+    }
+
+    /// Checks a peer's certificate against `authority_public_key` at `now`
+    /// (Unix seconds), as [`verify_certificate`] does, skipping the
+    /// signature check for a certificate verified before (see
+    /// [`CertificateCache`]).
+    pub fn verify_peer_certificate(
+        &self,
+        cert: &DeviceCertificate,
+        authority_public_key: &[u8],
+        now: u64,
+    ) -> Result<VerifiedCertificate, crate::CertificateError> {
+        self.peer_certificates
+            .verify(cert, authority_public_key, now)
+    }
+
+    /// The peers' certificates verified so far.
+    pub fn peer_certificates(&self) -> &CertificateCache {
+        &self.peer_certificates
     }
 
     /// The group key; `None` for smart devices.

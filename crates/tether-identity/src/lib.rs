@@ -26,8 +26,9 @@ mod share;
 
 pub use authority::{AccountAuthority, AuthorityState, CERTIFICATE_VALIDITY_S, LocalAuthority};
 pub use certificate::{
-    AccountKeyId, CERTIFICATE_VERSION, MAX_CERTIFICATE_BYTES, VerifiedCertificate,
-    decode_certificate, verify_certificate, verify_certificate_signature,
+    AccountKeyId, CERTIFICATE_CACHE_ENTRIES, CERTIFICATE_VERSION, CertificateCache,
+    MAX_CERTIFICATE_BYTES, VerifiedCertificate, decode_certificate, verify_certificate,
+    verify_certificate_signature,
 };
 pub use credentials::Credentials;
 pub use error::{CertificateError, EnrollmentError, KeyError};

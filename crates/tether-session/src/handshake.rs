@@ -28,9 +28,7 @@ use prost::Message;
 use ring::{aead, digest, hmac};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use tether_identity::{
-    CertificateError, Credentials, VerifiedCertificate, verify_certificate, verify_signature,
-};
+use tether_identity::{CertificateError, Credentials, VerifiedCertificate, verify_signature};
 use tether_proto::v1::{
     Accept, ClientAuth, ClientHello, DeviceCertificate, HandshakeMessage, Refuse, RefuseReason,
     ResumeHello, ServerAuth, TicketBody, handshake_message::Message as Msg,
@@ -694,7 +692,10 @@ impl ClientHandshake {
         }
         nonce_of(&auth.nonce)?;
         let cert = certificate_of(auth.certificate.as_ref())?;
-        let peer = verify_certificate(cert, &self.peer_authority, now)?;
+        // A certificate verified before skips only its signature check.
+        let peer = self
+            .credentials
+            .verify_peer_certificate(cert, &self.peer_authority, now)?;
         let role_ok = if self.expect_device {
             peer.role == tether_identity::Role::Device
         } else {
@@ -957,7 +958,9 @@ impl ServerHandshake {
             Some(g) => &g.authority_public_key,
             None => self.credentials.authority_public_key(),
         };
-        let peer = verify_certificate(cert, authority, now)?;
+        let peer = self
+            .credentials
+            .verify_peer_certificate(cert, authority, now)?;
         // A grant admits a co-user's phone or watch, nothing else.
         if s.grantee.is_some()
             && !matches!(

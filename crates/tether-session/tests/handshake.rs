@@ -235,6 +235,50 @@ fn proof_relayed_into_another_connection_fails() {
     assert!(!contains(&refusal, &car.certificate_message().body));
 }
 
+/// A peer met before skips only its certificate's signature check (SPEC
+/// §5.4): expiry and the transcript signatures are checked every time.
+#[test]
+fn r3_a_known_peer_is_still_checked_for_expiry_and_its_signature() {
+    let mut acct = Account::new();
+    let car = acct.member(Role::Vehicle);
+    let phone = acct.member(Role::Phone);
+    let tickets = Arc::new(TicketKey::new([9; 32]));
+    let cfg = HandshakeConfig::default();
+    let handshake = |now: u64, tamper: &mut dyn FnMut(bool, usize, &mut Vec<u8>)| {
+        let mut client = ClientHandshake::new(phone.clone(), [1; 32], [2; 32], &cfg).unwrap();
+        let mut server = ServerHandshake::new(car.clone(), tickets.clone(), [1; 32], [4; 32], &cfg);
+        drive(&mut client, &mut server, now, tamper)
+    };
+    let log = handshake(NOW, &mut no_tamper);
+    assert!(log.client_peer.is_some() && log.server_peer.is_some());
+    assert_eq!(phone.peer_certificates().len(), 1);
+    assert_eq!(car.peer_certificates().len(), 1);
+
+    // Again, from the caches: the same peers.
+    let again = handshake(NOW + 60, &mut no_tamper);
+    assert_eq!(again.client_peer.unwrap(), log.client_peer.unwrap());
+    assert_eq!(again.server_peer.unwrap(), log.server_peer.unwrap());
+
+    // Known, but expired by now.
+    let late = NOW + tether_identity::CERTIFICATE_VALIDITY_S + 1;
+    let expired = handshake(late, &mut no_tamper);
+    assert_eq!(
+        expired.client_error,
+        Some(HandshakeError::Certificate(CertificateError::Expired))
+    );
+    assert!(expired.server_peer.is_none());
+
+    // Known, but the ServerAuth signature is broken in flight.
+    let forged = handshake(NOW, &mut |to_server, i, bytes: &mut Vec<u8>| {
+        if !to_server && i == 0 {
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x01;
+        }
+    });
+    assert_eq!(forged.client_error, Some(HandshakeError::BadSignature));
+    assert!(forged.client_peer.is_none() && forged.server_peer.is_none());
+}
+
 #[test]
 fn expired_client_certificate_is_refused() {
     let mut acct = Account::new();
