@@ -14,6 +14,7 @@ async fn quick_run_reports_every_measurement() {
     assert_eq!(report.config, config);
     assert_eq!(report.tether_handshakes, config.handshakes);
     assert_eq!(report.tether_resumed_handshakes, config.handshakes);
+    assert_eq!(report.tether_first_contact_handshakes, config.handshakes);
     assert_eq!(report.bare_handshakes, config.handshakes);
     assert_eq!(report.tether_rtt_samples, config.rtt_samples);
     assert_eq!(report.bare_rtt_samples, config.rtt_samples);
@@ -32,6 +33,15 @@ async fn quick_run_reports_every_measurement() {
     let figures = [
         ("handshake_ratio", report.handshake_ratio),
         ("resumed_handshake_ratio", report.resumed_handshake_ratio),
+        (
+            "first_contact_handshake_ratio",
+            report.first_contact_handshake_ratio,
+        ),
+        ("tether_handshake_core_us", report.tether_handshake_core_us),
+        (
+            "tether_known_peer_handshake_core_us",
+            report.tether_known_peer_handshake_core_us,
+        ),
         ("rtt_p50_ratio", report.rtt_p50_ratio),
         ("rtt_p99_ratio", report.rtt_p99_ratio),
         ("pipelined_ratio", report.pipelined_ratio),
@@ -60,6 +70,7 @@ async fn quick_run_reports_every_measurement() {
     let json = serde_json::to_value(&report).expect("a report always serialises");
     for key in [
         "handshake_ratio",
+        "first_contact_handshake_ratio",
         "pipelined_ratio",
         "rtt_p50_ratio",
         "rtt_p99_ratio",
@@ -75,6 +86,7 @@ async fn quick_run_reports_every_measurement() {
     }
     let text = render_text(&report);
     assert!(text.contains("pipelined commands/s"));
+    assert!(text.contains("handshakes/s (first contact)"));
     assert!(text.contains("Pairing stress"));
     assert!(text.contains("firmware upgrade MiB/s"));
 }
