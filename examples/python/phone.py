@@ -448,7 +448,7 @@ async def super_tasks(tether, link, host, narrator):
 
     # e. Share it as a template (R22), and install the template back.
     t = time.monotonic()
-    template = await link.share_task(task.id, "py owner")
+    template = await link.share_task(task.id, "py owner", None)
     about = tether.describe_template(template)
     unknown_slot = None
     try:

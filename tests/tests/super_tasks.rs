@@ -219,6 +219,7 @@ async fn r10_r21_r32_wire_taint_hub_and_phone_never_receive_a_coordinate() {
         request::Kind::ShareTask(pb::ShareTask {
             task_id: car_task.task.id.0,
             nickname: "Sam".into(),
+            name: String::new(),
         }),
     ] {
         let reply = link.session().call(request_of(kind)).await.unwrap();

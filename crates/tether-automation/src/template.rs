@@ -3,7 +3,7 @@
 //! The share page shows the sharer's nickname and the task; the task keeps
 //! nothing that identifies the sharer's places or devices. A template
 //! **keeps**: the sharer's nickname, the task's name (as the sharer typed
-//! it), its structure (triggers, conditions, actions and their order, mode,
+//! it; the node's `share` lets the sharer replace it), its structure (triggers, conditions, actions and their order, mode,
 //! missed-time policy), signal paths, property and action iids, values and
 //! thresholds, times, weekdays and sun offsets, vehicle commands, and the
 //! audience of a notification (owner, or owner and authorised users: roles

@@ -642,6 +642,7 @@ fn requests_and_responses_take_fields_200_to_210() {
             Rq::ShareTask(pb::ShareTask {
                 task_id: 1,
                 nickname: "Ana".into(),
+                name: "Lock up".into(),
             }),
         ),
         (

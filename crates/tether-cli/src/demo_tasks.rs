@@ -336,7 +336,7 @@ pub(crate) async fn task_steps(
     // 6. Sharing (R22): the arrival task as a template, bound by a family
     //    member to their own home and devices.
     let t = Instant::now();
-    let template = hub_tasks.share(arrive.task.id.0, "Sam")?;
+    let template = hub_tasks.share(arrive.task.id.0, "Sam", None)?;
     let bytes = wire::encode_template(&template);
     let leaks = leaked(&bytes);
     let family = Hub::open_with_home(

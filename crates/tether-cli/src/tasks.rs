@@ -76,6 +76,10 @@ pub(crate) enum TasksAction {
         /// Your nickname, shown to the recipient.
         #[arg(long)]
         nickname: String,
+        /// The task's name in the template (1 to 64 bytes), instead of the
+        /// name you gave it, which may say where or who.
+        #[arg(long)]
+        name: Option<String>,
         /// Where to write the template (binary `tether.v1.TaskTemplate`).
         #[arg(long)]
         out: PathBuf,
@@ -246,10 +250,11 @@ async fn step(
         TasksAction::Share {
             id,
             nickname,
+            name,
             out: path,
         } => {
             let template = on_car(&phone, Some(id), async |link| {
-                link.share_task(id, &nickname).await
+                link.share_task(id, &nickname, name.as_deref()).await
             })
             .await?;
             let bytes = wire::encode_template(&template);

@@ -175,6 +175,41 @@ fn tasks_add_list_run_trace_share_accept_disable_delete_across_processes_r22() {
         );
     }
     assert!(bytes.windows(3).any(|w| w == b"Sam"));
+    // The owner may name the template otherwise (R22): the task's own name
+    // is then not in it.
+    let own_name = added["task"]["task"]["name"].as_str().unwrap().to_owned();
+    let named = out_dir.path().join("named.template");
+    let named = named.to_str().unwrap();
+    let renamed = car.tasks(&[
+        "share",
+        id_arg,
+        "--nickname",
+        "Sam",
+        "--name",
+        "Lock up",
+        "--out",
+        named,
+    ]);
+    assert_eq!(renamed["name"], "Lock up", "{renamed}");
+    let named_bytes = std::fs::read(named).unwrap();
+    assert!(
+        !named_bytes
+            .windows(own_name.len())
+            .any(|w| w == own_name.as_bytes()),
+        "the renamed template still holds {own_name:?}"
+    );
+    let long = "x".repeat(65);
+    let err = car.tasks_fail(&[
+        "share",
+        id_arg,
+        "--nickname",
+        "Sam",
+        "--name",
+        &long,
+        "--out",
+        named,
+    ]);
+    assert!(err.contains("1..=64"), "{err}");
 
     // Accept it, bound to this car's "home": a second task.
     let accepted = car.tasks(&["accept", "--template", file, "--bind", "place-1=home"]);

@@ -208,12 +208,18 @@ impl VehicleLink {
 
     /// Task `id` as a template to share with another account, showing
     /// `nickname` (R22): `tether.v1.TaskTemplate` bytes, with every place,
-    /// device and notification text replaced by a slot.
-    pub async fn share_task(&self, id: u64, nickname: String) -> Result<Vec<u8>, TetherError> {
+    /// device and notification text replaced by a slot. `name`, when given,
+    /// replaces the task's own name in the template (1 to 64 bytes).
+    pub async fn share_task(
+        &self,
+        id: u64,
+        nickname: String,
+        name: Option<String>,
+    ) -> Result<Vec<u8>, TetherError> {
         let inner = self.node().clone();
         run(async move {
             inner
-                .share_task(id, &nickname)
+                .share_task(id, &nickname, name.as_deref())
                 .await
                 .map(|t| wire::encode_template(&t))
         })

@@ -139,8 +139,26 @@ async fn a_task_from_bytes_runs_shares_and_lists_r20_r22() {
     assert_eq!(trace.outcome, "completed");
     assert_eq!(car.executions().await.unwrap().lock, 1);
 
-    let template = link.share_task(created.id, "Ana".into()).await.unwrap();
+    // R22: the owner may give the template another name than the task's.
+    let renamed = link
+        .share_task(created.id, "Ana".into(), Some("Lock up".into()))
+        .await
+        .unwrap();
+    let described = tether_ffi::describe_template(renamed).unwrap();
+    assert_eq!(described.task_name, "Lock up");
+    let too_long = link
+        .share_task(created.id, "Ana".into(), Some("x".repeat(65)))
+        .await;
+    assert!(
+        matches!(&too_long, Err(TetherError::Control { code, .. }) if code == "ERROR_CODE_BAD_REQUEST"),
+        "{too_long:?}"
+    );
+    let template = link
+        .share_task(created.id, "Ana".into(), None)
+        .await
+        .unwrap();
     let described = tether_ffi::describe_template(template.clone()).unwrap();
+    assert_eq!(described.task_name, created.name);
     assert_eq!(described.nickname, "Ana");
     assert!(described.place_slots.is_empty() && described.device_slots.is_empty());
     let bogus = HashMap::from([("place-1".to_owned(), "home".to_owned())]);

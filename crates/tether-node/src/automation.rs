@@ -681,14 +681,32 @@ impl AutomationHost {
     }
 
     /// Task `id` as a template to share, with `nickname` shown and its
-    /// places and devices stripped (R22).
-    pub fn share(&self, id: u64, nickname: &str) -> Result<Template, AutomationError> {
+    /// places and devices stripped (R22). `name`, when given, replaces the
+    /// task's name in the template (1..=[`tether_automation::MAX_NAME_BYTES`]
+    /// bytes): the name the owner typed may say where or who.
+    pub fn share(
+        &self,
+        id: u64,
+        nickname: &str,
+        name: Option<&str>,
+    ) -> Result<Template, AutomationError> {
+        if let Some(name) = name
+            && (name.trim().is_empty() || name.len() > tether_automation::MAX_NAME_BYTES)
+        {
+            return Err(AutomationError::BadRequest(
+                "a template's name must be 1..=64 bytes",
+            ));
+        }
         let inner = lock(&self.inner);
         let record = inner
             .records
             .get(&TaskId(id))
             .ok_or(AutomationError::UnknownTask(id))?;
-        Ok(Template::from_task(&record.task, nickname))
+        let mut template = Template::from_task(&record.task, nickname);
+        if let Some(name) = name {
+            name.clone_into(&mut template.task.name);
+        }
+        Ok(template)
     }
 
     /// Binds a shared template to this node's own places and devices and

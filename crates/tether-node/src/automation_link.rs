@@ -197,12 +197,19 @@ impl VehicleLink {
         }
     }
 
-    /// Task `id` as a template to share, showing `nickname` (R22).
-    pub async fn share_task(&self, id: u64, nickname: &str) -> Result<Template, NodeError> {
+    /// Task `id` as a template to share, showing `nickname` (R22), named
+    /// `name` in the template instead of the task's own name when given.
+    pub async fn share_task(
+        &self,
+        id: u64,
+        nickname: &str,
+        name: Option<&str>,
+    ) -> Result<Template, NodeError> {
         match self
             .automation(request::Kind::ShareTask(pb::ShareTask {
                 task_id: id,
                 nickname: nickname.to_owned(),
+                name: name.unwrap_or_default().to_owned(),
             }))
             .await?
         {

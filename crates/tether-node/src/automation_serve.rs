@@ -147,9 +147,11 @@ pub(crate) fn handle(
             if r.nickname.trim().is_empty() {
                 return Err(AutomationError::BadRequest("a template needs a nickname"));
             }
-            response::Kind::TaskTemplate(wire::template_to_proto(
-                &host.share(r.task_id, &r.nickname)?,
-            ))
+            response::Kind::TaskTemplate(wire::template_to_proto(&host.share(
+                r.task_id,
+                &r.nickname,
+                (!r.name.is_empty()).then_some(r.name.as_str()),
+            )?))
         }
         request::Kind::AcceptTemplate(r) => {
             let template = wire::template_from_proto(
