@@ -482,7 +482,10 @@ async fn accept_streams(
                                 }
                             });
                         }
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        // The application has let the session go: the
+                        // request is dropped and its stream finished
+                        // empty, as a request task would.
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
                     }
                     continue;
                 }
