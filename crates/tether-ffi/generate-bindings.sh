@@ -2,7 +2,10 @@
 # Builds Tether's native library and generates its Kotlin, Swift and Python
 # bindings with the workspace's own uniffi-bindgen (no global install).
 #
-#   crates/tether-ffi/generate-bindings.sh [--debug | --release] [OUT_DIR]
+#   crates/tether-ffi/generate-bindings.sh [--debug | --release] [--phone-only] [OUT_DIR]
+#
+# --phone-only leaves the head-unit role out (the `head-unit` feature): the
+# library a phone app ships, without `HeadUnit`.
 #
 # OUT_DIR (default target/bindings) receives:
 #   dev/tether/tether.kt                      Kotlin (package dev.tether)
@@ -18,18 +21,27 @@ cd "$(dirname "$0")/../.."
 # apps. --release: the plain release profile. --debug: fast build.
 profile=mobile
 flags=(--profile mobile)
-case "${1:-}" in
-  --debug) profile=debug; flags=(); shift ;;
-  --release) profile=release; flags=(--release); shift ;;
-esac
-out=${1:-target/bindings}
+roles="phone and head unit"
+out=target/bindings
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --debug) profile=debug; flags=(); shift ;;
+    --release) profile=release; flags=(--release); shift ;;
+    --phone-only) roles="phone only"; phone_only=1; shift ;;
+    -*) echo "unknown option: $1" >&2; exit 2 ;;
+    *) out=$1; shift ;;
+  esac
+done
+if [[ -n "${phone_only:-}" ]]; then
+  flags+=(--no-default-features)
+fi
 target_dir=${CARGO_TARGET_DIR:-target}
 case "$(uname -s)" in
   Darwin) lib="$target_dir/$profile/libtether_ffi.dylib" ;;
   *) lib="$target_dir/$profile/libtether_ffi.so" ;;
 esac
 
-echo "== building the native library ($profile)"
+echo "== building the native library ($profile, $roles)"
 cargo build "${flags[@]}" --locked -p tether-ffi
 
 echo "== generating Kotlin, Swift and Python bindings into $out"

@@ -109,14 +109,23 @@ fn lamp_value(values: &[PropertyValue], siid: u32, piid: u32) -> Option<device_v
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23() {
     let bindings = tempfile::tempdir().unwrap();
-    generate_python_bindings(bindings.path());
+    // TETHER_FFI_BINDINGS names a directory made by generate-bindings.sh
+    // (a shipped build, e.g. `--phone-only`) to run the script on instead.
+    let shipped = std::env::var_os("TETHER_FFI_BINDINGS").map(PathBuf::from);
+    let bindings_dir = match &shipped {
+        Some(dir) => dir.clone(),
+        None => {
+            generate_python_bindings(bindings.path());
+            bindings.path().to_path_buf()
+        }
+    };
     let car = HeadUnit::open(NodeConfig::default()).unwrap();
 
     let script = workspace_root().join("examples/python/phone.py");
     let mut child = Command::new("python3")
         .arg(&script)
         .arg("--bindings")
-        .arg(bindings.path())
+        .arg(&bindings_dir)
         .args(["--host", "stdio", "--json"])
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::piped())

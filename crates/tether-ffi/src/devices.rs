@@ -3,12 +3,12 @@
 //! calls on `VehicleLink` to manage devices through the car, and those of
 //! the head unit's own screen on `HeadUnit`.
 
-use std::time::Duration;
-
 use tether_node::device_value::Kind;
 
+#[cfg(feature = "head-unit")]
+use crate::HeadUnit;
 use crate::runtime::run;
-use crate::{HeadUnit, TetherError, VehicleLink};
+use crate::{TetherError, VehicleLink};
 
 /// One device as a list shows it.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
@@ -241,6 +241,7 @@ impl VehicleLink {
 
 /// The head unit's own screen: it sees bound and offline devices (R12,
 /// R17). A refusal here is `TetherError.Device`.
+#[cfg(feature = "head-unit")]
 #[uniffi::export]
 impl HeadUnit {
     /// Scans the LAN for bound devices for at most `window_ms` (less once
@@ -248,7 +249,12 @@ impl HeadUnit {
     /// bound devices are online. Needs a started head unit.
     pub async fn scan_devices(&self, window_ms: u64) -> Result<u32, TetherError> {
         let inner = self.node();
-        run(async move { inner.scan_devices(Duration::from_millis(window_ms)).await }).await
+        run(async move {
+            inner
+                .scan_devices(std::time::Duration::from_millis(window_ms))
+                .await
+        })
+        .await
     }
 
     /// Another account signed in to the car (R17): every device is marked
@@ -258,7 +264,7 @@ impl HeadUnit {
         let inner = self.node();
         run(async move {
             inner
-                .account_switched(Duration::from_millis(window_ms))
+                .account_switched(std::time::Duration::from_millis(window_ms))
                 .await
         })
         .await

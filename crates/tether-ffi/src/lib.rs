@@ -10,6 +10,7 @@
 mod confirm;
 mod devices;
 mod error;
+#[cfg(feature = "head-unit")]
 mod head_unit;
 mod key_store;
 mod link;
@@ -19,11 +20,13 @@ mod runtime;
 mod share;
 mod tasks;
 mod traces;
+#[cfg(feature = "head-unit")]
 mod upgrade;
 
 pub use confirm::{Confirmation, ConfirmationListener, ConfirmationWatch};
 pub use devices::{DeviceInfo, DeviceValue, PropertyValue};
 pub use error::{KeyStoreError, TetherError};
+#[cfg(feature = "head-unit")]
 pub use head_unit::HeadUnit;
 pub use key_store::PlatformKeyStore;
 pub use link::{SignalListener, SignalSubscription, VehicleLink};
@@ -33,8 +36,11 @@ pub use records::{
     ListenerStats, LocalIdentifiers, Network, NodeSettings, Reading, SignalData, VehicleAction,
 };
 pub use share::{HeldShare, IssuedShare, ShareOptions, SharePermission};
-pub use tasks::{TaskSummary, TemplateSummary, VehicleEvent, describe_template};
+#[cfg(feature = "head-unit")]
+pub use tasks::VehicleEvent;
+pub use tasks::{TaskSummary, TemplateSummary, describe_template};
 pub use traces::TraceSummary;
+#[cfg(feature = "head-unit")]
 pub use upgrade::{UpgradeListener, UpgradeReport};
 
 uniffi::setup_scaffolding!("tether");

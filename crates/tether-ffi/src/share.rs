@@ -4,8 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "head-unit")]
+use crate::HeadUnit;
 use crate::runtime::{guard, run};
-use crate::{HeadUnit, Phone, TetherError, VehicleLink};
+use crate::{Phone, TetherError, VehicleLink};
 
 /// What a co-user may do under a grant; anything else is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
@@ -220,6 +222,7 @@ impl Phone {
     }
 }
 
+#[cfg(feature = "head-unit")]
 #[uniffi::export]
 impl HeadUnit {
     /// The owner logged out of the car: the owner's sessions close, co-users

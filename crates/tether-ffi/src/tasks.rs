@@ -10,12 +10,14 @@
 use std::collections::HashMap;
 
 use tether_node::tether_automation::template::{Binding, Template};
-use tether_node::tether_automation::{Delivery, DeviceId, PlaceId, Task, wire};
-use tether_node::{NodeError, TaskInfo, TaskState};
+use tether_node::tether_automation::{DeviceId, PlaceId, Task, wire};
+use tether_node::{TaskInfo, TaskState};
 
+#[cfg(feature = "head-unit")]
+use crate::HeadUnit;
 use crate::runtime::{guard, run};
 use crate::traces::TraceSummary;
-use crate::{HeadUnit, TetherError, VehicleLink};
+use crate::{TetherError, VehicleLink};
 
 /// A task installed on the car, as a list shows it.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
@@ -269,6 +271,7 @@ impl VehicleLink {
 }
 
 /// Something the car reports as it happens, for its tasks' triggers.
+#[cfg(feature = "head-unit")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum VehicleEvent {
     /// Shifted into park.
@@ -285,6 +288,7 @@ pub enum VehicleEvent {
     ChargingStopped,
 }
 
+#[cfg(feature = "head-unit")]
 impl From<VehicleEvent> for tether_node::tether_automation::VehicleEvent {
     fn from(e: VehicleEvent) -> Self {
         use tether_node::tether_automation::VehicleEvent as E;
@@ -299,6 +303,7 @@ impl From<VehicleEvent> for tether_node::tether_automation::VehicleEvent {
     }
 }
 
+#[cfg(feature = "head-unit")]
 #[uniffi::export]
 impl HeadUnit {
     /// The vehicle app reports an event of the car to its super tasks:
@@ -310,7 +315,10 @@ impl HeadUnit {
         let inner = self.node();
         run(async move {
             let host = inner.automation().await?;
-            Ok::<_, NodeError>(host.handle_vehicle_event(event.into()) == Delivery::Delivered)
+            Ok::<_, tether_node::NodeError>(
+                host.handle_vehicle_event(event.into())
+                    == tether_node::tether_automation::Delivery::Delivered,
+            )
         })
         .await
     }
