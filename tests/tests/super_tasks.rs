@@ -638,6 +638,62 @@ async fn r23_a_task_unlocks_only_parked_and_after_the_owner_confirms_on_the_phon
     car.shutdown().await.unwrap();
 }
 
+/// The car's own tasks hear its signals (SPEC §18.6): a lock command from
+/// the phone changes the lock signal, and a task on that signal runs. Only
+/// the signals a task declared are read (R21).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r21_a_car_task_hears_the_car_signal_it_names() {
+    let (owner, car, hub, car_tasks, _hub_tasks) = setup().await;
+    let link = owner.connect(car.address().await.unwrap()).await.unwrap();
+    const LOCKED: &str = "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked";
+    let flash = link
+        .create_task(
+            &Task::new(TaskId(0), "locked: flash once")
+                .trigger(Trigger::Signal {
+                    path: LOCKED.into(),
+                    change: tether_automation::Change::Becomes(tether_automation::Test::Equals(
+                        Value::Bool(true),
+                    )),
+                    hold_ms: 0,
+                })
+                .action(Action::Vehicle(VehicleCommand::FlashHonk {
+                    flash: true,
+                    honk: false,
+                }))
+                .declare_inputs(),
+            true,
+        )
+        .await
+        .unwrap();
+    assert!(
+        until(|| car_tasks.interest().signals.contains(LOCKED)).await,
+        "the task's signal is wanted"
+    );
+    // Let the feed read the starting value (unlocked) before the change.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(car.executions().await.unwrap().flash_honk, 0);
+
+    link.command(tether_control::client::lock(), &[9; 16])
+        .await
+        .unwrap();
+    assert!(
+        until_async(&car, |e| e.lock == 1 && e.flash_honk == 1).await,
+        "{:?}",
+        car.executions().await.unwrap()
+    );
+    let traces = link.task_traces(flash.task.id.0, 0).await.unwrap();
+    assert_eq!(traces.len(), 1, "{traces:#?}");
+    // Locking again changes nothing: the task does not run again.
+    link.command(tether_control::client::lock(), &[10; 16])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(car.executions().await.unwrap().flash_honk, 1);
+    link.close();
+    hub.disconnect();
+    car.shutdown().await.unwrap();
+}
+
 async fn until_async(car: &HeadUnit, check: impl Fn(tether_node::Executions) -> bool) -> bool {
     for _ in 0..150 {
         if check(car.executions().await.unwrap()) {

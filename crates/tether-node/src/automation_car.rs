@@ -340,3 +340,19 @@ impl Actuator for CarActuator {
         self.devices.last_value(device, property)
     }
 }
+
+/// A vehicle signal's value as a task sees it. Texts are bounded like a
+/// task's own, so its trace stays readable. A position is never a task's
+/// input (R10): geofences are evaluated from it, and it goes no further.
+pub(crate) fn task_value(value: tether_proto::v1::signal_value::Value) -> Option<Value> {
+    use tether_proto::v1::signal_value::Value as V;
+    match value {
+        V::BoolValue(b) => Some(Value::Bool(b)),
+        V::DoubleValue(d) => Some(Value::Double(d)),
+        V::IntValue(i) => Some(Value::Int(i)),
+        V::StringValue(s) if s.len() <= tether_automation::MAX_MESSAGE_BYTES => {
+            Some(Value::Text(s))
+        }
+        V::StringValue(_) | V::Location(_) => None,
+    }
+}

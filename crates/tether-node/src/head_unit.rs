@@ -176,6 +176,8 @@ impl HeadUnit {
             },
         )?;
         devices.follow_automation(&automation);
+        // The car's tasks hear its signals from the service (SPEC §18.6).
+        let _ = service_tx.send(ServiceInput::Automation(Arc::downgrade(&automation)));
         let automation_timers = automation.spawn_timers();
         let shares = ShareRegistry::load(
             self.store.clone(),

@@ -487,21 +487,10 @@ fn apply_signals(host: &Arc<AutomationHost>, reply: pb::Envelope) {
         _ => return,
     };
     for signal in values {
-        let value = match signal.value {
-            Some(pb::signal_value::Value::BoolValue(b)) => Value::Bool(b),
-            Some(pb::signal_value::Value::DoubleValue(d)) => Value::Double(d),
-            Some(pb::signal_value::Value::IntValue(i)) => Value::Int(i),
-            // Bounded like a task's own texts, so its trace stays readable.
-            Some(pb::signal_value::Value::StringValue(s))
-                if s.len() <= tether_automation::MAX_MESSAGE_BYTES =>
-            {
-                Value::Text(s)
-            }
-            Some(pb::signal_value::Value::StringValue(_)) => continue,
-            // A position is never a hub's (R10): the car does not send one.
-            Some(pb::signal_value::Value::Location(_)) | None => continue,
-        };
-        let _ = host.handle_signal(&signal.path, value);
+        // A position is never a hub's (R10): the car does not send one.
+        if let Some(value) = signal.value.and_then(crate::automation_car::task_value) {
+            let _ = host.handle_signal(&signal.path, value);
+        }
     }
 }
 

@@ -29,6 +29,49 @@ pub(crate) enum ServiceInput {
     },
     Closed(StreamId),
     Executions(oneshot::Sender<Executions>),
+    /// The car's own tasks, which hear its signals. Held weakly: they hold
+    /// this service's sender (their vehicle commands come through it).
+    Automation(std::sync::Weak<AutomationHost>),
+}
+
+/// How often the signals the car's tasks declared are read while nothing
+/// else wakes the service (the car's own dynamics change them too).
+const SIGNAL_POLL_MS: u64 = 1_000;
+
+/// Feeds the car's tasks the signals they declared (R21: no other): after
+/// every step of the service, each is read and handed to the engine when it
+/// changed. The first reading of a signal is handed on too: it is where a
+/// change starts, as for a hub's first subscription answer.
+#[derive(Default)]
+struct SignalFeed {
+    last: HashMap<String, tether_automation::Value>,
+}
+
+impl SignalFeed {
+    /// Returns whether any signal is wanted (then the service should wake
+    /// within [`SIGNAL_POLL_MS`]).
+    fn feed(&mut self, service: &mut Service, host: &Arc<AutomationHost>, now_ms: u64) -> bool {
+        use tether_control::VehicleBackend;
+        let wanted = host.interest().signals;
+        self.last.retain(|path, _| wanted.contains(path));
+        if wanted.is_empty() {
+            return false;
+        }
+        service.backend_mut().tick(now_ms);
+        for path in wanted {
+            let Some(value) = tether_control::signals::lookup(&path)
+                .and_then(|signal| service.backend().read(signal))
+                .and_then(crate::automation_car::task_value)
+            else {
+                continue;
+            };
+            if self.last.get(&path) != Some(&value) {
+                self.last.insert(path.clone(), value.clone());
+                let _ = host.handle_signal(&path, value);
+            }
+        }
+        true
+    }
 }
 
 /// Owns the service; the only place that reads the clock for it.
@@ -40,6 +83,8 @@ pub(crate) async fn run_service(
     let now_ms = |start: Instant| start.elapsed().as_millis() as u64;
     let mut writers: HashMap<StreamId, mpsc::UnboundedSender<Envelope>> = HashMap::new();
     let mut wake_at_ms = 0u64;
+    let mut automation = std::sync::Weak::new();
+    let mut signals = SignalFeed::default();
     loop {
         let sleep = tokio::time::sleep_until(start + std::time::Duration::from_millis(wake_at_ms));
         tokio::select! {
@@ -56,6 +101,7 @@ pub(crate) async fn run_service(
                 Some(ServiceInput::Executions(reply)) => {
                     let _ = reply.send(service.backend().executions());
                 }
+                Some(ServiceInput::Automation(host)) => automation = host,
             },
             _ = sleep => service.handle_timeout(now_ms(start)),
         }
@@ -72,6 +118,12 @@ pub(crate) async fn run_service(
                     wake_at_ms = at;
                     break;
                 }
+            }
+        }
+        if let Some(host) = automation.upgrade() {
+            let now = now_ms(start);
+            if signals.feed(&mut service, &host, now) {
+                wake_at_ms = wake_at_ms.min(now.saturating_add(SIGNAL_POLL_MS));
             }
         }
     }
