@@ -42,15 +42,7 @@ async fn bound_lamp(owner: &Phone, car: &HeadUnit, secret: [u8; 32], name: &str)
 }
 
 async fn owner_and_car() -> (Phone, HeadUnit) {
-    let owner = Phone::open(NodeConfig::default()).unwrap();
-    owner.create_account().unwrap();
-    let car = HeadUnit::open(NodeConfig::default()).unwrap();
-    car.complete_enrollment(
-        &owner
-            .enroll_device(&car.enrollment_request().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let (owner, car) = support::owner_and_enrolled_car();
     car.start().await.unwrap();
     (owner, car)
 }

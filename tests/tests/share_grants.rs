@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -26,15 +28,7 @@ struct World {
 }
 
 async fn world() -> World {
-    let owner = Phone::open(NodeConfig::default()).unwrap();
-    owner.create_account().unwrap();
-    let car = HeadUnit::open(NodeConfig::default()).unwrap();
-    car.complete_enrollment(
-        &owner
-            .enroll_device(&car.enrollment_request().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let (owner, car) = support::owner_and_enrolled_car();
     car.start().await.unwrap();
     let co_user = Phone::open(NodeConfig::default()).unwrap();
     co_user.create_account().unwrap();

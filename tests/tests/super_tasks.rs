@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,15 +65,7 @@ async fn setup() -> (
     Arc<AutomationHost>,
     Arc<AutomationHost>,
 ) {
-    let owner = Phone::open(NodeConfig::default()).unwrap();
-    owner.create_account().unwrap();
-    let car = HeadUnit::open(NodeConfig::default()).unwrap();
-    car.complete_enrollment(
-        &owner
-            .enroll_device(&car.enrollment_request().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let (owner, car) = support::owner_and_enrolled_car();
     car.use_manual_clock(START_MS);
     let address = car.start().await.unwrap();
     let car_tasks = car.automation().await.unwrap();

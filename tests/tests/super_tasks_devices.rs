@@ -15,9 +15,7 @@ use tether_automation::{
     VehicleCommand,
 };
 use tether_identity::{DeviceKey, Role};
-use tether_node::{
-    AutomationHost, DeviceNode, HeadUnit, NodeConfig, NodeError, Phone, TaskState, VehicleLink,
-};
+use tether_node::{AutomationHost, DeviceNode, HeadUnit, NodeError, Phone, TaskState, VehicleLink};
 use tether_proto::v1::{DeviceValue, PropertyValue, device_value};
 
 mod support;
@@ -43,15 +41,7 @@ struct Setup {
 /// An owner, a car on a manual clock, and a lamp bound to the car and found
 /// on the LAN.
 async fn setup(secret: [u8; 32]) -> (Phone, Setup) {
-    let owner = Phone::open(NodeConfig::default()).unwrap();
-    owner.create_account().unwrap();
-    let car = HeadUnit::open(NodeConfig::default()).unwrap();
-    car.complete_enrollment(
-        &owner
-            .enroll_device(&car.enrollment_request().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let (owner, car) = support::owner_and_enrolled_car();
     car.use_manual_clock(START_MS);
     let address = car.start().await.unwrap();
     let key = DeviceKey::generate().unwrap();

@@ -1,4 +1,5 @@
-//! Shared by the integration tests that need a bound device on the LAN.
+//! Shared by the integration tests: an owner with an enrolled car, and a
+//! bound device on the LAN.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // test support
 
@@ -6,8 +7,23 @@ use prost::Message;
 use tether_devices::{LAMP_PRODUCT_MODEL, lamp_model};
 use tether_identity::{Credentials, DeviceKey};
 use tether_node::{
-    CommissionedDevice, DeviceNode, EnrollmentGrant, HeadUnit, NodeConfig, unix_now,
+    CommissionedDevice, DeviceNode, EnrollmentGrant, HeadUnit, NodeConfig, Phone, unix_now,
 };
+
+/// A new account on a phone, and a car enrolled in it (not started: a test
+/// may set the car's clock first).
+pub(crate) fn owner_and_enrolled_car() -> (Phone, HeadUnit) {
+    let owner = Phone::open(NodeConfig::default()).unwrap();
+    owner.create_account().unwrap();
+    let car = HeadUnit::open(NodeConfig::default()).unwrap();
+    car.complete_enrollment(
+        &owner
+            .enroll_device(&car.enrollment_request().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    (owner, car)
+}
 
 /// A lamp as commissioning leaves it (SPEC §12.5, §12.6): `key` is its
 /// device key, `grant` the account authority's answer to its enrollment
