@@ -4,11 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
+mod common;
+use common::member;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use prost::bytes::Bytes;
-use tether_identity::{AccountAuthority, Credentials, DeviceKey, LocalAuthority, Role};
+use tether_identity::{LocalAuthority, Role};
 use tether_proto::v1::{
     Envelope, ErrorCode, Ping, Pong, Request, Response, envelope, request, response,
 };
@@ -19,21 +21,6 @@ use tether_session::quic::{
 use tokio::sync::mpsc;
 
 const LOOPBACK: &str = "127.0.0.1:0";
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn member(authority: &mut LocalAuthority, role: Role) -> Arc<Credentials> {
-    let key = DeviceKey::generate().unwrap();
-    let grant = authority
-        .enroll(&key.enrollment_request(role, [5; 16]), now())
-        .unwrap();
-    Arc::new(Credentials::from_grant(key, &grant, now()).unwrap())
-}
 
 fn ping() -> Envelope {
     Envelope {

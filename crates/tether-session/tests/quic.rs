@@ -2,34 +2,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
+mod common;
+use common::member;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use prost::Message;
-use tether_identity::{AccountAuthority, Credentials, DeviceKey, LocalAuthority, Role};
+use tether_identity::{Credentials, LocalAuthority, Role};
 use tether_proto::v1::{
     Envelope, ErrorCode, Ping, Pong, Request, Response, envelope, request, response,
 };
 use tether_session::quic::{
     ClientSession, CloseCode, Connector, Listener, SessionConfig, SessionError,
 };
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn member(authority: &mut LocalAuthority, role: Role) -> Arc<Credentials> {
-    let key = DeviceKey::generate().unwrap();
-    let grant = authority
-        .enroll(&key.enrollment_request(role, [3; 16]), now())
-        .unwrap();
-    Arc::new(Credentials::from_grant(key, &grant, now()).unwrap())
-}
 
 const LOOPBACK: &str = "127.0.0.1:0";
 
