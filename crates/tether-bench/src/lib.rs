@@ -158,6 +158,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         pairing_pdus_sent: stress.pdus_sent,
         pairing_pdus_lost: stress.pdus_lost,
         pairing_links_dropped: stress.links_dropped,
+        pairing_reconnections: stress.reconnections,
         pairing_wall_s: stress.wall.as_secs_f64(),
         pairing_first_failure: stress.first_failure,
         ota_mib_s: ota::median(&upgrades.tether_mib_s),

@@ -12,7 +12,9 @@
 use std::time::{Duration, Instant};
 
 use tether_ble::advert::{Advert, FLAG_PAIRING_OPEN};
-use tether_ble::commission::{CommissionPlan, CommissionTimeouts, commission_peripheral};
+use tether_ble::commission::{
+    CommissionPlan, CommissionStage, CommissionTimeouts, commission_peripheral,
+};
 use tether_ble::radio::Central;
 use tether_ble::sim::{SimAir, SimConfig};
 use tether_ble::sim_device::SimCommissionee;
@@ -44,6 +46,8 @@ pub(crate) struct PairingStress {
     pub pdus_sent: u64,
     pub pdus_lost: u64,
     pub links_dropped: u64,
+    /// Links the commissioner reconnected after a drop (SPEC §12.7).
+    pub reconnections: u64,
     pub wall: Duration,
     /// The first failure, for the report.
     pub first_failure: Option<String>,
@@ -99,6 +103,7 @@ async fn run_cycles(cycles: usize, seed: u64) -> Result<PairingStress, BenchErro
         pdus_sent: 0,
         pdus_lost: 0,
         links_dropped: 0,
+        reconnections: 0,
         wall: Duration::ZERO,
         first_failure: None,
     };
@@ -113,7 +118,7 @@ async fn run_cycles(cycles: usize, seed: u64) -> Result<PairingStress, BenchErro
         let peripheral = air.add_peripheral(Box::new(device));
         peripheral.set_advert(Some(advert.clone()));
         let started = tokio::time::Instant::now();
-        let outcome = one_cycle(&central, &mut authority, cycle).await;
+        let outcome = one_cycle(&central, &mut authority, cycle, &mut out.reconnections).await;
         let elapsed = started.elapsed();
         peripheral.remove();
         match outcome {
@@ -140,6 +145,7 @@ async fn one_cycle(
     central: &tether_ble::sim::SimCentral,
     authority: &mut LocalAuthority,
     cycle: usize,
+    reconnections: &mut u64,
 ) -> Result<Outcome, String> {
     let seen = central.scan(SCAN_WINDOW).await.map_err(|e| e.to_string())?;
     let id = seen
@@ -169,6 +175,11 @@ async fn one_cycle(
         &plan,
         authority,
         CommissionTimeouts::default(),
+        |stage| {
+            if matches!(stage, CommissionStage::Reconnecting { .. }) {
+                *reconnections += 1;
+            }
+        },
     )
     .await
     .map(|c| c.outcome)

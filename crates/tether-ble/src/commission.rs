@@ -15,14 +15,19 @@ use tether_pairing::segment::{Reassembler, SegmentError, Segmenter};
 
 use crate::radio::{Central, Link, PeripheralId, RadioError};
 
-/// How long the commissioner waits for each answer from the device. Joining
-/// a network can take a while; pairing answers are quick.
+/// How long the commissioner waits for each answer from the device, and
+/// how often [`commission_peripheral`] reconnects a link that dropped.
+/// Joining a network can take a while; pairing answers are quick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommissionTimeouts {
     /// For each pairing answer.
     pub pairing: Duration,
     /// For the device's report after it tried the network.
     pub provisioning: Duration,
+    /// Reconnections after a dropped link (SPEC §12.7). Each drop during
+    /// SPAKE2 costs one of the device's failed attempts (R6: five before
+    /// lockout), so this stays small.
+    pub link_retries: u32,
 }
 
 impl Default for CommissionTimeouts {
@@ -30,9 +35,19 @@ impl Default for CommissionTimeouts {
         Self {
             pairing: Duration::from_secs(10),
             provisioning: Duration::from_secs(60),
+            link_retries: DEFAULT_LINK_RETRIES,
         }
     }
 }
+
+/// Reconnections after a dropped link, by default: two drops during
+/// SPAKE2 still leave the user three of the device's five attempts.
+pub const DEFAULT_LINK_RETRIES: u32 = 2;
+
+/// The longest backoff [`commission_peripheral`] waits out by itself after
+/// a dropped attempt (the device's first backoffs are 1 s and 2 s); a
+/// longer one is returned as [`PairingError::RetryLater`].
+pub const MAX_RETRY_WAIT_S: u32 = 8;
 
 /// Why commissioning stopped.
 #[derive(Debug, PartialEq, Eq, Error)]
@@ -70,6 +85,19 @@ pub enum CommissionStage {
     Bound,
     /// Sealed credentials sent; the device is trying the network.
     CredentialsSent,
+    /// The link dropped; reconnecting (the `retry`th time) to start over
+    /// from pairing. Not repeated: [`CommissionStage::Bound`] when the
+    /// device was bound before the drop.
+    Reconnecting {
+        /// 1 for the first reconnection.
+        retry: u32,
+    },
+    /// The device asked to wait this long after the attempt the drop
+    /// abandoned (its backoff, R6); the commissioner waits, then pairs.
+    Waiting {
+        /// Seconds the device asked for.
+        seconds: u32,
+    },
 }
 
 /// A message exchange over a link: segments out, reassembled messages in.
@@ -137,7 +165,8 @@ pub struct Commissioned {
 /// provisions the plan's credentials; returns the certificate and the
 /// device's report. `progress` hears each stage as it is reached. On any
 /// error the caller should disconnect the link (the device then ends its
-/// attempt).
+/// attempt). One link, no retry: [`commission_peripheral`] reconnects a
+/// dropped link.
 pub async fn commission<L: Link>(
     link: &L,
     plan: &CommissionPlan,
@@ -145,12 +174,64 @@ pub async fn commission<L: Link>(
     timeouts: CommissionTimeouts,
     mut progress: impl FnMut(CommissionStage) + Send,
 ) -> Result<Commissioned, CommissionError> {
+    let mut state = Attempts::default();
+    commission_once(link, plan, authority, timeouts, &mut progress, &mut state).await
+}
+
+/// What earlier links of one commissioning achieved.
+#[derive(Default)]
+struct Attempts {
+    /// Links tried before this one (0 on the first).
+    retries: u32,
+    /// The device holds a certificate the commissioner has not seen it
+    /// confirm: a retry would bind it a second time.
+    unconfirmed_grant: bool,
+    /// The device confirmed its binding on an earlier link: its
+    /// certificate, and the device secret of the pairing it was bound
+    /// under (the one the device keeps, SPEC §12.6).
+    bound: Option<(VerifiedCertificate, [u8; 32])>,
+}
+
+impl Attempts {
+    /// Fresh randomness for this link's SPAKE2 and binding offer: the plan's
+    /// own on the first link, then derived from it with the retry count, so
+    /// that no two attempts share a SPAKE2 scalar.
+    fn randomness(&self, plan: &CommissionPlan) -> ([u8; 32], [u8; 16]) {
+        if self.retries == 0 {
+            return (plan.seed, plan.bind_nonce);
+        }
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"tether/1 commissioning retry\0");
+        ctx.update(&plan.seed);
+        ctx.update(&plan.bind_nonce);
+        ctx.update(&self.retries.to_be_bytes());
+        let digest = ctx.finish();
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(digest.as_ref());
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"tether/1 commissioning retry nonce\0");
+        ctx.update(&seed);
+        let mut nonce = [0u8; 16];
+        nonce.copy_from_slice(&ctx.finish().as_ref()[..16]);
+        (seed, nonce)
+    }
+}
+
+async fn commission_once<L: Link>(
+    link: &L,
+    plan: &CommissionPlan,
+    authority: &mut (dyn AccountAuthority + Send),
+    timeouts: CommissionTimeouts,
+    progress: &mut (impl FnMut(CommissionStage) + Send),
+    state: &mut Attempts,
+) -> Result<Commissioned, CommissionError> {
+    let (seed, bind_nonce) = state.randomness(plan);
     let mut channel = Channel {
         link,
         segmenter: Segmenter::new(link.mtu())?,
         reassembler: Reassembler::default(),
     };
-    let (mut commissioner, request) = Commissioner::start(plan.passcode, plan.seed);
+    let (mut commissioner, request) = Commissioner::start(plan.passcode, seed);
     channel.send(&request).await?;
     progress(CommissionStage::PairingStarted);
     let key = loop {
@@ -162,16 +243,27 @@ pub async fn commission<L: Link>(
     };
     progress(CommissionStage::Paired);
 
-    let mut binding = BindingCommissioner::new(&key);
-    channel
-        .send(&binding.offer(plan.bind_nonce, authority.public_key())?)
-        .await?;
-    let request = channel.recv(timeouts.pairing, "binding request").await?;
-    let (grant, _) = binding.handle_request(&request, authority, plan.unix_now)?;
-    channel.send(&grant).await?;
-    let result = channel.recv(timeouts.pairing, "binding result").await?;
-    let certificate = binding.handle_result(&result)?;
-    progress(CommissionStage::Bound);
+    let (certificate, device_secret) = match &state.bound {
+        // Bound on an earlier link: this pairing only carries the
+        // credentials.
+        Some(bound) => bound.clone(),
+        None => {
+            let mut binding = BindingCommissioner::new(&key);
+            channel
+                .send(&binding.offer(bind_nonce, authority.public_key())?)
+                .await?;
+            let request = channel.recv(timeouts.pairing, "binding request").await?;
+            let (grant, _) = binding.handle_request(&request, authority, plan.unix_now)?;
+            state.unconfirmed_grant = true;
+            channel.send(&grant).await?;
+            let result = channel.recv(timeouts.pairing, "binding result").await?;
+            let certificate = binding.handle_result(&result)?;
+            state.unconfirmed_grant = false;
+            state.bound = Some((certificate.clone(), key.device_secret()));
+            progress(CommissionStage::Bound);
+            (certificate, key.device_secret())
+        }
+    };
 
     let mut provisioning = ProvisioningCommissioner::new(&key);
     channel
@@ -184,23 +276,117 @@ pub async fn commission<L: Link>(
     let outcome = provisioning.handle_status(&report)?;
     Ok(Commissioned {
         certificate,
-        device_secret: key.device_secret(),
+        device_secret,
         outcome,
     })
 }
 
 /// Connects to peripheral `id`, commissions it (see [`commission`]) and
 /// disconnects, whatever the outcome (the device then ends any attempt).
+///
+/// A link that drops is reconnected, up to `timeouts.link_retries` times
+/// (SPEC §12.7): the next link pairs again with fresh randomness; when the
+/// device was bound on an earlier link it is not bound again, and the
+/// certificate and device secret of that binding are returned. If the
+/// device asks to wait after an attempt the drop abandoned (it counted it,
+/// R6), the wait is kept and shown as [`CommissionStage::Waiting`]. No
+/// retry follows a drop between the certificate's grant and the device's
+/// confirmation: the device may hold a certificate the commissioner never
+/// saw confirmed, and binding it twice would leave one unrecorded.
 pub async fn commission_peripheral<C: Central>(
     central: &C,
     id: &PeripheralId,
     plan: &CommissionPlan,
     authority: &mut (dyn AccountAuthority + Send),
     timeouts: CommissionTimeouts,
+    mut progress: impl FnMut(CommissionStage) + Send,
 ) -> Result<Commissioned, CommissionError> {
-    let link = central.connect(id).await?;
-    let result = commission(&link, plan, authority, timeouts, |_| {}).await;
-    // A failed disconnect changes nothing: the link is gone either way.
-    let _ = link.disconnect().await;
-    result
+    let mut state = Attempts::default();
+    // Whether this link's attempt already waited for the device's backoff.
+    let mut waited = false;
+    loop {
+        let result = match central.connect(id).await {
+            Ok(link) => {
+                let result =
+                    commission_once(&link, plan, authority, timeouts, &mut progress, &mut state)
+                        .await;
+                // A failed disconnect changes nothing: the link is gone
+                // either way.
+                let _ = link.disconnect().await;
+                result
+            }
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Err(CommissionError::Radio(RadioError::Disconnected))
+                if state.retries < timeouts.link_retries && !state.unconfirmed_grant =>
+            {
+                state.retries += 1;
+                waited = false;
+                progress(CommissionStage::Reconnecting {
+                    retry: state.retries,
+                });
+            }
+            Err(CommissionError::Pairing(PairingError::RetryLater { retry_after_s }))
+                if state.retries > 0 && !waited && retry_after_s <= MAX_RETRY_WAIT_S =>
+            {
+                // The backoff our own abandoned attempt started.
+                waited = true;
+                progress(CommissionStage::Waiting {
+                    seconds: retry_after_s,
+                });
+                tokio::time::sleep(Duration::from_secs(u64::from(retry_after_s))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_link_of_one_commissioning_gets_its_own_spake2_randomness() {
+        let plan = CommissionPlan {
+            passcode: 20_202_021,
+            credentials: Credentials {
+                ssid: b"Home".to_vec(),
+                passphrase: b"pass-phrase".to_vec(),
+                security: tether_pairing::provision::Security::Wpa2Personal,
+                network: tether_pairing::provision::Network::Home,
+            },
+            seed: [1; 32],
+            bind_nonce: [2; 16],
+            unix_now: 0,
+        };
+        let of = |retries| {
+            Attempts {
+                retries,
+                ..Attempts::default()
+            }
+            .randomness(&plan)
+        };
+        assert_eq!(of(0), (plan.seed, plan.bind_nonce));
+        let (one, two, three) = (of(1), of(2), of(3));
+        let seeds = [plan.seed, one.0, two.0, three.0];
+        let nonces = [plan.bind_nonce, one.1, two.1, three.1];
+        for i in 0..seeds.len() {
+            for j in i + 1..seeds.len() {
+                assert_ne!(seeds[i], seeds[j]);
+                assert_ne!(nonces[i], nonces[j]);
+            }
+        }
+        // Derived from the plan's secret seed, not from the count alone.
+        let other = CommissionPlan {
+            seed: [3; 32],
+            ..plan.clone()
+        };
+        let other_one = Attempts {
+            retries: 1,
+            ..Attempts::default()
+        }
+        .randomness(&other);
+        assert_ne!(other_one.0, one.0);
+    }
 }

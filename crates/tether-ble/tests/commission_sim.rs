@@ -11,6 +11,7 @@ use tether_ble::advert::{Advert, FLAG_PAIRING_OPEN};
 
 use tether_ble::commission::{
     CommissionError, CommissionPlan, CommissionStage, CommissionTimeouts, Commissioned, commission,
+    commission_peripheral,
 };
 use tether_ble::radio::{Central, Link, PeripheralId};
 use tether_ble::sim::{SimAir, SimConfig};
@@ -222,4 +223,234 @@ async fn commissioning_survives_a_lossy_jittery_air_r13() {
     }
     assert_eq!(joined, 20);
     assert!(air.stats().pdus_lost > 0, "the air lost nothing: no test");
+}
+
+/// Commissions through [`commission_peripheral`] with a fresh authority,
+/// disconnecting the lamp's link (from the lamp's side, as a radio drop
+/// would) whenever `drop_at` says so for a stage reached.
+async fn run_dropping(
+    air: &SimAir,
+    lamp: &tether_ble::sim::SimPeripheral,
+    id: &PeripheralId,
+    link_retries: u32,
+    mut drop_at: impl FnMut(CommissionStage) -> bool + Send,
+) -> (Result<Commissioned, CommissionError>, Vec<CommissionStage>) {
+    let mut stages = Vec::new();
+    let mut authority = LocalAuthority::generate().unwrap();
+    let plan = CommissionPlan {
+        passcode: payload().passcode,
+        credentials: home(),
+        seed: [9; 32],
+        bind_nonce: [9; 16],
+        unix_now: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    };
+    let timeouts = CommissionTimeouts {
+        link_retries,
+        ..CommissionTimeouts::default()
+    };
+    let result = commission_peripheral(
+        &air.central(),
+        id,
+        &plan,
+        &mut authority,
+        timeouts,
+        |stage| {
+            stages.push(stage);
+            if drop_at(stage) {
+                lamp.disconnect();
+            }
+        },
+    )
+    .await;
+    (result, stages)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_dropped_mid_pairing_is_reconnected_after_the_lamps_backoff_r6_r13() {
+    let air = SimAir::new(SimConfig {
+        mtu: MTU,
+        ..SimConfig::default()
+    });
+    let (log, lamp) = lamp_on(&air, MTU);
+    let id = find_lamp(&air).await;
+    let mut dropped = false;
+    let (result, stages) = run_dropping(&air, &lamp, &id, 2, |stage| {
+        let now = stage == CommissionStage::PairingStarted && !dropped;
+        dropped |= now;
+        now
+    })
+    .await;
+    let commissioned = result.expect("the second link commissions the lamp");
+    assert_eq!(commissioned.outcome, Outcome::Joined);
+    // The lamp counted the abandoned attempt (R6) and asked the next link
+    // to wait; the commissioner waited and paired.
+    assert!(
+        stages.contains(&CommissionStage::Reconnecting { retry: 1 }),
+        "{stages:?}"
+    );
+    assert!(
+        matches!(
+            stages
+                .iter()
+                .find(|s| matches!(s, CommissionStage::Waiting { .. })),
+            Some(CommissionStage::Waiting { seconds: 1 })
+        ),
+        "{stages:?}"
+    );
+    assert_eq!(
+        stages[stages.len() - 3..],
+        [
+            CommissionStage::Paired,
+            CommissionStage::Bound,
+            CommissionStage::CredentialsSent
+        ]
+    );
+    let log = log.lock().unwrap();
+    assert_eq!(log.limiter.failures(), 0, "a success clears the count");
+    assert_eq!(log.bound, vec![commissioned.certificate.serial]);
+    assert_eq!(log.joined, vec![home()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_dropped_after_binding_sends_only_the_credentials_again_r13() {
+    let air = SimAir::new(SimConfig {
+        mtu: MTU,
+        ..SimConfig::default()
+    });
+    let (log, lamp) = lamp_on(&air, MTU);
+    let id = find_lamp(&air).await;
+    let (result, stages) =
+        run_dropping(&air, &lamp, &id, 2, |stage| stage == CommissionStage::Bound).await;
+    let commissioned = result.expect("the second link provisions the lamp");
+    assert_eq!(commissioned.outcome, Outcome::Joined);
+    assert_eq!(
+        stages,
+        vec![
+            CommissionStage::PairingStarted,
+            CommissionStage::Paired,
+            CommissionStage::Bound,
+            CommissionStage::Reconnecting { retry: 1 },
+            CommissionStage::PairingStarted,
+            CommissionStage::Paired,
+            CommissionStage::CredentialsSent,
+        ]
+    );
+    let log = log.lock().unwrap();
+    // Bound once: one certificate, no second one left unrecorded.
+    assert_eq!(log.bound, vec![commissioned.certificate.serial]);
+    // The secret returned is the one the lamp kept from its binding, not
+    // the second pairing's.
+    let (_, kept_secret) = log.binding.as_ref().expect("the lamp kept its binding");
+    assert_eq!(*kept_secret, commissioned.device_secret);
+    assert_eq!(log.joined, vec![home()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconnections_are_bounded_and_leave_the_user_most_attempts_r6() {
+    let air = SimAir::new(SimConfig {
+        mtu: MTU,
+        ..SimConfig::default()
+    });
+    let (log, lamp) = lamp_on(&air, MTU);
+    let id = find_lamp(&air).await;
+    // Every link drops as soon as pairing starts.
+    let (result, stages) = run_dropping(&air, &lamp, &id, 2, |stage| {
+        stage == CommissionStage::PairingStarted
+    })
+    .await;
+    assert_eq!(
+        result,
+        Err(CommissionError::Radio(
+            tether_ble::radio::RadioError::Disconnected
+        ))
+    );
+    let links = stages
+        .iter()
+        .filter(|s| **s == CommissionStage::PairingStarted)
+        .count();
+    assert!(
+        (3..=4).contains(&links),
+        "three links, one wait: {stages:?}"
+    );
+    assert!(!stages.contains(&CommissionStage::Reconnecting { retry: 3 }));
+    // Abandoned attempts are counted (R6), but the lamp is far from its
+    // lockout: the retries do not use up the user's guesses.
+    let failures = log.lock().unwrap().limiter.failures();
+    assert!((1..=3).contains(&failures), "{failures}");
+
+    // Without retries a drop is returned at once, as before.
+    let (_log2, lamp2) = {
+        lamp.remove();
+        lamp_on(&air, MTU)
+    };
+    let id = find_lamp(&air).await;
+    let (result, stages) = run_dropping(&air, &lamp2, &id, 0, |stage| {
+        stage == CommissionStage::PairingStarted
+    })
+    .await;
+    assert_eq!(
+        result,
+        Err(CommissionError::Radio(
+            tether_ble::radio::RadioError::Disconnected
+        ))
+    );
+    assert_eq!(stages, vec![CommissionStage::PairingStarted]);
+}
+
+/// `cycles` fresh lamps commissioned over one air that drops links (20 %
+/// PDU loss, a link drops after 2 losses in a row): lamps joined, links
+/// the air dropped, reconnections, and the most certificates any one lamp
+/// was bound with.
+async fn rough_air(link_retries: u32, cycles: u8) -> (usize, u64, usize, usize) {
+    let air = SimAir::new(SimConfig {
+        mtu: MTU,
+        loss: 0.2,
+        supervision_losses: 2,
+        seed: 11,
+        ..SimConfig::default()
+    });
+    let (mut joined, mut reconnections, mut most_bound) = (0, 0, 0);
+    for _ in 0..cycles {
+        let (log, lamp) = lamp_on(&air, MTU);
+        let id = find_lamp(&air).await;
+        let (result, stages) = run_dropping(&air, &lamp, &id, link_retries, |_| false).await;
+        if matches!(
+            result,
+            Ok(Commissioned {
+                outcome: Outcome::Joined,
+                ..
+            })
+        ) {
+            joined += 1;
+        }
+        reconnections += stages
+            .iter()
+            .filter(|s| matches!(s, CommissionStage::Reconnecting { .. }))
+            .count();
+        most_bound = most_bound.max(log.lock().unwrap().bound.len());
+        lamp.remove();
+    }
+    (joined, air.stats().links_dropped, reconnections, most_bound)
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_an_air_that_drops_links_reconnecting_commissions_more_lamps_r13() {
+    let (joined_without, dropped_without, reconnections_without, most_bound_without) =
+        rough_air(0, 30).await;
+    let (joined_with, dropped_with, reconnections_with, most_bound_with) = rough_air(2, 30).await;
+    assert!(
+        dropped_without > 0 && dropped_with > 0,
+        "no link dropped: no test"
+    );
+    assert_eq!(reconnections_without, 0);
+    assert!(reconnections_with > 0);
+    assert!(
+        joined_with > joined_without,
+        "with reconnections {joined_with} of 30 joined, without {joined_without}"
+    );
+    // However a link dropped, no lamp was bound twice.
+    assert!(most_bound_without <= 1 && most_bound_with <= 1);
 }

@@ -10,7 +10,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::json;
 use tether_ble::advert::{Advert, FLAG_PAIRING_OPEN};
 use tether_ble::commission::{
-    CommissionError, CommissionPlan, CommissionTimeouts, Commissioned, commission_peripheral,
+    CommissionError, CommissionPlan, CommissionStage, CommissionTimeouts, Commissioned,
+    commission_peripheral,
 };
 use tether_ble::radio::{Central, PeripheralId};
 use tether_ble::sim::{SimAir, SimCentral, SimConfig, SimPeripheral};
@@ -458,5 +459,23 @@ async fn attempt(
         bind_nonce,
         unix_now: tether_node::unix_now(),
     };
-    commission_peripheral(central, id, &plan, authority, CommissionTimeouts::default()).await
+    commission_peripheral(
+        central,
+        id,
+        &plan,
+        authority,
+        CommissionTimeouts::default(),
+        |stage| match stage {
+            // The rare stages a user should hear of as they happen (stderr:
+            // stdout may be JSON).
+            CommissionStage::Reconnecting { retry } => {
+                eprintln!("  the Bluetooth link dropped; reconnecting ({retry})")
+            }
+            CommissionStage::Waiting { seconds } => {
+                eprintln!("  the device asks to wait {seconds} s before pairing again")
+            }
+            _ => {}
+        },
+    )
+    .await
 }
