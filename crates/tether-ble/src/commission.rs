@@ -183,9 +183,6 @@ pub async fn commission<L: Link>(
 struct Attempts {
     /// Links tried before this one (0 on the first).
     retries: u32,
-    /// The device holds a certificate the commissioner has not seen it
-    /// confirm: a retry would bind it a second time.
-    unconfirmed_grant: bool,
     /// The device confirmed its binding on an earlier link: its
     /// certificate, and the device secret of the pairing it was bound
     /// under (the one the device keeps, SPEC §12.6).
@@ -254,11 +251,9 @@ async fn commission_once<L: Link>(
                 .await?;
             let request = channel.recv(timeouts.pairing, "binding request").await?;
             let (grant, _) = binding.handle_request(&request, authority, plan.unix_now)?;
-            state.unconfirmed_grant = true;
             channel.send(&grant).await?;
             let result = channel.recv(timeouts.pairing, "binding result").await?;
             let certificate = binding.handle_result(&result)?;
-            state.unconfirmed_grant = false;
             state.bound = Some((certificate.clone(), key.device_secret()));
             progress(CommissionStage::Bound);
             (certificate, key.device_secret())
@@ -289,10 +284,10 @@ async fn commission_once<L: Link>(
 /// device was bound on an earlier link it is not bound again, and the
 /// certificate and device secret of that binding are returned. If the
 /// device asks to wait after an attempt the drop abandoned (it counted it,
-/// R6), the wait is kept and shown as [`CommissionStage::Waiting`]. No
-/// retry follows a drop between the certificate's grant and the device's
-/// confirmation: the device may hold a certificate the commissioner never
-/// saw confirmed, and binding it twice would leave one unrecorded.
+/// R6), the wait is kept and shown as [`CommissionStage::Waiting`]. A drop
+/// between the certificate's grant and the device's confirmation is
+/// retried too: a device that accepted that grant is bound again on the
+/// next link and keeps the newer certificate, for the same device key.
 pub async fn commission_peripheral<C: Central>(
     central: &C,
     id: &PeripheralId,
@@ -319,7 +314,7 @@ pub async fn commission_peripheral<C: Central>(
         };
         match result {
             Err(CommissionError::Radio(RadioError::Disconnected))
-                if state.retries < timeouts.link_retries && !state.unconfirmed_grant =>
+                if state.retries < timeouts.link_retries =>
             {
                 state.retries += 1;
                 waited = false;
