@@ -225,6 +225,22 @@ async fn commissioning_survives_a_lossy_jittery_air_r13() {
     assert!(air.stats().pdus_lost > 0, "the air lost nothing: no test");
 }
 
+/// A perfect air with one advertising lamp, already found by a scan.
+async fn lamp_in_the_air() -> (
+    SimAir,
+    SharedLog,
+    tether_ble::sim::SimPeripheral,
+    PeripheralId,
+) {
+    let air = SimAir::new(SimConfig {
+        mtu: MTU,
+        ..SimConfig::default()
+    });
+    let (log, lamp) = lamp_on(&air, MTU);
+    let id = find_lamp(&air).await;
+    (air, log, lamp, id)
+}
+
 /// Commissions through [`commission_peripheral`] with a fresh authority,
 /// disconnecting the lamp's link (from the lamp's side, as a radio drop
 /// would) whenever `drop_at` says so for a stage reached.
@@ -270,12 +286,7 @@ async fn run_dropping(
 
 #[tokio::test(start_paused = true)]
 async fn a_link_dropped_mid_pairing_is_reconnected_after_the_lamps_backoff_r6_r13() {
-    let air = SimAir::new(SimConfig {
-        mtu: MTU,
-        ..SimConfig::default()
-    });
-    let (log, lamp) = lamp_on(&air, MTU);
-    let id = find_lamp(&air).await;
+    let (air, log, lamp, id) = lamp_in_the_air().await;
     let mut dropped = false;
     let (result, stages) = run_dropping(&air, &lamp, &id, 2, |stage| {
         let now = stage == CommissionStage::PairingStarted && !dropped;
@@ -316,12 +327,7 @@ async fn a_link_dropped_mid_pairing_is_reconnected_after_the_lamps_backoff_r6_r1
 
 #[tokio::test(start_paused = true)]
 async fn a_link_dropped_after_binding_sends_only_the_credentials_again_r13() {
-    let air = SimAir::new(SimConfig {
-        mtu: MTU,
-        ..SimConfig::default()
-    });
-    let (log, lamp) = lamp_on(&air, MTU);
-    let id = find_lamp(&air).await;
+    let (air, log, lamp, id) = lamp_in_the_air().await;
     let (result, stages) =
         run_dropping(&air, &lamp, &id, 2, |stage| stage == CommissionStage::Bound).await;
     let commissioned = result.expect("the second link provisions the lamp");
@@ -348,25 +354,27 @@ async fn a_link_dropped_after_binding_sends_only_the_credentials_again_r13() {
     assert_eq!(log.joined, vec![home()]);
 }
 
-#[tokio::test(start_paused = true)]
-async fn reconnections_are_bounded_and_leave_the_user_most_attempts_r6() {
-    let air = SimAir::new(SimConfig {
-        mtu: MTU,
-        ..SimConfig::default()
-    });
-    let (log, lamp) = lamp_on(&air, MTU);
-    let id = find_lamp(&air).await;
-    // Every link drops as soon as pairing starts.
-    let (result, stages) = run_dropping(&air, &lamp, &id, 2, |stage| {
+/// A fresh lamp whose every link drops as soon as pairing starts: the
+/// result, the stages and the lamp's count of failed attempts.
+async fn every_link_drops(
+    link_retries: u32,
+) -> (Result<(), CommissionError>, Vec<CommissionStage>, u32) {
+    let (air, log, lamp, id) = lamp_in_the_air().await;
+    let (result, stages) = run_dropping(&air, &lamp, &id, link_retries, |stage| {
         stage == CommissionStage::PairingStarted
     })
     .await;
-    assert_eq!(
-        result,
-        Err(CommissionError::Radio(
-            tether_ble::radio::RadioError::Disconnected
-        ))
-    );
+    let failures = log.lock().unwrap().limiter.failures();
+    (result.map(|_| ()), stages, failures)
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconnections_are_bounded_and_leave_the_user_most_attempts_r6() {
+    let dropped = Err(CommissionError::Radio(
+        tether_ble::radio::RadioError::Disconnected,
+    ));
+    let (result, stages, failures) = every_link_drops(2).await;
+    assert_eq!(result, dropped);
     let links = stages
         .iter()
         .filter(|s| **s == CommissionStage::PairingStarted)
@@ -378,25 +386,11 @@ async fn reconnections_are_bounded_and_leave_the_user_most_attempts_r6() {
     assert!(!stages.contains(&CommissionStage::Reconnecting { retry: 3 }));
     // Abandoned attempts are counted (R6), but the lamp is far from its
     // lockout: the retries do not use up the user's guesses.
-    let failures = log.lock().unwrap().limiter.failures();
     assert!((1..=3).contains(&failures), "{failures}");
 
     // Without retries a drop is returned at once, as before.
-    let (_log2, lamp2) = {
-        lamp.remove();
-        lamp_on(&air, MTU)
-    };
-    let id = find_lamp(&air).await;
-    let (result, stages) = run_dropping(&air, &lamp2, &id, 0, |stage| {
-        stage == CommissionStage::PairingStarted
-    })
-    .await;
-    assert_eq!(
-        result,
-        Err(CommissionError::Radio(
-            tether_ble::radio::RadioError::Disconnected
-        ))
-    );
+    let (result, stages, _) = every_link_drops(0).await;
+    assert_eq!(result, dropped);
     assert_eq!(stages, vec![CommissionStage::PairingStarted]);
 }
 
