@@ -85,6 +85,10 @@ enum Command {
         /// retransmitted, as BLE does).
         #[arg(long, default_value_t = 0.0)]
         loss: f64,
+        /// Have the lamp drop the Bluetooth link once, as binding starts:
+        /// the head unit reconnects and pairs again (SPEC §12.7).
+        #[arg(long)]
+        drop_link: bool,
     },
     /// Measure Tether against a bare-quinn baseline in the same run
     /// (handshakes/s, request round trip p50/p99, pipelined requests/s,
@@ -207,11 +211,13 @@ fn main() -> ExitCode {
                 manual,
                 wrong_passcode_first,
                 loss,
+                drop_link,
             } => Ok(pair::run(pair::PairOptions {
                 json,
                 manual,
                 wrong_first: wrong_passcode_first,
                 loss,
+                drop_link,
             })
             .await),
         }

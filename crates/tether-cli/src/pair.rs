@@ -42,6 +42,16 @@ pub(crate) struct PairOptions {
     pub(crate) wrong_first: bool,
     /// PDU loss of the simulated air (each loss is retransmitted).
     pub(crate) loss: f64,
+    /// The lamp drops the link once, when the commissioner starts binding
+    /// it, to show the reconnection (SPEC §12.7).
+    pub(crate) drop_link: bool,
+}
+
+/// What the pairing step did besides pairing.
+#[derive(Default)]
+struct AttemptLog {
+    /// Links reconnected after a drop.
+    reconnections: u32,
 }
 
 fn random<const N: usize>() -> Result<[u8; N], String> {
@@ -257,7 +267,7 @@ async fn narrate(
     );
 
     // The lamp advertises on the simulated air.
-    let (air, _peripheral, log) = match lamp_on_air(&payload, options.loss) {
+    let (air, peripheral, log) = match lamp_on_air(&payload, options.loss) {
         Ok(on_air) => on_air,
         Err(e) => {
             n.record("lamp advertises", Instant::now(), Err(e));
@@ -321,7 +331,7 @@ async fn narrate(
         } else {
             read.passcode() - 1
         };
-        let first = attempt(&central, &id, wrong, seeds[0], &mut authority).await;
+        let first = attempt(&central, &id, wrong, seeds[0], &mut authority, None).await;
         n.record(
             "a mistyped passcode is refused",
             t,
@@ -333,7 +343,15 @@ async fn narrate(
             },
         );
         let t = Instant::now();
-        let second = attempt(&central, &id, read.passcode(), seeds[1], &mut authority).await;
+        let second = attempt(
+            &central,
+            &id,
+            read.passcode(),
+            seeds[1],
+            &mut authority,
+            None,
+        )
+        .await;
         n.record(
             "an immediate retry must wait",
             t,
@@ -351,7 +369,21 @@ async fn narrate(
 
     // Pair and provision.
     let t = Instant::now();
-    let result = attempt(&central, &id, read.passcode(), seeds[2], &mut authority).await;
+    let mut attempt_log = AttemptLog::default();
+    let result = attempt(
+        &central,
+        &id,
+        read.passcode(),
+        seeds[2],
+        &mut authority,
+        options.drop_link.then_some((&peripheral, &mut attempt_log)),
+    )
+    .await;
+    let reconnected = match attempt_log.reconnections {
+        0 => String::new(),
+        1 => "; the link dropped once and was reconnected".to_owned(),
+        n => format!("; the link dropped and was reconnected {n} times"),
+    };
     n.record(
         "pair, bind and provision",
         t,
@@ -361,7 +393,7 @@ async fn narrate(
                 certificate,
                 ..
             }) => Ok(format!(
-                "SPAKE2 paired; bound as a device (certificate #{}, no group key); sealed Wi-Fi credentials sent",
+                "SPAKE2 paired; bound as a device (certificate #{}, no group key); sealed Wi-Fi credentials sent{reconnected}",
                 certificate.serial
             )),
             other => Err(format!("{other:?}")),
@@ -389,6 +421,7 @@ async fn narrate(
             "pdus_sent": stats.pdus_sent,
             "pdus_lost": stats.pdus_lost,
             "links_dropped": stats.links_dropped,
+            "reconnections": attempt_log.reconnections,
         }),
     ))
 }
@@ -408,7 +441,7 @@ pub(crate) async fn commission_simulated(
     let (id, _) = find_lamp(&central, &code)
         .await?
         .ok_or("the device was not heard")?;
-    let commissioned = attempt(&central, &id, code.passcode(), random()?, authority)
+    let commissioned = attempt(&central, &id, code.passcode(), random()?, authority, None)
         .await
         .map_err(|e| e.to_string())?;
     // What the device kept from its binding, to serve members on the LAN.
@@ -442,14 +475,18 @@ pub(crate) struct SimDevice {
     pub(crate) product_model: u16,
 }
 
-/// One connection and one commissioning attempt, then disconnect.
+/// One commissioning attempt (reconnecting a dropped link, SPEC §12.7),
+/// then disconnect. With `drop_link`, the lamp drops the first link as
+/// binding starts, and the reconnections are counted.
 async fn attempt(
     central: &tether_ble::sim::SimCentral,
     id: &PeripheralId,
     passcode: u32,
     seed: [u8; 32],
     authority: &mut (dyn AccountAuthority + Send),
+    mut drop_link: Option<(&SimPeripheral, &mut AttemptLog)>,
 ) -> Result<Commissioned, CommissionError> {
+    let mut dropped = false;
     let mut bind_nonce = [0; 16];
     bind_nonce.copy_from_slice(&seed[16..]);
     let plan = CommissionPlan {
@@ -466,9 +503,18 @@ async fn attempt(
         authority,
         CommissionTimeouts::default(),
         |stage| match stage {
+            CommissionStage::Paired if !dropped => {
+                if let Some((lamp, _)) = &drop_link {
+                    dropped = true;
+                    lamp.disconnect();
+                }
+            }
             // The rare stages a user should hear of as they happen (stderr:
             // stdout may be JSON).
             CommissionStage::Reconnecting { retry } => {
+                if let Some((_, log)) = &mut drop_link {
+                    log.reconnections = retry;
+                }
                 eprintln!("  the Bluetooth link dropped; reconnecting ({retry})")
             }
             CommissionStage::Waiting { seconds } => {

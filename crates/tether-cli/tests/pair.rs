@@ -71,3 +71,23 @@ fn pair_with_the_manual_code_refuses_a_mistyped_passcode_then_backs_off_r6() {
     }
     assert_eq!(report["radio"]["loss"], 0.05);
 }
+
+#[test]
+fn pair_reconnects_a_link_the_lamp_drops_once_r13() {
+    let (ok, report) = pair(&["--drop-link"]);
+    assert!(ok, "{report}");
+    assert_eq!(report["radio"]["reconnections"], 1, "{report}");
+    let step = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "pair, bind and provision")
+        .unwrap();
+    assert_eq!(step["ok"], true);
+    let detail = step["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("reconnected"), "{step}");
+    // Without the flag nothing drops and nothing is reconnected.
+    let (ok, report) = pair(&[]);
+    assert!(ok, "{report}");
+    assert_eq!(report["radio"]["reconnections"], 0, "{report}");
+}
