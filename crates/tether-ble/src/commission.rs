@@ -181,8 +181,11 @@ pub async fn commission<L: Link>(
 /// What earlier links of one commissioning achieved.
 #[derive(Default)]
 struct Attempts {
-    /// Links tried before this one (0 on the first).
+    /// Reconnections after a drop so far.
     retries: u32,
+    /// Links opened before this one (0 on the first): each gets its own
+    /// randomness, a link after a backoff wait too.
+    links: u32,
     /// The device confirmed its binding on an earlier link: its
     /// certificate, and the device secret of the pairing it was bound
     /// under (the one the device keeps, SPEC §12.6).
@@ -191,17 +194,17 @@ struct Attempts {
 
 impl Attempts {
     /// Fresh randomness for this link's SPAKE2 and binding offer: the plan's
-    /// own on the first link, then derived from it with the retry count, so
-    /// that no two attempts share a SPAKE2 scalar.
+    /// own on the first link, then derived from it with the link's number,
+    /// so that no two links share a SPAKE2 scalar.
     fn randomness(&self, plan: &CommissionPlan) -> ([u8; 32], [u8; 16]) {
-        if self.retries == 0 {
+        if self.links == 0 {
             return (plan.seed, plan.bind_nonce);
         }
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         ctx.update(b"tether/1 commissioning retry\0");
         ctx.update(&plan.seed);
         ctx.update(&plan.bind_nonce);
-        ctx.update(&self.retries.to_be_bytes());
+        ctx.update(&self.links.to_be_bytes());
         let digest = ctx.finish();
         let mut seed = [0u8; 32];
         seed.copy_from_slice(digest.as_ref());
@@ -308,6 +311,7 @@ pub async fn commission_peripheral<C: Central>(
                 // A failed disconnect changes nothing: the link is gone
                 // either way.
                 let _ = link.disconnect().await;
+                state.links += 1;
                 result
             }
             Err(e) => Err(e.into()),
@@ -355,9 +359,9 @@ mod tests {
             bind_nonce: [2; 16],
             unix_now: 0,
         };
-        let of = |retries| {
+        let of = |links| {
             Attempts {
-                retries,
+                links,
                 ..Attempts::default()
             }
             .randomness(&plan)
@@ -378,7 +382,7 @@ mod tests {
             ..plan.clone()
         };
         let other_one = Attempts {
-            retries: 1,
+            links: 1,
             ..Attempts::default()
         }
         .randomness(&other);
