@@ -688,6 +688,139 @@ async fn r21_a_car_task_hears_the_car_signal_it_names() {
     car.shutdown().await.unwrap();
 }
 
+/// A car task on a vehicle event: "when the car is locked, flash once".
+fn flash_when(event: VehicleEvent) -> Task {
+    Task::new(TaskId(0), "car event: flash once")
+        .trigger(Trigger::Vehicle(event))
+        .action(Action::Vehicle(VehicleCommand::FlashHonk {
+            flash: true,
+            honk: false,
+        }))
+        .declare_inputs()
+}
+
+/// The head unit derives vehicle events from its own signals (SPEC §18.6):
+/// the phone's lock command locks every door, and a task on `Locked` runs.
+/// One event per change: unlocking does not run it, locking again does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r21_a_car_task_on_the_locked_event_runs_when_the_doors_lock() {
+    let (owner, car, hub, car_tasks, _hub_tasks) = setup().await;
+    let link = owner.connect(car.address().await.unwrap()).await.unwrap();
+    let task = link
+        .create_task(&flash_when(VehicleEvent::Locked), true)
+        .await
+        .unwrap();
+    assert!(until(|| car_tasks.interest().vehicle).await);
+    assert!(car_tasks.derives_vehicle_events());
+    assert_eq!(car.executions().await.unwrap().flash_honk, 0);
+
+    link.command(tether_control::client::lock(), &[11; 16])
+        .await
+        .unwrap();
+    assert!(
+        until_async(&car, |e| e.lock == 1 && e.flash_honk == 1).await,
+        "{:?}",
+        car.executions().await.unwrap()
+    );
+    link.command(tether_control::client::unlock(), &[12; 16])
+        .await
+        .unwrap();
+    link.command(tether_control::client::lock(), &[13; 16])
+        .await
+        .unwrap();
+    assert!(
+        until_async(&car, |e| e.lock == 2 && e.flash_honk == 2).await,
+        "{:?}",
+        car.executions().await.unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(car.executions().await.unwrap().flash_honk, 2);
+    let traces = link.task_traces(task.task.id.0, 0).await.unwrap();
+    assert_eq!(traces.len(), 2, "{traces:#?}");
+    link.close();
+    hub.disconnect();
+    car.shutdown().await.unwrap();
+}
+
+/// The derived event crosses to the hub too, and only under the "car data
+/// to home" switch (R11): a hub task on the car's `Locked` closes the
+/// garage when the phone locks the car.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r11_a_hub_task_hears_the_derived_locked_event_only_with_consent() {
+    let (owner, car, hub, car_tasks, hub_tasks) = setup().await;
+    let link = owner.connect(car.address().await.unwrap()).await.unwrap();
+    hub_tasks
+        .create(
+            Task::new(TaskId(0), "car locked: close the garage")
+                .trigger(Trigger::Vehicle(VehicleEvent::Locked))
+                .action(set("garage", true))
+                .declare_inputs(),
+            true,
+            &owner_permissions(),
+        )
+        .unwrap();
+    let garage = |hub: &Hub| hub.home().state().get("garage").copied();
+    assert_eq!(garage(&hub), Some(false));
+
+    // Switch off: the hub's task is off by consent and the car sends the
+    // hub no vehicle event.
+    assert!(!car_tasks.wants_vehicle_events());
+    link.command(tether_control::client::lock(), &[15; 16])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(garage(&hub), Some(false));
+
+    // Switch on: the next lock reaches the hub's task.
+    assert!(link.set_car_data_to_home(true).await.unwrap());
+    assert!(until(|| hub_tasks.car_data_to_home() && hub.watching().vehicle).await);
+    assert!(until(|| car_tasks.wants_vehicle_events()).await);
+    link.command(tether_control::client::unlock(), &[16; 16])
+        .await
+        .unwrap();
+    link.command(tether_control::client::lock(), &[17; 16])
+        .await
+        .unwrap();
+    assert!(
+        until(|| garage(&hub) == Some(true)).await,
+        "{:?}",
+        hub.home().state()
+    );
+    link.close();
+    hub.disconnect();
+    car.shutdown().await.unwrap();
+}
+
+/// An app that reports vehicle events itself turns the derivation off, so
+/// that a lock is not counted twice (SPEC §18.6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vehicle_event_reported_by_the_app_is_not_derived_again() {
+    let (owner, car, hub, car_tasks, _hub_tasks) = setup().await;
+    let link = owner.connect(car.address().await.unwrap()).await.unwrap();
+    link.create_task(&flash_when(VehicleEvent::Locked), true)
+        .await
+        .unwrap();
+    assert!(until(|| car_tasks.interest().vehicle).await);
+    // The vehicle app reports the lock it saw; the task runs once.
+    assert_eq!(
+        car_tasks.report_vehicle_event(VehicleEvent::Locked),
+        tether_automation::Delivery::Delivered
+    );
+    assert!(!car_tasks.derives_vehicle_events());
+    assert!(until_async(&car, |e| e.flash_honk == 1).await);
+    // The doors lock on the phone's command: the app would report it; the
+    // head unit does not add an event of its own.
+    link.command(tether_control::client::lock(), &[14; 16])
+        .await
+        .unwrap();
+    assert!(until_async(&car, |e| e.lock == 1).await);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(car.executions().await.unwrap().flash_honk, 1);
+    link.close();
+    hub.disconnect();
+    car.shutdown().await.unwrap();
+}
+
 async fn until_async(car: &HeadUnit, check: impl Fn(tether_node::Executions) -> bool) -> bool {
     for _ in 0..150 {
         if check(car.executions().await.unwrap()) {

@@ -310,13 +310,16 @@ impl HeadUnit {
     /// tasks it triggers run, and the state it sets (parked, locked,
     /// charging) is what their conditions and the unlock safety rule read
     /// (R23). Returns whether a task uses it: an event no task declared
-    /// is dropped unread (R21). Needs a started head unit.
+    /// is dropped unread (R21). Needs a started head unit. From the first
+    /// report on, the head unit stops deriving locked, unlocked, parked
+    /// and driving from its own signals (SPEC §18.6): the app reports
+    /// them all, and none is counted twice.
     pub async fn report_vehicle_event(&self, event: VehicleEvent) -> Result<bool, TetherError> {
         let inner = self.node();
         run(async move {
             let host = inner.automation().await?;
             Ok::<_, tether_node::NodeError>(
-                host.handle_vehicle_event(event.into())
+                host.report_vehicle_event(event.into())
                     == tether_node::tether_automation::Delivery::Delivered,
             )
         })

@@ -252,6 +252,10 @@ pub struct AutomationHost {
     store: Arc<Mutex<Store>>,
     /// Why the stored snapshot could not be restored, if so.
     restore_note: Option<String>,
+    /// The embedding app reports vehicle events itself
+    /// ([`AutomationHost::report_vehicle_event`]): the head unit then stops
+    /// deriving them from its signals, so none is counted twice.
+    app_reports_vehicle_events: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for AutomationHost {
@@ -409,6 +413,7 @@ impl AutomationHost {
             actuator,
             store,
             restore_note,
+            app_reports_vehicle_events: std::sync::atomic::AtomicBool::new(false),
         });
         host.settle();
         Ok(host)
@@ -801,6 +806,36 @@ impl AutomationHost {
         };
         self.settle();
         delivery
+    }
+
+    /// A vehicle event reported by the app that embeds the head unit (the
+    /// vehicle's own software knows best). From the first report on, the
+    /// head unit no longer derives vehicle events from its signals (SPEC
+    /// §18.6), so that no event is counted twice.
+    pub fn report_vehicle_event(self: &Arc<Self>, event: VehicleEvent) -> Delivery {
+        self.app_reports_vehicle_events
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle_vehicle_event(event)
+    }
+
+    /// Whether the head unit derives vehicle events from its signals: until
+    /// the app reports one itself.
+    pub fn derives_vehicle_events(&self) -> bool {
+        !self
+            .app_reports_vehicle_events
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether anyone wants vehicle events now: this node's tasks, or (head
+    /// unit) a hub that asked for them while "car data to home" is on.
+    pub fn wants_vehicle_events(&self) -> bool {
+        let inner = lock(&self.inner);
+        inner.interest.vehicle
+            || (inner.engine.config().car_data_to_home
+                && inner
+                    .watchers
+                    .iter()
+                    .any(|w| w.interest.vehicle && !w.events.is_closed()))
     }
 
     /// A device property's new value (a home device changed).

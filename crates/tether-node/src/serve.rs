@@ -39,12 +39,20 @@ pub(crate) enum ServiceInput {
 const SIGNAL_POLL_MS: u64 = 1_000;
 
 /// Feeds the car's tasks the signals they declared (R21: no other): after
-/// every step of the service, each is read and handed to the engine when it
-/// changed. The first reading of a signal is handed on too: it is where a
-/// change starts, as for a hub's first subscription answer.
+/// every step of the service (and before each request), each is read and
+/// handed to the engine when it changed. The first reading of a signal is
+/// handed on too: it is where a change starts, as for a hub's first
+/// subscription answer. While vehicle events are wanted and the app does
+/// not report them itself, it derives them from the lock and gear signals
+/// (SPEC §18.6).
 #[derive(Default)]
 struct SignalFeed {
     last: HashMap<String, tether_automation::Value>,
+    /// Locked and parked as last read, while vehicle events are wanted
+    /// and derived; `None` until the first reading, which sets the state
+    /// without an event.
+    locked: Option<bool>,
+    parked: Option<bool>,
 }
 
 impl SignalFeed {
@@ -54,10 +62,17 @@ impl SignalFeed {
         use tether_control::VehicleBackend;
         let wanted = host.interest().signals;
         self.last.retain(|path, _| wanted.contains(path));
-        if wanted.is_empty() {
+        let events = host.derives_vehicle_events() && host.wants_vehicle_events();
+        if !events {
+            (self.locked, self.parked) = (None, None);
+        }
+        if wanted.is_empty() && !events {
             return false;
         }
         service.backend_mut().tick(now_ms);
+        if events {
+            self.derive_events(service, host);
+        }
         for path in wanted {
             let Some(value) = tether_control::signals::lookup(&path)
                 .and_then(|signal| service.backend().read(signal))
@@ -71,6 +86,52 @@ impl SignalFeed {
             }
         }
         true
+    }
+
+    /// Vehicle events from the car's own signals (SPEC §18.6): `Locked`
+    /// when every door becomes locked and `Unlocked` when one stops being
+    /// so; `Parked` and `Driving` when the selected gear enters or leaves
+    /// park. Charging has no signal here: its events come from the app.
+    fn derive_events(&mut self, service: &Service, host: &Arc<AutomationHost>) {
+        use tether_automation::{Value, VehicleEvent};
+        use tether_control::{VehicleBackend, signals};
+        let read = |path: &str| {
+            signals::lookup(path)
+                .and_then(|signal| service.backend().read(signal))
+                .and_then(crate::automation_car::task_value)
+        };
+        let locked = signals::DOOR_IS_LOCKED
+            .iter()
+            .map(|path| match read(path) {
+                Some(Value::Bool(b)) => Some(b),
+                _ => None,
+            })
+            .collect::<Option<Vec<bool>>>()
+            .map(|doors| doors.iter().all(|l| *l));
+        let parked = match read(signals::SELECTED_GEAR) {
+            Some(Value::Int(gear)) => Some(gear == signals::GEAR_PARK),
+            _ => None,
+        };
+        for (now, last, on, off) in [
+            (
+                locked,
+                &mut self.locked,
+                VehicleEvent::Locked,
+                VehicleEvent::Unlocked,
+            ),
+            (
+                parked,
+                &mut self.parked,
+                VehicleEvent::Parked,
+                VehicleEvent::Driving,
+            ),
+        ] {
+            let Some(now) = now else { continue };
+            if last.is_some_and(|was| was != now) {
+                let _ = host.handle_vehicle_event(if now { on } else { off });
+            }
+            *last = Some(now);
+        }
     }
 }
 
@@ -92,6 +153,12 @@ pub(crate) async fn run_service(
                 None => return,
                 Some(ServiceInput::Request { stream, peer, envelope, writer }) => {
                     writers.insert(stream, writer);
+                    // Where the car stands before the request (a command
+                    // may change it): a state first read after the change
+                    // would be taken as the start, with no event.
+                    if let Some(host) = automation.upgrade() {
+                        signals.feed(&mut service, &host, now_ms(start));
+                    }
                     service.handle_request(stream, peer, &envelope, now_ms(start));
                 }
                 Some(ServiceInput::Closed(stream)) => {
