@@ -340,3 +340,49 @@ fn head_unit_refuses_a_malformed_place() {
         assert!(stderr.contains("--place"), "{bad}: {stderr}");
     }
 }
+
+#[test]
+fn a_task_on_the_locked_event_runs_when_the_phone_locks_the_car_r21() {
+    let car = Car::start();
+    let added = car.tasks(&["add", "--file", &example("locked-flash.json")]);
+    let id = added["task"]["id"].as_u64().unwrap().to_string();
+    assert_eq!(
+        added["task"]["task"]["triggers"][0]["vehicle"], "VEHICLE_EVENT_LOCKED",
+        "{added}"
+    );
+    let none = car.tasks(&["trace", &id]);
+    assert_eq!(none["traces"], serde_json::json!([]), "{none}");
+
+    // Locking from the phone locks every door: the head unit derives
+    // LOCKED from its signals (SPEC §18.6) and the task runs once.
+    let (ok, out, err) = tether(&["phone", "--data-dir", car.phone(), "lock"]);
+    assert!(ok && out.contains("succeeded"), "{out}{err}");
+    let mut traces = serde_json::Value::Null;
+    for _ in 0..50 {
+        traces = car.tasks(&["trace", &id]);
+        if traces["traces"].as_array().is_some_and(|t| !t.is_empty()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let runs = traces["traces"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{traces}");
+    let run = &runs[0];
+    assert!(
+        run["cause"]["vehicle"]
+            .as_str()
+            .is_some_and(|c| c.ends_with("VEHICLE_EVENT_LOCKED")),
+        "{run}"
+    );
+    assert_eq!(run["outcome"]["status"], "STATUS_COMPLETED", "{run}");
+    assert_eq!(
+        run["steps"][0]["result"]["status"], "STATUS_SUCCEEDED",
+        "{run}"
+    );
+    assert!(
+        run["steps"][0]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("FlashHonk")),
+        "{run}"
+    );
+}
