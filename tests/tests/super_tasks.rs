@@ -436,9 +436,18 @@ async fn hub_session(
     owner: &Phone,
     address: std::net::SocketAddr,
 ) -> tether_session::quic::ClientSession {
+    session_as(owner, address, Role::Hub).await
+}
+
+/// A raw session with a certificate of `role` in `owner`'s account.
+async fn session_as(
+    owner: &Phone,
+    address: std::net::SocketAddr,
+    role: Role,
+) -> tether_session::quic::ClientSession {
     let key = DeviceKey::generate().unwrap();
     let grant = owner
-        .enroll_device(&key.enrollment_request(Role::Hub, [5; 16]))
+        .enroll_device(&key.enrollment_request(role, [5; 16]))
         .unwrap();
     Connector::new(
         "127.0.0.1:0".parse().unwrap(),
@@ -738,6 +747,122 @@ async fn r21_a_car_task_on_the_locked_event_runs_when_the_doors_lock() {
     let traces = link.task_traces(task.task.id.0, 0).await.unwrap();
     assert_eq!(traces.len(), 2, "{traces:#?}");
     link.close();
+    hub.disconnect();
+    car.shutdown().await.unwrap();
+}
+
+/// The owner manages the hub's tasks over a session (SPEC §18.8): the
+/// phone finds the hub by its own token, not the car's, creates a task,
+/// lists it, runs it by hand, reads its trace, and the hub's home changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_manages_the_hubs_tasks_over_a_session() {
+    let (owner, car, hub, _car_tasks, hub_tasks) = setup().await;
+    let served = hub.serve().unwrap();
+    assert_eq!(hub.serving_address(), Some(served));
+    let found = owner.discover_hub(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(found.port(), served.port());
+    // Looking for the car never finds the hub: two keys (R2).
+    let car_found = owner
+        .discover_vehicle(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        car_found.address.port(),
+        car.address().await.unwrap().port()
+    );
+
+    // Another account's phone resolves nothing (R2).
+    let stranger = Phone::open(NodeConfig::default()).unwrap();
+    stranger.create_account().unwrap();
+    assert!(
+        stranger
+            .discover_hub(Duration::from_millis(1_500))
+            .await
+            .is_err()
+    );
+
+    let link = owner.connect_hub(found).await.unwrap();
+    let porch = link
+        .create_task(
+            &Task::new(TaskId(0), "porch on")
+                .trigger(Trigger::Manual)
+                .action(set("porch", true))
+                .declare_inputs(),
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(porch.state, TaskState::Active);
+    let listed = link.list_tasks().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(hub_tasks.list().len(), 1, "the task lives on the hub");
+    assert_eq!(hub.home().state().get("porch"), Some(&false));
+    let run = link.run_task(porch.task.id.0).await.unwrap();
+    assert!(run > 0);
+    assert!(until(|| hub.home().state().get("porch") == Some(&true)).await);
+    let traces = link.task_traces(porch.task.id.0, 0).await.unwrap();
+    assert_eq!(traces.len(), 1, "{traces:#?}");
+    assert!(link.set_task_enabled(porch.task.id.0, false).await.is_ok());
+    assert!(link.delete_task(porch.task.id.0).await.unwrap().is_empty());
+
+    // The car is not a hub: connect_hub refuses it.
+    assert!(matches!(
+        owner.connect_hub(car.address().await.unwrap()).await,
+        Err(NodeError::UnexpectedPeer(_))
+    ));
+    link.close();
+    hub.stop_serving();
+    assert_eq!(hub.serving_address(), None);
+    hub.disconnect();
+    car.shutdown().await.unwrap();
+}
+
+/// On the hub, the roles of §18.1 hold (SPEC §18.8): a watch lists but
+/// does not create; another hub of the account manages nothing; and the
+/// car's own requests (the switch) are not the hub's to answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_checks_roles_and_answers_task_management_only() {
+    let (owner, car, hub, _car_tasks, _hub_tasks) = setup().await;
+    let served = hub.serve().unwrap();
+    let create = || {
+        request_of(request::Kind::CreateTask(pb::CreateTask {
+            task: Some(tether_automation::wire::task_to_proto(
+                &Task::new(TaskId(0), "lights on")
+                    .trigger(Trigger::Manual)
+                    .action(set("lights", true))
+                    .declare_inputs(),
+            )),
+            enabled: true,
+        }))
+    };
+    let list = || request_of(request::Kind::ListTasks(pb::ListTasks {}));
+    let error_of = |reply: Result<pb::Envelope, tether_session::quic::SessionError>| match reply {
+        Ok(_) => None,
+        Err(tether_session::quic::SessionError::Remote { code, .. }) => Some(code),
+        Err(e) => panic!("{e}"),
+    };
+
+    let watch = session_as(&owner, served, Role::Watch).await;
+    assert_eq!(error_of(watch.call(list()).await), None);
+    assert_eq!(
+        error_of(watch.call(create()).await),
+        Some(pb::ErrorCode::PermissionDenied)
+    );
+    let other_hub = session_as(&owner, served, Role::Hub).await;
+    assert_eq!(
+        error_of(other_hub.call(list()).await),
+        Some(pb::ErrorCode::PermissionDenied)
+    );
+    let phone = session_as(&owner, served, Role::Phone).await;
+    assert_eq!(error_of(phone.call(create()).await), None);
+    let switch = request_of(request::Kind::SetCarDataToHome(pb::SetCarDataToHome {
+        on: true,
+    }));
+    assert_eq!(
+        error_of(phone.call(switch).await),
+        Some(pb::ErrorCode::BadRequest)
+    );
+    hub.stop_serving();
     hub.disconnect();
     car.shutdown().await.unwrap();
 }

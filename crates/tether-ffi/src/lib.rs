@@ -38,7 +38,7 @@ pub use records::{
 pub use share::{HeldShare, IssuedShare, ShareOptions, SharePermission};
 #[cfg(feature = "head-unit")]
 pub use tasks::VehicleEvent;
-pub use tasks::{TaskSummary, TemplateSummary, describe_template};
+pub use tasks::{HubLink, TaskSummary, TemplateSummary, describe_template};
 pub use traces::TraceSummary;
 #[cfg(feature = "head-unit")]
 pub use upgrade::{UpgradeListener, UpgradeReport};

@@ -109,6 +109,35 @@ impl Phone {
             .map(|link| Arc::new(VehicleLink::new(link)))
     }
 
+    /// Waits until the account's home hub is found on the LAN (at most
+    /// `timeout_ms`) and returns its `ip:port`. The hub advertises under
+    /// its own key (SPEC §18.8): looking for the car never finds it.
+    pub async fn discover_hub(&self, timeout_ms: u64) -> Result<String, TetherError> {
+        let inner = self.inner.clone();
+        run(async move {
+            inner
+                .discover_hub(Duration::from_millis(timeout_ms))
+                .await
+                .map(|a| a.to_string())
+        })
+        .await
+    }
+
+    /// Opens an account-bound session to the home hub at `address`
+    /// (`ip:port`), to manage its super tasks (SPEC §18.8). A peer that is
+    /// not a hub is `TetherError.UnexpectedPeer`; another account's hub
+    /// refuses (`TetherError.Session` with `refused = true`).
+    pub async fn connect_hub(
+        &self,
+        address: String,
+    ) -> Result<Arc<crate::tasks::HubLink>, TetherError> {
+        let address = crate::records::parse_address(&address)?;
+        let inner = self.inner.clone();
+        run(async move { inner.connect_hub(address).await })
+            .await
+            .map(|link| Arc::new(crate::tasks::HubLink::new(link)))
+    }
+
     /// Drops every resumption ticket (the next connection is cold).
     pub async fn forget_tickets(&self) -> Result<(), TetherError> {
         let inner = self.inner.clone();

@@ -147,6 +147,89 @@ fn summaries(list: Vec<TaskInfo>) -> Vec<TaskSummary> {
     list.into_iter().map(Into::into).collect()
 }
 
+/// What the task methods of a `VehicleLink` and a `HubLink` do, the same
+/// on both: decode, call the peer on the runtime, convert the answer.
+struct TaskOps(tether_node::Tasks);
+
+impl TaskOps {
+    async fn create_task(self, task: Vec<u8>, enabled: bool) -> Result<TaskSummary, TetherError> {
+        let task = decode_task(&task)?;
+        let tasks = self.0;
+        run(async move { tasks.create_task(&task, enabled).await.map(Into::into) }).await
+    }
+
+    async fn update_task(self, id: u64, task: Vec<u8>) -> Result<TaskSummary, TetherError> {
+        let task = decode_task(&task)?;
+        let tasks = self.0;
+        run(async move { tasks.update_task(id, &task).await.map(Into::into) }).await
+    }
+
+    async fn delete_task(self, id: u64) -> Result<Vec<TaskSummary>, TetherError> {
+        let tasks = self.0;
+        run(async move { tasks.delete_task(id).await.map(summaries) }).await
+    }
+
+    async fn list_tasks(self) -> Result<Vec<TaskSummary>, TetherError> {
+        let tasks = self.0;
+        run(async move { tasks.list_tasks().await.map(summaries) }).await
+    }
+
+    async fn run_task(self, id: u64) -> Result<u64, TetherError> {
+        let tasks = self.0;
+        run(async move { tasks.run_task(id).await }).await
+    }
+
+    async fn task_traces(self, id: u64, limit: u32) -> Result<Vec<TraceSummary>, TetherError> {
+        let tasks = self.0;
+        run(async move {
+            tasks
+                .task_traces(id, limit)
+                .await
+                .map(|traces| traces.iter().map(TraceSummary::from).collect())
+        })
+        .await
+    }
+
+    async fn share_task(
+        self,
+        id: u64,
+        nickname: String,
+        name: Option<String>,
+    ) -> Result<Vec<u8>, TetherError> {
+        let tasks = self.0;
+        run(async move {
+            tasks
+                .share_task(id, &nickname, name.as_deref())
+                .await
+                .map(|t| wire::encode_template(&t))
+        })
+        .await
+    }
+
+    async fn accept_template(
+        self,
+        template: Vec<u8>,
+        bindings: HashMap<String, String>,
+        enabled: bool,
+    ) -> Result<TaskSummary, TetherError> {
+        let template = decode_template(&template)?;
+        let binding = binding_for(&template, bindings)?;
+        let tasks = self.0;
+        run(async move {
+            tasks
+                .accept_template(&template, &binding, enabled)
+                .await
+                .map(Into::into)
+        })
+        .await
+    }
+
+    async fn set_task_enabled(self, id: u64, enabled: bool) -> Result<TaskSummary, TetherError> {
+        let tasks = self.0;
+        run(async move { tasks.set_task_enabled(id, enabled).await.map(Into::into) }).await
+    }
+}
+
 /// Super tasks on the car, for the owner's phone (a watch may list, run
 /// and read traces). Bytes from the app that do not decode are
 /// `TetherError.InvalidArgument`; a task the car refuses (unknown signal
@@ -162,50 +245,36 @@ impl VehicleLink {
         task: Vec<u8>,
         enabled: bool,
     ) -> Result<TaskSummary, TetherError> {
-        let task = decode_task(&task)?;
-        let inner = self.node().clone();
-        run(async move { inner.create_task(&task, enabled).await.map(Into::into) }).await
+        self.ops().create_task(task, enabled).await
     }
 
     /// Replaces task `id` (`tether.v1.Task` bytes), keeping its number and
     /// its switch.
     pub async fn update_task(&self, id: u64, task: Vec<u8>) -> Result<TaskSummary, TetherError> {
-        let task = decode_task(&task)?;
-        let inner = self.node().clone();
-        run(async move { inner.update_task(id, &task).await.map(Into::into) }).await
+        self.ops().update_task(id, task).await
     }
 
     /// Deletes task `id`; returns the tasks left.
     pub async fn delete_task(&self, id: u64) -> Result<Vec<TaskSummary>, TetherError> {
-        let inner = self.node().clone();
-        run(async move { inner.delete_task(id).await.map(summaries) }).await
+        self.ops().delete_task(id).await
     }
 
     /// The car's tasks.
     pub async fn list_tasks(&self) -> Result<Vec<TaskSummary>, TetherError> {
-        let inner = self.node().clone();
-        run(async move { inner.list_tasks().await.map(summaries) }).await
+        self.ops().list_tasks().await
     }
 
     /// Runs task `id` now, whatever its triggers; returns the run's number
     /// (0: its mode or conditions kept it from running; its trace says
     /// which). The run goes on in the car: follow it with `task_traces`.
     pub async fn run_task(&self, id: u64) -> Result<u64, TetherError> {
-        let inner = self.node().clone();
-        run(async move { inner.run_task(id).await }).await
+        self.ops().run_task(id).await
     }
 
     /// Task `id`'s latest traces, oldest first: at most `limit`, 0 for all
     /// the car keeps.
     pub async fn task_traces(&self, id: u64, limit: u32) -> Result<Vec<TraceSummary>, TetherError> {
-        let inner = self.node().clone();
-        run(async move {
-            inner
-                .task_traces(id, limit)
-                .await
-                .map(|traces| traces.iter().map(TraceSummary::from).collect())
-        })
-        .await
+        self.ops().task_traces(id, limit).await
     }
 
     /// Task `id` as a template to share with another account, showing
@@ -218,14 +287,7 @@ impl VehicleLink {
         nickname: String,
         name: Option<String>,
     ) -> Result<Vec<u8>, TetherError> {
-        let inner = self.node().clone();
-        run(async move {
-            inner
-                .share_task(id, &nickname, name.as_deref())
-                .await
-                .map(|t| wire::encode_template(&t))
-        })
-        .await
+        self.ops().share_task(id, nickname, name).await
     }
 
     /// Installs a template received from another account (`tether.v1.
@@ -238,16 +300,9 @@ impl VehicleLink {
         bindings: HashMap<String, String>,
         enabled: bool,
     ) -> Result<TaskSummary, TetherError> {
-        let template = decode_template(&template)?;
-        let binding = binding_for(&template, bindings)?;
-        let inner = self.node().clone();
-        run(async move {
-            inner
-                .accept_template(&template, &binding, enabled)
-                .await
-                .map(Into::into)
-        })
-        .await
+        self.ops()
+            .accept_template(template, bindings, enabled)
+            .await
     }
 
     /// Enables or disables task `id`; a disabled task neither listens nor
@@ -257,8 +312,7 @@ impl VehicleLink {
         id: u64,
         enabled: bool,
     ) -> Result<TaskSummary, TetherError> {
-        let inner = self.node().clone();
-        run(async move { inner.set_task_enabled(id, enabled).await.map(Into::into) }).await
+        self.ops().set_task_enabled(id, enabled).await
     }
 
     /// Turns "car data to home" on or off (R11, R27, R28): while it is off
@@ -391,5 +445,114 @@ mod tests {
         assert_eq!((summary.id, summary.state.as_str()), (7, "broken"));
         assert_eq!(summary.broken_reason.as_deref(), Some("place home is gone"));
         assert_eq!(decode_task(&summary.task).unwrap(), task);
+    }
+}
+
+impl VehicleLink {
+    fn ops(&self) -> TaskOps {
+        TaskOps(self.node().tasks())
+    }
+}
+
+/// An authenticated session to the account's home hub, to manage the
+/// hub's super tasks as the car's (SPEC §18.8): from `Phone.connect_hub`.
+/// The hub answers the task methods only; errors as on `VehicleLink`.
+#[derive(Debug, uniffi::Object)]
+pub struct HubLink {
+    inner: tether_node::HubLink,
+}
+
+impl HubLink {
+    pub(crate) fn new(inner: tether_node::HubLink) -> Self {
+        Self { inner }
+    }
+
+    fn ops(&self) -> TaskOps {
+        TaskOps(self.inner.tasks())
+    }
+}
+
+#[uniffi::export]
+impl HubLink {
+    /// Whether the session was resumed from a ticket.
+    pub fn resumed(&self) -> bool {
+        self.inner.resumed()
+    }
+
+    /// Closes the session; later calls fail with `TetherError.Session`.
+    pub fn close(&self) {
+        let _ = guard(|| {
+            self.inner.close();
+            Ok(())
+        });
+    }
+
+    /// Installs a task on the hub (`tether.v1.Task` bytes; the hub assigns
+    /// its `id`) and returns it as installed.
+    pub async fn create_task(
+        &self,
+        task: Vec<u8>,
+        enabled: bool,
+    ) -> Result<TaskSummary, TetherError> {
+        self.ops().create_task(task, enabled).await
+    }
+
+    /// Replaces task `id`, keeping its number and its switch.
+    pub async fn update_task(&self, id: u64, task: Vec<u8>) -> Result<TaskSummary, TetherError> {
+        self.ops().update_task(id, task).await
+    }
+
+    /// Deletes task `id`; returns the tasks left.
+    pub async fn delete_task(&self, id: u64) -> Result<Vec<TaskSummary>, TetherError> {
+        self.ops().delete_task(id).await
+    }
+
+    /// The hub's tasks.
+    pub async fn list_tasks(&self) -> Result<Vec<TaskSummary>, TetherError> {
+        self.ops().list_tasks().await
+    }
+
+    /// Runs task `id` now, whatever its triggers; returns the run's number
+    /// (0: its mode or conditions kept it from running).
+    pub async fn run_task(&self, id: u64) -> Result<u64, TetherError> {
+        self.ops().run_task(id).await
+    }
+
+    /// Task `id`'s latest traces, oldest first: at most `limit`, 0 for all
+    /// the hub keeps.
+    pub async fn task_traces(&self, id: u64, limit: u32) -> Result<Vec<TraceSummary>, TetherError> {
+        self.ops().task_traces(id, limit).await
+    }
+
+    /// Task `id` as a template to share (R22), as on `VehicleLink`.
+    pub async fn share_task(
+        &self,
+        id: u64,
+        nickname: String,
+        name: Option<String>,
+    ) -> Result<Vec<u8>, TetherError> {
+        self.ops().share_task(id, nickname, name).await
+    }
+
+    /// Installs a template on the hub, bound to this home's places and
+    /// devices, as on `VehicleLink`.
+    pub async fn accept_template(
+        &self,
+        template: Vec<u8>,
+        bindings: HashMap<String, String>,
+        enabled: bool,
+    ) -> Result<TaskSummary, TetherError> {
+        self.ops()
+            .accept_template(template, bindings, enabled)
+            .await
+    }
+
+    /// Enables or disables task `id`.
+    pub async fn set_task_enabled(
+        &self,
+        id: u64,
+        enabled: bool,
+    ) -> Result<TaskSummary, TetherError> {
+        self.ops().set_task_enabled(id, enabled).await
     }
 }

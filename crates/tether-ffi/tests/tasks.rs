@@ -63,6 +63,13 @@ fn heard(rx: &Receiver<Heard>) -> Heard {
 async fn pair() -> (Arc<HeadUnit>, Arc<Phone>, Arc<VehicleLink>) {
     let phone = Phone::open(loopback(), None).unwrap();
     phone.create_account().unwrap();
+    let (car, address) = car_of(&phone).await;
+    let link = phone.connect(address).await.unwrap();
+    (car, phone, link)
+}
+
+/// A car enrolled in `phone`'s account, started: it and its address.
+async fn car_of(phone: &Phone) -> (Arc<HeadUnit>, String) {
     let car = HeadUnit::open(loopback(), None).unwrap();
     car.complete_enrollment(
         phone
@@ -71,8 +78,7 @@ async fn pair() -> (Arc<HeadUnit>, Arc<Phone>, Arc<VehicleLink>) {
     )
     .unwrap();
     let address = car.start().await.unwrap();
-    let link = phone.connect(address).await.unwrap();
-    (car, phone, link)
+    (car, address)
 }
 
 /// The task's latest trace, once it has ended.
@@ -255,4 +261,57 @@ async fn an_unlock_waits_for_the_owner_on_the_phone_r23() {
     watch.cancel();
     assert!(!watch.is_active());
     car.shutdown().await.unwrap();
+}
+
+/// The phone manages the home hub's tasks through the bindings (SPEC
+/// §18.8): it finds the hub by the hub's own token, connects, and a task
+/// sent as bytes runs on the hub and switches its porch light.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phone_manages_the_hubs_tasks_through_the_bindings() {
+    use prost::Message;
+    let phone = Phone::open(loopback(), None).unwrap();
+    phone.create_account().unwrap();
+    let hub = tether_node::Hub::open(tether_node::NodeConfig::default()).unwrap();
+    let grant = phone
+        .enroll_device(hub.enrollment_request().unwrap().encode_to_vec())
+        .unwrap();
+    hub.complete_enrollment(&tether_node::EnrollmentGrant::decode(grant.as_slice()).unwrap())
+        .unwrap();
+    hub.start(tether_node::Clock::System).unwrap();
+    let served = hub.serve().unwrap();
+
+    let found = phone.discover_hub(10_000).await.unwrap();
+    assert_eq!(found, served.to_string());
+    let link = phone.connect_hub(found).await.unwrap();
+    let task = Task::new(TaskId(0), "porch on")
+        .trigger(Trigger::Manual)
+        .action(Action::SetProperty {
+            device: tether_node::tether_automation::DeviceId::new("porch"),
+            property: tether_node::HOME_SWITCH,
+            value: tether_node::tether_automation::Value::Bool(true),
+        })
+        .declare_inputs();
+    let installed = link
+        .create_task(wire::encode_task(&task), true)
+        .await
+        .unwrap();
+    assert_eq!(installed.state, "active");
+    assert_eq!(link.list_tasks().await.unwrap().len(), 1);
+    assert!(link.run_task(installed.id).await.unwrap() > 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hub.home().state().get("porch") != Some(&true) {
+        assert!(Instant::now() < deadline, "{:?}", hub.home().state());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let traces = link.task_traces(installed.id, 0).await.unwrap();
+    assert_eq!(traces.len(), 1, "{traces:?}");
+
+    // The account's car is not a hub.
+    let (_car, car_at) = car_of(&phone).await;
+    assert!(matches!(
+        phone.connect_hub(car_at).await,
+        Err(TetherError::UnexpectedPeer { .. })
+    ));
+    link.close();
+    hub.stop_serving();
 }

@@ -137,6 +137,15 @@ impl GroupKey {
         self.derive(b"tether/1 discovery")
     }
 
+    /// Key for the discovery tokens of the account's home hub, which serves
+    /// the owner's task management (SPEC §18.8): HKDF info
+    /// `tether/1 hub discovery`. Apart from [`GroupKey::discovery_key`], so
+    /// that a member looking for the car never resolves the hub, while a
+    /// non-member sees two tokens alike.
+    pub fn hub_discovery_key(&self) -> [u8; 32] {
+        self.derive(b"tether/1 hub discovery")
+    }
+
     /// Key for the handshake's membership proof: HKDF info `tether/1 membership`.
     pub fn membership_key(&self) -> [u8; 32] {
         self.derive(b"tether/1 membership")
@@ -212,6 +221,17 @@ mod tests {
         let b = GroupKey::generate().unwrap();
         assert_ne!(a.discovery_key(), a.membership_key());
         assert_ne!(a.discovery_key(), b.discovery_key());
+        // The hub's tokens are under a key of their own (SPEC §18.8).
+        assert_ne!(a.hub_discovery_key(), a.discovery_key());
+        assert_ne!(a.hub_discovery_key(), a.membership_key());
+        assert_eq!(
+            a.hub_discovery_key(),
+            hkdf_sha256(
+                b"tether/1 group key",
+                a.as_bytes(),
+                b"tether/1 hub discovery"
+            )
+        );
         assert_eq!(
             a.discovery_key(),
             GroupKey::from_bytes(a.as_bytes()).unwrap().discovery_key()

@@ -128,13 +128,104 @@ impl VehicleLink {
     }
 
     async fn automation(&self, kind: request::Kind) -> Result<response::Kind, NodeError> {
-        answer(self.session().call(request(kind)).await?)
+        self.tasks().call(kind).await
+    }
+
+    /// The car's super tasks, as a handle of their own (the methods below
+    /// go through it too).
+    pub fn tasks(&self) -> Tasks {
+        Tasks(self.shared_session())
     }
 
     /// Creates a super task on the car (its id is assigned there).
     pub async fn create_task(&self, task: &Task, enabled: bool) -> Result<TaskInfo, NodeError> {
+        self.tasks().create_task(task, enabled).await
+    }
+
+    /// Replaces task `id`.
+    pub async fn update_task(&self, id: u64, task: &Task) -> Result<TaskInfo, NodeError> {
+        self.tasks().update_task(id, task).await
+    }
+
+    /// Deletes task `id`; returns the tasks left.
+    pub async fn delete_task(&self, id: u64) -> Result<Vec<TaskInfo>, NodeError> {
+        self.tasks().delete_task(id).await
+    }
+
+    /// The car's tasks.
+    pub async fn list_tasks(&self) -> Result<Vec<TaskInfo>, NodeError> {
+        self.tasks().list_tasks().await
+    }
+
+    /// Runs task `id` now; returns the run's number (0: its mode or
+    /// conditions kept it from running; the trace says which).
+    pub async fn run_task(&self, id: u64) -> Result<u64, NodeError> {
+        self.tasks().run_task(id).await
+    }
+
+    /// Task `id`'s traces, oldest first (at most `limit`; 0: all kept).
+    pub async fn task_traces(&self, id: u64, limit: u32) -> Result<Vec<Trace>, NodeError> {
+        self.tasks().task_traces(id, limit).await
+    }
+
+    /// Task `id` as a template to share, showing `nickname` (R22), named
+    /// `name` in the template instead of the task's own name when given.
+    pub async fn share_task(
+        &self,
+        id: u64,
+        nickname: &str,
+        name: Option<&str>,
+    ) -> Result<Template, NodeError> {
+        self.tasks().share_task(id, nickname, name).await
+    }
+
+    /// Installs a shared template on the car, bound to this account's own
+    /// places and devices (R22).
+    pub async fn accept_template(
+        &self,
+        template: &Template,
+        binding: &Binding,
+        enabled: bool,
+    ) -> Result<TaskInfo, NodeError> {
+        self.tasks()
+            .accept_template(template, binding, enabled)
+            .await
+    }
+
+    /// Enables or disables task `id`.
+    pub async fn set_task_enabled(&self, id: u64, enabled: bool) -> Result<TaskInfo, NodeError> {
+        self.tasks().set_task_enabled(id, enabled).await
+    }
+
+    /// Turns "car data to home" on or off (R11, R27, R28); returns the
+    /// switch's state.
+    pub async fn set_car_data_to_home(&self, on: bool) -> Result<bool, NodeError> {
+        match self
+            .automation(request::Kind::SetCarDataToHome(pb::SetCarDataToHome { on }))
+            .await?
+        {
+            response::Kind::ConsentState(s) => Ok(s.car_data_to_home),
+            _ => Err(NodeError::UnexpectedResponse("not the consent state")),
+        }
+    }
+}
+
+/// The super tasks of the peer of a session (SPEC §18.1): the car's, from
+/// [`VehicleLink::tasks`], or the home hub's, from
+/// [`HubLink::tasks`](crate::HubLink::tasks) (§18.8). One request, one
+/// answer. Cheap to clone: it shares the session.
+#[derive(Debug, Clone)]
+pub struct Tasks(pub(crate) std::sync::Arc<tether_session::quic::ClientSession>);
+
+impl Tasks {
+    pub(crate) async fn call(&self, kind: request::Kind) -> Result<response::Kind, NodeError> {
+        answer(self.0.call(request(kind)).await?)
+    }
+
+    /// Creates a super task on the peer (its id is assigned there).
+    pub async fn create_task(&self, task: &Task, enabled: bool) -> Result<TaskInfo, NodeError> {
         one(self
-            .automation(request::Kind::CreateTask(pb::CreateTask {
+            .call(request::Kind::CreateTask(pb::CreateTask {
                 task: Some(wire::task_to_proto(task)),
                 enabled,
             }))
@@ -144,7 +235,7 @@ impl VehicleLink {
     /// Replaces task `id`.
     pub async fn update_task(&self, id: u64, task: &Task) -> Result<TaskInfo, NodeError> {
         one(self
-            .automation(request::Kind::UpdateTask(pb::UpdateTask {
+            .call(request::Kind::UpdateTask(pb::UpdateTask {
                 task_id: id,
                 task: Some(wire::task_to_proto(task)),
             }))
@@ -154,15 +245,15 @@ impl VehicleLink {
     /// Deletes task `id`; returns the tasks left.
     pub async fn delete_task(&self, id: u64) -> Result<Vec<TaskInfo>, NodeError> {
         many(
-            self.automation(request::Kind::DeleteTask(pb::DeleteTask { task_id: id }))
+            self.call(request::Kind::DeleteTask(pb::DeleteTask { task_id: id }))
                 .await?,
         )
     }
 
-    /// The car's tasks.
+    /// The peer's tasks.
     pub async fn list_tasks(&self) -> Result<Vec<TaskInfo>, NodeError> {
         many(
-            self.automation(request::Kind::ListTasks(pb::ListTasks {}))
+            self.call(request::Kind::ListTasks(pb::ListTasks {}))
                 .await?,
         )
     }
@@ -171,7 +262,7 @@ impl VehicleLink {
     /// conditions kept it from running; the trace says which).
     pub async fn run_task(&self, id: u64) -> Result<u64, NodeError> {
         match self
-            .automation(request::Kind::RunTask(pb::RunTask { task_id: id }))
+            .call(request::Kind::RunTask(pb::RunTask { task_id: id }))
             .await?
         {
             response::Kind::RunStarted(r) => Ok(r.run_id),
@@ -182,7 +273,7 @@ impl VehicleLink {
     /// Task `id`'s traces, oldest first (at most `limit`; 0: all kept).
     pub async fn task_traces(&self, id: u64, limit: u32) -> Result<Vec<Trace>, NodeError> {
         match self
-            .automation(request::Kind::GetTraces(pb::GetTraces {
+            .call(request::Kind::GetTraces(pb::GetTraces {
                 task_id: id,
                 limit,
             }))
@@ -206,7 +297,7 @@ impl VehicleLink {
         name: Option<&str>,
     ) -> Result<Template, NodeError> {
         match self
-            .automation(request::Kind::ShareTask(pb::ShareTask {
+            .call(request::Kind::ShareTask(pb::ShareTask {
                 task_id: id,
                 nickname: nickname.to_owned(),
                 name: name.unwrap_or_default().to_owned(),
@@ -220,7 +311,7 @@ impl VehicleLink {
         }
     }
 
-    /// Installs a shared template on the car, bound to this account's own
+    /// Installs a shared template on the peer, bound to this account's own
     /// places and devices (R22).
     pub async fn accept_template(
         &self,
@@ -229,7 +320,7 @@ impl VehicleLink {
         enabled: bool,
     ) -> Result<TaskInfo, NodeError> {
         one(self
-            .automation(request::Kind::AcceptTemplate(pb::AcceptTemplate {
+            .call(request::Kind::AcceptTemplate(pb::AcceptTemplate {
                 template: Some(wire::template_to_proto(template)),
                 binding: Some(wire::binding_to_proto(binding)),
                 enabled,
@@ -240,22 +331,10 @@ impl VehicleLink {
     /// Enables or disables task `id`.
     pub async fn set_task_enabled(&self, id: u64, enabled: bool) -> Result<TaskInfo, NodeError> {
         one(self
-            .automation(request::Kind::SetTaskEnabled(pb::SetTaskEnabled {
+            .call(request::Kind::SetTaskEnabled(pb::SetTaskEnabled {
                 task_id: id,
                 enabled,
             }))
             .await?)
-    }
-
-    /// Turns "car data to home" on or off (R11, R27, R28); returns the
-    /// switch's state.
-    pub async fn set_car_data_to_home(&self, on: bool) -> Result<bool, NodeError> {
-        match self
-            .automation(request::Kind::SetCarDataToHome(pb::SetCarDataToHome { on }))
-            .await?
-        {
-            response::Kind::ConsentState(s) => Ok(s.car_data_to_home),
-            _ => Err(NodeError::UnexpectedResponse("not the consent state")),
-        }
     }
 }

@@ -15,8 +15,21 @@ use crate::automation::{
     AutomationError, AutomationHost, ConfirmNotice, Interest, TaskInfo, TaskState,
 };
 
-/// Whether `kind` is an automation request (200–210).
+/// Whether `kind` is an automation request (200–212).
 pub(crate) fn is_automation(kind: &request::Kind) -> bool {
+    is_task_management(kind)
+        || matches!(
+            kind,
+            request::Kind::WatchHomeEvents(_)
+                | request::Kind::SetCarDataToHome(_)
+                | request::Kind::WatchConfirmations(_)
+                | request::Kind::AnswerConfirmation(_)
+        )
+}
+
+/// Whether `kind` manages tasks (§18.1): what the car and the hub (§18.8)
+/// both answer. The switch, home events and confirmations are the car's.
+pub(crate) fn is_task_management(kind: &request::Kind) -> bool {
     matches!(
         kind,
         request::Kind::CreateTask(_)
@@ -28,10 +41,6 @@ pub(crate) fn is_automation(kind: &request::Kind) -> bool {
             | request::Kind::ShareTask(_)
             | request::Kind::AcceptTemplate(_)
             | request::Kind::SetTaskEnabled(_)
-            | request::Kind::WatchHomeEvents(_)
-            | request::Kind::SetCarDataToHome(_)
-            | request::Kind::WatchConfirmations(_)
-            | request::Kind::AnswerConfirmation(_)
     )
 }
 

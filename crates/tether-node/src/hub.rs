@@ -165,6 +165,23 @@ pub struct Hub {
     link: Mutex<Option<tokio::task::JoinHandle<()>>>,
     watching: Arc<Mutex<Interest>>,
     signal_updates: Arc<std::sync::atomic::AtomicU64>,
+    serving: Mutex<Option<Serving>>,
+}
+
+/// The hub's own endpoint, while it serves the owner (SPEC §18.8).
+struct Serving {
+    address: SocketAddr,
+    accept: tokio::task::JoinHandle<()>,
+    closer: tether_session::quic::ListenerCloser,
+    /// Withdraws its token when dropped.
+    _advertiser: tether_discovery::Advertiser,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.closer.close();
+    }
 }
 
 impl std::fmt::Debug for Hub {
@@ -196,6 +213,7 @@ impl Hub {
             link: Mutex::new(None),
             watching: Arc::new(Mutex::new(Interest::default())),
             signal_updates: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            serving: Mutex::new(None),
         })
     }
 
@@ -362,11 +380,98 @@ impl Hub {
             task.abort();
         }
     }
+
+    /// Serves the owner's management of the hub's super tasks (SPEC §18.8):
+    /// binds a session endpoint on the configured IP (the system picks the
+    /// port), advertises it under the account's hub discovery key (R2: a
+    /// rotating token, as the car's), and answers the owner's phone and
+    /// watch with the task requests of §18.1. Returns the address. Needs
+    /// [`Hub::start`] first; a second call moves to a new endpoint.
+    pub fn serve(&self) -> Result<SocketAddr, NodeError> {
+        let host = self.automation()?;
+        let credentials = lock(&self.credentials)
+            .clone()
+            .ok_or(NodeError::NotEnrolled)?;
+        let group = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
+        let hub_key = group.hub_discovery_key();
+        let mut listener = tether_session::quic::Listener::bind(
+            SocketAddr::new(self.config.bind_ip, 0),
+            credentials,
+            self.config.session.clone(),
+        )?;
+        let address = listener.local_addr()?;
+        let advertiser =
+            tether_discovery::Advertiser::start(self.config.advertiser(hub_key, address))?;
+        let closer = listener.closer();
+        let accept = tokio::spawn(async move {
+            while let Some(session) = listener.accept().await {
+                tokio::spawn(serve_owner(session, host.clone()));
+            }
+        });
+        *lock(&self.serving) = Some(Serving {
+            address,
+            accept,
+            closer,
+            _advertiser: advertiser,
+        });
+        Ok(address)
+    }
+
+    /// The endpoint [`Hub::serve`] opened, while it serves.
+    pub fn serving_address(&self) -> Option<SocketAddr> {
+        lock(&self.serving).as_ref().map(|s| s.address)
+    }
+
+    /// Stops serving the owner: the token is withdrawn and the endpoint
+    /// with its sessions closed.
+    pub fn stop_serving(&self) {
+        drop(lock(&self.serving).take());
+    }
+}
+
+/// Answers one session of a member until it closes: task requests through
+/// the same role checks as on the car (§18.1: the phone manages, the watch
+/// lists, reads traces and runs), anything else `BAD_REQUEST`.
+async fn serve_owner(mut session: tether_session::quic::ServerSession, host: Arc<AutomationHost>) {
+    let role = session.peer().certificate.role;
+    while let Some(request) = session.next_request().await {
+        let tether_session::quic::IncomingRequest {
+            envelope,
+            mut responder,
+        } = request;
+        let answer = match envelope.body {
+            Some(pb::envelope::Body::Request(pb::Request { kind: Some(kind) }))
+                if crate::automation_serve::is_task_management(&kind) =>
+            {
+                crate::automation_serve::handle(&host, role, kind)
+            }
+            _ => Err(crate::automation::AutomationError::BadRequest(
+                "the hub answers task management only",
+            )),
+        };
+        let sent = match answer {
+            Ok(kind) => {
+                responder
+                    .send(&pb::Envelope {
+                        body: Some(pb::envelope::Body::Response(pb::Response {
+                            kind: Some(kind),
+                        })),
+                        ..pb::Envelope::default()
+                    })
+                    .await
+            }
+            Err(e) => responder.send_error(e.code(), &e.to_string()).await,
+        };
+        if sent.is_ok() {
+            responder.finish();
+        }
+    }
 }
 
 impl Drop for Hub {
     fn drop(&mut self) {
         self.disconnect();
+        self.stop_serving();
     }
 }
 

@@ -34,6 +34,7 @@ mod drive;
 mod error;
 mod head_unit;
 mod hub;
+mod hub_link;
 mod ota;
 mod phone;
 mod receipt_log;
@@ -47,7 +48,7 @@ pub use automation::{
     Performed, TRACES_KEPT, TaskInfo, TaskState,
 };
 pub use automation_car::AppNotice;
-pub use automation_link::{Confirmation, Confirmations};
+pub use automation_link::{Confirmation, Confirmations, Tasks};
 pub use automation_serve::owner_permissions;
 pub use config::{LocalIdentifiers, NodeConfig, unix_now};
 pub use device::DeviceNode;
@@ -56,6 +57,7 @@ pub use drive::{Drive, DriveError, DriveInput, DriveStep};
 pub use error::NodeError;
 pub use head_unit::HeadUnit;
 pub use hub::{HOME_SWITCH, Hub, SimHome};
+pub use hub_link::HubLink;
 pub use ota::{
     FirmwareImage, InstalledFirmware, OtaProgress, OtaReport, OtaTarget, OtaTransferError,
     send_firmware,

@@ -203,6 +203,24 @@ impl Phone {
         VehicleLink::new(session)
     }
 
+    /// Waits until the account's home hub is found on the LAN (at most
+    /// `timeout`); it advertises under its own key (SPEC §18.8).
+    pub async fn discover_hub(&self, timeout: Duration) -> Result<SocketAddr, NodeError> {
+        let credentials = self.credentials()?;
+        let group = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
+        Ok(self
+            .find_first(group.hub_discovery_key(), timeout)
+            .await?
+            .address)
+    }
+
+    /// Opens an account-bound session to the home hub at `address`, to
+    /// manage its super tasks (SPEC §18.8).
+    pub async fn connect_hub(&self, address: SocketAddr) -> Result<crate::HubLink, NodeError> {
+        let session = self.connector().await?.connect(address).await?;
+        crate::HubLink::new(session)
+    }
+
     /// Shares the car (and chosen devices) with a co-user's account (R16,
     /// R19; SPEC §17): signs a grant with this phone's authority, installs it
     /// on the car over `link`, and returns the invite to hand to the

@@ -112,6 +112,10 @@ impl VehicleLink {
         self.vehicle_key
     }
 
+    pub(crate) fn shared_session(&self) -> Arc<ClientSession> {
+        self.session.clone()
+    }
+
     /// The underlying session (for tests and benchmarks).
     #[doc(hidden)]
     pub fn session(&self) -> &ClientSession {
