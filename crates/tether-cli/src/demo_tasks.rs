@@ -197,15 +197,21 @@ pub(crate) async fn task_steps(
     }
 
     // 2. The owner turns on "car data to home" (a separate consent, R27)
-    //    and creates the tasks: two on the hub, one on the car over the
-    //    phone's session.
+    //    and creates the tasks from the phone: two on the hub over the
+    //    hub's own session (found by its own token, SPEC §18.8), one on the
+    //    car over the car's.
     let t = Instant::now();
     let consent = link.set_car_data_to_home(true).await?;
     // The hub hears of it over its watch.
     let consent = consent && until(|| hub_tasks.car_data_to_home()).await;
-    let owner = tether_node::owner_permissions();
-    let leave = hub_tasks.create(leave_task(), true, &owner)?;
-    let arrive = hub_tasks.create(arrive_task(), true, &owner)?;
+    let served = hub.serve()?;
+    let found = phone.discover_hub(Duration::from_secs(10)).await?;
+    if found.port() != served.port() {
+        return Err(NodeError::State("the phone found another hub endpoint"));
+    }
+    let hub_link = phone.connect_hub(found).await?;
+    let leave = hub_link.create_task(&leave_task(), true).await?;
+    let arrive = hub_link.create_task(&arrive_task(), true).await?;
     let lock = link.create_task(&lock_task(), true).await?;
     let listed = link.list_tasks().await?;
     let house = hub.home();
@@ -227,7 +233,7 @@ pub(crate) async fn task_steps(
         t,
         if created {
             Ok(format!(
-                "hub: \"{}\", \"{}\"; car (over the session): \"{}\"; car data to home: on",
+                "hub (over its own session): \"{}\", \"{}\"; car (over the car's): \"{}\"; car data to home: on",
                 leave.task.name, arrive.task.name, lock.task.name
             ))
         } else {
@@ -306,8 +312,8 @@ pub(crate) async fn task_steps(
 
     // 5. `tether tasks trace`: why each task fired.
     let t = Instant::now();
-    let hub_leave = hub_tasks.traces(leave.task.id.0, 0)?;
-    let hub_arrive = hub_tasks.traces(arrive.task.id.0, 0)?;
+    let hub_leave = hub_link.task_traces(leave.task.id.0, 0).await?;
+    let hub_arrive = hub_link.task_traces(arrive.task.id.0, 0).await?;
     let car_lock = link.task_traces(lock.task.id.0, 0).await?;
     let why = |traces: &[Trace]| traces.last().map(describe_trace).unwrap_or_default();
     let traced = hub_leave.iter().any(|t| t.outcome == Outcome::Completed)
@@ -336,7 +342,7 @@ pub(crate) async fn task_steps(
     // 6. Sharing (R22): the arrival task as a template, bound by a family
     //    member to their own home and devices.
     let t = Instant::now();
-    let template = hub_tasks.share(arrive.task.id.0, "Sam", None)?;
+    let template = hub_link.share_task(arrive.task.id.0, "Sam", None).await?;
     let bytes = wire::encode_template(&template);
     let leaks = leaked(&bytes);
     let family = Hub::open_with_home(
