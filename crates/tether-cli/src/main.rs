@@ -68,6 +68,28 @@ enum Command {
         #[arg(long = "place", value_name = "NAME=LAT,LON,RADIUS_M", value_parser = roles::parse_place)]
         places: Vec<tether_automation::Place>,
     },
+    /// Run the home hub role: a simulated home (lights, porch, garage)
+    /// whose super tasks the owner manages with `tether tasks --hub`
+    /// (found by the hub's own token, SPEC §18.8); with `--follow-car` it
+    /// also follows the account's car for place and vehicle events.
+    Hub {
+        /// Where the hub keeps its state (its tasks included).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Enroll from a phone's data directory on this machine (local-mode
+        /// stand-in for pairing).
+        #[arg(long)]
+        enroll_from: Option<PathBuf>,
+        /// Interfaces for mDNS.
+        #[arg(long, value_enum, default_value_t = Net::Loopback)]
+        net: Net,
+        /// A place name the car defines, for the hub's tasks (repeatable).
+        #[arg(long = "place", value_name = "NAME")]
+        places: Vec<String>,
+        /// Look for the account's car and follow its events.
+        #[arg(long)]
+        follow_car: bool,
+    },
     /// Commission a simulated lamp over the simulated Bluetooth radio: show
     /// its setup QR code, read it, find the lamp by its advert, pair with
     /// SPAKE2 over the passcode and hand it sealed Wi-Fi credentials.
@@ -142,6 +164,10 @@ enum Command {
         /// Interfaces for mDNS.
         #[arg(long, value_enum, default_value_t = Net::Loopback, global = true)]
         net: Net,
+        /// The home hub's tasks (a running `tether hub`, found by its own
+        /// token) instead of the car's.
+        #[arg(long, global = true)]
+        hub: bool,
         #[command(subcommand)]
         action: tasks::TasksAction,
     },
@@ -192,6 +218,13 @@ fn main() -> ExitCode {
                 net,
                 action,
             } => roles::phone(data_dir, net.into(), action).await,
+            Command::Hub {
+                data_dir,
+                enroll_from,
+                net,
+                places,
+                follow_car,
+            } => roles::hub(data_dir, enroll_from, net.into(), places, follow_car).await,
             Command::Devices { json, net } => Ok(demo_devices::run(json, net.into()).await),
             Command::Share {
                 data_dir,
@@ -203,8 +236,9 @@ fn main() -> ExitCode {
                 data_dir,
                 json,
                 net,
+                hub,
                 action,
-            } => tasks::run(data_dir, net.into(), json, action).await,
+            } => tasks::run(data_dir, net.into(), json, hub, action).await,
             Command::Bench { json, quick } => bench(json, quick).await,
             Command::Pair {
                 json,

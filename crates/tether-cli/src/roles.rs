@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use tether_automation::{LatLon, Place};
 use tether_control::client as control;
-use tether_node::{HeadUnit, Interfaces, NodeConfig, NodeError, Phone};
+use tether_node::{HeadUnit, Hub, Interfaces, NodeConfig, NodeError, Phone};
 
 /// What the phone does.
 #[derive(Debug, Subcommand)]
@@ -83,15 +83,14 @@ pub(crate) async fn head_unit(
 ) -> Result<ExitCode, NodeError> {
     let car = HeadUnit::open(config(data_dir, interfaces, port))?;
     if let Some(phone_dir) = enroll_from {
-        let phone = Phone::open(config(phone_dir, interfaces, 0))?;
-        car.complete_enrollment(&phone.enroll_device(&car.enrollment_request()?)?)?;
-        println!("enrolled in the phone's account");
+        car.complete_enrollment(&enroll_with(
+            phone_dir,
+            interfaces,
+            car.enrollment_request()?,
+        )?)?;
     }
     if !car.is_enrolled() {
-        eprintln!(
-            "not enrolled: run once with --enroll-from <phone data dir> (after `tether phone --data-dir <dir> init`)"
-        );
-        return Ok(ExitCode::FAILURE);
+        return Ok(not_enrolled());
     }
     let address = car.start().await?;
     // The places live in the head unit's store only: tasks name them, no
@@ -112,6 +111,72 @@ pub(crate) async fn head_unit(
     }
     let _ = tokio::signal::ctrl_c().await;
     car.shutdown().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Has the phone whose store is in `phone_dir` enroll a node (local mode:
+/// a stand-in for pairing).
+fn enroll_with(
+    phone_dir: PathBuf,
+    interfaces: Interfaces,
+    request: tether_node::EnrollmentRequest,
+) -> Result<tether_node::EnrollmentGrant, NodeError> {
+    let phone = Phone::open(config(phone_dir, interfaces, 0))?;
+    let grant = phone.enroll_device(&request)?;
+    println!("enrolled in the phone's account");
+    Ok(grant)
+}
+
+fn not_enrolled() -> ExitCode {
+    eprintln!(
+        "not enrolled: run once with --enroll-from <phone data dir> (after `tether phone --data-dir <dir> init`)"
+    );
+    ExitCode::FAILURE
+}
+
+/// How long `tether hub --follow-car` looks for the car.
+const CAR_SEARCH: Duration = Duration::from_secs(15);
+
+pub(crate) async fn hub(
+    data_dir: PathBuf,
+    enroll_from: Option<PathBuf>,
+    interfaces: Interfaces,
+    places: Vec<String>,
+    follow_car: bool,
+) -> Result<ExitCode, NodeError> {
+    let hub = Hub::open(config(data_dir, interfaces, 0))?;
+    if let Some(phone_dir) = enroll_from {
+        hub.complete_enrollment(&enroll_with(
+            phone_dir,
+            interfaces,
+            hub.enrollment_request()?,
+        )?)?;
+    }
+    if !hub.is_enrolled() {
+        return Ok(not_enrolled());
+    }
+    hub.start(tether_node::Clock::System)?;
+    for place in &places {
+        hub.define_place(Place::named(place))?;
+    }
+    let address = hub.serve()?;
+    let devices: Vec<String> = hub.home().state().into_keys().collect();
+    println!(
+        "hub serving its tasks on {address}; home devices: {}; Ctrl-C to stop",
+        devices.join(", ")
+    );
+    if follow_car {
+        match hub.discover_car(CAR_SEARCH).await {
+            Ok(car) => match hub.connect(car).await {
+                Ok(()) => println!("following the car at {car}"),
+                Err(e) => eprintln!("cannot follow the car at {car}: {e}"),
+            },
+            Err(e) => eprintln!("no car found: {e}"),
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    hub.stop_serving();
+    hub.disconnect();
     Ok(ExitCode::SUCCESS)
 }
 

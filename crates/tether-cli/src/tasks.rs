@@ -1,5 +1,6 @@
-//! `tether tasks`: the car's super tasks, one step per command, over the
-//! owner's phone session (issue 5; SPEC §18.1; R20–R22, R11).
+//! `tether tasks`: the car's super tasks (or, with `--hub`, the home hub's),
+//! one step per command, over the owner's phone session (issue 5; SPEC
+//! §18.1, §18.8; R20–R22, R11).
 //!
 //! ```text
 //! tether tasks --data-dir PHONE add --file examples/tasks/parked-lock.json
@@ -10,6 +11,7 @@
 //! tether tasks --data-dir OTHER accept --template lock.template --bind place-1=home
 //! tether tasks --data-dir PHONE disable 1 | enable 1 | delete 1
 //! tether tasks --data-dir PHONE consent off      # "car data to home" (R11)
+//! tether tasks --data-dir PHONE --hub list       # the home hub's tasks (§18.8)
 //! ```
 //!
 //! A task file is the proto3 JSON form of `tether.v1.Task`
@@ -32,7 +34,9 @@ use serde_json::{Value as Json, json};
 use tether_automation::template::{Binding, Template};
 use tether_automation::{DeviceId, PlaceId, Task, Trace, wire};
 use tether_control::client::ControlError;
-use tether_node::{Interfaces, NodeConfig, NodeError, Phone, TaskInfo, TaskState, VehicleLink};
+use tether_node::{
+    Interfaces, NodeConfig, NodeError, Phone, TaskInfo, TaskState, Tasks, VehicleLink,
+};
 use tether_proto::prost::Message;
 use tether_proto::v1 as pb;
 
@@ -134,9 +138,9 @@ pub(crate) enum Switch {
 /// Why a `tether tasks` step failed.
 #[derive(Debug, thiserror::Error)]
 enum TasksError {
-    /// The car has no task with this id (the user's to fix).
-    #[error("no task {0} on the car")]
-    NoTask(u64),
+    /// The car (or the hub) has no task with this id (the user's to fix).
+    #[error("no task {0} on the {1}")]
+    NoTask(u64, &'static str),
     /// A file could not be read or written.
     #[error("{}: {error}", path.display())]
     File {
@@ -169,9 +173,10 @@ pub(crate) async fn run(
     data_dir: PathBuf,
     interfaces: Interfaces,
     json_out: bool,
+    hub: bool,
     action: TasksAction,
 ) -> Result<ExitCode, NodeError> {
-    match step(data_dir, interfaces, json_out, action).await {
+    match step(data_dir, interfaces, json_out, hub, action).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("error: {e}");
@@ -184,8 +189,11 @@ async fn step(
     data_dir: PathBuf,
     interfaces: Interfaces,
     json_out: bool,
+    hub: bool,
     action: TasksAction,
 ) -> Result<(), TasksError> {
+    let whose = if hub { "hub" } else { "car" };
+    let flag = if hub { " --hub" } else { "" };
     let phone = Phone::open(NodeConfig {
         data_dir: Some(data_dir),
         interfaces,
@@ -196,7 +204,7 @@ async fn step(
         TasksAction::Add { file, disabled } => {
             // Read the file before looking for the car: a bad file fails fast.
             let task = read_task(&file)?;
-            let info = on_car(&phone, None, async |link| {
+            let info = on_peer(&phone, hub, None, async |link| {
                 link.create_task(&task, !disabled).await
             })
             .await?;
@@ -206,32 +214,34 @@ async fn step(
             );
         }
         TasksAction::List => {
-            let tasks = on_car(&phone, None, async |link| link.list_tasks().await).await?;
+            let tasks = on_peer(&phone, hub, None, async |link| link.list_tasks().await).await?;
             out.emit(
                 json!({ "tasks": tasks.iter().map(info_json).collect::<Vec<_>>() }),
                 if tasks.is_empty() {
-                    "no tasks on the car".into()
+                    format!("no tasks on the {whose}")
                 } else {
                     lines(tasks.iter().map(info_line))
                 },
             );
         }
         TasksAction::Run { id } => {
-            let run = on_car(&phone, Some(id), async |link| link.run_task(id).await).await?;
+            let run = on_peer(&phone, hub, Some(id), async |link| link.run_task(id).await).await?;
             out.emit(
                 json!({ "task_id": id, "ran": run != 0, "run_id": run }),
                 if run == 0 {
                     format!(
                         "task {id} did not run (its mode or conditions kept it from running); \
-                         `tether tasks trace {id}` says why"
+                         `tether tasks{flag} trace {id}` says why"
                     )
                 } else {
-                    format!("task {id}: run {run} started; `tether tasks trace {id}` shows it")
+                    format!(
+                        "task {id}: run {run} started; `tether tasks{flag} trace {id}` shows it"
+                    )
                 },
             );
         }
         TasksAction::Trace { id, limit } => {
-            let traces = on_car(&phone, Some(id), async |link| {
+            let traces = on_peer(&phone, hub, Some(id), async |link| {
                 link.task_traces(id, limit).await
             })
             .await?;
@@ -253,7 +263,7 @@ async fn step(
             name,
             out: path,
         } => {
-            let template = on_car(&phone, Some(id), async |link| {
+            let template = on_peer(&phone, hub, Some(id), async |link| {
                 link.share_task(id, &nickname, name.as_deref()).await
             })
             .await?;
@@ -279,7 +289,7 @@ async fn step(
             template
                 .bind(&binding)
                 .map_err(|e| TasksError::Usage(format!("{e} (see `--bind SLOT=VALUE`)")))?;
-            let info = on_car(&phone, None, async |link| {
+            let info = on_peer(&phone, hub, None, async |link| {
                 link.accept_template(&template, &binding, !disabled).await
             })
             .await?;
@@ -294,20 +304,28 @@ async fn step(
         }
         TasksAction::Enable { id } | TasksAction::Disable { id } => {
             let on = matches!(action, TasksAction::Enable { .. });
-            let info = on_car(&phone, Some(id), async |link| {
+            let info = on_peer(&phone, hub, Some(id), async |link| {
                 link.set_task_enabled(id, on).await
             })
             .await?;
             out.emit(json!({ "task": info_json(&info) }), info_line(&info));
         }
         TasksAction::Delete { id } => {
-            let left = on_car(&phone, Some(id), async |link| link.delete_task(id).await).await?;
+            let left = on_peer(&phone, hub, Some(id), async |link| {
+                link.delete_task(id).await
+            })
+            .await?;
             out.emit(
                 json!({ "deleted": id, "tasks": left.iter().map(info_json).collect::<Vec<_>>() }),
                 format!("deleted task {id}; {} task(s) left", left.len()),
             );
         }
         TasksAction::Consent { switch } => {
+            if hub {
+                return Err(TasksError::Usage(
+                    "the \"car data to home\" switch is the car's: run it without --hub".into(),
+                ));
+            }
             let on = on_car(&phone, None, async |link| {
                 link.set_car_data_to_home(switch == Switch::On).await
             })
@@ -332,10 +350,32 @@ async fn on_car<T>(
     let link = phone.connect(found.address).await?;
     let result = call(&link).await;
     link.close();
-    result.map_err(|e| match (id, e) {
-        (Some(id), NodeError::Control(ControlError::NotFound(_))) => TasksError::NoTask(id),
+    result.map_err(|e| not_found(id, "car", e))
+}
+
+/// As [`on_car`] for the tasks of the car, or with `hub` of the home hub,
+/// found by its own token (SPEC §18.8).
+async fn on_peer<T>(
+    phone: &Phone,
+    hub: bool,
+    id: Option<u64>,
+    call: impl AsyncFnOnce(&Tasks) -> Result<T, NodeError>,
+) -> Result<T, TasksError> {
+    if !hub {
+        return on_car(phone, id, async |link| call(&link.tasks()).await).await;
+    }
+    let found = phone.discover_hub(DISCOVERY_TIMEOUT).await?;
+    let link = phone.connect_hub(found).await?;
+    let result = call(&link.tasks()).await;
+    link.close();
+    result.map_err(|e| not_found(id, "hub", e))
+}
+
+fn not_found(id: Option<u64>, whose: &'static str, error: NodeError) -> TasksError {
+    match (id, error) {
+        (Some(id), NodeError::Control(ControlError::NotFound(_))) => TasksError::NoTask(id, whose),
         (_, e) => e.into(),
-    })
+    }
 }
 
 /// Prints one JSON object or readable lines.

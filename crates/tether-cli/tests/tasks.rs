@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod common;
-use common::{KillOnDrop, json, tether};
+use common::{KillOnDrop, json, spawn_until, tether};
 
 fn example(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -385,4 +385,51 @@ fn a_task_on_the_locked_event_runs_when_the_phone_locks_the_car_r21() {
             .is_some_and(|d| d.contains("FlashHonk")),
         "{run}"
     );
+}
+
+/// `tether hub` serves the home's tasks; `tether tasks --hub` finds it by
+/// its own token and manages them from the phone's store (SPEC §18.8).
+#[test]
+fn tasks_with_hub_manage_the_home_hubs_tasks_across_processes() {
+    let phone_dir = tempfile::tempdir().unwrap();
+    let hub_dir = tempfile::tempdir().unwrap();
+    let phone = phone_dir.path().to_str().unwrap();
+    let (ok, _, err) = tether(&["phone", "--data-dir", phone, "init"]);
+    assert!(ok, "{err}");
+    let hub_dir = hub_dir.path().to_str().unwrap();
+    let (_hub, serving) = spawn_until(
+        &["hub", "--data-dir", hub_dir, "--enroll-from", phone],
+        "hub serving",
+    );
+    assert!(serving.contains("porch"), "{serving}");
+    let on_hub = |args: &[&str]| {
+        let mut all = vec!["tasks", "--data-dir", phone, "--hub", "--json"];
+        all.extend_from_slice(args);
+        json(&all)
+    };
+
+    let added = on_hub(&["add", "--file", &example("porch-on.json")]);
+    let id = added["task"]["id"].as_u64().unwrap().to_string();
+    assert_eq!(added["task"]["state"], "active", "{added}");
+    assert_eq!(on_hub(&["list"])["tasks"].as_array().unwrap().len(), 1);
+    let run = on_hub(&["run", &id]);
+    assert_eq!(run["ran"], true, "{run}");
+    let mut traces = serde_json::Value::Null;
+    for _ in 0..50 {
+        traces = on_hub(&["trace", &id]);
+        if traces["traces"][0]["endedMs"].as_u64().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        traces["traces"][0]["outcome"]["status"], "STATUS_COMPLETED",
+        "{traces}"
+    );
+
+    // The switch is the car's, and an unknown task says whose it is not.
+    let (ok, _, err) = tether(&["tasks", "--data-dir", phone, "--hub", "consent", "on"]);
+    assert!(!ok && err.contains("the car's"), "{err}");
+    let (ok, _, err) = tether(&["tasks", "--data-dir", phone, "--hub", "run", "99"]);
+    assert!(!ok && err.contains("no task 99 on the hub"), "{err}");
 }

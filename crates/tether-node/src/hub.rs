@@ -217,6 +217,11 @@ impl Hub {
         })
     }
 
+    /// Whether the hub holds credentials of an account.
+    pub fn is_enrolled(&self) -> bool {
+        lock(&self.credentials).is_some()
+    }
+
     /// The request to hand to the account authority (the owner's phone).
     pub fn enrollment_request(&self) -> Result<EnrollmentRequest, NodeError> {
         crate::config::enrollment_request(&self.key_pkcs8, Role::Hub)

@@ -2,7 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // test support
 
-use std::process::{Child, Command};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 
 /// A background `tether` process (a head unit), killed when dropped.
 pub(crate) struct KillOnDrop(pub(crate) Child);
@@ -32,4 +33,25 @@ pub(crate) fn json(args: &[&str]) -> serde_json::Value {
     let (ok, stdout, stderr) = tether(args);
     assert!(ok, "tether {args:?} failed: {stdout}{stderr}");
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// Starts `tether args…` in the background and waits, over its first
+/// lines, for one containing `ready`: the process and that line.
+pub(crate) fn spawn_until(args: &[&str], ready: &str) -> (KillOnDrop, String) {
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let line = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .take(5)
+        .find(|l| l.contains(ready))
+        .unwrap_or_else(|| panic!("tether {args:?} never printed {ready:?}"));
+    (child, line)
 }
