@@ -165,7 +165,7 @@ async fn r10_r21_r32_wire_taint_hub_and_phone_never_receive_a_coordinate() {
 
     let link = owner.connect(address).await.unwrap();
     assert!(link.set_car_data_to_home(true).await.unwrap());
-    hub_tasks
+    let leave = hub_tasks
         .create(leave_task(), true, &owner_permissions())
         .unwrap();
     let car_task = link
@@ -227,6 +227,36 @@ async fn r10_r21_r32_wire_taint_hub_and_phone_never_receive_a_coordinate() {
     assert!(
         traces.iter().any(|t| t.outcome == Outcome::Completed),
         "the car's task ran: {traces:?}"
+    );
+    // And everything the phone can ask the hub about its tasks (SPEC
+    // §18.8): the leave task ran on the place event, so its trace has one.
+    let at_hub = session_as(&owner, hub.serve().unwrap(), Role::Phone).await;
+    for kind in [
+        request::Kind::ListTasks(pb::ListTasks {}),
+        request::Kind::GetTraces(pb::GetTraces {
+            task_id: leave.task.id.0,
+            limit: 0,
+        }),
+        request::Kind::ShareTask(pb::ShareTask {
+            task_id: leave.task.id.0,
+            nickname: "Sam".into(),
+            name: String::new(),
+        }),
+    ] {
+        let reply = at_hub.call(request_of(kind)).await.unwrap();
+        assert!(
+            matches!(reply.body, Some(envelope::Body::Response(_))),
+            "{reply:?}"
+        );
+        phone_bytes.extend(reply.encode_to_vec());
+    }
+    assert!(
+        hub_tasks
+            .traces(leave.task.id.0, 0)
+            .unwrap()
+            .iter()
+            .any(|t| t.outcome == Outcome::Completed),
+        "the hub's task ran"
     );
 
     // What the hub's tap received.
