@@ -21,6 +21,8 @@ by hand below, lists it, runs it and reads its trace, shares it as a
 template and installs the template back, has the car park so that an
 unlock task asks the owner first (a Python callback hears the question;
 one answer declines, the next confirms, R23), and switches the consent off.
+Then it finds the home hub by the hub's own token, installs "porch on" there
+and runs it (SPEC 18.8).
 
 The head unit comes from one of two places:
   --host self   (default) started here through the bindings as well;
@@ -31,8 +33,12 @@ The head unit comes from one of two places:
                 authority, certifies the lamp); the parent binds that lamp
                 to the head unit, scans for it, and writes `STARTED`. Later
                 the script writes `PARK?` and the parent reports "parked"
-                to the car's tasks and answers `PARKED`. This is how
-                `cargo test` drives it (tests/tests/ffi_python.rs).
+                to the car's tasks and answers `PARKED`. Last the script
+                writes `HUB?`, reads `HUB-REQUEST <hex>` (a hub's
+                EnrollmentRequest), answers `HUB-GRANT <hex>`, and the
+                parent starts the hub serving its tasks and writes
+                `HUB-STARTED`. This is how `cargo test` drives it
+                (tests/tests/ffi_python.rs).
 
 With --host self there is no bound lamp: the bindings have no device node,
 so the device step checks the head unit's own screen instead (an offline
@@ -165,6 +171,15 @@ class StdioHost:
         self._read("PARKED")
         return True
 
+    async def start_hub(self, phone):
+        """The parent runs a home hub: this phone certifies it, the parent
+        starts it serving its tasks. True: there is a hub to look for."""
+        print("HUB?", flush=True)
+        request = bytes.fromhex(self._read("HUB-REQUEST "))
+        print("HUB-GRANT " + phone.enroll_device(request).hex(), flush=True)
+        self._read("HUB-STARTED")
+        return True
+
     async def shutdown(self):
         pass
 
@@ -186,6 +201,10 @@ class SelfHost:
         """What the vehicle app does when the car shifts into park: True
         if a task uses the event."""
         return await self.car.report_vehicle_event(self.tether.VehicleEvent.PARKED)
+
+    async def start_hub(self, phone):
+        """The bindings have no hub node: nothing to look for."""
+        return False
 
     async def shutdown(self):
         await self.car.shutdown()
@@ -357,6 +376,58 @@ def encode_task(name, trigger, command):
         + pb_message(6, pb_enum(1, MODE_KIND_SINGLE))  # mode.kind
         + pb_message(7, pb_message(1))  # missed.skip {}
         + pb_message(8, pb_enum(4, VEHICLE_STATE_PARKING))  # inputs[0].vehicle
+    )
+
+
+# The home hub's switch property (SPEC 18.3): service 2, property 1.
+HUB_SWITCH = pb_enum(1, 2) + pb_enum(2, 1)
+
+
+def encode_hub_task(name, device):
+    """`tether.v1.Task` for the home hub: run by hand, it switches `device`
+    on (Action.set_property), mode single, missed times skipped. It reads
+    nothing, so it declares no input (R21)."""
+    set_on = (
+        pb_message(1, device)  # device
+        + pb_message(2, HUB_SWITCH)  # property
+        + pb_message(3, pb_enum(1, 1))  # value.bool_value = true
+    )
+    return (
+        pb_message(2, name)  # name
+        + pb_message(3, TRIGGER_MANUAL)  # triggers[0]
+        + pb_message(5, pb_message(1, set_on))  # actions[0].set_property
+        + pb_message(6, pb_enum(1, MODE_KIND_SINGLE))  # mode.kind
+        + pb_message(7, pb_message(1))  # missed.skip {}
+    )
+
+
+async def hub_tasks(tether, phone, host, narrator):
+    """The home hub's tasks, managed from the phone over the hub's own
+    session (SPEC 18.8): found by its own token, never the car's."""
+    t = time.monotonic()
+    if not await host.start_hub(phone):
+        narrator.step(
+            "hub tasks",
+            True,
+            "no hub with --host self (the bindings have no hub node)",
+            t,
+        )
+        return
+    address = await phone.discover_hub(10_000)
+    hub = await phone.connect_hub(address)
+    task = await hub.create_task(encode_hub_task("porch on", "porch"), True)
+    listed = await hub.list_tasks()
+    run = await hub.run_task(task.id)
+    trace = await ended_trace(hub, task.id)
+    hub.close()
+    narrator.step(
+        "hub tasks",
+        task.state == "active"
+        and [x.id for x in listed] == [task.id]
+        and run > 0
+        and trace.outcome == "completed",
+        f"hub found at {address}; task {task.id} \"porch on\" created, run {run}: {trace.outcome}",
+        t,
     )
 
 
@@ -753,6 +824,9 @@ async def run(tether, host_kind, narrator, data_dir):
     link = await phone.connect(found.address)
     await super_tasks(tether, link, host, narrator)
     link.close()
+
+    # 12b. The home hub's tasks (SPEC 18.8).
+    await hub_tasks(tether, phone, host, narrator)
 
     # 13. The key store is where the identity lives.
     t = time.monotonic()

@@ -21,7 +21,7 @@ use tokio::process::Command;
 mod support;
 
 /// Steps `phone.py` reports when everything works.
-const EXPECTED_STEPS: usize = 22;
+const EXPECTED_STEPS: usize = 23;
 /// The whole script, discovery windows included, takes a few seconds.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the car may look for the lamp's token on loopback mDNS.
@@ -120,6 +120,7 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
         }
     };
     let car = HeadUnit::open(NodeConfig::default()).unwrap();
+    let hub = tether_node::Hub::open(NodeConfig::default()).unwrap();
 
     let script = workspace_root().join("examples/python/phone.py");
     let mut child = Command::new("python3")
@@ -175,6 +176,18 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
                     automation.handle_vehicle_event(tether_automation::VehicleEvent::Parked);
                 assert_eq!(delivery, tether_automation::Delivery::Delivered);
                 to_script.write_all(b"PARKED\n").await.unwrap();
+            } else if line == "HUB?" {
+                let request = hub.enrollment_request().unwrap().encode_to_vec();
+                to_script
+                    .write_all(format!("HUB-REQUEST {}\n", hex(&request)).as_bytes())
+                    .await
+                    .unwrap();
+            } else if let Some(grant) = line.strip_prefix("HUB-GRANT ") {
+                let grant = tether_node::EnrollmentGrant::decode(unhex(grant).as_slice()).unwrap();
+                hub.complete_enrollment(&grant).unwrap();
+                hub.start(tether_node::Clock::System).unwrap();
+                hub.serve().unwrap();
+                to_script.write_all(b"HUB-STARTED\n").await.unwrap();
             } else if let Some(step) = line.strip_prefix("STEP ") {
                 let step: serde_json::Value = serde_json::from_str(step).unwrap();
                 eprintln!("python step: {step}");
@@ -217,6 +230,7 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
         "share task",
         "confirm on the phone",
         "car data to home off",
+        "hub tasks",
         "key store",
     ] {
         assert!(
@@ -235,6 +249,8 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
         (3, 1),
         "{executions:?}"
     );
+    // The hub's task ran, sent as bytes from Python (SPEC §18.8).
+    assert_eq!(hub.home().state().get("porch"), Some(&true));
     let stats = car.listener_stats().await.unwrap();
     assert!(stats.authenticated >= 2, "{stats:?}");
     assert!(stats.refused >= 1, "{stats:?}");
