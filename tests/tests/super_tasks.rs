@@ -812,7 +812,8 @@ async fn the_owner_manages_the_hubs_tasks_over_a_session() {
     );
 
     let link = owner.connect_hub(found).await.unwrap();
-    let porch = link
+    let tasks = link.tasks();
+    let porch = tasks
         .create_task(
             &Task::new(TaskId(0), "porch on")
                 .trigger(Trigger::Manual)
@@ -823,17 +824,17 @@ async fn the_owner_manages_the_hubs_tasks_over_a_session() {
         .await
         .unwrap();
     assert_eq!(porch.state, TaskState::Active);
-    let listed = link.list_tasks().await.unwrap();
+    let listed = tasks.list_tasks().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(hub_tasks.list().len(), 1, "the task lives on the hub");
     assert_eq!(hub.home().state().get("porch"), Some(&false));
-    let run = link.run_task(porch.task.id.0).await.unwrap();
+    let run = tasks.run_task(porch.task.id.0).await.unwrap();
     assert!(run > 0);
     assert!(until(|| hub.home().state().get("porch") == Some(&true)).await);
-    let traces = link.task_traces(porch.task.id.0, 0).await.unwrap();
+    let traces = tasks.task_traces(porch.task.id.0, 0).await.unwrap();
     assert_eq!(traces.len(), 1, "{traces:#?}");
-    assert!(link.set_task_enabled(porch.task.id.0, false).await.is_ok());
-    assert!(link.delete_task(porch.task.id.0).await.unwrap().is_empty());
+    assert!(tasks.set_task_enabled(porch.task.id.0, false).await.is_ok());
+    assert!(tasks.delete_task(porch.task.id.0).await.unwrap().is_empty());
 
     // The car is not a hub: connect_hub refuses it.
     assert!(matches!(

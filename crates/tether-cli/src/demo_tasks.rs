@@ -210,8 +210,8 @@ pub(crate) async fn task_steps(
         return Err(NodeError::State("the phone found another hub endpoint"));
     }
     let hub_link = phone.connect_hub(found).await?;
-    let leave = hub_link.create_task(&leave_task(), true).await?;
-    let arrive = hub_link.create_task(&arrive_task(), true).await?;
+    let leave = hub_link.tasks().create_task(&leave_task(), true).await?;
+    let arrive = hub_link.tasks().create_task(&arrive_task(), true).await?;
     let lock = link.create_task(&lock_task(), true).await?;
     let listed = link.list_tasks().await?;
     let house = hub.home();
@@ -312,8 +312,8 @@ pub(crate) async fn task_steps(
 
     // 5. `tether tasks trace`: why each task fired.
     let t = Instant::now();
-    let hub_leave = hub_link.task_traces(leave.task.id.0, 0).await?;
-    let hub_arrive = hub_link.task_traces(arrive.task.id.0, 0).await?;
+    let hub_leave = hub_link.tasks().task_traces(leave.task.id.0, 0).await?;
+    let hub_arrive = hub_link.tasks().task_traces(arrive.task.id.0, 0).await?;
     let car_lock = link.task_traces(lock.task.id.0, 0).await?;
     let why = |traces: &[Trace]| traces.last().map(describe_trace).unwrap_or_default();
     let traced = hub_leave.iter().any(|t| t.outcome == Outcome::Completed)
@@ -342,7 +342,10 @@ pub(crate) async fn task_steps(
     // 6. Sharing (R22): the arrival task as a template, bound by a family
     //    member to their own home and devices.
     let t = Instant::now();
-    let template = hub_link.share_task(arrive.task.id.0, "Sam", None).await?;
+    let template = hub_link
+        .tasks()
+        .share_task(arrive.task.id.0, "Sam", None)
+        .await?;
     let bytes = wire::encode_template(&template);
     let leaks = leaked(&bytes);
     let family = Hub::open_with_home(
