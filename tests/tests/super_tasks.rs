@@ -751,6 +751,12 @@ async fn r21_a_car_task_on_the_locked_event_runs_when_the_doors_lock() {
         .unwrap();
     assert!(until(|| car_tasks.interest().vehicle).await);
     assert!(car_tasks.derives_vehicle_events());
+    // Only the lock state is wanted, so only the lock signals are read
+    // for events (R21), not the gear.
+    assert_eq!(
+        car_tasks.wanted_vehicle_states(),
+        [tether_automation::VehicleState::Locking].into()
+    );
     assert_eq!(car.executions().await.unwrap().flash_honk, 0);
 
     link.command(tether_control::client::lock(), &[11; 16])

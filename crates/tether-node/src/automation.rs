@@ -829,13 +829,29 @@ impl AutomationHost {
     /// Whether anyone wants vehicle events now: this node's tasks, or (head
     /// unit) a hub that asked for them while "car data to home" is on.
     pub fn wants_vehicle_events(&self) -> bool {
+        !self.wanted_vehicle_states().is_empty()
+    }
+
+    /// The vehicle states whose events are wanted now (R21): those this
+    /// node's tasks declared, and every state while a hub asks for vehicle
+    /// events under "car data to home" (its request names no state).
+    pub fn wanted_vehicle_states(&self) -> BTreeSet<tether_automation::VehicleState> {
+        use tether_automation::VehicleState;
         let inner = lock(&self.inner);
-        inner.interest.vehicle
-            || (inner.engine.config().car_data_to_home
-                && inner
-                    .watchers
-                    .iter()
-                    .any(|w| w.interest.vehicle && !w.events.is_closed()))
+        let hub_wants = inner.engine.config().car_data_to_home
+            && inner
+                .watchers
+                .iter()
+                .any(|w| w.interest.vehicle && !w.events.is_closed());
+        if hub_wants {
+            return [
+                VehicleState::Parking,
+                VehicleState::Locking,
+                VehicleState::Charging,
+            ]
+            .into();
+        }
+        inner.vehicle_states.clone()
     }
 
     /// A device property's new value (a home device changed).

@@ -62,17 +62,17 @@ impl SignalFeed {
         use tether_control::VehicleBackend;
         let wanted = host.interest().signals;
         self.last.retain(|path, _| wanted.contains(path));
-        let events = host.derives_vehicle_events() && host.wants_vehicle_events();
-        if !events {
+        let states = if host.derives_vehicle_events() {
+            host.wanted_vehicle_states()
+        } else {
+            Default::default()
+        };
+        if wanted.is_empty() && states.is_empty() {
             (self.locked, self.parked) = (None, None);
-        }
-        if wanted.is_empty() && !events {
             return false;
         }
         service.backend_mut().tick(now_ms);
-        if events {
-            self.derive_events(service, host);
-        }
+        self.derive_events(service, host, &states);
         for path in wanted {
             let Some(value) = tether_control::signals::lookup(&path)
                 .and_then(|signal| service.backend().read(signal))
@@ -88,30 +88,45 @@ impl SignalFeed {
         true
     }
 
-    /// Vehicle events from the car's own signals (SPEC §18.6): `Locked`
-    /// when every door becomes locked and `Unlocked` when one stops being
-    /// so; `Parked` and `Driving` when the selected gear enters or leaves
-    /// park. Charging has no signal here: its events come from the app.
-    fn derive_events(&mut self, service: &Service, host: &Arc<AutomationHost>) {
-        use tether_automation::{Value, VehicleEvent};
+    /// Vehicle events from the car's own signals (SPEC §18.6), for the
+    /// `states` wanted and from no other signal (R21): `Locked` when every
+    /// door becomes locked and `Unlocked` when one stops being so; `Parked`
+    /// and `Driving` when the selected gear enters or leaves park. Charging
+    /// has no signal here: its events come from the app. A state no longer
+    /// wanted is forgotten, so that it starts again silently.
+    fn derive_events(
+        &mut self,
+        service: &Service,
+        host: &Arc<AutomationHost>,
+        states: &std::collections::BTreeSet<tether_automation::VehicleState>,
+    ) {
+        use tether_automation::{Value, VehicleEvent, VehicleState};
         use tether_control::{VehicleBackend, signals};
         let read = |path: &str| {
             signals::lookup(path)
                 .and_then(|signal| service.backend().read(signal))
                 .and_then(crate::automation_car::task_value)
         };
-        let locked = signals::DOOR_IS_LOCKED
-            .iter()
-            .map(|path| match read(path) {
-                Some(Value::Bool(b)) => Some(b),
+        let locked = states
+            .contains(&VehicleState::Locking)
+            .then(|| {
+                signals::DOOR_IS_LOCKED
+                    .iter()
+                    .map(|path| match read(path) {
+                        Some(Value::Bool(b)) => Some(b),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<bool>>>()
+                    .map(|doors| doors.iter().all(|l| *l))
+            })
+            .flatten();
+        let parked = states
+            .contains(&VehicleState::Parking)
+            .then(|| match read(signals::SELECTED_GEAR) {
+                Some(Value::Int(gear)) => Some(gear == signals::GEAR_PARK),
                 _ => None,
             })
-            .collect::<Option<Vec<bool>>>()
-            .map(|doors| doors.iter().all(|l| *l));
-        let parked = match read(signals::SELECTED_GEAR) {
-            Some(Value::Int(gear)) => Some(gear == signals::GEAR_PARK),
-            _ => None,
-        };
+            .flatten();
         for (now, last, on, off) in [
             (
                 locked,
@@ -126,7 +141,10 @@ impl SignalFeed {
                 VehicleEvent::Driving,
             ),
         ] {
-            let Some(now) = now else { continue };
+            let Some(now) = now else {
+                *last = None;
+                continue;
+            };
             if last.is_some_and(|was| was != now) {
                 let _ = host.handle_vehicle_event(if now { on } else { off });
             }
