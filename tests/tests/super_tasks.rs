@@ -85,6 +85,13 @@ async fn setup() -> (
     (owner, car, hub, car_tasks, hub_tasks)
 }
 
+/// Ends a test's sessions: the phone's link, the hub's, the car.
+async fn close(link: &tether_node::VehicleLink, hub: &Hub, car: &HeadUnit) {
+    link.close();
+    hub.disconnect();
+    car.shutdown().await.unwrap();
+}
+
 /// Whether the car has acknowledged the hub's current need of events.
 fn following(hub: &Hub, tasks: &AutomationHost) -> bool {
     let wanted = tasks.interest();
@@ -282,9 +289,7 @@ async fn r10_r21_r32_wire_taint_hub_and_phone_never_receive_a_coordinate() {
     assert_eq!(leaks(&hub_bytes), Vec::<String>::new(), "hub");
     assert_eq!(leaks(&phone_bytes), Vec::<String>::new(), "phone");
     // And the store of the car keeps no fix (R32): only the place.
-    link.close();
-    hub.disconnect();
-    car.shutdown().await.unwrap();
+    close(&link, &hub, &car).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,9 +363,7 @@ async fn r11_r28_car_data_to_home_off_stops_events_from_the_next_one_and_on_resu
     }
     leave_home(&car_tasks, &hub_tasks, START_MS + 700_000).await;
     assert!(until(|| !home_state.state()["lights"]).await);
-    link.close();
-    hub.disconnect();
-    car.shutdown().await.unwrap();
+    close(&link, &hub, &car).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -526,9 +529,7 @@ async fn r11_a_hub_reads_car_signals_only_while_car_data_to_home_is_on() {
     .await;
     assert!(ended.is_ok(), "the hub's subscription ended");
     assert!(session.call(subscribe()).await.is_err());
-    link.close();
-    hub.disconnect();
-    car.shutdown().await.unwrap();
+    close(&link, &hub, &car).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -603,9 +604,7 @@ async fn automation_requests_are_role_checked_r23() {
         .declare_inputs();
     assert!(link.create_task(&position, true).await.is_err());
     assert!(link.list_tasks().await.unwrap().is_empty());
-    link.close();
-    hub.disconnect();
-    car.shutdown().await.unwrap();
+    close(&link, &hub, &car).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -666,9 +665,7 @@ async fn r23_a_task_unlocks_only_parked_and_after_the_owner_confirms_on_the_phon
         "{traces:#?}"
     );
     questions.cancel();
-    link.close();
-    hub.disconnect();
-    car.shutdown().await.unwrap();
+    close(&link, &hub, &car).await;
 }
 
 /// The car's own tasks hear its signals (SPEC §18.6): a lock command from
@@ -722,9 +719,7 @@ async fn r21_a_car_task_hears_the_car_signal_it_names() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert_eq!(car.executions().await.unwrap().flash_honk, 1);
-    link.close();
-    hub.disconnect();
-    car.shutdown().await.unwrap();
+    close(&link, &hub, &car).await;
 }
 
 /// A car task on a vehicle event: "when the car is locked, flash once".
@@ -782,9 +777,7 @@ async fn r21_a_car_task_on_the_locked_event_runs_when_the_doors_lock() {
     assert_eq!(car.executions().await.unwrap().flash_honk, 2);
     let traces = link.task_traces(task.task.id.0, 0).await.unwrap();
     assert_eq!(traces.len(), 2, "{traces:#?}");
-    link.close();
-    hub.disconnect();
-    car.shutdown().await.unwrap();
+    close(&link, &hub, &car).await;
 }
 
 /// The owner manages the hub's tasks over a session (SPEC §18.8): the
@@ -948,9 +941,7 @@ async fn r11_a_hub_task_hears_the_derived_locked_event_only_with_consent() {
         "{:?}",
         hub.home().state()
     );
-    link.close();
-    hub.disconnect();
-    car.shutdown().await.unwrap();
+    close(&link, &hub, &car).await;
 }
 
 /// An app that reports vehicle events itself turns the derivation off, so
@@ -978,9 +969,7 @@ async fn a_vehicle_event_reported_by_the_app_is_not_derived_again() {
     assert!(until_async(&car, |e| e.lock == 1).await);
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert_eq!(car.executions().await.unwrap().flash_honk, 1);
-    link.close();
-    hub.disconnect();
-    car.shutdown().await.unwrap();
+    close(&link, &hub, &car).await;
 }
 
 async fn until_async(car: &HeadUnit, check: impl Fn(tether_node::Executions) -> bool) -> bool {
@@ -1059,9 +1048,7 @@ async fn r21_hub_tasks_read_only_the_car_signals_they_name_and_their_home_device
     // Off: the subscription ends and the hub's signal task is disabled.
     assert!(!link.set_car_data_to_home(false).await.unwrap());
     assert!(until(|| hub.watching().signals.is_empty()).await);
-    link.close();
-    hub.disconnect();
-    car.shutdown().await.unwrap();
+    close(&link, &hub, &car).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
