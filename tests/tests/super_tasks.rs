@@ -210,26 +210,7 @@ async fn r10_r21_r32_wire_taint_hub_and_phone_never_receive_a_coordinate() {
     car_tasks.idle(Duration::from_secs(2)).await;
 
     // Everything the phone can ask about tasks.
-    let mut phone_bytes = Vec::new();
-    for kind in [
-        request::Kind::ListTasks(pb::ListTasks {}),
-        request::Kind::GetTraces(pb::GetTraces {
-            task_id: car_task.task.id.0,
-            limit: 0,
-        }),
-        request::Kind::ShareTask(pb::ShareTask {
-            task_id: car_task.task.id.0,
-            nickname: "Sam".into(),
-            name: String::new(),
-        }),
-    ] {
-        let reply = link.session().call(request_of(kind)).await.unwrap();
-        assert!(
-            matches!(reply.body, Some(envelope::Body::Response(_))),
-            "{reply:?}"
-        );
-        phone_bytes.extend(reply.encode_to_vec());
-    }
+    let mut phone_bytes = task_answers(link.session(), car_task.task.id.0).await;
     let traces = link.task_traces(car_task.task.id.0, 0).await.unwrap();
     assert!(
         traces.iter().any(|t| t.outcome == Outcome::Completed),
@@ -238,25 +219,7 @@ async fn r10_r21_r32_wire_taint_hub_and_phone_never_receive_a_coordinate() {
     // And everything the phone can ask the hub about its tasks (SPEC
     // §18.8): the leave task ran on the place event, so its trace has one.
     let at_hub = session_as(&owner, hub.serve().unwrap(), Role::Phone).await;
-    for kind in [
-        request::Kind::ListTasks(pb::ListTasks {}),
-        request::Kind::GetTraces(pb::GetTraces {
-            task_id: leave.task.id.0,
-            limit: 0,
-        }),
-        request::Kind::ShareTask(pb::ShareTask {
-            task_id: leave.task.id.0,
-            nickname: "Sam".into(),
-            name: String::new(),
-        }),
-    ] {
-        let reply = at_hub.call(request_of(kind)).await.unwrap();
-        assert!(
-            matches!(reply.body, Some(envelope::Body::Response(_))),
-            "{reply:?}"
-        );
-        phone_bytes.extend(reply.encode_to_vec());
-    }
+    phone_bytes.extend(task_answers(&at_hub, leave.task.id.0).await);
     assert!(
         hub_tasks
             .traces(leave.task.id.0, 0)
@@ -491,6 +454,32 @@ async fn session_as(
     .connect(address)
     .await
     .unwrap()
+}
+
+/// The encoded answers to everything a phone can ask about task `id` on
+/// the peer of `session`: the list, the task's traces, its template.
+async fn task_answers(session: &tether_session::quic::ClientSession, id: u64) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for kind in [
+        request::Kind::ListTasks(pb::ListTasks {}),
+        request::Kind::GetTraces(pb::GetTraces {
+            task_id: id,
+            limit: 0,
+        }),
+        request::Kind::ShareTask(pb::ShareTask {
+            task_id: id,
+            nickname: "Sam".into(),
+            name: String::new(),
+        }),
+    ] {
+        let reply = session.call(request_of(kind)).await.unwrap();
+        assert!(
+            matches!(reply.body, Some(envelope::Body::Response(_))),
+            "{reply:?}"
+        );
+        bytes.extend(reply.encode_to_vec());
+    }
+    bytes
 }
 
 fn request_of(kind: request::Kind) -> pb::Envelope {
