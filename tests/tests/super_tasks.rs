@@ -26,6 +26,8 @@ use tether_node::{
 use tether_proto::v1::{self as pb, envelope, request, response};
 use tether_session::quic::Connector;
 
+use support::{flash_once, until, until_executions};
+
 /// Made-up coordinates with digits that show up if they leak.
 const HOME: LatLon = LatLon::new(47.376_887, 8.541_694);
 const START_MS: u64 = 1_790_000_000_000;
@@ -85,6 +87,12 @@ async fn setup() -> (
     (owner, car, hub, car_tasks, hub_tasks)
 }
 
+/// Sends the phone's `command` to the car with an idempotency key of
+/// `key` repeated, and expects it accepted.
+async fn command(link: &tether_node::VehicleLink, command: pb::VehicleCommand, key: u8) {
+    link.command(command, &[key; 16]).await.unwrap();
+}
+
 /// Ends a test's sessions: the phone's link, the hub's, the car.
 async fn close(link: &tether_node::VehicleLink, hub: &Hub, car: &HeadUnit) {
     link.close();
@@ -105,16 +113,6 @@ async fn drive(car: &Arc<AutomationHost>, hub: &Arc<AutomationHost>, at_ms: u64,
     let _ = car.handle_fix(fix);
     car.idle(Duration::from_secs(2)).await;
     hub.idle(Duration::from_secs(2)).await;
-}
-
-async fn until(mut check: impl FnMut() -> bool) -> bool {
-    for _ in 0..150 {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
 }
 
 /// A leave: inside, then far out for longer than the dwell (30 s).
@@ -623,7 +621,7 @@ async fn r23_a_task_unlocks_only_parked_and_after_the_owner_confirms_on_the_phon
     link.answer_confirmation(question.id, true).await.unwrap();
     assert!(questions.next().await.unwrap().unwrap().withdrawn);
     car_tasks.idle(Duration::from_secs(2)).await;
-    assert!(until_async(&car, |e| e.unlock == 1).await);
+    assert!(until_executions(&car, |e| e.unlock == 1).await);
     // An answered question cannot be answered again.
     assert!(link.answer_confirmation(question.id, true).await.is_err());
 
@@ -675,10 +673,7 @@ async fn r21_a_car_task_hears_the_car_signal_it_names() {
                     )),
                     hold_ms: 0,
                 })
-                .action(Action::Vehicle(VehicleCommand::FlashHonk {
-                    flash: true,
-                    honk: false,
-                }))
+                .action(flash_once())
                 .declare_inputs(),
             true,
         )
@@ -692,20 +687,16 @@ async fn r21_a_car_task_hears_the_car_signal_it_names() {
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert_eq!(car.executions().await.unwrap().flash_honk, 0);
 
-    link.command(tether_control::client::lock(), &[9; 16])
-        .await
-        .unwrap();
+    command(&link, tether_control::client::lock(), 9).await;
     assert!(
-        until_async(&car, |e| e.lock == 1 && e.flash_honk == 1).await,
+        until_executions(&car, |e| e.lock == 1 && e.flash_honk == 1).await,
         "{:?}",
         car.executions().await.unwrap()
     );
     let traces = link.task_traces(flash.task.id.0, 0).await.unwrap();
     assert_eq!(traces.len(), 1, "{traces:#?}");
     // Locking again changes nothing: the task does not run again.
-    link.command(tether_control::client::lock(), &[10; 16])
-        .await
-        .unwrap();
+    command(&link, tether_control::client::lock(), 10).await;
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert_eq!(car.executions().await.unwrap().flash_honk, 1);
     close(&link, &hub, &car).await;
@@ -715,10 +706,7 @@ async fn r21_a_car_task_hears_the_car_signal_it_names() {
 fn flash_when(event: VehicleEvent) -> Task {
     Task::new(TaskId(0), "car event: flash once")
         .trigger(Trigger::Vehicle(event))
-        .action(Action::Vehicle(VehicleCommand::FlashHonk {
-            flash: true,
-            honk: false,
-        }))
+        .action(flash_once())
         .declare_inputs()
 }
 
@@ -743,22 +731,16 @@ async fn r21_a_car_task_on_the_locked_event_runs_when_the_doors_lock() {
     );
     assert_eq!(car.executions().await.unwrap().flash_honk, 0);
 
-    link.command(tether_control::client::lock(), &[11; 16])
-        .await
-        .unwrap();
+    command(&link, tether_control::client::lock(), 11).await;
     assert!(
-        until_async(&car, |e| e.lock == 1 && e.flash_honk == 1).await,
+        until_executions(&car, |e| e.lock == 1 && e.flash_honk == 1).await,
         "{:?}",
         car.executions().await.unwrap()
     );
-    link.command(tether_control::client::unlock(), &[12; 16])
-        .await
-        .unwrap();
-    link.command(tether_control::client::lock(), &[13; 16])
-        .await
-        .unwrap();
+    command(&link, tether_control::client::unlock(), 12).await;
+    command(&link, tether_control::client::lock(), 13).await;
     assert!(
-        until_async(&car, |e| e.lock == 2 && e.flash_honk == 2).await,
+        until_executions(&car, |e| e.lock == 2 && e.flash_honk == 2).await,
         "{:?}",
         car.executions().await.unwrap()
     );
@@ -909,9 +891,7 @@ async fn r11_a_hub_task_hears_the_derived_locked_event_only_with_consent() {
     // Switch off: the hub's task is off by consent and the car sends the
     // hub no vehicle event.
     assert!(!car_tasks.wants_vehicle_events());
-    link.command(tether_control::client::lock(), &[15; 16])
-        .await
-        .unwrap();
+    command(&link, tether_control::client::lock(), 15).await;
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert_eq!(garage(&hub), Some(false));
 
@@ -919,12 +899,8 @@ async fn r11_a_hub_task_hears_the_derived_locked_event_only_with_consent() {
     assert!(link.set_car_data_to_home(true).await.unwrap());
     assert!(until(|| hub_tasks.car_data_to_home() && hub.watching().vehicle).await);
     assert!(until(|| car_tasks.wants_vehicle_events()).await);
-    link.command(tether_control::client::unlock(), &[16; 16])
-        .await
-        .unwrap();
-    link.command(tether_control::client::lock(), &[17; 16])
-        .await
-        .unwrap();
+    command(&link, tether_control::client::unlock(), 16).await;
+    command(&link, tether_control::client::lock(), 17).await;
     assert!(
         until(|| garage(&hub) == Some(true)).await,
         "{:?}",
@@ -949,26 +925,14 @@ async fn a_vehicle_event_reported_by_the_app_is_not_derived_again() {
         tether_automation::Delivery::Delivered
     );
     assert!(!car_tasks.derives_vehicle_events());
-    assert!(until_async(&car, |e| e.flash_honk == 1).await);
+    assert!(until_executions(&car, |e| e.flash_honk == 1).await);
     // The doors lock on the phone's command: the app would report it; the
     // head unit does not add an event of its own.
-    link.command(tether_control::client::lock(), &[14; 16])
-        .await
-        .unwrap();
-    assert!(until_async(&car, |e| e.lock == 1).await);
+    command(&link, tether_control::client::lock(), 14).await;
+    assert!(until_executions(&car, |e| e.lock == 1).await);
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert_eq!(car.executions().await.unwrap().flash_honk, 1);
     close(&link, &hub, &car).await;
-}
-
-async fn until_async(car: &HeadUnit, check: impl Fn(tether_node::Executions) -> bool) -> bool {
-    for _ in 0..150 {
-        if check(car.executions().await.unwrap()) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

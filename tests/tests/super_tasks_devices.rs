@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use tether_automation::{
     Action, Change, DeviceId, Outcome, PropertyId, Task, TaskId, Test, Trigger, Value,
-    VehicleCommand,
 };
 use tether_identity::{DeviceKey, Role};
 use tether_node::{AutomationHost, DeviceNode, HeadUnit, NodeError, Phone, TaskState, VehicleLink};
 use tether_proto::v1::{DeviceValue, PropertyValue, device_value};
 
 mod support;
+use support::{flash_once, until, until_executions};
 
 const SCAN: Duration = Duration::from_secs(15);
 const START_MS: u64 = 1_790_000_000_000;
@@ -81,26 +81,6 @@ fn lamp_value(lamp: &DeviceNode, property: PropertyId) -> Option<device_value::K
         .and_then(|v| v.kind)
 }
 
-async fn until(mut check: impl FnMut() -> bool) -> bool {
-    for _ in 0..150 {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
-}
-
-async fn until_flashed(car: &HeadUnit, times: u32) -> bool {
-    for _ in 0..150 {
-        if car.executions().await.unwrap().flash_honk >= times {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
 fn set(device: &DeviceId, property: PropertyId, value: Value) -> Action {
     Action::SetProperty {
         device: device.clone(),
@@ -127,10 +107,7 @@ fn lamp_off_task(lamp: &DeviceId) -> Task {
             change: Change::Becomes(Test::Equals(Value::Bool(false))),
             hold_ms: 0,
         })
-        .action(Action::Vehicle(VehicleCommand::FlashHonk {
-            flash: true,
-            honk: false,
-        }))
+        .action(flash_once())
         .declare_inputs()
 }
 
@@ -225,7 +202,7 @@ async fn r13_r14_r20_a_car_task_controls_a_bound_lamp_and_its_reports_start_task
         until(|| lamp_value(&s.lamp, POWER) == Some(device_value::Kind::BoolValue(false))).await
     );
     assert!(
-        until_flashed(&s.car, 1).await,
+        until_executions(&s.car, |e| e.flash_honk >= 1).await,
         "the lamp going off flashed the lights"
     );
     s.tasks.idle(Duration::from_secs(5)).await;
@@ -266,10 +243,7 @@ async fn r13_r20_the_lamps_id_survives_a_restart_and_unbinding_breaks_its_tasks_
         .create_task(
             &Task::new(TaskId(0), "flash")
                 .trigger(Trigger::Manual)
-                .action(Action::Vehicle(VehicleCommand::FlashHonk {
-                    flash: true,
-                    honk: false,
-                }))
+                .action(flash_once())
                 .declare_inputs(),
             true,
         )

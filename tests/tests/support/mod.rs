@@ -1,5 +1,5 @@
-//! Shared by the integration tests: an owner with an enrolled car, and a
-//! bound device on the LAN.
+//! Shared by the integration tests: an owner with an enrolled car, a bound
+//! device on the LAN, and waiting for what a test expects.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // test support
 
@@ -64,4 +64,38 @@ pub(crate) async fn bind_lamp(
     .await
     .unwrap();
     (lamp, vendor)
+}
+
+/// Polls `check` every 20 ms for up to 3 s; its last answer.
+pub(crate) async fn until(mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..150 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+/// Polls the car's executed commands every 20 ms for up to 3 s until
+/// `check` holds.
+pub(crate) async fn until_executions(
+    car: &HeadUnit,
+    check: impl Fn(tether_node::Executions) -> bool,
+) -> bool {
+    for _ in 0..150 {
+        if check(car.executions().await.unwrap()) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// A task action: flash the car's lights once, no horn.
+pub(crate) fn flash_once() -> tether_automation::Action {
+    tether_automation::Action::Vehicle(tether_automation::VehicleCommand::FlashHonk {
+        flash: true,
+        honk: false,
+    })
 }
