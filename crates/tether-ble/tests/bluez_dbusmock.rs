@@ -4,8 +4,8 @@
 //!
 //! Needs `dbus-daemon` and Debian's python3-dbusmock, run with
 //! `/usr/bin/python3` (a pyenv `python3` first on `PATH` cannot see Debian's
-//! Python packages). `.ci/run` installs both; without them these tests fail
-//! and say so, they never skip.
+//! Python packages). `./test` (the README's test command) installs both;
+//! without them these tests fail and say so, they never skip.
 //!
 //! # How a test runs
 //!
@@ -44,7 +44,7 @@ const INNER_DONE: &str = "tether-ble inner test reached its end";
 /// Debian's interpreter, which sees python3-dbusmock and python3-dbus.
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 const INSTALL_HINT: &str =
-    "run `bash .ci/run`, or `apt-get install -y dbus-daemon python3-dbusmock`";
+    "run `./test`, which installs them, or `apt-get install -y dbus-daemon python3-dbusmock`";
 
 /// How long any helper process may take before the test gives up on it.
 const HELPER_DEADLINE: Duration = Duration::from_secs(20);
