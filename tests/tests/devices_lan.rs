@@ -16,7 +16,12 @@ use tether_node::{
 };
 
 mod support;
-use tether_proto::v1::{DeviceValue, OtaManifest, PropertyValue, device_value};
+use tether_proto::v1::{
+    DeviceValue, Envelope, ErrorCode, ListDevices, OtaManifest, PropertyValue, RenameDevice,
+    ReorderDevices, Request, SetProperties, UnbindDevice, WatchDevices, device_value, envelope,
+    request,
+};
+use tether_session::quic::{ClientSession, SessionError};
 
 const SCAN: Duration = Duration::from_secs(15);
 
@@ -370,5 +375,147 @@ async fn r16_each_permission_is_needed_for_its_requests() {
         "the lamp is still bound"
     );
     assert!(lamp.node.is_bound().unwrap());
+    car.shutdown().await.unwrap();
+}
+
+/// A raw request of `kind`.
+fn raw(kind: request::Kind) -> Envelope {
+    Envelope {
+        body: Some(envelope::Body::Request(Request { kind: Some(kind) })),
+        ..Envelope::default()
+    }
+}
+
+/// What `session` gets for `kind`: `Ok` for an answer, else the error code.
+async fn ask(session: &ClientSession, kind: request::Kind) -> Result<(), ErrorCode> {
+    match session.call(raw(kind)).await {
+        Ok(_) => Ok(()),
+        Err(SessionError::Remote { code, .. }) => Err(code),
+        Err(e) => panic!("the session failed: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r10_r11_r23_device_management_follows_the_role_table() {
+    let (owner, car) = owner_and_car().await;
+    let _lamp = bound_lamp(&owner, &car, [0x33; 32], "Desk lamp").await;
+    let address = car.address().await.unwrap();
+    let link = owner.connect(address).await.unwrap();
+    let handle = link.list_devices().await.unwrap()[0].handle.clone();
+    let list = || request::Kind::ListDevices(ListDevices {});
+    let rename = || {
+        request::Kind::RenameDevice(RenameDevice {
+            handle: handle.clone(),
+            name: "Mine now".into(),
+        })
+    };
+    let reorder = || {
+        request::Kind::ReorderDevices(ReorderDevices {
+            handles: vec![handle.clone()],
+        })
+    };
+    let unbind = || {
+        request::Kind::UnbindDevice(UnbindDevice {
+            handle: handle.clone(),
+        })
+    };
+    let set = || {
+        request::Kind::SetProperties(SetProperties {
+            handle: handle.clone(),
+            values: vec![PropertyValue {
+                siid: 2,
+                piid: 1,
+                value: Some(DeviceValue {
+                    kind: Some(device_value::Kind::BoolValue(true)),
+                }),
+            }],
+        })
+    };
+    let denied = Err(ErrorCode::PermissionDenied);
+
+    // The watch reads, and manages nothing (R23: the owner's phone does).
+    let watch = support::session_as(&owner, address, Role::Watch).await;
+    assert_eq!(ask(&watch, list()).await, Ok(()));
+    for kind in [rename(), reorder(), unbind()] {
+        assert_eq!(ask(&watch, kind).await, denied);
+    }
+
+    // Another vehicle of the account does nothing to the car's devices.
+    let vehicle = support::session_as(&owner, address, Role::Vehicle).await;
+    for kind in [list(), set(), rename(), unbind()] {
+        assert_eq!(ask(&vehicle, kind).await, denied);
+    }
+
+    // The hub sees in-car devices only under "car data to home" (R10,
+    // R11), and never controls or manages them.
+    let hub = support::session_as(&owner, address, Role::Hub).await;
+    assert_eq!(ask(&hub, list()).await, denied, "R11: off by default");
+    assert!(
+        hub.request(raw(request::Kind::WatchDevices(WatchDevices {})))
+            .await
+            .unwrap()
+            .next()
+            .await
+            .is_err(),
+        "R11: no watch while the switch is off"
+    );
+    assert!(link.set_car_data_to_home(true).await.unwrap());
+    assert_eq!(ask(&hub, list()).await, Ok(()));
+    for kind in [set(), rename(), reorder(), unbind()] {
+        assert_eq!(ask(&hub, kind).await, denied);
+    }
+
+    // A hub's watch ends when the switch goes off (R11, R28).
+    let mut watching = hub
+        .request(raw(request::Kind::WatchDevices(WatchDevices {})))
+        .await
+        .unwrap();
+    assert!(watching.next().await.unwrap().is_some(), "the list first");
+    assert!(!link.set_car_data_to_home(false).await.unwrap());
+    let ended = tokio::time::timeout(Duration::from_secs(2), watching.next())
+        .await
+        .expect("R11: the hub's watch ends at once when the switch goes off");
+    assert!(!matches!(ended, Ok(Some(_))), "nothing more: {ended:?}");
+    assert_eq!(ask(&hub, list()).await, denied);
+
+    // The device is still bound, under its own name, and the phone still
+    // manages it.
+    let devices = link.list_devices().await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].name, "Desk lamp");
+    assert_eq!(
+        link.rename_device(&handle, "Desk").await.unwrap()[0].name,
+        "Desk"
+    );
+    car.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_device_watches_do_not_pile_up_without_an_event() {
+    let (owner, car) = owner_and_car().await;
+    let link = owner.connect(car.address().await.unwrap()).await.unwrap();
+    for _ in 0..20 {
+        let mut watching = link
+            .session()
+            .request(raw(request::Kind::WatchDevices(WatchDevices {})))
+            .await
+            .unwrap();
+        assert!(watching.next().await.unwrap().is_some());
+        watching.cancel();
+    }
+    // Once the car has seen those streams end, a new watch prunes them,
+    // though no device event ever fired.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut live = link
+        .session()
+        .request(raw(request::Kind::WatchDevices(WatchDevices {})))
+        .await
+        .unwrap();
+    assert!(live.next().await.unwrap().is_some());
+    assert_eq!(
+        car.device_watchers().await.unwrap(),
+        1,
+        "only the live watch"
+    );
     car.shutdown().await.unwrap();
 }

@@ -319,3 +319,154 @@ async fn r16_invites_for_another_account_or_tampered_are_refused() {
     ));
     w.car.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r21_r32_a_co_user_reads_the_cars_position_only_with_the_location_permission() {
+    let w = world().await;
+    let address = w.car.address().await.unwrap();
+    let position = || vec![signals::LOCATION.to_owned()];
+
+    // VEHICLE_STATUS: the car's state, but not where it is, though the
+    // co-user's certificate is a phone's.
+    let (_owner_link, status_only) = w.grant(&[SharePermission::VehicleStatus]).await;
+    w.co_user.accept_invite(&status_only.invite).unwrap();
+    let link = w
+        .co_user
+        .connect_shared(status_only.grant_id, address)
+        .await
+        .unwrap();
+    assert!(denied(link.get(position()).await));
+    let everything = link.get(Vec::new()).await.unwrap();
+    assert!(!everything.is_empty());
+    assert!(everything.iter().all(|v| v.path != signals::LOCATION));
+
+    // VEHICLE_LOCATION as well: the position at the moment, never as a
+    // subscription (a track).
+    let (_owner_link, with_location) = w
+        .grant(&[
+            SharePermission::VehicleStatus,
+            SharePermission::VehicleLocation,
+        ])
+        .await;
+    w.co_user.accept_invite(&with_location.invite).unwrap();
+    let link = w
+        .co_user
+        .connect_shared(with_location.grant_id, address)
+        .await
+        .unwrap();
+    assert_eq!(link.get(position()).await.unwrap().len(), 1);
+    let tracked = match link.subscribe(position()).await {
+        Err(e) => denied(Err::<(), _>(e)),
+        Ok(mut s) => denied(s.next().await),
+    };
+    assert!(tracked, "R32: no subscription to the position");
+    w.car.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r16_r23_only_the_owners_phone_installs_and_revokes_grants() {
+    let w = world().await;
+    let address = w.car.address().await.unwrap();
+    let (_owner_link, issued) = w.grant(&[SharePermission::VehicleStatus]).await;
+    let invite = ShareInvite::decode(issued.invite.as_slice()).unwrap();
+    for role in [
+        tether_identity::Role::Watch,
+        tether_identity::Role::Hub,
+        tether_identity::Role::Vehicle,
+    ] {
+        let member = support::session_as(&w.owner, address, role).await;
+        let revoke = raw(request::Kind::RevokeShareGrant(RevokeShareGrant {
+            grant_id: issued.grant_id.to_vec(),
+        }));
+        assert!(refused(member.call(revoke).await), "{role:?} revokes");
+        let install = raw(request::Kind::InstallShareGrant(InstallShareGrant {
+            grant: invite.grant.clone(),
+            grant_key: invite.grant_key.clone(),
+        }));
+        assert!(refused(member.call(install).await), "{role:?} installs");
+    }
+    assert_eq!(w.car.active_shares().await.len(), 1, "the grant stands");
+    w.car.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r16_r19_revocation_cuts_the_co_user_off_even_while_the_store_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = Phone::open(NodeConfig::default()).unwrap();
+    owner.create_account().unwrap();
+    let car = HeadUnit::open(NodeConfig {
+        data_dir: Some(dir.path().join("car")),
+        ..NodeConfig::default()
+    })
+    .unwrap();
+    car.complete_enrollment(
+        &owner
+            .enroll_device(&car.enrollment_request().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let address = car.start().await.unwrap();
+    let co_user = Phone::open(NodeConfig::default()).unwrap();
+    co_user.create_account().unwrap();
+    let w = World {
+        owner,
+        car,
+        co_user,
+    };
+    let (owner_link, issued) = w.grant(&[SharePermission::VehicleStatus]).await;
+    w.co_user.accept_invite(&issued.invite).unwrap();
+    let link = w
+        .co_user
+        .connect_shared(issued.grant_id, address)
+        .await
+        .unwrap();
+    assert!(!link.get(Vec::new()).await.unwrap().is_empty());
+
+    // The car's store fails: its grants table is gone for a while.
+    let database = dir.path().join("car").join(tether_store::DATABASE_FILE);
+    let sql = rusqlite::Connection::open(&database).unwrap();
+    sql.execute_batch("ALTER TABLE share_grants RENAME TO share_grants_away")
+        .unwrap();
+    let revoking = w.owner.revoke_share(&owner_link, issued.grant_id);
+    let meanwhile = async {
+        let closed = tokio::time::timeout(Duration::from_secs(1), link.session().closed()).await;
+        // The store comes back; the car's retries store the revocation.
+        sql.execute_batch("ALTER TABLE share_grants_away RENAME TO share_grants")
+            .unwrap();
+        closed
+    };
+    let (revoked, closed) = tokio::join!(revoking, meanwhile);
+    let closed = closed.expect("R16: the co-user is cut off while the store fails");
+    assert!(
+        matches!(
+            closed,
+            SessionError::Closed {
+                code: Some(CloseCode::Revoked),
+                ..
+            }
+        ),
+        "{closed:?}"
+    );
+    assert_eq!(revoked.unwrap(), 1);
+    w.co_user.forget_tickets().await.unwrap();
+    assert!(
+        w.co_user
+            .connect_shared(issued.grant_id, address)
+            .await
+            .unwrap_err()
+            .is_refused()
+    );
+
+    // The revocation was stored: a restart does not bring the grant back.
+    w.car.shutdown().await.unwrap();
+    let address = w.car.start().await.unwrap();
+    assert!(w.car.active_shares().await.is_empty());
+    assert!(
+        w.co_user
+            .connect_shared(issued.grant_id, address)
+            .await
+            .unwrap_err()
+            .is_refused()
+    );
+    w.car.shutdown().await.unwrap();
+}

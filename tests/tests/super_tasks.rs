@@ -18,13 +18,12 @@ use tether_automation::{
     Action, Condition, DeviceId, Fix, LatLon, Outcome, Place, PlaceId, Task, TaskId, Transition,
     Trigger, Value, VehicleCommand, VehicleEvent,
 };
-use tether_identity::{Credentials, DeviceKey, Role};
+use tether_identity::Role;
 use tether_node::{
     AutomationHost, Clock, HOME_SWITCH, HeadUnit, Hub, NodeConfig, NodeError, Phone, TaskState,
-    owner_permissions, unix_now,
+    owner_permissions,
 };
 use tether_proto::v1::{self as pb, envelope, request, response};
-use tether_session::quic::Connector;
 
 use support::{flash_once, until, until_executions};
 
@@ -216,7 +215,7 @@ async fn r10_r21_r32_wire_taint_hub_and_phone_never_receive_a_coordinate() {
     );
     // And everything the phone can ask the hub about its tasks (SPEC
     // §18.8): the leave task ran on the place event, so its trace has one.
-    let at_hub = session_as(&owner, hub.serve().unwrap(), Role::Phone).await;
+    let at_hub = support::session_as(&owner, hub.serve().unwrap(), Role::Phone).await;
     phone_bytes.extend(task_answers(&at_hub, leave.task.id.0).await);
     assert!(
         hub_tasks
@@ -430,28 +429,7 @@ async fn hub_session(
     owner: &Phone,
     address: std::net::SocketAddr,
 ) -> tether_session::quic::ClientSession {
-    session_as(owner, address, Role::Hub).await
-}
-
-/// A raw session with a certificate of `role` in `owner`'s account.
-async fn session_as(
-    owner: &Phone,
-    address: std::net::SocketAddr,
-    role: Role,
-) -> tether_session::quic::ClientSession {
-    let key = DeviceKey::generate().unwrap();
-    let grant = owner
-        .enroll_device(&key.enrollment_request(role, [5; 16]))
-        .unwrap();
-    Connector::new(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(Credentials::from_grant(key, &grant, unix_now()).unwrap()),
-        Default::default(),
-    )
-    .unwrap()
-    .connect(address)
-    .await
-    .unwrap()
+    support::session_as(owner, address, Role::Hub).await
 }
 
 /// The encoded answers to everything a phone can ask about task `id` on
@@ -843,18 +821,18 @@ async fn the_hub_checks_roles_and_answers_task_management_only() {
         Err(e) => panic!("{e}"),
     };
 
-    let watch = session_as(&owner, served, Role::Watch).await;
+    let watch = support::session_as(&owner, served, Role::Watch).await;
     assert_eq!(error_of(watch.call(list()).await), None);
     assert_eq!(
         error_of(watch.call(create()).await),
         Some(pb::ErrorCode::PermissionDenied)
     );
-    let other_hub = session_as(&owner, served, Role::Hub).await;
+    let other_hub = support::session_as(&owner, served, Role::Hub).await;
     assert_eq!(
         error_of(other_hub.call(list()).await),
         Some(pb::ErrorCode::PermissionDenied)
     );
-    let phone = session_as(&owner, served, Role::Phone).await;
+    let phone = support::session_as(&owner, served, Role::Phone).await;
     assert_eq!(error_of(phone.call(create()).await), None);
     let switch = request_of(request::Kind::SetCarDataToHome(pb::SetCarDataToHome {
         on: true,

@@ -43,6 +43,9 @@ pub(crate) enum Allow {
     DeviceUpgrade,
     /// Ask for the in-car camera's live view.
     CameraView,
+    /// Read the car's position at the moment (needs vehicle status too;
+    /// never by subscription, R32).
+    VehicleLocation,
 }
 
 impl From<Allow> for SharePermission {
@@ -57,6 +60,7 @@ impl From<Allow> for SharePermission {
             Allow::DeviceSort => SharePermission::DeviceSort,
             Allow::DeviceUpgrade => SharePermission::DeviceUpgrade,
             Allow::CameraView => SharePermission::CameraView,
+            Allow::VehicleLocation => SharePermission::VehicleLocation,
         }
     }
 }

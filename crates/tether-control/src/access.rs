@@ -3,6 +3,7 @@
 
 use tether_identity::Role;
 
+use crate::service::{PeerInfo, Requester};
 use crate::signals::{Sensitivity, Signal};
 
 /// Whether a peer of `role` may read (get or subscribe to) `signal`.
@@ -17,6 +18,21 @@ pub fn may_read(role: Role, signal: &Signal) -> bool {
         Role::Hub | Role::Vehicle => signal.sensitivity == Sensitivity::Vehicle,
         Role::Device => false,
     }
+}
+
+/// Whether `peer` may read `signal`: its role's rule, and for a co-user
+/// (R16) the grant's too. A grant session is its own requester class: the
+/// co-user's phone certificate does not make it the owner's phone, so it
+/// reads the position only if the grant allows `VEHICLE_LOCATION` (R21,
+/// R32; SPEC §17.4).
+pub fn peer_may_read(peer: &PeerInfo, signal: &Signal) -> bool {
+    may_read(peer.role, signal)
+        && match peer.requester {
+            Requester::Member => true,
+            Requester::CoUser { location } => {
+                signal.sensitivity == Sensitivity::Vehicle || location
+            }
+        }
 }
 
 /// Whether a peer of `role` may read anything at all.

@@ -100,7 +100,9 @@ pub use receipt::{
     DEFAULT_RECEIPT_CAPACITY, MAX_IDEMPOTENCY_KEY_BYTES, MIN_IDEMPOTENCY_KEY_BYTES,
     MemoryReceiptLog, RECEIPT_CONTEXT, ReceiptLog, ReceiptLogError, StoredReceipt, command_digest,
 };
-pub use service::{Config, Output, PeerInfo, StreamId, Transmit, VehicleService};
+pub use service::{
+    Config, Output, PeerInfo, Requester, SessionId, StreamId, Transmit, VehicleService,
+};
 pub use simulated::{
     BATTERY_KWH, Executions, FULL_RANGE_M, HVAC_TARGET_RANGE_CELSIUS, HVAC_TIME_CONSTANT_S,
     PASSIVE_TIME_CONSTANT_S, SimulatedVehicle,

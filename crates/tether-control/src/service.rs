@@ -8,10 +8,10 @@ use tether_proto::v1::{
     request, response, signal_value::Value,
 };
 
-use crate::access::{may_read, may_read_any};
+use crate::access::{may_read_any, peer_may_read};
 use crate::backend::VehicleBackend;
 use crate::receipt::{ReceiptLog, ReceiptLogError};
-use crate::signals::{CATALOGUE, Signal, lookup};
+use crate::signals::{CATALOGUE, Sensitivity, Signal, lookup};
 
 mod commands;
 
@@ -30,6 +30,10 @@ pub struct Config {
     pub max_pending_commands: usize,
     /// Open subscriptions across all peers; more are refused `BUSY`.
     pub max_subscriptions: usize,
+    /// Open subscriptions of one session; more are refused `BUSY`, so one
+    /// peer cannot take the whole of [`Config::max_subscriptions`] and
+    /// lock the owner out (SPEC §8.1).
+    pub max_subscriptions_per_session: usize,
     /// Paths in one Get or Subscribe; more is `BAD_REQUEST`.
     pub max_paths_per_request: usize,
 }
@@ -42,6 +46,7 @@ impl Default for Config {
             tick_interval_ms: 1_000,
             max_pending_commands: 16,
             max_subscriptions: 64,
+            max_subscriptions_per_session: 16,
             max_paths_per_request: 64,
         }
     }
@@ -54,18 +59,64 @@ impl Default for Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId(pub u64);
 
+/// Which session a request came on: the per-session subscription cap
+/// counts by it. Unique among the host's live sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct SessionId(pub u64);
+
+/// Whose account a peer belongs to (SPEC §8.2, §17.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Requester {
+    /// A device of the owner's account: its role decides.
+    Member,
+    /// A co-user admitted by a share grant (R16): its own requester class,
+    /// whatever role its certificate names. It reads the car's state only;
+    /// the position (`Personal` signals) needs the grant's
+    /// `VEHICLE_LOCATION`, and only at the moment, never by subscription
+    /// (R21, R32).
+    CoUser {
+        /// The grant allows `VEHICLE_LOCATION`.
+        location: bool,
+    },
+}
+
 /// What the session layer proved about the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PeerInfo {
     /// The role in the peer's verified device certificate.
     pub role: Role,
+    /// A member, or a co-user under a grant.
+    pub requester: Requester,
+    /// The session the request came on.
+    pub session: SessionId,
 }
 
 impl PeerInfo {
-    /// A peer with a verified `role`.
+    /// A member with a verified `role`, on session 0 (tests, one-session
+    /// hosts).
     pub fn new(role: Role) -> Self {
-        Self { role }
+        Self::member(role, SessionId::default())
+    }
+
+    /// A member of the owner's account with a verified `role`.
+    pub fn member(role: Role, session: SessionId) -> Self {
+        Self {
+            role,
+            requester: Requester::Member,
+            session,
+        }
+    }
+
+    /// A co-user under a share grant (R16); `location` if the grant allows
+    /// `VEHICLE_LOCATION`.
+    pub fn co_user(role: Role, session: SessionId, location: bool) -> Self {
+        Self {
+            role,
+            requester: Requester::CoUser { location },
+            session,
+        }
     }
 }
 
@@ -119,10 +170,17 @@ const MAY_NOT_READ_SIGNAL: Refusal = refuse(
     "this device may not read a requested signal",
 );
 const TOO_MANY_SUBSCRIPTIONS: Refusal = refuse(ErrorCode::Busy, "too many subscriptions");
+const TOO_MANY_SESSION_SUBSCRIPTIONS: Refusal =
+    refuse(ErrorCode::Busy, "too many subscriptions on this session");
+const NO_TRACK: Refusal = refuse(
+    ErrorCode::PermissionDenied,
+    "a co-user reads the position only at the moment, never by subscription",
+);
 
 #[derive(Debug)]
 struct Subscription {
     request_id: u64,
+    session: SessionId,
     signals: Vec<&'static Signal>,
     last_sent: Vec<Option<Value>>,
 }
@@ -294,7 +352,7 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
                 self.respond(stream, request_id, response::Kind::Pong(pong));
             }
             request::Kind::GetSignals(get) => {
-                let signals = self.resolve(peer.role, &get.paths)?;
+                let signals = self.resolve(peer, &get.paths)?;
                 let values = signals
                     .iter()
                     .filter_map(|s| self.sample(s, self.backend.read(s)))
@@ -306,7 +364,7 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
                 );
             }
             request::Kind::Subscribe(subscribe) => {
-                self.subscribe(stream, peer.role, request_id, &subscribe.paths)?;
+                self.subscribe(stream, peer, request_id, &subscribe.paths)?;
             }
             request::Kind::Command(command) => {
                 self.accept_command(stream, peer.role, request, command)?;
@@ -320,8 +378,8 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
 
     /// The catalogue entries a request names, after the R23 read check.
     /// Empty means every signal the role may read and the car has.
-    fn resolve(&self, role: Role, paths: &[String]) -> Result<Vec<&'static Signal>, Refusal> {
-        if !may_read_any(role) {
+    fn resolve(&self, peer: PeerInfo, paths: &[String]) -> Result<Vec<&'static Signal>, Refusal> {
+        if !may_read_any(peer.role) {
             return Err(MAY_NOT_READ);
         }
         if paths.len() > self.config.max_paths_per_request {
@@ -330,13 +388,13 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
         if paths.is_empty() {
             return Ok(CATALOGUE
                 .iter()
-                .filter(|s| may_read(role, s) && self.backend.read(s).is_some())
+                .filter(|s| peer_may_read(&peer, s) && self.backend.read(s).is_some())
                 .collect());
         }
         let mut signals: Vec<&'static Signal> = Vec::with_capacity(paths.len());
         for path in paths {
             let signal = lookup(path).ok_or(UNKNOWN_SIGNAL)?;
-            if !may_read(role, signal) {
+            if !peer_may_read(&peer, signal) {
                 return Err(MAY_NOT_READ_SIGNAL);
             }
             if self.backend.read(signal).is_none() {
@@ -360,15 +418,34 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
     fn subscribe(
         &mut self,
         stream: StreamId,
-        role: Role,
+        peer: PeerInfo,
         request_id: u64,
         paths: &[String],
     ) -> Result<(), Refusal> {
-        let signals = self.resolve(role, paths)?;
-        if !self.subscriptions.contains_key(&stream)
-            && self.subscriptions.len() >= self.config.max_subscriptions
-        {
-            return Err(TOO_MANY_SUBSCRIPTIONS);
+        let mut signals = self.resolve(peer, paths)?;
+        if let Requester::CoUser { .. } = peer.requester {
+            // R32: a co-user's positions are never joined into a track.
+            if !paths.is_empty()
+                && signals
+                    .iter()
+                    .any(|s| s.sensitivity == Sensitivity::Personal)
+            {
+                return Err(NO_TRACK);
+            }
+            signals.retain(|s| s.sensitivity != Sensitivity::Personal);
+        }
+        if !self.subscriptions.contains_key(&stream) {
+            if self.subscriptions.len() >= self.config.max_subscriptions {
+                return Err(TOO_MANY_SUBSCRIPTIONS);
+            }
+            let mine = self
+                .subscriptions
+                .values()
+                .filter(|s| s.session == peer.session)
+                .count();
+            if mine >= self.config.max_subscriptions_per_session {
+                return Err(TOO_MANY_SESSION_SUBSCRIPTIONS);
+            }
         }
         let last_sent: Vec<Option<Value>> = signals.iter().map(|s| self.backend.read(s)).collect();
         let values = signals
@@ -386,6 +463,7 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
             stream,
             Subscription {
                 request_id,
+                session: peer.session,
                 signals,
                 last_sent,
             },

@@ -59,6 +59,7 @@
 //! # }
 //! ```
 
+pub mod access;
 mod catalogue;
 mod device_side;
 mod error;

@@ -427,17 +427,7 @@ impl DeviceManager {
 
     /// Whether `request` is a management request (fields 100–129).
     pub fn is_management(request: &request::Kind) -> bool {
-        matches!(
-            request,
-            request::Kind::ListDevices(_)
-                | request::Kind::GetDevice(_)
-                | request::Kind::SetProperties(_)
-                | request::Kind::InvokeAction(_)
-                | request::Kind::RenameDevice(_)
-                | request::Kind::ReorderDevices(_)
-                | request::Kind::UnbindDevice(_)
-                | request::Kind::WatchDevices(_)
-        )
+        crate::access::operation(request).is_some()
     }
 
     /// Answers a request envelope: a `Response` envelope, or an `Error` one

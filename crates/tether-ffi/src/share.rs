@@ -30,6 +30,9 @@ pub enum SharePermission {
     DeviceUpgrade,
     /// Ask for the in-car camera's live view (consent rules still apply).
     CameraView,
+    /// Read the car's position at the moment (needs vehicle status too;
+    /// never by subscription, R32).
+    VehicleLocation,
 }
 
 impl From<SharePermission> for tether_node::SharePermission {
@@ -45,6 +48,7 @@ impl From<SharePermission> for tether_node::SharePermission {
             SharePermission::DeviceSort => P::DeviceSort,
             SharePermission::DeviceUpgrade => P::DeviceUpgrade,
             SharePermission::CameraView => P::CameraView,
+            SharePermission::VehicleLocation => P::VehicleLocation,
         }
     }
 }
@@ -62,6 +66,7 @@ fn from_node(p: tether_node::SharePermission) -> Option<SharePermission> {
         P::DeviceSort => SharePermission::DeviceSort,
         P::DeviceUpgrade => SharePermission::DeviceUpgrade,
         P::CameraView => SharePermission::CameraView,
+        P::VehicleLocation => SharePermission::VehicleLocation,
     })
 }
 

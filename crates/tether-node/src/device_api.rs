@@ -188,6 +188,13 @@ impl HeadUnit {
         Ok(report)
     }
 
+    /// How many `WatchDevices` streams the device service holds (tests:
+    /// ended ones must not pile up).
+    #[doc(hidden)]
+    pub async fn device_watchers(&self) -> Result<usize, NodeError> {
+        Ok(self.devices().await?.watcher_count())
+    }
+
     /// The LAN session to a bound device, if online (tests and the demo
     /// force a disconnect with it).
     #[doc(hidden)]

@@ -440,12 +440,22 @@ impl DeviceService {
         self.drain();
         let _ = request.reply.send(reply);
         if request.watch && !failed {
-            lock(&self.watchers).push(Watcher {
+            let mut watchers = lock(&self.watchers);
+            // Watchers whose stream ended go now, not at the next member
+            // event, which may never come: memory stays bounded by the
+            // live watches.
+            watchers.retain(|w| !w.stream.is_closed());
+            watchers.push(Watcher {
                 grantee_devices: request.grantee_devices,
                 stream: request.reply,
                 request_id: request.envelope.request_id,
             });
         }
+    }
+
+    /// How many device watchers are held (live or not yet pruned).
+    pub(crate) fn watcher_count(&self) -> usize {
+        lock(&self.watchers).len()
     }
 
     /// Carries out what the manager asked for: events now, deliveries in

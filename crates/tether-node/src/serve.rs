@@ -226,11 +226,20 @@ pub(crate) async fn serve_session(
     automation: Arc<AutomationHost>,
 ) {
     let role = session.peer().certificate.role;
-    let peer = PeerInfo::new(role);
     let grant = session.peer().grant;
-    let _registration = shares.register(grant, session.closer());
+    let registration = shares.register(grant, session.closer());
+    // A co-user is its own requester class, whatever role its certificate
+    // names (R16, R21, R32; SPEC §17.4).
+    let peer = match &grant {
+        None => PeerInfo::member(role, registration.session()),
+        Some(g) => PeerInfo::co_user(
+            role,
+            registration.session(),
+            shares.grant_allows(g, tether_identity::SharePermission::VehicleLocation),
+        ),
+    };
     while let Some(request) = session.next_request().await {
-        match shares.gate(grant.as_ref(), &request.envelope, unix_now()) {
+        match shares.gate(role, grant.as_ref(), &request.envelope, unix_now()) {
             Gate::Forward => {}
             Gate::Deny(message) => {
                 let mut responder = request.responder;
@@ -335,9 +344,55 @@ pub(crate) async fn serve_session(
             &request.envelope.body
             && tether_devices::DeviceManager::is_management(k)
         {
-            // Device management goes to the device service (SPEC §16).
+            // Device management goes to the device service (SPEC §16),
+            // after its role table (R10, R11, R23; SPEC §16.5).
+            let operation = tether_devices::access::operation(k)
+                .expect("a management request has an operation");
+            let mut consent = automation.consent_watch();
+            let car_data_to_home = *consent.borrow();
+            if !tether_devices::access::may(role, operation, car_data_to_home) {
+                let mut responder = request.responder;
+                let message = if role == tether_identity::Role::Hub && !car_data_to_home {
+                    "car data to home is off"
+                } else {
+                    "this device may not do that to devices"
+                };
+                tokio::spawn(async move {
+                    let _ = responder
+                        .send_error(ErrorCode::PermissionDenied, message)
+                        .await;
+                    responder.finish();
+                });
+                continue;
+            }
             let watch = matches!(k, request::Kind::WatchDevices(_));
             let grantee_devices = grant.map(|g| shares.grant_devices(&g));
+            let reply = if role == tether_identity::Role::Hub {
+                // R11, R28: a hub's device watch ends when the switch goes
+                // off (the device service drops a watcher whose stream is
+                // closed).
+                let (to_hub, mut from_service) = mpsc::unbounded_channel::<Envelope>();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            next = from_service.recv() => {
+                                let Some(envelope) = next else { return };
+                                if writer.send(envelope).is_err() {
+                                    return;
+                                }
+                            }
+                            changed = consent.changed() => {
+                                if changed.is_err() || !*consent.borrow() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+                to_hub
+            } else {
+                writer
+            };
             let devices = devices.clone();
             let envelope = request.envelope;
             tokio::spawn(async move {
@@ -345,7 +400,7 @@ pub(crate) async fn serve_session(
                     .handle(DeviceRequest {
                         envelope,
                         grantee_devices,
-                        reply: writer,
+                        reply,
                         watch,
                     })
                     .await

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use prost::Message;
 use tether_discovery::{Advertiser, AdvertiserConfig};
-use tether_identity::{GrantKey, SharePermission, VerifiedGrant, verify_grant};
+use tether_identity::{GrantKey, Role, SharePermission, VerifiedGrant, verify_grant};
 use tether_proto::v1::{
     Envelope, InstallShareGrant, Request, RevokeShareGrant, ShareGrant, ShareGrantStatus, envelope,
     request, response,
@@ -117,6 +117,12 @@ fn required_permission(kind: &request::Kind) -> Option<SharePermission> {
     }
 }
 
+/// Waits between the attempts to store a revocation before the owner gets
+/// the answer (about 1.5 s in all).
+const REVOKE_RETRIES_MS: [u64; 4] = [100, 200, 400, 800];
+/// Then, how often the write is tried again in the background.
+const REVOKE_BACKGROUND_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Live sessions admitted under one grant.
 type Live = HashMap<[u8; GRANT_ID_LEN], Vec<(u64, SessionCloser)>>;
 
@@ -141,6 +147,13 @@ pub(crate) struct Registration {
     registry: Arc<ShareRegistry>,
     grant: Option<[u8; GRANT_ID_LEN]>,
     id: u64,
+}
+
+impl Registration {
+    /// The session's number, unique among the registry's live sessions.
+    pub(crate) fn session(&self) -> tether_control::SessionId {
+        tether_control::SessionId(self.id)
+    }
 }
 
 impl Drop for Registration {
@@ -225,9 +238,11 @@ impl ShareRegistry {
         }
     }
 
-    /// Decides what happens to one request (SPEC §17.4).
+    /// Decides what happens to one request of a peer of `role` (SPEC
+    /// §17.4, §17.5).
     pub(crate) fn gate(
         &self,
+        role: Role,
         grant: Option<&[u8; GRANT_ID_LEN]>,
         envelope: &Envelope,
         now: u64,
@@ -241,10 +256,13 @@ impl ShareRegistry {
             request::Kind::InstallShareGrant(_) | request::Kind::RevokeShareGrant(_)
         );
         let Some(grant_id) = grant else {
-            return if share {
-                Gate::Share(Box::new(kind.clone()))
-            } else {
-                Gate::Forward
+            return match (share, role) {
+                (false, _) => Gate::Forward,
+                // The owner's phone installs and revokes grants; a watch,
+                // a hub or another vehicle of the account does not (R16,
+                // R23).
+                (true, Role::Phone) => Gate::Share(Box::new(kind.clone())),
+                (true, _) => Gate::Deny("only the owner's phone manages share grants"),
             };
         };
         // R16: a co-user can never manage grants (no escalation).
@@ -267,7 +285,7 @@ impl ShareRegistry {
 
     /// Handles a member's share request (install or revoke).
     pub(crate) async fn handle(
-        &self,
+        self: &Arc<Self>,
         kind: request::Kind,
         now: u64,
     ) -> Result<ShareGrantStatus, (tether_proto::v1::ErrorCode, String)> {
@@ -336,21 +354,21 @@ impl ShareRegistry {
     /// Revokes a grant: no new handshake, no resumption, and every live
     /// session under it closed now (R16, R19). `None` if no such grant was
     /// ever installed; revoking twice is not an error.
+    ///
+    /// Fails closed: the grant leaves memory and its sessions close before
+    /// the store is written, so a store error cannot keep a co-user in. The
+    /// write is retried ([`REVOKE_RETRIES_MS`]), then again in the
+    /// background until it lands, so a restart does not bring the grant
+    /// back (SPEC §17.5).
     pub(crate) async fn revoke(
-        &self,
+        self: &Arc<Self>,
         grant_id: &[u8; GRANT_ID_LEN],
         now: u64,
     ) -> Result<Option<u32>, NodeError> {
         // Order matters: stop admitting first, then close what is live, so
         // no handshake can slip in between.
         self.grantees.remove(grant_id);
-        let known = {
-            let mut store = lock(&self.store);
-            let known = store.get_share_grant(grant_id)?.is_some();
-            store.revoke_share_grant(grant_id, now)?;
-            known
-        };
-        lock(&self.grants).remove(grant_id);
+        let in_force = lock(&self.grants).remove(grant_id).is_some();
         let sessions = lock(&self.live).remove(grant_id).unwrap_or_default();
         for (_, closer) in &sessions {
             closer.close(CloseCode::Revoked, "share revoked");
@@ -361,11 +379,52 @@ impl ShareRegistry {
         {
             warn!(error = %e, "withdrawing a revoked grant's advert failed");
         }
+        let mut stored = self.store_revocation(grant_id, now);
+        for wait_ms in REVOKE_RETRIES_MS {
+            let Err(e) = &stored else { break };
+            warn!(error = %e, "storing a revocation failed; retrying");
+            tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+            stored = self.store_revocation(grant_id, now);
+        }
+        let known = match stored {
+            Ok(known) => known || in_force,
+            Err(e) if in_force => {
+                // In force until now: it is revoked in memory already, and
+                // must stay so across a restart.
+                warn!(error = %e, "a revocation is not stored yet; retrying in the background");
+                let registry = Arc::downgrade(self);
+                let grant_id = *grant_id;
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(REVOKE_BACKGROUND_RETRY).await;
+                        let Some(registry) = registry.upgrade() else {
+                            return;
+                        };
+                        if registry.store_revocation(&grant_id, now).is_ok() {
+                            info!("a revocation was stored after retries");
+                            return;
+                        }
+                    }
+                });
+                true
+            }
+            Err(e) => return Err(e),
+        };
         if !known {
             return Ok(None);
         }
         info!(sessions = sessions.len(), "share grant revoked");
         Ok(Some(sessions.len() as u32))
+    }
+
+    /// Marks a grant revoked in the store; whether the store knew it.
+    fn store_revocation(&self, grant_id: &[u8; GRANT_ID_LEN], now: u64) -> Result<bool, NodeError> {
+        let mut store = lock(&self.store);
+        let known = store.get_share_grant(grant_id)?.is_some();
+        if known {
+            store.revoke_share_grant(grant_id, now)?;
+        }
+        Ok(known)
     }
 
     /// The owner logged out of the car: the owner's sessions close; co-user
@@ -376,6 +435,17 @@ impl ShareRegistry {
             closer.close(CloseCode::Normal, "logged out");
         }
         members.len()
+    }
+
+    /// Whether a grant in force allows `permission`.
+    pub(crate) fn grant_allows(
+        &self,
+        grant_id: &[u8; GRANT_ID_LEN],
+        permission: SharePermission,
+    ) -> bool {
+        lock(&self.grants)
+            .get(grant_id)
+            .is_some_and(|g| g.permissions.allows(permission))
     }
 
     /// The devices a grant covers (none if it is no longer in force).

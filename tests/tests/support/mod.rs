@@ -99,3 +99,25 @@ pub(crate) fn flash_once() -> tether_automation::Action {
         honk: false,
     })
 }
+
+/// A raw session to `address` with a certificate of `role` in `owner`'s
+/// account (a watch, a hub, another vehicle).
+pub(crate) async fn session_as(
+    owner: &Phone,
+    address: std::net::SocketAddr,
+    role: tether_identity::Role,
+) -> tether_session::quic::ClientSession {
+    let key = DeviceKey::generate().unwrap();
+    let grant = owner
+        .enroll_device(&key.enrollment_request(role, [5; 16]))
+        .unwrap();
+    tether_session::quic::Connector::new(
+        "127.0.0.1:0".parse().unwrap(),
+        std::sync::Arc::new(Credentials::from_grant(key, &grant, unix_now()).unwrap()),
+        Default::default(),
+    )
+    .unwrap()
+    .connect(address)
+    .await
+    .unwrap()
+}

@@ -50,30 +50,39 @@ impl Car {
     /// Sends `request` on a new stream and drives the car until it is idle at
     /// the current time; returns the stream and what was sent on it.
     pub(crate) fn request(&mut self, role: Role, request: &Envelope) -> (StreamId, Vec<Envelope>) {
-        let stream = self.send_on_new_stream(role, request);
+        self.request_as(PeerInfo::new(role), request)
+    }
+
+    /// Like [`Car::request`], from `peer` (a co-user, another session).
+    pub(crate) fn request_as(
+        &mut self,
+        peer: PeerInfo,
+        request: &Envelope,
+    ) -> (StreamId, Vec<Envelope>) {
+        let stream = self.send_on_new_stream(peer, request);
         let out = self.drive();
         (stream, on_stream(&out, stream))
     }
 
     /// Like [`Car::request`], but returns what was sent on every stream.
     pub(crate) fn request_all(&mut self, role: Role, request: &Envelope) -> Vec<Transmit> {
-        self.send_on_new_stream(role, request);
+        self.send_on_new_stream(PeerInfo::new(role), request);
         self.drive()
     }
 
     /// Sends `request` on a new stream without firing any timer; returns the
     /// stream and the immediate answers.
     pub(crate) fn send(&mut self, role: Role, request: &Envelope) -> (StreamId, Vec<Envelope>) {
-        let stream = self.send_on_new_stream(role, request);
+        let stream = self.send_on_new_stream(PeerInfo::new(role), request);
         let out = self.drain();
         (stream, on_stream(&out, stream))
     }
 
-    fn send_on_new_stream(&mut self, role: Role, request: &Envelope) -> StreamId {
+    fn send_on_new_stream(&mut self, peer: PeerInfo, request: &Envelope) -> StreamId {
         let stream = StreamId(self.next_stream);
         self.next_stream += 1;
         self.service
-            .handle_request(stream, PeerInfo::new(role), request, self.now_ms);
+            .handle_request(stream, peer, request, self.now_ms);
         stream
     }
 

@@ -24,11 +24,17 @@ use crate::handshake::{
     ResumptionTicket,
 };
 
-/// A ticket and the TLS certificate pin it is valid with.
-type TicketCache = Arc<Mutex<HashMap<SocketAddr, (ResumptionTicket, [u8; 32])>>>;
+/// Whose session a ticket resumes: a member's (`None`), or one admitted
+/// under the grant with this admission key. A ticket resumes only a
+/// session of the same kind, so asking for one grant never yields a
+/// session under another (or under membership).
+type TicketScope = (SocketAddr, Option<[u8; 32]>);
 
-/// Opens sessions to responders. Keeps resumption tickets per address, in
-/// memory only.
+/// A ticket and the TLS certificate pin it is valid with.
+type TicketCache = Arc<Mutex<HashMap<TicketScope, (ResumptionTicket, [u8; 32])>>>;
+
+/// Opens sessions to responders. Keeps resumption tickets per address and
+/// admission (membership or a grant), in memory only.
 pub struct Connector {
     endpoint: quinn::Endpoint,
     credentials: Arc<Credentials>,
@@ -73,7 +79,7 @@ impl Connector {
 
     /// Whether a ticket is held for `addr`.
     pub fn has_ticket(&self, addr: SocketAddr) -> bool {
-        lock(&self.tickets).contains_key(&addr)
+        lock(&self.tickets).keys().any(|(a, _)| *a == addr)
     }
 
     /// Opens a QUIC connection and runs no handshake: what a non-member or
@@ -145,7 +151,8 @@ impl Connector {
     ) -> Result<ClientSession, SessionError> {
         let exporter = exporter(conn)?;
         let pin = tls::peer_certificate_pin(conn);
-        let held = lock(&self.tickets).remove(&addr);
+        let scope = (addr, grant.map(|g| g.admission_key));
+        let held = lock(&self.tickets).remove(&scope);
         // SPEC §5.5: resume only over the TLS certificate the responder bound
         // to the earlier full handshake, so requests may follow at once.
         let ticket = held.filter(|(t, p)| Some(*p) == pin && t.not_after > unix_now());
@@ -201,7 +208,7 @@ impl Connector {
                     loop {
                         match core.poll_output() {
                             Output::Event(Event::Ticket(ticket)) => {
-                                lock(&tickets).insert(addr, (ticket, pin));
+                                lock(&tickets).insert(scope, (ticket, pin));
                             }
                             Output::Pending => break,
                             Output::Event(_) | Output::Transmit(_) => {}
