@@ -304,7 +304,7 @@ async def devices_on_the_head_unit(tether, car, link, narrator):
     # car refuses with a typed error before anything is sent.
     upgrade_refused = False
     try:
-        await car.upgrade_device(handle, b"", b"image", 80, None)
+        await car.upgrade_device(handle, b"", b"image", None)
     except tether.TetherError.State:
         upgrade_refused = True
     narrator.step(

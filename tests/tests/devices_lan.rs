@@ -197,18 +197,21 @@ async fn r15_car_upgrades_the_lamp_over_its_lan_session_and_checks_the_battery()
     let image: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let m = manifest(&lamp.vendor, &image, "2.0.0");
 
-    let low = car
-        .upgrade_device(&handle, &m, image.clone(), 12, |_| {})
-        .await;
+    // R15: the car's own state of charge gates the upgrade; no caller
+    // passes a number in.
+    car.set_simulated_battery(12.5).await.unwrap();
+    assert_eq!(car.vehicle_battery_percent().await.unwrap(), 12);
+    let low = car.upgrade_device(&handle, &m, image.clone(), |_| {}).await;
     assert!(
         matches!(low, Err(NodeError::Upgrade(ref e)) if e.to_string().contains("battery")),
         "R15: refused below the threshold: {low:?}"
     );
     assert!(lamp.node.installed_firmware().is_none());
 
+    car.set_simulated_battery(80.0).await.unwrap();
     let mut last = 0.0;
     let report = car
-        .upgrade_device(&handle, &m, image.clone(), 80, |p| {
+        .upgrade_device(&handle, &m, image.clone(), |p| {
             assert!(p.percent() >= last);
             last = p.percent();
         })

@@ -89,7 +89,7 @@ pub(crate) async fn measure_ota(
     let head_unit = member(&mut authority, Role::Vehicle)?;
     let hub = member(&mut authority, Role::Hub)?;
     let vendor = DeviceKey::generate().map_err(|e| BenchError::setup("vendor key", e))?;
-    let target = OtaTarget::new(vendor.public_key(), MODEL);
+    let target = OtaTarget::new(vendor.public_key(), MODEL, "0");
 
     let mut listener = Listener::bind(LOOPBACK, hub, session_config.clone())?;
     let addr = listener.local_addr()?;
@@ -129,7 +129,7 @@ pub(crate) async fn measure_ota(
             if tether_turn {
                 // A new version each time, or the device would answer that
                 // it is installed already.
-                let manifest = signed_manifest(&vendor, &image, format!("bench.{round}"));
+                let manifest = signed_manifest(&vendor, &image, format!("1.{round}"));
                 let input = image.clone();
                 let start = Instant::now();
                 let report =

@@ -446,10 +446,22 @@ async fn upgrade_steps(
     let image: Vec<u8> = (0..IMAGE_BYTES).map(|i| (i * 131 % 251) as u8).collect();
     let manifest = signed_manifest(vendor, &image, "1.1.0");
 
+    // The car reads its own battery (R15): the phone sees the same level.
     let t = Instant::now();
+    let battery = match link
+        .get(vec![signals::BATTERY_STATE_OF_CHARGE.into()])
+        .await?
+        .first()
+        .map(|r| r.value.clone())
+    {
+        Some(SignalData::Number(p)) => p,
+        _ => return Err(NodeError::UnexpectedResponse("no battery level")),
+    };
+    car.set_simulated_battery(12.0).await?;
     let low = car
-        .upgrade_device(handle, &manifest, image.clone(), 12, |_| {})
+        .upgrade_device(handle, &manifest, image.clone(), |_| {})
         .await;
+    car.set_simulated_battery(battery).await?;
     n.record(
         "upgrade refused on low battery",
         t,
@@ -461,15 +473,7 @@ async fn upgrade_steps(
     );
 
     let t = Instant::now();
-    let battery = match link
-        .get(vec![signals::BATTERY_STATE_OF_CHARGE.into()])
-        .await?
-        .first()
-        .map(|r| r.value.clone())
-    {
-        Some(SignalData::Number(p)) => p.clamp(0.0, 100.0) as u8,
-        _ => return Err(NodeError::UnexpectedResponse("no battery level")),
-    };
+    let battery = car.vehicle_battery_percent().await?;
     let bar = progress::upgrade_bar(n.json);
     // A forced disconnect mid-upgrade: the car's session to the lamp is cut
     // from inside the progress callback, at once.
@@ -478,7 +482,7 @@ async fn upgrade_steps(
         .await?
         .ok_or(NodeError::State("the lamp is not online"))?;
     let first = car
-        .upgrade_device(handle, &manifest, image.clone(), battery, |p| {
+        .upgrade_device(handle, &manifest, image.clone(), |p| {
             progress::show(&bar, p);
             if p.percent() >= DROP_AT_PERCENT && !session.is_closed() {
                 session.close(tether_session::quic::CloseCode::Normal, "forced disconnect");
@@ -499,7 +503,7 @@ async fn upgrade_steps(
     car.scan_devices(DEVICE_SCAN).await?;
     let bar = progress::upgrade_bar(n.json);
     let second = car
-        .upgrade_device(handle, &manifest, image.clone(), battery, |p| {
+        .upgrade_device(handle, &manifest, image.clone(), |p| {
             progress::show(&bar, p)
         })
         .await;

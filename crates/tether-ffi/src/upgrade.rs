@@ -35,7 +35,8 @@ pub struct UpgradeReport {
 impl HeadUnit {
     /// Upgrades the bound device `handle` (from `list_devices`) with `image`
     /// and its vendor-signed `manifest` (an encoded `OtaManifest`). Refused
-    /// with `TetherError.Upgrade` when `battery_percent` is below 30 (R15), the
+    /// with `TetherError.Upgrade` when the car's own battery is below 30 %
+    /// (R15), the device runs a version at least as new (no rollback), the
     /// image does not match its manifest, or the link drops; call again after
     /// a drop (and a `scan_devices`) to resume where the device stopped.
     pub async fn upgrade_device(
@@ -43,7 +44,6 @@ impl HeadUnit {
         handle: Vec<u8>,
         manifest: Vec<u8>,
         image: Vec<u8>,
-        battery_percent: u8,
         listener: Option<Box<dyn UpgradeListener>>,
     ) -> Result<UpgradeReport, TetherError> {
         let manifest = tether_node::OtaManifest::decode(manifest.as_slice())?;
@@ -51,7 +51,7 @@ impl HeadUnit {
         let inner = self.node();
         run(async move {
             let report = inner
-                .upgrade_device(&handle, &manifest, image, battery_percent, |p| {
+                .upgrade_device(&handle, &manifest, image, |p| {
                     if let Some(l) = &listener {
                         // A panicking listener loses its progress calls, not
                         // the upgrade.

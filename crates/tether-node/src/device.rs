@@ -84,7 +84,7 @@ impl DeviceNode {
             config,
             store: Arc::new(Mutex::new(store)),
             state: Arc::new(Mutex::new(DeviceState::new(model, firmware))),
-            ota: OtaTarget::new(vendor_key, product_model),
+            ota: OtaTarget::new(vendor_key, product_model, firmware),
             forgotten: Arc::default(),
             forget_tx,
             running: Arc::default(),

@@ -161,14 +161,15 @@ impl HeadUnit {
     }
 
     /// Upgrades a bound device's firmware over its LAN session (R15; SPEC
-    /// §15). Refused with [`crate::ota::OtaTransferError::LowBattery`] below
-    /// the threshold. Call again after a lost link: it resumes.
+    /// §15). The car's own state of charge gates it
+    /// ([`HeadUnit::vehicle_battery_percent`]): refused with
+    /// [`crate::ota::OtaTransferError::LowBattery`] below the threshold. Call
+    /// again after a lost link: it resumes.
     pub async fn upgrade_device(
         &self,
         handle: &[u8],
         manifest: &OtaManifest,
         image: Vec<u8>,
-        battery_percent: u8,
         progress: impl FnMut(OtaProgress),
     ) -> Result<OtaReport, NodeError> {
         let devices = self.devices().await?;
@@ -181,6 +182,7 @@ impl HeadUnit {
             .link(&key)
             .await
             .ok_or(NodeError::State("the device is not online"))?;
+        let battery_percent = self.vehicle_battery_percent().await?;
         let report = send_firmware(&link, manifest, image, battery_percent, progress).await?;
         devices
             .firmware_installed(DeviceRef::Bound(key), &report.version)

@@ -252,17 +252,57 @@ impl HeadUnit {
         self.running.lock().await.as_ref().map(|r| r.stats.get())
     }
 
-    /// How many times the (simulated) car executed each command.
-    pub async fn executions(&self) -> Result<Executions, NodeError> {
+    /// Runs `f` on the vehicle service's task and returns what it gives.
+    async fn with_service<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut crate::serve::Service) -> T + Send + 'static,
+    ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
         {
             let running = self.running.lock().await;
             let r = running.as_ref().ok_or(NodeError::State("not started"))?;
             r.service
-                .send(ServiceInput::Executions(tx))
+                .send(ServiceInput::With(Box::new(move |service| {
+                    let _ = tx.send(f(service));
+                })))
                 .map_err(|_| NodeError::ServiceStopped)?;
         }
         rx.await.map_err(|_| NodeError::ServiceStopped)
+    }
+
+    /// How many times the (simulated) car executed each command.
+    pub async fn executions(&self) -> Result<Executions, NodeError> {
+        self.with_service(|service| service.backend().executions())
+            .await
+    }
+
+    /// The vehicle battery's state of charge as the car reads it, in whole
+    /// percent (rounded down): what gates a device's firmware upgrade
+    /// (R15), never a number a caller passes in.
+    pub async fn vehicle_battery_percent(&self) -> Result<u8, NodeError> {
+        use tether_control::VehicleBackend;
+        let read = self
+            .with_service(|service| {
+                tether_control::signals::lookup(tether_control::signals::BATTERY_STATE_OF_CHARGE)
+                    .and_then(|signal| service.backend().read(signal))
+            })
+            .await?;
+        match read {
+            Some(tether_proto::v1::signal_value::Value::DoubleValue(percent))
+                if percent.is_finite() =>
+            {
+                Ok(percent.clamp(0.0, 100.0) as u8)
+            }
+            _ => Err(NodeError::State("the car reports no battery level")),
+        }
+    }
+
+    /// Sets the simulated car's state of charge (the demo and tests: a low
+    /// battery refuses an upgrade, R15).
+    #[doc(hidden)]
+    pub async fn set_simulated_battery(&self, percent: f64) -> Result<(), NodeError> {
+        self.with_service(move |service| service.backend_mut().set_state_of_charge(percent))
+            .await
     }
 
     /// The owner logged out of the car: the owner's sessions close, while

@@ -136,6 +136,7 @@ fn outcome_text(outcome: &OtaOutcome) -> &'static str {
         OtaOutcome::NotStarted => "no transfer is in progress",
         OtaOutcome::Overflow => "a chunk goes past the image size",
         OtaOutcome::Incomplete => "the image is not complete",
+        OtaOutcome::Rollback => "the image is not newer than the device's firmware",
         OtaOutcome::Unspecified => "no reason given",
     }
 }
@@ -430,10 +431,12 @@ struct TargetInner {
     state: Mutex<TargetState>,
 }
 
-#[derive(Default)]
 struct TargetState {
     transfer: Option<Transfer>,
     installed: Option<InstalledFirmware>,
+    /// The firmware version the device runs: an image must be newer
+    /// (no rollback, SPEC §15).
+    running: String,
     /// Counts starts; a stream stores only while its transfer's
     /// `generation` is the one it began with.
     starts: u64,
@@ -511,19 +514,26 @@ fn outcome_of(error: &OtaError) -> OtaOutcome {
         OtaError::BadSignature => OtaOutcome::BadSignature,
         OtaError::Corrupt(_) => OtaOutcome::Corrupt,
         OtaError::Overflow { .. } => OtaOutcome::Overflow,
+        OtaError::Rollback { .. } => OtaOutcome::Rollback,
         _ => OtaOutcome::WrongManifest,
     }
 }
 
 impl OtaTarget {
-    /// A device of `product_model` that accepts images signed by
-    /// `vendor_key` (Ed25519 public key).
-    pub fn new(vendor_key: [u8; 32], product_model: u16) -> Self {
+    /// A device of `product_model` running firmware `running_version`
+    /// that accepts images signed by `vendor_key` (Ed25519 public key) and
+    /// newer than the version it runs.
+    pub fn new(vendor_key: [u8; 32], product_model: u16, running_version: &str) -> Self {
         Self {
             inner: Arc::new(TargetInner {
                 vendor_key,
                 product_model,
-                state: Mutex::default(),
+                state: Mutex::new(TargetState {
+                    transfer: None,
+                    installed: None,
+                    running: running_version.to_owned(),
+                    starts: 0,
+                }),
             }),
         }
     }
@@ -643,7 +653,12 @@ impl OtaTarget {
             transfer.generation = generation;
             return ack(transfer.receiver.next_offset());
         }
-        match OtaReceiver::new(&manifest, &self.inner.vendor_key, self.inner.product_model) {
+        match OtaReceiver::new(
+            &manifest,
+            &self.inner.vendor_key,
+            self.inner.product_model,
+            &state.running,
+        ) {
             Ok(receiver) => {
                 state.transfer = Some(Transfer {
                     manifest,
@@ -770,6 +785,7 @@ impl OtaTarget {
             return (result(OtaOutcome::Incomplete, 0), None);
         };
         let answer = installed_answer(&manifest);
+        state.running.clone_from(&manifest.version);
         let replaced = state.installed.replace(InstalledFirmware {
             manifest,
             // Taken over, not copied: the head unit waits for this answer.

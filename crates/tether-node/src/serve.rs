@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tether_control::{Executions, Output, PeerInfo, SimulatedVehicle, StreamId, VehicleService};
+use tether_control::{Output, PeerInfo, SimulatedVehicle, StreamId, VehicleService};
 use tether_proto::v1::{CommandState, Envelope, ErrorCode, Response, envelope, request, response};
 use tether_session::quic::{CloseCode, Responder, ServerSession};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::automation::AutomationHost;
@@ -28,7 +28,9 @@ pub(crate) enum ServiceInput {
         writer: mpsc::UnboundedSender<Envelope>,
     },
     Closed(StreamId),
-    Executions(oneshot::Sender<Executions>),
+    /// Runs on the service's task with the service (reads of the car's
+    /// state for the node: executions, the battery level for R15).
+    With(Box<dyn FnOnce(&mut Service) + Send>),
     /// The car's own tasks, which hear its signals. Held weakly: they hold
     /// this service's sender (their vehicle commands come through it).
     Automation(std::sync::Weak<AutomationHost>),
@@ -183,9 +185,7 @@ pub(crate) async fn run_service(
                     writers.remove(&stream);
                     service.handle_stream_closed(stream);
                 }
-                Some(ServiceInput::Executions(reply)) => {
-                    let _ = reply.send(service.backend().executions());
-                }
+                Some(ServiceInput::With(f)) => f(&mut service),
                 Some(ServiceInput::Automation(host)) => automation = host,
             },
             _ = sleep => service.handle_timeout(now_ms(start)),

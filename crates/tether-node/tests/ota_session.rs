@@ -68,7 +68,7 @@ async fn rig() -> Rig {
     let head_unit = member(&mut authority, Role::Vehicle);
     let device = member(&mut authority, Role::Hub);
     let vendor = DeviceKey::generate().unwrap();
-    let target = OtaTarget::new(vendor.public_key(), MODEL);
+    let target = OtaTarget::new(vendor.public_key(), MODEL, "1.0.0");
     let mut listener =
         Listener::bind(LOOPBACK.parse().unwrap(), device, SessionConfig::default()).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -421,4 +421,51 @@ async fn the_device_refuses_a_stream_without_a_start_and_other_requests() {
         ),
         "{err:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r15_a_signed_older_image_is_refused_after_an_upgrade_no_rollback() {
+    let rig = rig().await;
+    let session = rig.connect().await;
+    let refused = |err: OtaTransferError| {
+        matches!(
+            err,
+            OtaTransferError::Refused {
+                outcome: OtaOutcome::Rollback
+            }
+        )
+    };
+    // Older than the 1.0.0 the device runs: refused before any byte.
+    let img = image(3 * CHUNK_BYTES);
+    let old = signed_manifest(&rig.vendor, &img, "0.9.0");
+    let err = send_firmware(&session, &old, img.clone(), 80, |_| {})
+        .await
+        .unwrap_err();
+    assert!(refused(err));
+    assert_eq!(rig.target.next_offset(), 0);
+
+    let new = signed_manifest(&rig.vendor, &img, "2.0.0");
+    send_firmware(&session, &new, img.clone(), 80, |_| {})
+        .await
+        .unwrap();
+    // Now 2.0.0 runs: 1.5.0, though newer than the first firmware and
+    // signed by the vendor, is a rollback; so is another 2.0.0 image.
+    let between = signed_manifest(&rig.vendor, &img, "1.5.0");
+    let err = send_firmware(&session, &between, img.clone(), 80, |_| {})
+        .await
+        .unwrap_err();
+    assert!(refused(err));
+    let other = image(2 * CHUNK_BYTES);
+    let same_version = signed_manifest(&rig.vendor, &other, "2.0.0");
+    let err = send_firmware(&session, &same_version, other, 80, |_| {})
+        .await
+        .unwrap_err();
+    assert!(refused(err));
+    assert_eq!(rig.target.installed().unwrap().manifest, new);
+    // The installed manifest itself is answered as installed (a lost
+    // answer's retry), not as a rollback.
+    let again = send_firmware(&session, &new, img, 80, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(again.version, "2.0.0");
 }

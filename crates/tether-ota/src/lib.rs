@@ -9,7 +9,8 @@
 //!   that opens as acknowledgements come back, and after a disconnect
 //!   resumes from the last offset the device acknowledged. It reports
 //!   progress.
-//! - [`OtaReceiver`] (device): checks the manifest, accepts only the next
+//! - [`OtaReceiver`] (device): checks the manifest and that its version is
+//!   newer than the running one ([`check_newer`]), accepts only the next
 //!   offset in order (a gap or repeat is answered with the offset it needs,
 //!   which is how a resume works), keeps the image within the declared size,
 //!   and installs only if the SHA-256 matches.
@@ -95,6 +96,51 @@ pub enum OtaError {
     /// Bytes from the wire do not parse.
     #[error("malformed OTA message: {0}")]
     Malformed(&'static str),
+    /// The image is not newer than the firmware the device runs: a signed
+    /// older image is refused, so nobody can roll a device back to a
+    /// version with a known flaw.
+    #[error("version {offered} is not newer than the installed {installed}")]
+    Rollback {
+        /// The manifest's version.
+        offered: String,
+        /// The version the device runs.
+        installed: String,
+    },
+}
+
+/// Parses a version of dot-separated decimal numbers (`2`, `1.10.3`).
+fn version_numbers(version: &str) -> Option<Vec<u64>> {
+    if version.is_empty() || version.len() > 64 {
+        return None;
+    }
+    version.split('.').map(|n| n.parse().ok()).collect()
+}
+
+/// Whether `offered` is a newer version than `installed`: numbers compared
+/// one by one from the left, a missing one counting as 0 (`1.2` = `1.2.0`).
+/// A version that is not dot-separated decimal numbers is
+/// [`OtaError::WrongManifest`]; one not newer is [`OtaError::Rollback`].
+pub fn check_newer(offered: &str, installed: &str) -> Result<(), OtaError> {
+    let new = version_numbers(offered).ok_or(OtaError::WrongManifest("version format"))?;
+    let Some(old) = version_numbers(installed) else {
+        // The running version is the device's own: if it does not parse,
+        // the device cannot order versions, and refuses rather than guess.
+        return Err(OtaError::WrongManifest("installed version format"));
+    };
+    let len = new.len().max(old.len());
+    let pad = |v: &[u64]| {
+        (0..len)
+            .map(|i| v.get(i).copied().unwrap_or(0))
+            .collect::<Vec<_>>()
+    };
+    if pad(&new) > pad(&old) {
+        Ok(())
+    } else {
+        Err(OtaError::Rollback {
+            offered: offered.to_owned(),
+            installed: installed.to_owned(),
+        })
+    }
 }
 
 fn unsigned_bytes(manifest: &OtaManifest) -> Vec<u8> {
@@ -294,15 +340,18 @@ impl std::fmt::Debug for OtaReceiver {
 }
 
 impl OtaReceiver {
-    /// Accepts a manifest signed by `vendor_key` for `product_model`. A
-    /// receiver may be kept across a disconnect: the next byte it needs is
-    /// at [`OtaReceiver::next_offset`].
+    /// Accepts a manifest signed by `vendor_key` for `product_model` whose
+    /// version is newer than `installed_version`, the firmware the device
+    /// runs ([`check_newer`]: no rollback). A receiver may be kept across a
+    /// disconnect: the next byte it needs is at [`OtaReceiver::next_offset`].
     pub fn new(
         manifest: &OtaManifest,
         vendor_key: &[u8; 32],
         product_model: u16,
+        installed_version: &str,
     ) -> Result<Self, OtaError> {
         verify_manifest(manifest, vendor_key, product_model)?;
+        check_newer(&manifest.version, installed_version)?;
         Ok(Self {
             size: manifest.size,
             sha256: manifest.sha256.clone(),

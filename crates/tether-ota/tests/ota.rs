@@ -16,10 +16,17 @@ fn image(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 % 251) as u8).collect()
 }
 
+/// The firmware the device runs in these tests; the manifests offer 2.1.0.
+const RUNNING: &str = "2.0.9";
+
 fn signed_manifest(vendor: &DeviceKey, image: &[u8]) -> OtaManifest {
+    signed_manifest_of(vendor, image, "2.1.0")
+}
+
+fn signed_manifest_of(vendor: &DeviceKey, image: &[u8], version: &str) -> OtaManifest {
     let mut manifest = OtaManifest {
         product_model: u32::from(MODEL),
-        version: "2.1.0".into(),
+        version: version.into(),
         size: image.len() as u64,
         sha256: digest(&SHA256, image).as_ref().to_vec(),
         signature: Vec::new(),
@@ -59,7 +66,7 @@ fn a_signed_image_arrives_whole_and_progress_rises_r15() {
     let vendor = DeviceKey::generate().unwrap();
     let img = image(5 * CHUNK_BYTES * 3 + 123);
     let manifest = signed_manifest(&vendor, &img);
-    let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL).unwrap();
+    let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL, RUNNING).unwrap();
     let mut sender = OtaSender::start(img.clone(), 80).unwrap();
     let progress = transfer(&mut sender, &mut receiver, 0);
     assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
@@ -85,18 +92,18 @@ fn an_unsigned_or_foreign_manifest_is_refused() {
     let img = image(1000);
     let manifest = signed_manifest(&other, &img);
     assert_eq!(
-        OtaReceiver::new(&manifest, &vendor.public_key(), MODEL).unwrap_err(),
+        OtaReceiver::new(&manifest, &vendor.public_key(), MODEL, RUNNING).unwrap_err(),
         OtaError::BadSignature
     );
     let mut tampered = signed_manifest(&vendor, &img);
     tampered.size += 1;
     assert_eq!(
-        OtaReceiver::new(&tampered, &vendor.public_key(), MODEL).unwrap_err(),
+        OtaReceiver::new(&tampered, &vendor.public_key(), MODEL, RUNNING).unwrap_err(),
         OtaError::BadSignature
     );
     let manifest = signed_manifest(&vendor, &img);
     assert!(matches!(
-        OtaReceiver::new(&manifest, &vendor.public_key(), MODEL + 1),
+        OtaReceiver::new(&manifest, &vendor.public_key(), MODEL + 1, RUNNING),
         Err(OtaError::WrongManifest(_))
     ));
 }
@@ -106,7 +113,7 @@ fn a_disconnect_mid_upgrade_resumes_from_the_last_acknowledged_offset_r15() {
     let vendor = DeviceKey::generate().unwrap();
     let img = image(20 * CHUNK_BYTES);
     let manifest = signed_manifest(&vendor, &img);
-    let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL).unwrap();
+    let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL, RUNNING).unwrap();
     let mut sender = OtaSender::start(img.clone(), 60).unwrap();
     // First link: the window goes out, only three chunks arrive.
     let first = sender.next_chunks();
@@ -135,7 +142,7 @@ fn lost_chunks_are_resent_from_the_gap() {
     let vendor = DeviceKey::generate().unwrap();
     let img = image(30 * CHUNK_BYTES + 7);
     let manifest = signed_manifest(&vendor, &img);
-    let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL).unwrap();
+    let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL, RUNNING).unwrap();
     let mut sender = OtaSender::start(img.clone(), 60).unwrap();
     // Every 17th chunk sent is lost: more than a window apart, so a resent
     // window never loses the same chunk again.
@@ -151,7 +158,7 @@ fn a_tampered_image_is_never_installed_r15() {
     let manifest = signed_manifest(&vendor, &img);
     let mut bad = img.clone();
     bad[CHUNK_BYTES + 5] ^= 0x40;
-    let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL).unwrap();
+    let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL, RUNNING).unwrap();
     let mut sender = OtaSender::start(bad, 60).unwrap();
     let mut result = None;
     for chunk in sender.next_chunks() {
@@ -167,7 +174,7 @@ fn data_past_the_declared_size_is_refused() {
     let vendor = DeviceKey::generate().unwrap();
     let img = image(100);
     let manifest = signed_manifest(&vendor, &img);
-    let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL).unwrap();
+    let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL, RUNNING).unwrap();
     assert!(matches!(
         receiver.handle_data(0, &[0; 101]),
         Err(OtaError::Overflow { .. })
@@ -189,7 +196,7 @@ fn data_at_another_offset_is_not_stored_and_the_answer_names_the_offset_needed()
     let vendor = DeviceKey::generate().unwrap();
     let img = image(3 * CHUNK_BYTES);
     let manifest = signed_manifest(&vendor, &img);
-    let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL).unwrap();
+    let mut receiver = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL, RUNNING).unwrap();
     let need = |r: Result<Received, OtaError>| match r.unwrap() {
         Received::Ack(ack) | Received::Complete(ack) => {
             <OtaAck as prost::Message>::decode(ack.as_slice())
@@ -249,4 +256,43 @@ fn the_window_opens_with_acknowledgements_and_starts_small_on_a_new_link() {
     sender.link_lost();
     assert_eq!(sender.window(), INITIAL_WINDOW_CHUNKS * chunk);
     assert_eq!(sender.next_chunks()[0].offset, acked);
+}
+
+#[test]
+fn r15_a_signed_older_or_equal_image_is_refused_no_rollback() {
+    let vendor = DeviceKey::generate().unwrap();
+    let img = image(1000);
+    for (offered, running, newer) in [
+        ("2.1.0", "2.0.9", true),
+        ("2.10", "2.9.9", true),
+        ("3", "2.99.99", true),
+        ("1.0.1", "1.0", true),
+        ("2.0.9", "2.1.0", false),
+        ("2.1.0", "2.1.0", false),
+        ("2.1", "2.1.0", false),
+        ("1.9.99", "2.0", false),
+    ] {
+        let manifest = signed_manifest_of(&vendor, &img, offered);
+        let got = OtaReceiver::new(&manifest, &vendor.public_key(), MODEL, running);
+        if newer {
+            assert!(got.is_ok(), "{offered} over {running}");
+        } else {
+            assert_eq!(
+                got.unwrap_err(),
+                OtaError::Rollback {
+                    offered: offered.into(),
+                    installed: running.into()
+                },
+                "{offered} over {running}"
+            );
+        }
+    }
+    for bad in ["", "2.x", "1..2", "v2", "-1", "1.2.3-beta"] {
+        let manifest = signed_manifest_of(&vendor, &img, bad);
+        assert_eq!(
+            OtaReceiver::new(&manifest, &vendor.public_key(), MODEL, RUNNING).unwrap_err(),
+            OtaError::WrongManifest("version format"),
+            "{bad:?}"
+        );
+    }
 }

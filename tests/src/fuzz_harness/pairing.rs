@@ -267,7 +267,7 @@ pub fn ota(data: &[u8]) {
     };
     let (vendor, manifest) = ota_manifest();
     if selector & 1 == 0 {
-        let Ok(mut receiver) = tether_ota::OtaReceiver::new(&manifest, &vendor, 0x1a2b) else {
+        let Ok(mut receiver) = tether_ota::OtaReceiver::new(&manifest, &vendor, 0x1a2b, "0") else {
             panic!("the fixed manifest verifies");
         };
         for record in records(rest) {
@@ -400,7 +400,7 @@ pub(super) fn seeds(add: &mut dyn FnMut(&'static str, &str, Vec<u8>)) {
     };
     let (vendor, manifest) = ota_manifest();
     let mut receiver =
-        tether_ota::OtaReceiver::new(&manifest, &vendor, 0x1a2b).expect("the fixed manifest");
+        tether_ota::OtaReceiver::new(&manifest, &vendor, 0x1a2b, "0").expect("the fixed manifest");
     let mut chunks = vec![0];
     let mut acks = vec![1];
     for chunk in sender.next_chunks() {
