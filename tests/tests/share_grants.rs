@@ -319,3 +319,42 @@ async fn r16_invites_for_another_account_or_tampered_are_refused() {
     ));
     w.car.shutdown().await.unwrap();
 }
+
+/// Idempotency keys are scoped to their principal (SPEC §8.3): the owner's
+/// phone and a co-user (by its grant) sending the same key are two
+/// commands, each run and each with its own receipt; a retry by either
+/// still gets its own receipt and runs nothing (at most once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r23_one_key_from_the_owner_and_a_co_user_executes_twice_each_with_its_own_receipt() {
+    let w = world().await;
+    let address = w.car.address().await.unwrap();
+    let (owner_link, issued) = w.grant(&[SharePermission::VehicleControl]).await;
+    w.co_user.accept_invite(&issued.invite).unwrap();
+    let co_link = w
+        .co_user
+        .connect_shared(issued.grant_id, address)
+        .await
+        .unwrap();
+    let key = [77u8; 16];
+    let owner_first = owner_link.command(control::lock(), &key).await.unwrap();
+    let co_first = co_link.command(control::lock(), &key).await.unwrap();
+    assert_eq!(
+        co_first.states,
+        vec![
+            tether_proto::v1::CommandState::Accepted,
+            tether_proto::v1::CommandState::InProgress,
+            tether_proto::v1::CommandState::Succeeded
+        ],
+        "the co-user's command ran: it is not the owner's receipt"
+    );
+    assert_ne!(owner_first.receipt, co_first.receipt);
+    assert!(co_first.sequence > owner_first.sequence);
+    assert_eq!(w.car.executions().await.unwrap().lock, 2);
+
+    let owner_retry = owner_link.command(control::lock(), &key).await.unwrap();
+    let co_retry = co_link.command(control::lock(), &key).await.unwrap();
+    assert_eq!(owner_retry.receipt, owner_first.receipt);
+    assert_eq!(co_retry.receipt, co_first.receipt);
+    assert_eq!(w.car.executions().await.unwrap().lock, 2);
+    w.car.shutdown().await.unwrap();
+}

@@ -10,6 +10,7 @@ use tether_proto::v1::{
 
 use crate::access::{may_read, may_read_any};
 use crate::backend::VehicleBackend;
+use crate::principal::Principal;
 use crate::receipt::{ReceiptLog, ReceiptLogError};
 use crate::signals::{CATALOGUE, Signal, lookup};
 
@@ -60,12 +61,23 @@ pub struct StreamId(pub u64);
 pub struct PeerInfo {
     /// The role in the peer's verified device certificate.
     pub role: Role,
+    /// Whom its commands' idempotency keys belong to (SPEC §8.3).
+    pub principal: Principal,
 }
 
 impl PeerInfo {
-    /// A peer with a verified `role`.
+    /// A peer with a verified `role`, in the shared [`Principal::Unnamed`]
+    /// (name it with [`PeerInfo::with_principal`]).
     pub fn new(role: Role) -> Self {
-        Self { role }
+        Self {
+            role,
+            principal: Principal::Unnamed,
+        }
+    }
+
+    /// The same peer, its commands keyed under `principal`.
+    pub fn with_principal(self, principal: Principal) -> Self {
+        Self { principal, ..self }
     }
 }
 
@@ -309,7 +321,7 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
                 self.subscribe(stream, peer.role, request_id, &subscribe.paths)?;
             }
             request::Kind::Command(command) => {
-                self.accept_command(stream, peer.role, request, command)?;
+                self.accept_command(stream, peer, request, command)?;
             }
             // Other services' requests (share grants, devices, OTA) are the
             // host's to route; one that reaches here is not supported.

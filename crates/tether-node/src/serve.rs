@@ -226,7 +226,8 @@ pub(crate) async fn serve_session(
     automation: Arc<AutomationHost>,
 ) {
     let role = session.peer().certificate.role;
-    let peer = PeerInfo::new(role);
+    // Commands are keyed by the peer's principal (SPEC §8.3).
+    let peer = crate::receipt_log::peer_info(session.peer());
     let grant = session.peer().grant;
     let _registration = shares.register(grant, session.closer());
     while let Some(request) = session.next_request().await {

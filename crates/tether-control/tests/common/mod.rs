@@ -69,12 +69,28 @@ impl Car {
         (stream, on_stream(&out, stream))
     }
 
-    fn send_on_new_stream(&mut self, role: Role, request: &Envelope) -> StreamId {
+    /// Like [`Car::request`], from a peer with its own principal.
+    pub(crate) fn request_as(
+        &mut self,
+        peer: PeerInfo,
+        request: &Envelope,
+    ) -> (StreamId, Vec<Envelope>) {
+        let stream = self.send_as(peer, request);
+        let out = self.drive();
+        (stream, on_stream(&out, stream))
+    }
+
+    /// Sends `request` from `peer` on a new stream without driving the car.
+    pub(crate) fn send_as(&mut self, peer: PeerInfo, request: &Envelope) -> StreamId {
         let stream = StreamId(self.next_stream);
         self.next_stream += 1;
         self.service
-            .handle_request(stream, PeerInfo::new(role), request, self.now_ms);
+            .handle_request(stream, peer, request, self.now_ms);
         stream
+    }
+
+    fn send_on_new_stream(&mut self, role: Role, request: &Envelope) -> StreamId {
+        self.send_as(PeerInfo::new(role), request)
     }
 
     /// Moves the clock forward and fires the timer; returns everything sent.
