@@ -470,3 +470,167 @@ async fn r16_r19_revocation_cuts_the_co_user_off_even_while_the_store_fails() {
     );
     w.car.shutdown().await.unwrap();
 }
+
+/// Idempotency keys are scoped to their principal (SPEC §8.3): the owner's
+/// phone and a co-user (by its grant) sending the same key are two
+/// commands, each run and each with its own receipt; a retry by either
+/// still gets its own receipt and runs nothing (at most once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r23_one_key_from_the_owner_and_a_co_user_executes_twice_each_with_its_own_receipt() {
+    let w = world().await;
+    let address = w.car.address().await.unwrap();
+    let (owner_link, issued) = w.grant(&[SharePermission::VehicleControl]).await;
+    w.co_user.accept_invite(&issued.invite).unwrap();
+    let co_link = w
+        .co_user
+        .connect_shared(issued.grant_id, address)
+        .await
+        .unwrap();
+    let key = [77u8; 16];
+    let owner_first = owner_link.command(control::lock(), &key).await.unwrap();
+    let co_first = co_link.command(control::lock(), &key).await.unwrap();
+    assert_eq!(
+        co_first.states,
+        vec![
+            tether_proto::v1::CommandState::Accepted,
+            tether_proto::v1::CommandState::InProgress,
+            tether_proto::v1::CommandState::Succeeded
+        ],
+        "the co-user's command ran: it is not the owner's receipt"
+    );
+    assert_ne!(owner_first.receipt, co_first.receipt);
+    assert!(co_first.sequence > owner_first.sequence);
+    assert_eq!(w.car.executions().await.unwrap().lock, 2);
+
+    let owner_retry = owner_link.command(control::lock(), &key).await.unwrap();
+    let co_retry = co_link.command(control::lock(), &key).await.unwrap();
+    assert_eq!(owner_retry.receipt, owner_first.receipt);
+    assert_eq!(co_retry.receipt, co_first.receipt);
+    assert_eq!(w.car.executions().await.unwrap().lock, 2);
+    w.car.shutdown().await.unwrap();
+}
+
+/// Whether the car refuses `phone`'s member session to `address` (SPEC
+/// §17.5): the connection fails, or it is closed `logged out` at once and
+/// serves nothing. Returns whether the attempt resumed a ticket, too.
+async fn member_refused(phone: &Phone, address: std::net::SocketAddr) -> (bool, bool) {
+    let link = match phone.connect(address).await {
+        Err(_) => return (true, false),
+        Ok(link) => link,
+    };
+    let resumed = link.resumed();
+    let closed = tokio::time::timeout(Duration::from_secs(1), link.session().closed()).await;
+    let logged_out = matches!(
+        &closed,
+        Ok(SessionError::Closed { code: Some(CloseCode::Normal), reason }) if reason == "logged out"
+    );
+    let served = link
+        .get(vec![signals::DOOR_IS_LOCKED[0].into()])
+        .await
+        .is_ok();
+    (logged_out && !served, resumed)
+}
+
+/// Logged out means refused until the owner logs in again (SPEC §17.5):
+/// the owner's phone cannot come back with its ticket nor with a full
+/// handshake; the co-user keeps working, old session and new (R16); after
+/// the owner logs in on the car, the phone is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r16_after_owner_logout_the_owner_is_refused_cold_and_resumed_until_login() {
+    let w = world().await;
+    let address = w.car.address().await.unwrap();
+    let (owner_link, issued) = w.grant(&[SharePermission::VehicleStatus]).await;
+    w.co_user.accept_invite(&issued.invite).unwrap();
+    let co_link = w
+        .co_user
+        .connect_shared(issued.grant_id, address)
+        .await
+        .unwrap();
+    assert!(
+        w.owner.has_ticket(address).await,
+        "the phone holds a ticket from before the logout"
+    );
+
+    assert_eq!(w.car.owner_logged_out().await.unwrap(), 1);
+    assert!(w.car.is_owner_logged_out());
+    tokio::time::timeout(Duration::from_secs(1), owner_link.session().closed())
+        .await
+        .expect("the owner's live session closes");
+
+    // Resumed with the ticket issued before the logout: refused.
+    let (refused, resumed) = member_refused(&w.owner, address).await;
+    assert!(refused, "a resumed member session is refused");
+    assert!(resumed, "the attempt resumed the old ticket");
+    // A full handshake with the group key: refused.
+    w.owner.forget_tickets().await.unwrap();
+    let (refused, resumed) = member_refused(&w.owner, address).await;
+    assert!(refused, "a member's full handshake is refused");
+    assert!(!resumed);
+
+    // The co-user keeps working, and comes back too.
+    co_link
+        .get(vec![signals::DOOR_IS_LOCKED[0].into()])
+        .await
+        .unwrap();
+    co_link.close();
+    let again = w
+        .co_user
+        .connect_shared(issued.grant_id, address)
+        .await
+        .unwrap();
+    again
+        .get(vec![signals::DOOR_IS_LOCKED[0].into()])
+        .await
+        .unwrap();
+
+    // The owner logs in on the car: served again.
+    w.car.owner_logged_in().unwrap();
+    assert!(!w.car.is_owner_logged_out());
+    let link = w.owner.connect(address).await.unwrap();
+    link.get(vec![signals::DOOR_IS_LOCKED[0].into()])
+        .await
+        .unwrap();
+    link.command(control::lock(), &[3; 16]).await.unwrap();
+    assert_eq!(w.car.executions().await.unwrap().lock, 1);
+    w.car.shutdown().await.unwrap();
+}
+
+/// The logout is stored (SPEC §17.5): a restarted head unit still refuses
+/// the owner's phone until the owner logs in, and the log-in is stored too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r16_owner_logout_survives_a_head_unit_restart_until_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = NodeConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..NodeConfig::default()
+    };
+    let owner = Phone::open(NodeConfig::default()).unwrap();
+    owner.create_account().unwrap();
+    {
+        let car = HeadUnit::open(config.clone()).unwrap();
+        car.complete_enrollment(
+            &owner
+                .enroll_device(&car.enrollment_request().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        car.start().await.unwrap();
+        assert_eq!(car.owner_logged_out().await.unwrap(), 0);
+        car.shutdown().await.unwrap();
+    }
+    let car = HeadUnit::open(config.clone()).unwrap();
+    assert!(car.is_owner_logged_out(), "the logout was stored");
+    let address = car.start().await.unwrap();
+    let (refused, _) = member_refused(&owner, address).await;
+    assert!(refused, "still logged out after the restart");
+    car.owner_logged_in().unwrap();
+    let link = owner.connect(address).await.unwrap();
+    link.get(vec![signals::DOOR_IS_LOCKED[0].into()])
+        .await
+        .unwrap();
+    link.close();
+    car.shutdown().await.unwrap();
+    drop(car);
+    let car = HeadUnit::open(config).unwrap();
+    assert!(!car.is_owner_logged_out(), "the log-in was stored");
+}

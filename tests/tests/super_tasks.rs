@@ -1063,3 +1063,115 @@ async fn r32_a_fix_is_used_at_once_and_never_stored_on_the_car() {
     // The place the owner defined is stored, as it must be.
     assert!(bytes.windows(4).any(|w| w == b"home"));
 }
+
+/// A second connection to the car's database that makes every write of the
+/// engine's snapshot fail (as a full disk would), until `heal`.
+struct BrokenSnapshots(rusqlite::Connection);
+
+impl BrokenSnapshots {
+    fn new(data_dir: &std::path::Path) -> Self {
+        let conn = rusqlite::Connection::open(data_dir.join(tether_store::DATABASE_FILE)).unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER fail_snapshot_insert BEFORE INSERT ON automation_state
+                 BEGIN SELECT RAISE(ABORT, 'disk full'); END;
+             CREATE TRIGGER fail_snapshot_update BEFORE UPDATE ON automation_state
+                 BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+        )
+        .unwrap();
+        Self(conn)
+    }
+
+    fn heal(self) {
+        self.0
+            .execute_batch("DROP TRIGGER fail_snapshot_insert; DROP TRIGGER fail_snapshot_update;")
+            .unwrap();
+    }
+}
+
+/// Persist before dispatch (SPEC §18.6, R23): the snapshot that holds the
+/// run numbers is stored before a run's vehicle command leaves. When it
+/// cannot be stored the command is not sent and the run's trace says so;
+/// after a restart the next run is not numbered like one whose command
+/// went out, so its idempotency key is new and the car acts (before, the
+/// car answered the old receipt and did nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r23_a_run_not_stored_sends_nothing_and_after_a_restart_the_next_run_still_acts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = NodeConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..NodeConfig::default()
+    };
+    let owner = Phone::open(NodeConfig::default()).unwrap();
+    owner.create_account().unwrap();
+    let car = HeadUnit::open(config.clone()).unwrap();
+    car.complete_enrollment(
+        &owner
+            .enroll_device(&car.enrollment_request().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    car.use_manual_clock(START_MS);
+    car.start().await.unwrap();
+    let tasks = car.automation().await.unwrap();
+    let task = tasks
+        .create(
+            Task::new(TaskId(0), "find my car")
+                .trigger(Trigger::Manual)
+                .action(flash_once())
+                .declare_inputs(),
+            true,
+            &owner_permissions(),
+        )
+        .unwrap()
+        .task
+        .id
+        .0;
+    assert_eq!(tasks.run(task).unwrap(), 1);
+    assert!(until_executions(&car, |e| e.flash_honk == 1).await);
+
+    // The store fails to write the snapshot: run 2's command stays home.
+    let broken = BrokenSnapshots::new(dir.path());
+    assert_eq!(tasks.run(task).unwrap(), 2);
+    assert!(tasks.idle(Duration::from_secs(2)).await);
+    assert!(
+        matches!(
+            tasks.traces(task, 0),
+            Err(tether_node::AutomationError::Store(_))
+        ),
+        "reading traces reports the failing store"
+    );
+    // (Had it been sent, `idle` would have waited for its answer.)
+    assert_eq!(
+        car.executions().await.unwrap().flash_honk,
+        1,
+        "nothing was sent for a run that is not stored"
+    );
+    broken.heal();
+    let traces = tasks.traces(task, 0).unwrap();
+    let last = traces.last().unwrap();
+    assert_eq!(last.run.map(|r| r.0), Some(2));
+    assert_eq!(last.outcome, Outcome::Failed);
+    assert_eq!(
+        last.steps[0].result,
+        tether_automation::StepResult::NotDispatched
+    );
+
+    // A restart; the next run's command acts on the (fresh) car.
+    drop(tasks);
+    car.shutdown().await.unwrap();
+    drop(car);
+    let car = HeadUnit::open(config).unwrap();
+    car.use_manual_clock(START_MS + 60_000);
+    car.start().await.unwrap();
+    let tasks = car.automation().await.unwrap();
+    assert_eq!(tasks.restore_note(), None);
+    tasks.run(task).unwrap();
+    assert!(
+        until_executions(&car, |e| e.flash_honk == 1).await,
+        "the run after the restart acted: its key is not an old one"
+    );
+    assert!(tasks.idle(Duration::from_secs(2)).await);
+    let traces = tasks.traces(task, 0).unwrap();
+    assert_eq!(traces.last().unwrap().outcome, Outcome::Completed);
+    car.shutdown().await.unwrap();
+}

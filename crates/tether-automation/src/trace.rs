@@ -106,6 +106,9 @@ pub enum StepResult {
     NotParked,
     /// The run was cancelled meanwhile.
     Cancelled,
+    /// Never sent: the host could not store the run first
+    /// ([`crate::ActionResult::NotDispatched`]).
+    NotDispatched,
 }
 
 /// One step of a run.

@@ -156,6 +156,7 @@ fn every_step_result() -> Vec<StepResult> {
         StepResult::ConfirmationTimedOut,
         StepResult::NotParked,
         StepResult::Cancelled,
+        StepResult::NotDispatched,
     ]
 }
 

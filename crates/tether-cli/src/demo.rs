@@ -566,8 +566,29 @@ async fn share_steps(
         },
     );
 
+    // Logged out means refused (SPEC 17.5): the owner's phone comes back
+    // only after the owner logs in again on the car's screen.
     let t = Instant::now();
+    let refused = match owner.connect(address).await {
+        Err(_) => true,
+        Ok(link) => link.get(vec![signals::RANGE.into()]).await.is_err(),
+    };
+    car.owner_logged_in()?;
     let owner_link = owner.connect(address).await?;
+    let served = owner_link.get(vec![signals::RANGE.into()]).await.is_ok();
+    n.record(
+        "owner refused until logged in",
+        t,
+        match (refused, served) {
+            (true, true) => {
+                Ok("refused while logged out; served after logging in on the car".into())
+            }
+            (false, _) => Err("the owner's phone was served while logged out".into()),
+            (true, false) => Err("the owner's phone was refused after logging in".into()),
+        },
+    );
+
+    let t = Instant::now();
     let revoked_at = Instant::now();
     let closed = owner.revoke_share(&owner_link, issued.grant_id).await?;
     let cut = tokio::time::timeout(Duration::from_secs(1), co_link.session().closed()).await;

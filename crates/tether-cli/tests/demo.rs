@@ -26,6 +26,7 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
         "owner shares with a co-user",
         "co-user held to the grant",
         "owner logs out, co-user stays",
+        "owner refused until logged in",
         "revocation cuts the co-user off",
         "hub joins and follows car",
         "owner creates super tasks",

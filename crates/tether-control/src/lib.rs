@@ -90,12 +90,14 @@ pub mod access;
 mod backend;
 pub mod camera;
 pub mod client;
+mod principal;
 mod receipt;
 mod service;
 pub mod signals;
 mod simulated;
 
 pub use backend::{Actuation, ActuationError, VehicleBackend};
+pub use principal::{DEVICE_PRINCIPAL_LEN, GRANT_PRINCIPAL_LEN, Principal};
 pub use receipt::{
     DEFAULT_RECEIPT_CAPACITY, MAX_IDEMPOTENCY_KEY_BYTES, MIN_IDEMPOTENCY_KEY_BYTES,
     MemoryReceiptLog, RECEIPT_CONTEXT, ReceiptLog, ReceiptLogError, StoredReceipt, command_digest,

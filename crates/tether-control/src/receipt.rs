@@ -6,6 +6,8 @@ use prost::Message;
 use tether_identity::DeviceKey;
 use tether_proto::v1::{CommandReceipt, ReceiptBody, VehicleCommand};
 
+use crate::principal::Principal;
+
 /// Shortest idempotency key a command may carry, bytes (envelope.proto).
 pub const MIN_IDEMPOTENCY_KEY_BYTES: usize = 16;
 /// Longest idempotency key a command may carry, bytes.
@@ -63,19 +65,30 @@ pub struct StoredReceipt {
 #[error("receipt log: {0}")]
 pub struct ReceiptLogError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
-/// Durable idempotency cache: idempotency key → receipt (SPEC §8.3).
+/// Durable idempotency cache: (principal, idempotency key) → receipt (SPEC
+/// §8.3). A key is scoped to the principal that sent it: the same key from
+/// two principals is two commands, each with its own record.
 ///
 /// At-most-once holds for as long as a key stays in the log; an
 /// implementation that evicts (as [`MemoryReceiptLog`] does, oldest first)
 /// should keep keys for longer than any client retries. Errors are reported,
 /// never swallowed: on a failed read the service executes nothing.
 pub trait ReceiptLog {
-    /// The record for `key`, if any.
-    fn get(&self, key: &[u8]) -> Result<Option<StoredReceipt>, ReceiptLogError>;
-    /// Stores (or replaces) the record for `key`. Must be durable when it
-    /// returns: the service acts on the car only after the write-ahead mark
-    /// is stored.
-    fn put(&mut self, key: &[u8], record: StoredReceipt) -> Result<(), ReceiptLogError>;
+    /// The record `principal` holds for `key`, if any.
+    fn get(
+        &self,
+        principal: &Principal,
+        key: &[u8],
+    ) -> Result<Option<StoredReceipt>, ReceiptLogError>;
+    /// Stores (or replaces) the record `principal` holds for `key`. Must be
+    /// durable when it returns: the service acts on the car only after the
+    /// write-ahead mark is stored.
+    fn put(
+        &mut self,
+        principal: &Principal,
+        key: &[u8],
+        record: StoredReceipt,
+    ) -> Result<(), ReceiptLogError>;
     /// The highest sequence number ever stored (0 when empty), so sequence
     /// numbers keep increasing across restarts.
     fn last_sequence(&self) -> Result<u64, ReceiptLogError>;
@@ -86,8 +99,8 @@ pub trait ReceiptLog {
 #[derive(Debug, Clone)]
 pub struct MemoryReceiptLog {
     capacity: usize,
-    records: HashMap<Vec<u8>, StoredReceipt>,
-    order: VecDeque<Vec<u8>>,
+    records: HashMap<(Principal, Vec<u8>), StoredReceipt>,
+    order: VecDeque<(Principal, Vec<u8>)>,
     last_sequence: u64,
 }
 
@@ -125,14 +138,24 @@ impl MemoryReceiptLog {
 }
 
 impl ReceiptLog for MemoryReceiptLog {
-    fn get(&self, key: &[u8]) -> Result<Option<StoredReceipt>, ReceiptLogError> {
-        Ok(self.records.get(key).cloned())
+    fn get(
+        &self,
+        principal: &Principal,
+        key: &[u8],
+    ) -> Result<Option<StoredReceipt>, ReceiptLogError> {
+        Ok(self.records.get(&(*principal, key.to_vec())).cloned())
     }
 
-    fn put(&mut self, key: &[u8], record: StoredReceipt) -> Result<(), ReceiptLogError> {
+    fn put(
+        &mut self,
+        principal: &Principal,
+        key: &[u8],
+        record: StoredReceipt,
+    ) -> Result<(), ReceiptLogError> {
         self.last_sequence = self.last_sequence.max(record.sequence);
-        if self.records.insert(key.to_vec(), record).is_none() {
-            self.order.push_back(key.to_vec());
+        let id = (*principal, key.to_vec());
+        if self.records.insert(id.clone(), record).is_none() {
+            self.order.push_back(id);
             while self.order.len() > self.capacity {
                 if let Some(oldest) = self.order.pop_front() {
                     self.records.remove(&oldest);
@@ -161,16 +184,28 @@ mod tests {
 
     #[test]
     fn memory_log_evicts_oldest_and_remembers_last_sequence() {
+        let p = Principal::Unnamed;
         let mut log = MemoryReceiptLog::with_capacity(2);
-        log.put(b"a", record(1)).unwrap();
-        log.put(b"b", record(2)).unwrap();
-        log.put(b"a", record(3)).unwrap(); // replaces, does not grow
+        log.put(&p, b"a", record(1)).unwrap();
+        log.put(&p, b"b", record(2)).unwrap();
+        log.put(&p, b"a", record(3)).unwrap(); // replaces, does not grow
         assert_eq!(log.len(), 2);
-        log.put(b"c", record(4)).unwrap();
+        log.put(&p, b"c", record(4)).unwrap();
         assert_eq!(log.len(), 2);
-        assert!(log.get(b"a").unwrap().is_none(), "oldest key evicted");
-        assert_eq!(log.get(b"c").unwrap(), Some(record(4)));
+        assert!(log.get(&p, b"a").unwrap().is_none(), "oldest key evicted");
+        assert_eq!(log.get(&p, b"c").unwrap(), Some(record(4)));
         assert_eq!(log.last_sequence().unwrap(), 4);
+    }
+
+    #[test]
+    fn memory_log_keeps_one_record_per_principal_and_key() {
+        let (a, b) = (Principal::Device([1; 32]), Principal::Grant([1; 16]));
+        let mut log = MemoryReceiptLog::new();
+        log.put(&a, b"k", record(1)).unwrap();
+        assert!(log.get(&b, b"k").unwrap().is_none());
+        log.put(&b, b"k", record(2)).unwrap();
+        assert_eq!(log.get(&a, b"k").unwrap(), Some(record(1)));
+        assert_eq!(log.get(&b, b"k").unwrap(), Some(record(2)));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tether_proto::v1::{
 
 use crate::access::{may_read_any, peer_may_read};
 use crate::backend::VehicleBackend;
+use crate::principal::Principal;
 use crate::receipt::{ReceiptLog, ReceiptLogError};
 use crate::signals::{CATALOGUE, Sensitivity, Signal, lookup};
 
@@ -91,11 +92,14 @@ pub struct PeerInfo {
     pub requester: Requester,
     /// The session the request came on.
     pub session: SessionId,
+    /// Whom its commands' idempotency keys belong to (SPEC §8.3).
+    pub principal: Principal,
 }
 
 impl PeerInfo {
-    /// A member with a verified `role`, on session 0 (tests, one-session
-    /// hosts).
+    /// A member with a verified `role`, on session 0, in the shared
+    /// [`Principal::Unnamed`] (tests, one-session hosts; name the principal
+    /// with [`PeerInfo::with_principal`]).
     pub fn new(role: Role) -> Self {
         Self::member(role, SessionId::default())
     }
@@ -106,6 +110,7 @@ impl PeerInfo {
             role,
             requester: Requester::Member,
             session,
+            principal: Principal::Unnamed,
         }
     }
 
@@ -116,7 +121,13 @@ impl PeerInfo {
             role,
             requester: Requester::CoUser { location },
             session,
+            principal: Principal::Unnamed,
         }
+    }
+
+    /// The same peer, its commands keyed under `principal`.
+    pub fn with_principal(self, principal: Principal) -> Self {
+        Self { principal, ..self }
     }
 }
 
@@ -367,7 +378,7 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
                 self.subscribe(stream, peer, request_id, &subscribe.paths)?;
             }
             request::Kind::Command(command) => {
-                self.accept_command(stream, peer.role, request, command)?;
+                self.accept_command(stream, peer, request, command)?;
             }
             // Other services' requests (share grants, devices, OTA) are the
             // host's to route; one that reaches here is not supported.

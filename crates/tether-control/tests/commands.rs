@@ -7,8 +7,8 @@ mod common;
 use common::{Car, error, final_receipt, key, states};
 use prost::Message;
 use tether_control::{
-    MemoryReceiptLog, ReceiptLog, SimulatedVehicle, StoredReceipt, client, command_digest,
-    signals::Door,
+    MemoryReceiptLog, PeerInfo, Principal, ReceiptLog, SimulatedVehicle, StoredReceipt, client,
+    command_digest, signals::Door,
 };
 use tether_identity::{DeviceKey, Role};
 use tether_proto::v1::{CommandReason, CommandState, ErrorCode, ReceiptBody};
@@ -56,6 +56,68 @@ fn r23_lock_retried_with_the_same_key_executes_once_and_returns_identical_receip
     }
     assert_eq!(car.service.backend().executions().lock, 1);
     assert_eq!(car.service.backend().executions().total(), 1);
+}
+
+/// Keys are scoped to their principal (SPEC §8.3): a key another principal
+/// (another phone, a co-user's grant, the car's own tasks) already used is a
+/// new command for this one, run and receipted on its own.
+#[test]
+fn r23_the_same_key_from_two_principals_executes_twice_each_with_its_own_receipt() {
+    let mut car = Car::new();
+    let owner = PeerInfo::new(Role::Phone).with_principal(Principal::Device([1; 32]));
+    let co_user = PeerInfo::new(Role::Phone).with_principal(Principal::Grant([2; 16]));
+    let tasks = PeerInfo::new(Role::Phone).with_principal(Principal::Automation);
+    let mut receipts = Vec::new();
+    for (i, peer) in [owner, co_user, tasks].into_iter().enumerate() {
+        let request = client::command(i as u64 + 1, &key(2), 0, client::flash_honk(true, false));
+        let (_, out) = car.request_as(peer, &request);
+        assert_eq!(states(&out), [Accepted, InProgress, Succeeded], "{i}");
+        receipts.push(final_receipt(&out));
+    }
+    assert_eq!(car.service.backend().executions().flash_honk, 3);
+    let sequences: Vec<u64> = receipts
+        .iter()
+        .map(|r| ReceiptBody::decode(r.body.as_slice()).unwrap().sequence)
+        .collect();
+    assert_eq!(sequences, [1, 2, 3], "each its own receipt");
+
+    // Another principal's key with another command is not a conflict
+    // either: it is not this principal's key.
+    let other = PeerInfo::new(Role::Phone).with_principal(Principal::Device([9; 32]));
+    let (_, out) = car.request_as(other, &client::command(9, &key(2), 0, client::lock()));
+    assert_eq!(states(&out), [Accepted, InProgress, Succeeded]);
+
+    // And each principal's retry still gets its own receipt, byte for
+    // byte, executing nothing (at most once).
+    for (i, peer) in [owner, co_user, tasks].into_iter().enumerate() {
+        let retry = client::command(10 + i as u64, &key(2), 0, client::flash_honk(true, false));
+        let (_, out) = car.request_as(peer, &retry);
+        assert_eq!(states(&out), [Succeeded]);
+        assert_eq!(
+            final_receipt(&out).encode_to_vec(),
+            receipts[i].encode_to_vec()
+        );
+    }
+    assert_eq!(car.service.backend().executions().flash_honk, 3);
+}
+
+/// Two principals' commands with one key queued at once do not join: each
+/// runs, and each stream hears only its own.
+#[test]
+fn r23_queued_commands_of_two_principals_with_one_key_do_not_join() {
+    let mut car = Car::new();
+    let a = PeerInfo::new(Role::Phone).with_principal(Principal::Device([1; 32]));
+    let b = PeerInfo::new(Role::Watch).with_principal(Principal::Device([2; 32]));
+    let first = car.send_as(a, &client::command(1, &key(5), 0, client::lock()));
+    let second = car.send_as(b, &client::command(2, &key(5), 0, client::unlock()));
+    let out = car.advance(0);
+    let a = common::on_stream(&out, first);
+    let b = common::on_stream(&out, second);
+    assert_eq!(states(&a), [Accepted, InProgress, Succeeded]);
+    assert_eq!(states(&b), [Accepted, InProgress, Succeeded]);
+    assert_ne!(final_receipt(&a), final_receipt(&b));
+    let executions = car.service.backend().executions();
+    assert_eq!((executions.lock, executions.unlock), (1, 1));
 }
 
 #[test]
@@ -321,6 +383,7 @@ fn interrupted_attempt_found_after_restart_is_never_run_again() {
     // process died: the outcome was never recorded.
     let mut log = MemoryReceiptLog::new();
     log.put(
+        &Principal::Unnamed,
         key(30).as_bytes(),
         StoredReceipt {
             command_digest: command_digest(&client::lock()),
@@ -355,7 +418,12 @@ fn receipt_log_keeps_the_receipt_bytes_sent_to_the_phone() {
         Role::Phone,
         &client::command(1, &key(40), 0, client::lock()),
     );
-    let stored = car.service.log().get(key(40).as_bytes()).unwrap().unwrap();
+    let stored = car
+        .service
+        .log()
+        .get(&Principal::Unnamed, key(40).as_bytes())
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.command_digest, command_digest(&client::lock()));
     assert_eq!(stored.receipt, Some(final_receipt(&out).encode_to_vec()));
 }

@@ -230,11 +230,25 @@ impl Phone {
 #[cfg(feature = "head-unit")]
 #[uniffi::export]
 impl HeadUnit {
-    /// The owner logged out of the car: the owner's sessions close, co-users
-    /// keep working under their grants. Returns how many closed.
+    /// The owner logged out of the car: the owner's sessions close and the
+    /// owner's devices are refused, across restarts, until
+    /// `owner_logged_in`; co-users keep working under their grants. Returns
+    /// how many closed.
     pub async fn owner_logged_out(&self) -> Result<u32, TetherError> {
         let inner = self.node();
         run(async move { inner.owner_logged_out().await }).await
+    }
+
+    /// The owner logged in again on the car's screen (call only once the
+    /// app has checked it is the owner): the owner's devices are served
+    /// again (SPEC 17.5).
+    pub fn owner_logged_in(&self) -> Result<(), TetherError> {
+        Ok(self.node().owner_logged_in()?)
+    }
+
+    /// Whether the owner is logged out.
+    pub fn is_owner_logged_out(&self) -> bool {
+        self.node().is_owner_logged_out()
     }
 
     /// Revokes a grant from the car's own screen. Returns how many live

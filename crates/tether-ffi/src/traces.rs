@@ -130,6 +130,7 @@ fn step_result(result: &StepResult) -> String {
         StepResult::ConfirmationTimedOut => "not confirmed in time".to_owned(),
         StepResult::NotParked => "refused: the car is not parked".to_owned(),
         StepResult::Cancelled => "cancelled".to_owned(),
+        StepResult::NotDispatched => "not sent: the run could not be stored first".to_owned(),
     }
 }
 

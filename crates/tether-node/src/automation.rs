@@ -670,7 +670,8 @@ impl AutomationHost {
         if !lock(&self.inner).records.contains_key(&TaskId(id)) {
             return Err(AutomationError::UnknownTask(id));
         }
-        self.persist();
+        // The snapshot too: one that could not be stored is an error here.
+        self.persist()?;
         let stored = lock(&self.store).list_traces(id)?;
         let mut traces = Vec::with_capacity(stored.len());
         for bytes in stored {
@@ -1027,8 +1028,58 @@ impl AutomationHost {
         Ok(())
     }
 
-    /// Drains the engine's outputs, then persists.
+    /// Drains the engine's outputs, persists, then hands the actions out.
+    ///
+    /// Persist first (SPEC §18.6): the snapshot holding the run numbers is
+    /// stored before any action of a run leaves, so a restart never numbers
+    /// a new run like one whose vehicle command already went out (its
+    /// idempotency key `H(seed, task, run, step)` would repeat, and the car
+    /// would answer the old receipt without acting, R23). When the write
+    /// fails, nothing is sent: each action is answered
+    /// [`ActionResult::NotDispatched`] and its run fails with that in its
+    /// trace; the engine's outputs are then drained again.
     fn settle(self: &Arc<Self>) {
+        loop {
+            let started = self.drain_outputs();
+            match self.persist() {
+                Ok(()) => {
+                    self.dispatch(started);
+                    break;
+                }
+                Err(e) if started.is_empty() => {
+                    warn!(error = %e, "the automation snapshot could not be stored");
+                    break;
+                }
+                Err(e) => {
+                    warn!(
+                        error = %e,
+                        actions = started.len(),
+                        "the automation snapshot could not be stored: the actions are not sent"
+                    );
+                    let now = self.now_ms();
+                    let mut inner = lock(&self.inner);
+                    for request in started {
+                        inner.performed.push(Performed {
+                            task: request.task,
+                            effect: request.effect,
+                            result: ActionResult::NotDispatched,
+                        });
+                        if let Err(e) = inner.engine.handle_action_result(
+                            request.id,
+                            ActionResult::NotDispatched,
+                            now,
+                        ) {
+                            debug!(error = %e, "an undispatched action was no longer pending");
+                        }
+                    }
+                }
+            }
+        }
+        self.wake.notify_waiters();
+    }
+
+    /// Drains the engine's outputs; returns the actions it asked for.
+    fn drain_outputs(&self) -> Vec<tether_automation::ActionRequest> {
         let mut started = Vec::new();
         {
             let mut inner = lock(&self.inner);
@@ -1089,6 +1140,11 @@ impl AutomationHost {
                 }
             }
         }
+        started
+    }
+
+    /// Hands actions to the actuator, once their run is stored.
+    fn dispatch(self: &Arc<Self>, started: Vec<tether_automation::ActionRequest>) {
         for request in started {
             let host = Arc::downgrade(self);
             let effect = request.effect.clone();
@@ -1125,17 +1181,17 @@ impl AutomationHost {
                 host.answered.notify_waiters();
             });
         }
-        self.persist();
-        self.wake.notify_waiters();
     }
 
-    /// Writes the snapshot and new or changed traces.
+    /// Writes the snapshot and new or changed traces. A snapshot that could
+    /// not be stored is an error (and is written again next time); a trace
+    /// that could not is only logged, and tried again while it is open.
     ///
     /// A car hands in a fix every second or so: when nothing but the
     /// engine's clock moved, nothing is written. (Skipping the clock alone
     /// is safe: a time trigger due meanwhile would have changed the
     /// snapshot, with a run or a trace.)
-    fn persist(&self) {
+    fn persist(&self) -> Result<(), StoreError> {
         let mut inner = lock(&self.inner);
         let snapshot = inner.engine.snapshot();
         let next_trace = snapshot.next_trace;
@@ -1144,15 +1200,15 @@ impl AutomationHost {
             ..snapshot.clone()
         };
         if inner.last_snapshot.as_ref() == Some(&unchanged) && inner.open_traces.is_empty() {
-            return;
+            return Ok(());
         }
         let mut store = lock(&self.store);
-        if let Err(e) = store.put_automation_snapshot(&wire::encode_snapshot(&snapshot)) {
-            warn!(error = %e, "the automation snapshot could not be stored");
+        if inner.last_snapshot.as_ref() != Some(&unchanged) {
+            store.put_automation_snapshot(&wire::encode_snapshot(&snapshot))?;
+            inner.last_snapshot = Some(unchanged);
         }
-        inner.last_snapshot = Some(unchanged);
         if next_trace == inner.persisted_next_trace && inner.open_traces.is_empty() {
-            return;
+            return Ok(());
         }
         inner.persisted_next_trace = next_trace;
         let mut max_seq = inner.persisted_seq;
@@ -1179,6 +1235,7 @@ impl AutomationHost {
         }
         inner.persisted_seq = max_seq;
         inner.open_traces = open;
+        Ok(())
     }
 }
 

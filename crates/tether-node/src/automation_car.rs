@@ -14,7 +14,7 @@ use tether_automation::{
     PropertyId, PropertySpec, SignalSpec, Value, ValueKind, VehicleCommand,
 };
 use tether_control::signals::{self, Access, Sensitivity, ValueType};
-use tether_control::{PeerInfo, StreamId};
+use tether_control::{PeerInfo, Principal, StreamId};
 use tether_devices::{ACCESS_NOTIFY, ACCESS_READ, ACCESS_WRITE};
 use tether_identity::Role;
 use tether_proto::v1::{
@@ -279,8 +279,10 @@ impl Actuator for CarActuator {
                 };
                 let sent = self.service.send(ServiceInput::Request {
                     stream,
-                    // The author's role: the owner's phone (R23).
-                    peer: PeerInfo::new(Role::Phone),
+                    // The author's role: the owner's phone (R23); the
+                    // car's own tasks are their own principal, so no
+                    // session's key can meet theirs (SPEC §8.3).
+                    peer: PeerInfo::new(Role::Phone).with_principal(Principal::Automation),
                     envelope: Box::new(envelope),
                     writer,
                 });

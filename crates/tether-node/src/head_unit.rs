@@ -2,13 +2,15 @@
 //! token over mDNS and serves the vehicle over account-bound sessions.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tether_control::{Config as ControlConfig, Executions, SimulatedVehicle, VehicleService};
 use tether_discovery::Advertiser;
 use tether_identity::{Credentials, DeviceKey, EnrollmentGrant, EnrollmentRequest, Role};
-use tether_session::quic::{Connector, Listener, ListenerCloser, ListenerStats, StatsHandle};
+use tether_session::quic::{
+    CloseCode, Connector, Listener, ListenerCloser, ListenerStats, StatsHandle,
+};
 use tether_store::Store;
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
@@ -23,6 +25,10 @@ use crate::receipt_log::{COMMAND_LOG_KEEP, StoreReceiptLog};
 use crate::serve::{ServiceInput, run_service, serve_session};
 use crate::share::ShareRegistry;
 use crate::wire::lock;
+
+/// The store setting that keeps the owner's logout across restarts
+/// (SPEC §17.5): `"yes"` while logged out.
+const LOGGED_OUT_SETTING: &str = "head_unit.owner_logged_out";
 
 /// How long a device scan browses the LAN at most (R17).
 pub(crate) const DEVICE_SCAN_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
@@ -53,6 +59,10 @@ pub struct HeadUnit {
     /// (a replayed drive); `None`: on the system clock.
     automation_clock: Mutex<Option<u64>>,
     notices: Arc<Mutex<Vec<AppNotice>>>,
+    /// The owner logged out on the car's screen and has not logged in
+    /// again: every member session is refused (SPEC §17.5). Mirrors the
+    /// store's [`LOGGED_OUT_SETTING`].
+    owner_logged_out: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for HeadUnit {
@@ -67,6 +77,7 @@ impl HeadUnit {
     pub fn open(config: NodeConfig) -> Result<Self, NodeError> {
         let (store, key) = config.open_store_and_key()?;
         let credentials = store.load_identity()?.map(Arc::new);
+        let logged_out = store.get_setting(LOGGED_OUT_SETTING)?.as_deref() == Some("yes");
         Ok(Self {
             config,
             store: Arc::new(Mutex::new(store)),
@@ -75,6 +86,7 @@ impl HeadUnit {
             running: tokio::sync::Mutex::new(None),
             automation_clock: Mutex::new(None),
             notices: Arc::new(Mutex::new(Vec::new())),
+            owner_logged_out: Arc::new(AtomicBool::new(logged_out)),
         })
     }
 
@@ -197,9 +209,20 @@ impl HeadUnit {
         let serving_shares = shares.clone();
         let serving_devices = devices.clone();
         let serving_automation = automation.clone();
+        let logged_out = self.owner_logged_out.clone();
         let accept_task = tokio::spawn(async move {
             while let Some(session) = listener.accept().await {
                 info!(role = %session.peer().certificate.role, resumed = session.peer().resumed, co_user = session.peer().grant.is_some(), "session authenticated");
+                // SPEC §17.5: while the owner is logged out, no member
+                // session is served, whether it proved the group key or
+                // resumed a ticket (issued before the logout or not). A
+                // co-user admitted by a grant is not a member and keeps
+                // working (R16).
+                if session.peer().grant.is_none() && logged_out.load(Ordering::SeqCst) {
+                    info!("member session closed: the owner is logged out");
+                    session.close(CloseCode::Normal, "logged out");
+                    continue;
+                }
                 tokio::spawn(serve_session(
                     session,
                     tx.clone(),
@@ -305,13 +328,39 @@ impl HeadUnit {
             .await
     }
 
-    /// The owner logged out of the car: the owner's sessions close, while
-    /// co-users keep working under their grants (R16). Returns how many
-    /// sessions were closed.
+    /// The owner logged out of the car (SPEC §17.5): the owner's live
+    /// sessions close, and from now on every member session (the owner's
+    /// phone, watch, hub; a full handshake or a resumed ticket) is closed
+    /// as soon as it arrives, until [`HeadUnit::owner_logged_in`], across
+    /// restarts. Co-users keep working under their grants (R16). The state
+    /// is stored first: if it cannot be, nothing changes and the error is
+    /// returned. Returns how many live sessions were closed (0 when the car
+    /// is not started).
     pub async fn owner_logged_out(&self) -> Result<u32, NodeError> {
+        lock(&self.store).set_setting(LOGGED_OUT_SETTING, "yes")?;
+        // Refuse new sessions before closing the live ones, so none slips
+        // in between.
+        self.owner_logged_out.store(true, Ordering::SeqCst);
         let running = self.running.lock().await;
-        let r = running.as_ref().ok_or(NodeError::State("not started"))?;
-        Ok(r.shares.owner_logged_out() as u32)
+        Ok(running
+            .as_ref()
+            .map_or(0, |r| r.shares.owner_logged_out() as u32))
+    }
+
+    /// The owner logged in again on the car's screen: member sessions are
+    /// served again (SPEC §17.5). The head-unit app calls this only once the
+    /// person at the screen has shown they are the owner (the car's own
+    /// profile login); no request over the network ends a logout, since no
+    /// member session is served meanwhile. Stored before it takes effect.
+    pub fn owner_logged_in(&self) -> Result<(), NodeError> {
+        lock(&self.store).set_setting(LOGGED_OUT_SETTING, "no")?;
+        self.owner_logged_out.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether the owner is logged out (SPEC §17.5).
+    pub fn is_owner_logged_out(&self) -> bool {
+        self.owner_logged_out.load(Ordering::SeqCst)
     }
 
     /// Revokes a share grant from the car itself (the owner's phone may also

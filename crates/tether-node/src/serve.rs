@@ -229,7 +229,8 @@ pub(crate) async fn serve_session(
     let grant = session.peer().grant;
     let registration = shares.register(grant, session.closer());
     // A co-user is its own requester class, whatever role its certificate
-    // names (R16, R21, R32; SPEC §17.4).
+    // names (R16, R21, R32; SPEC §17.4); commands are keyed by the peer's
+    // principal (SPEC §8.3).
     let peer = match &grant {
         None => PeerInfo::member(role, registration.session()),
         Some(g) => PeerInfo::co_user(
@@ -237,7 +238,8 @@ pub(crate) async fn serve_session(
             registration.session(),
             shares.grant_allows(g, tether_identity::SharePermission::VehicleLocation),
         ),
-    };
+    }
+    .with_principal(crate::receipt_log::principal_of(session.peer()));
     while let Some(request) = session.next_request().await {
         match shares.gate(role, grant.as_ref(), &request.envelope, unix_now()) {
             Gate::Forward => {}

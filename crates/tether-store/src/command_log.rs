@@ -1,5 +1,7 @@
-//! The vehicle's command log: one record per idempotency key, replaced as
-//! the command moves from "about to act" (no receipt) to its signed outcome.
+//! The vehicle's command log: one record per (principal, idempotency key),
+//! replaced as the command moves from "about to act" (no receipt) to its
+//! signed outcome. The principal is the caller's opaque name of the
+//! requester; keys of two principals never meet.
 
 use rusqlite::{OptionalExtension, params};
 
@@ -17,22 +19,25 @@ pub struct CommandRecord {
 }
 
 impl Store {
-    /// Stores or replaces the record for idempotency `key`.
+    /// Stores or replaces the record `principal` holds for idempotency `key`.
     pub fn put_command_record(
         &mut self,
+        principal: &[u8],
         key: &[u8],
         record: &CommandRecord,
         now_unix_s: u64,
     ) -> Result<(), StoreError> {
         self.conn.execute(
-            "INSERT INTO command_log (idempotency_key, command_digest, sequence, receipt, recorded_unix_s)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (idempotency_key) DO UPDATE SET
+            "INSERT INTO command_log
+                 (principal, idempotency_key, command_digest, sequence, receipt, recorded_unix_s)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (principal, idempotency_key) DO UPDATE SET
                  command_digest = excluded.command_digest,
                  sequence = excluded.sequence,
                  receipt = excluded.receipt,
                  recorded_unix_s = excluded.recorded_unix_s",
             params![
+                principal,
                 key,
                 record.command_digest,
                 to_sql_i64(record.sequence, "command sequence")?,
@@ -43,13 +48,18 @@ impl Store {
         Ok(())
     }
 
-    /// The record for idempotency `key`, if kept.
-    pub fn get_command_record(&self, key: &[u8]) -> Result<Option<CommandRecord>, StoreError> {
+    /// The record `principal` holds for idempotency `key`, if kept.
+    pub fn get_command_record(
+        &self,
+        principal: &[u8],
+        key: &[u8],
+    ) -> Result<Option<CommandRecord>, StoreError> {
         let row = self
             .conn
             .query_row(
-                "SELECT command_digest, sequence, receipt FROM command_log WHERE idempotency_key = ?1",
-                params![key],
+                "SELECT command_digest, sequence, receipt FROM command_log
+                 WHERE principal = ?1 AND idempotency_key = ?2",
+                params![principal, key],
                 |row| {
                     Ok((
                         row.get::<_, Vec<u8>>(0)?,

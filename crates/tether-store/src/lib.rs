@@ -33,10 +33,11 @@
 //! }
 //! assert!(store.load_identity()?.is_none()); // not enrolled yet
 //!
-//! // A vehicle command is executed once; a retry gets the stored receipt.
+//! // A vehicle command is executed once; a retry by the same requester
+//! // (principal) gets the stored receipt.
 //! let record = CommandRecord { command_digest: vec![0; 32], sequence: 1, receipt: Some(b"receipt".to_vec()) };
-//! store.put_command_record(b"idempotency-key", &record, 1_800_000_000)?;
-//! let stored = store.get_command_record(b"idempotency-key")?.expect("just stored");
+//! store.put_command_record(b"principal", b"idempotency-key", &record, 1_800_000_000)?;
+//! let stored = store.get_command_record(b"principal", b"idempotency-key")?.expect("just stored");
 //! assert_eq!(stored.receipt.as_deref(), Some(&b"receipt"[..]));
 //! store.prune_command_log(1024)?;
 //! # Ok(())

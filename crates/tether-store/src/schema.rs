@@ -6,11 +6,11 @@ use crate::StoreError;
 
 /// The schema version this build writes; a database with a higher
 /// `user_version` is refused with [`StoreError::NewerSchema`].
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// `MIGRATIONS[i]` takes a database from version `i` to `i + 1`. Append only:
 /// a released step is never edited.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4, V5, V6, V7];
 
 /// Version 1. Tables are STRICT so a value of the wrong type cannot be stored;
 /// single-row tables are pinned to `id = 1`.
@@ -153,6 +153,30 @@ CREATE TABLE automation_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     snapshot BLOB NOT NULL
 ) STRICT;
+";
+
+/// Version 7: the command log is keyed by (principal, idempotency key), so
+/// one requester can never receive another's receipt by reusing its key
+/// (SPEC §8.3). The principal is opaque bytes the node chooses. Records
+/// from before keep an empty principal, which no requester has: they still
+/// count for the last sequence number, and age out with pruning.
+const V7: &str = "
+CREATE TABLE command_log_v7 (
+    seq INTEGER PRIMARY KEY,
+    principal BLOB NOT NULL,
+    idempotency_key BLOB NOT NULL,
+    command_digest BLOB NOT NULL,
+    sequence INTEGER NOT NULL,
+    receipt BLOB,
+    recorded_unix_s INTEGER NOT NULL,
+    UNIQUE (principal, idempotency_key)
+) STRICT;
+INSERT INTO command_log_v7
+    (seq, principal, idempotency_key, command_digest, sequence, receipt, recorded_unix_s)
+    SELECT seq, X'', idempotency_key, command_digest, sequence, receipt, recorded_unix_s
+    FROM command_log;
+DROP TABLE command_log;
+ALTER TABLE command_log_v7 RENAME TO command_log;
 ";
 
 /// Reads `user_version` and refuses a database newer than this build.

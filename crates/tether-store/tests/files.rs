@@ -84,7 +84,7 @@ fn data_survives_close_and_reopen() {
             sequence: 1,
             receipt: Some(b"r".to_vec()),
         };
-        store.put_command_record(b"k", &record, 10).unwrap();
+        store.put_command_record(b"p", b"k", &record, 10).unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(
@@ -92,7 +92,11 @@ fn data_survives_close_and_reopen() {
         Some("ethernet")
     );
     assert_eq!(
-        store.get_command_record(b"k").unwrap().unwrap().receipt,
+        store
+            .get_command_record(b"p", b"k")
+            .unwrap()
+            .unwrap()
+            .receipt,
         Some(b"r".to_vec())
     );
 }
@@ -106,6 +110,60 @@ fn new_database_has_current_schema_version_in_wal_mode() {
     assert_eq!(version, SCHEMA_VERSION);
     let journal: String = raw.pragma_query_one(None, "journal_mode").unwrap();
     assert_eq!(journal, "wal");
+}
+
+/// Version 7 keys the command log by principal (SPEC §8.3): a version-6
+/// file is migrated in place, its records kept under the empty principal
+/// (no requester's), so sequence numbers keep increasing.
+#[test]
+fn a_version_6_command_log_migrates_keeping_its_records_under_no_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let path = dir.path().join(DATABASE_FILE);
+    {
+        // The version-6 table, with one record, as an older build left it.
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch(
+            "DROP TABLE command_log;
+             CREATE TABLE command_log (
+                 seq INTEGER PRIMARY KEY,
+                 idempotency_key BLOB NOT NULL UNIQUE,
+                 command_digest BLOB NOT NULL,
+                 sequence INTEGER NOT NULL,
+                 receipt BLOB,
+                 recorded_unix_s INTEGER NOT NULL
+             ) STRICT;
+             INSERT INTO command_log
+                 (idempotency_key, command_digest, sequence, receipt, recorded_unix_s)
+                 VALUES (X'6b6b', X'01', 41, X'72', 10);
+             PRAGMA user_version = 6;",
+        )
+        .unwrap();
+    }
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.last_command_sequence().unwrap(), 41);
+    assert_eq!(
+        store
+            .get_command_record(b"", b"kk")
+            .unwrap()
+            .unwrap()
+            .receipt,
+        Some(b"r".to_vec())
+    );
+    assert!(store.get_command_record(b"p", b"kk").unwrap().is_none());
+    let record = tether_store::CommandRecord {
+        command_digest: vec![2; 32],
+        sequence: 42,
+        receipt: None,
+    };
+    store.put_command_record(b"p", b"kk", &record, 11).unwrap();
+    assert_eq!(store.get_command_record(b"p", b"kk").unwrap(), Some(record));
+    drop(store);
+    let version: u32 = Connection::open(&path)
+        .unwrap()
+        .pragma_query_one(None, "user_version")
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
 }
 
 #[test]

@@ -4,6 +4,9 @@
 
 use tether_store::{CommandRecord, MAX_TICKETS_PER_PEER, Store, StoreError};
 
+/// The principal of most tests (the node's encoding is its own business).
+const P: &[u8] = b"principal-a";
+
 fn record(digest: u8, sequence: u64, receipt: Option<&[u8]>) -> CommandRecord {
     CommandRecord {
         command_digest: vec![digest; 32],
@@ -15,17 +18,40 @@ fn record(digest: u8, sequence: u64, receipt: Option<&[u8]>) -> CommandRecord {
 #[test]
 fn command_record_round_trips_and_is_replaced() {
     let mut store = Store::open_in_memory().unwrap();
-    assert!(store.get_command_record(b"k1").unwrap().is_none());
+    assert!(store.get_command_record(P, b"k1").unwrap().is_none());
     store
-        .put_command_record(b"k1", &record(1, 1, None), 100)
+        .put_command_record(P, b"k1", &record(1, 1, None), 100)
         .unwrap();
     store
-        .put_command_record(b"k1", &record(1, 1, Some(b"ok")), 101)
+        .put_command_record(P, b"k1", &record(1, 1, Some(b"ok")), 101)
         .unwrap();
     assert_eq!(
-        store.get_command_record(b"k1").unwrap(),
+        store.get_command_record(P, b"k1").unwrap(),
         Some(record(1, 1, Some(b"ok")))
     );
+}
+
+/// SPEC §8.3: one key under two principals is two records; neither sees
+/// or replaces the other's.
+#[test]
+fn r23_command_records_are_scoped_to_their_principal() {
+    let mut store = Store::open_in_memory().unwrap();
+    store
+        .put_command_record(b"a", b"k1", &record(1, 1, Some(b"a's")), 100)
+        .unwrap();
+    assert!(store.get_command_record(b"b", b"k1").unwrap().is_none());
+    store
+        .put_command_record(b"b", b"k1", &record(2, 2, Some(b"b's")), 101)
+        .unwrap();
+    assert_eq!(
+        store.get_command_record(b"a", b"k1").unwrap(),
+        Some(record(1, 1, Some(b"a's")))
+    );
+    assert_eq!(
+        store.get_command_record(b"b", b"k1").unwrap(),
+        Some(record(2, 2, Some(b"b's")))
+    );
+    assert_eq!(store.last_command_sequence().unwrap(), 2);
 }
 
 #[test]
@@ -36,6 +62,7 @@ fn prune_command_log_keeps_newest_n_r30() {
     for i in 0..10u8 {
         store
             .put_command_record(
+                P,
                 &[i],
                 &record(i, u64::from(i), Some(&[i])),
                 1_000 - u64::from(i),
@@ -45,24 +72,24 @@ fn prune_command_log_keeps_newest_n_r30() {
     assert_eq!(store.prune_command_log(3).unwrap(), 7);
     for i in 0..7u8 {
         assert!(
-            store.get_command_record(&[i]).unwrap().is_none(),
+            store.get_command_record(P, &[i]).unwrap().is_none(),
             "{i} kept"
         );
     }
     for i in 7..10u8 {
-        let kept = store.get_command_record(&[i]).unwrap().unwrap();
+        let kept = store.get_command_record(P, &[i]).unwrap().unwrap();
         assert_eq!(kept.receipt, Some(vec![i]));
     }
     assert_eq!(store.prune_command_log(3).unwrap(), 0);
     assert_eq!(store.prune_command_log(0).unwrap(), 3);
-    assert!(store.get_command_record(&[9]).unwrap().is_none());
+    assert!(store.get_command_record(P, &[9]).unwrap().is_none());
 }
 
 #[test]
 fn time_beyond_sqlite_range_is_out_of_range() {
     let mut store = Store::open_in_memory().unwrap();
     assert!(matches!(
-        store.put_command_record(b"k", &record(1, 1, None), u64::MAX),
+        store.put_command_record(P, b"k", &record(1, 1, None), u64::MAX),
         Err(StoreError::OutOfRange(_))
     ));
     assert!(matches!(
@@ -182,10 +209,10 @@ fn command_log_replaces_the_mark_with_the_outcome_and_survives_reopen() {
             receipt: None,
         };
         store
-            .put_command_record(b"key-0123456789ab", &mark, 10)
+            .put_command_record(P, b"key-0123456789ab", &mark, 10)
             .unwrap();
         assert_eq!(
-            store.get_command_record(b"key-0123456789ab").unwrap(),
+            store.get_command_record(P, b"key-0123456789ab").unwrap(),
             Some(mark.clone())
         );
         let done = CommandRecord {
@@ -193,12 +220,12 @@ fn command_log_replaces_the_mark_with_the_outcome_and_survives_reopen() {
             ..mark
         };
         store
-            .put_command_record(b"key-0123456789ab", &done, 11)
+            .put_command_record(P, b"key-0123456789ab", &done, 11)
             .unwrap();
     }
     let mut store = Store::open(&dir).unwrap();
     let got = store
-        .get_command_record(b"key-0123456789ab")
+        .get_command_record(P, b"key-0123456789ab")
         .unwrap()
         .unwrap();
     assert_eq!(got.receipt, Some(vec![9, 9]));
@@ -209,12 +236,12 @@ fn command_log_replaces_the_mark_with_the_outcome_and_survives_reopen() {
         receipt: None,
     };
     store
-        .put_command_record(b"key-other-0000000", &other, 12)
+        .put_command_record(P, b"key-other-0000000", &other, 12)
         .unwrap();
     assert_eq!(store.prune_command_log(1).unwrap(), 1);
     assert!(
         store
-            .get_command_record(b"key-0123456789ab")
+            .get_command_record(P, b"key-0123456789ab")
             .unwrap()
             .is_none()
     );

@@ -248,6 +248,11 @@ pub enum ActionResult {
     Succeeded,
     /// Not done, and why.
     Failed(String),
+    /// Never sent: the host could not first store the engine's snapshot
+    /// that records the run (SPEC §18.6). The host persists before any
+    /// action of a run leaves, so a restart can never reuse the run's
+    /// number, and with it a vehicle command's idempotency key.
+    NotDispatched,
 }
 
 /// What became of an input.

@@ -479,6 +479,7 @@ impl Engine {
             step.result = match result {
                 ActionResult::Succeeded => StepResult::Succeeded,
                 ActionResult::Failed(reason) => StepResult::Failed(reason),
+                ActionResult::NotDispatched => StepResult::NotDispatched,
             };
         }
         if ok {

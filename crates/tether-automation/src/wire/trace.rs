@@ -320,6 +320,7 @@ fn step_to_proto(step: &StepRecord) -> pb::StepRecord {
         StepResult::ConfirmationTimedOut => status(Status::ConfirmationTimedOut),
         StepResult::NotParked => status(Status::NotParked),
         StepResult::Cancelled => status(Status::Cancelled),
+        StepResult::NotDispatched => status(Status::NotDispatched),
     };
     pb::StepRecord {
         step: step.step.iter().map(|&i| u32::from(i)).collect(),
@@ -355,6 +356,7 @@ fn step_from_proto(step: pb::StepRecord) -> Result<StepRecord, WireError> {
             Ok(Status::ConfirmationTimedOut) => StepResult::ConfirmationTimedOut,
             Ok(Status::NotParked) => StepResult::NotParked,
             Ok(Status::Cancelled) => StepResult::Cancelled,
+            Ok(Status::NotDispatched) => StepResult::NotDispatched,
             Ok(Status::Unspecified) => return Err(WireError::Missing(FIELD)),
             Err(_) => {
                 return Err(WireError::UnknownEnum {

@@ -2,15 +2,15 @@
 //! (R23, SPEC §8.3).
 
 use prost::Message;
-use tether_identity::Role;
 use tether_proto::v1::{
     CommandReason, CommandReceipt, CommandState, CommandStatus, Envelope, ErrorCode, ReceiptBody,
     VehicleCommand, response,
 };
 
-use super::{Refusal, StreamId, VehicleService, refuse};
+use super::{PeerInfo, Refusal, StreamId, VehicleService, refuse};
 use crate::access::may_command;
 use crate::backend::{Actuation, ActuationError, VehicleBackend};
+use crate::principal::Principal;
 use crate::receipt::{
     MAX_IDEMPOTENCY_KEY_BYTES, MIN_IDEMPOTENCY_KEY_BYTES, ReceiptLog, StoredReceipt,
     command_digest, sign_receipt,
@@ -50,6 +50,8 @@ pub(super) struct Waiter {
 /// A command accepted but not yet run; retries with its key join `waiters`.
 #[derive(Debug)]
 pub(super) struct PendingCommand {
+    /// Whose key it is (SPEC §8.3): keys are scoped to their principal.
+    principal: Principal,
     key: Vec<u8>,
     digest: [u8; 32],
     actuation: Result<Actuation, CommandReason>,
@@ -61,13 +63,14 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
     pub(super) fn accept_command(
         &mut self,
         stream: StreamId,
-        role: Role,
+        peer: PeerInfo,
         request: &Envelope,
         command: &VehicleCommand,
     ) -> Result<(), Refusal> {
+        let principal = peer.principal;
         // Role first: a peer that may not command learns nothing about keys
         // and cannot fill the log, which would evict the owner's receipts (R23).
-        if !may_command(role) {
+        if !may_command(peer.role) {
             return Err(MAY_NOT_COMMAND);
         }
         let key = &request.idempotency_key;
@@ -83,8 +86,14 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
             request_id: request.request_id,
         };
 
-        // A retry while the first attempt is still queued joins it.
-        if let Some(pending) = self.pending.iter_mut().find(|p| p.key == *key) {
+        // A retry while the first attempt is still queued joins it. Keys
+        // are the principal's own: another principal's key is another
+        // command, and it never sees this one's statuses (SPEC §8.3).
+        if let Some(pending) = self
+            .pending
+            .iter_mut()
+            .find(|p| p.principal == principal && p.key == *key)
+        {
             if pending.digest != digest {
                 return Err(KEY_REUSED);
             }
@@ -94,7 +103,7 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
         }
 
         // A retry after it finished gets the stored receipt, byte for byte.
-        match self.log.get(key) {
+        match self.log.get(&principal, key) {
             Err(_) => return Err(LOG_UNAVAILABLE),
             Ok(Some(stored)) => {
                 if stored.command_digest != digest {
@@ -123,6 +132,7 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
             ms => ms.min(self.config.max_deadline_ms),
         };
         self.pending.push_back(PendingCommand {
+            principal,
             key: key.clone(),
             digest,
             actuation: Actuation::from_command(inner),
@@ -158,7 +168,11 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
             sequence,
             receipt: None,
         };
-        if self.log.put(&command.key, mark).is_err() {
+        if self
+            .log
+            .put(&command.principal, &command.key, mark)
+            .is_err()
+        {
             for waiter in &command.waiters {
                 self.send_error(waiter.stream, waiter.request_id, LOG_UNAVAILABLE);
             }
@@ -206,7 +220,7 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
         // If this write fails, an executed command's write-ahead mark stays,
         // so retries get OUTCOME_UNKNOWN and nothing runs twice. The waiters
         // still get their receipt.
-        let _ = self.log.put(&command.key, record);
+        let _ = self.log.put(&command.principal, &command.key, record);
         let final_status = CommandStatus {
             state: state as i32,
             reason: reason as i32,

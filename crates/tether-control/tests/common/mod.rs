@@ -59,26 +59,27 @@ impl Car {
         peer: PeerInfo,
         request: &Envelope,
     ) -> (StreamId, Vec<Envelope>) {
-        let stream = self.send_on_new_stream(peer, request);
+        let stream = self.send_as(peer, request);
         let out = self.drive();
         (stream, on_stream(&out, stream))
     }
 
     /// Like [`Car::request`], but returns what was sent on every stream.
     pub(crate) fn request_all(&mut self, role: Role, request: &Envelope) -> Vec<Transmit> {
-        self.send_on_new_stream(PeerInfo::new(role), request);
+        self.send_as(PeerInfo::new(role), request);
         self.drive()
     }
 
     /// Sends `request` on a new stream without firing any timer; returns the
     /// stream and the immediate answers.
     pub(crate) fn send(&mut self, role: Role, request: &Envelope) -> (StreamId, Vec<Envelope>) {
-        let stream = self.send_on_new_stream(PeerInfo::new(role), request);
+        let stream = self.send_as(PeerInfo::new(role), request);
         let out = self.drain();
         (stream, on_stream(&out, stream))
     }
 
-    fn send_on_new_stream(&mut self, peer: PeerInfo, request: &Envelope) -> StreamId {
+    /// Sends `request` from `peer` on a new stream without driving the car.
+    pub(crate) fn send_as(&mut self, peer: PeerInfo, request: &Envelope) -> StreamId {
         let stream = StreamId(self.next_stream);
         self.next_stream += 1;
         self.service
