@@ -21,7 +21,7 @@ use super::stream::{
 use super::{CloseCode, SessionConfig, SessionError, exporter, random_nonce, tls, unix_now};
 use crate::frame::{FrameError, FrameSplitter, Piece};
 use crate::handshake::{
-    Grantees, MAX_HANDSHAKE_MESSAGE_BYTES, PeerIdentity, ServerHandshake, TicketKey,
+    Grantees, MAX_HANDSHAKE_MESSAGE_BYTES, PeerIdentity, Proven, ServerHandshake, TicketKey,
 };
 
 /// How long a responder waits for the end of a request stream after the
@@ -60,8 +60,11 @@ struct Counters {
 
 struct PendingEntry {
     id: u64,
-    /// Proved membership (answered hello): never evicted by a flood.
-    member: bool,
+    /// What its `ClientHello` proved. A member is never evicted by a flood;
+    /// a co-user admitted by a grant is evicted only when no stranger is
+    /// left to evict, so half-open grant handshakes cannot hold the slots
+    /// against the owner (R16, R31; SPEC §5.7).
+    proven: Proven,
     abort: tokio::task::AbortHandle,
     /// Set once QUIC's own handshake is done, so an eviction can say why.
     conn: Option<quinn::Connection>,
@@ -90,10 +93,20 @@ impl Pending {
         }
     }
 
-    fn mark_member(&self, id: u64) {
+    fn set_proven(&self, id: u64, proven: Proven) {
         if let Some(e) = self.lock().iter_mut().find(|e| e.id == id) {
-            e.member = true;
+            e.proven = proven;
         }
+    }
+
+    /// Which entry a newcomer evicts when every slot is taken: the oldest
+    /// that proved nothing, else the oldest admitted by a grant, never a
+    /// member.
+    fn victim(entries: &VecDeque<PendingEntry>) -> Option<usize> {
+        entries
+            .iter()
+            .position(|e| e.proven == Proven::Nothing)
+            .or_else(|| entries.iter().position(|e| e.proven == Proven::Grantee))
     }
 }
 
@@ -271,8 +284,9 @@ async fn accept_loop(
         let mut entries = context.pending.lock();
         if entries.len() >= context.pending.cap {
             // Evict the oldest connection that has not proven membership. A
-            // non-member never proves it, so a flood only evicts itself.
-            match entries.iter().position(|e| !e.member) {
+            // non-member never proves it, so a flood only evicts itself; a
+            // co-user's half-open handshakes go before any member's.
+            match Pending::victim(&entries) {
                 Some(pos) => {
                     if let Some(old) = entries.remove(pos) {
                         if let Some(conn) = &old.conn {
@@ -296,7 +310,7 @@ async fn accept_loop(
         let task = tokio::spawn(handshake_task(id, incoming, context.clone(), tx.clone()));
         entries.push_back(PendingEntry {
             id,
-            member: false,
+            proven: Proven::Nothing,
             abort: task.abort_handle(),
             conn: None,
         });
@@ -421,9 +435,7 @@ async fn authenticate(
             conn.close((CloseCode::Refused as u32).into(), b"refused");
             return Err(e.into());
         }
-        if core.has_answered_hello() {
-            context.pending.mark_member(id);
-        }
+        context.pending.set_proven(id, core.proven());
         if let Some(peer) = peer {
             let _ = send.finish();
             let _ = auth_tx.send(AuthState::Authenticated);
