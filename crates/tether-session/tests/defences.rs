@@ -194,3 +194,49 @@ async fn half_open_handshakes_of_a_co_user_or_a_stranger_cannot_lock_the_owner_o
     assert!(stats.evicted >= cap as u64, "{stats:?}");
     drop((held, strangers));
 }
+
+#[tokio::test]
+async fn a_non_member_can_make_the_responder_hold_only_a_bounded_amount_before_authentication_r31()
+{
+    let w = world();
+    let config = SessionConfig {
+        handshake_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let bound = config.max_unauthenticated_bytes();
+    let (addr, _stats) = w.car(config);
+    let conn = connector(&w.co_phone)
+        .connect_unauthenticated(addr)
+        .await
+        .unwrap();
+
+    // The handshake stream stays silent; every stream the car lets us open
+    // is filled with frames of the largest size, 1 MiB each.
+    let (_hs_send, _hs_recv) = conn.open_bi().await.unwrap();
+    let frame = tether_session::encode_frame(&vec![0x55; tether_session::MAX_FRAME_BYTES]);
+    for _ in 0..64 {
+        let (conn, frame) = (conn.clone(), frame.clone());
+        tokio::spawn(async move {
+            let Ok((mut send, recv)) = conn.open_bi().await else {
+                return;
+            };
+            for _ in 0..16 {
+                if send.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+            drop(recv);
+        });
+    }
+    // Until the car gives up at the handshake deadline.
+    let _ = conn.closed().await;
+
+    // Everything the peer sent, packet overhead and handshake included,
+    // stays within the figure of SPEC §5.7 plus an eighth for QUIC framing.
+    let sent = conn.stats().udp_tx.bytes;
+    eprintln!("sent {sent} bytes before the deadline; bound {bound}");
+    assert!(
+        sent <= bound + bound / 8 + 16 * 1024,
+        "an unauthenticated peer sent {sent} bytes, over the bound of {bound}"
+    );
+}

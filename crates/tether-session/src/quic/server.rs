@@ -438,6 +438,7 @@ async fn authenticate(
         context.pending.set_proven(id, core.proven());
         if let Some(peer) = peer {
             let _ = send.finish();
+            widen_after_authentication(conn, &context.config);
             let _ = auth_tx.send(AuthState::Authenticated);
             return Ok(ServerSession {
                 conn: conn.clone(),
@@ -449,6 +450,15 @@ async fn authenticate(
             });
         }
     }
+}
+
+/// Lifts the limits an unauthenticated connection runs under
+/// (`SessionConfig::server_transport`, R31): the session's stream count and
+/// quinn's default connection receive window (unlimited; each stream keeps
+/// its own window).
+pub(super) fn widen_after_authentication(conn: &quinn::Connection, config: &SessionConfig) {
+    conn.set_max_concurrent_bi_streams(config.max_concurrent_streams.into());
+    conn.set_receive_window(quinn::VarInt::MAX);
 }
 
 /// Accepts request streams for the connection's lifetime. Requests read
