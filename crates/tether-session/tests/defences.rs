@@ -11,13 +11,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message;
 use tether_identity::{AccountAuthority, Credentials, GrantKey, LocalAuthority, Role};
 use tether_proto::v1::{Envelope, ErrorCode, Ping, Request, envelope, request};
 use tether_session::handshake::{
     ClientHandshake, EXPORTER_LABEL, EXPORTER_LEN, GrantAccess, Grantee, HandshakeConfig, Output,
 };
 use tether_session::quic::{
-    ClientSession, Connector, Listener, ListenerStats, SessionConfig, SessionError, StatsHandle,
+    ClientSession, CloseCode, Connector, Listener, ListenerStats, SessionConfig, SessionError,
+    StatsHandle,
 };
 
 const LOOPBACK: &str = "127.0.0.1:0";
@@ -239,4 +241,53 @@ async fn a_non_member_can_make_the_responder_hold_only_a_bounded_amount_before_a
         sent <= bound + bound / 8 + 16 * 1024,
         "an unauthenticated peer sent {sent} bytes, over the bound of {bound}"
     );
+}
+
+/// Opens a QUIC connection, leaves the handshake stream silent and sends
+/// one request on the next stream; returns the frame the car answers on it
+/// and how the connection ended.
+async fn request_held_past_the_deadline(
+    who: &Connector,
+    addr: SocketAddr,
+) -> (Vec<u8>, quinn::ConnectionError) {
+    let conn = who.connect_unauthenticated(addr).await.unwrap();
+    let (_hs_send, _hs_recv) = conn.open_bi().await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&tether_session::encode_frame(&ping().encode_to_vec()))
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let reply = recv.read_to_end(1024).await.unwrap_or_default();
+    (reply, conn.closed().await)
+}
+
+#[tokio::test]
+async fn a_request_held_past_the_handshake_deadline_gets_unauthenticated_r31() {
+    let w = world();
+    let (addr, stats) = w.car(SessionConfig {
+        handshake_timeout: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let stranger = connector(&w.co_phone);
+    for _ in 0..5 {
+        let (reply, closed) = request_held_past_the_deadline(&stranger, addr).await;
+        assert!(
+            matches!(&closed, quinn::ConnectionError::ApplicationClosed(c)
+                if c.error_code.into_inner() == CloseCode::HandshakeTimeout as u64),
+            "{closed:?}"
+        );
+        let mut decoder = tether_session::FrameDecoder::new(1024);
+        decoder.handle_bytes(&reply);
+        let frame = decoder
+            .poll_frame()
+            .unwrap()
+            .expect("SPEC §5.7: the held request is answered before the close");
+        let answer = Envelope::decode(frame.as_slice()).unwrap();
+        assert!(
+            matches!(answer.body, Some(envelope::Body::Error(ref e))
+                if e.code == ErrorCode::Unauthenticated as i32),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(stats.get().timed_out, 5);
 }

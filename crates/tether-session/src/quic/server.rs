@@ -331,22 +331,36 @@ async fn handshake_task(
             .map_err(|_| SessionError::HandshakeTimeout)?
             .map_err(SessionError::from_connection)?;
         context.pending.set_connection(id, &conn);
-        match tokio::time::timeout_at(deadline, authenticate(id, &conn, &context)).await {
-            Ok(Err(e)) => {
-                // Every failure closes with the same bare code (a no-op if
-                // already closed): a non-member learns nothing more.
-                conn.close((CloseCode::Refused as u32).into(), b"refused");
-                Err(e)
-            }
-            Ok(result) => result,
-            Err(_) => {
-                conn.close(
-                    (CloseCode::HandshakeTimeout as u32).into(),
-                    b"handshake timeout",
-                );
-                Err(SessionError::HandshakeTimeout)
-            }
-        }
+        let (auth_tx, auth_rx) = watch::channel(AuthState::Pending);
+        let (answering, mut answered) = mpsc::channel::<()>(1);
+        let authenticated = tokio::time::timeout_at(
+            deadline,
+            authenticate(id, &conn, &context, auth_tx.clone(), auth_rx, answering),
+        )
+        .await;
+        let (code, reason, error) = match authenticated {
+            Ok(Ok(session)) => return Ok(session),
+            // Every failure closes with the same bare code (a no-op if
+            // already closed): a non-member learns nothing more.
+            Ok(Err(e)) => (CloseCode::Refused, &b"refused"[..], e),
+            Err(_) => (
+                CloseCode::HandshakeTimeout,
+                &b"handshake timeout"[..],
+                SessionError::HandshakeTimeout,
+            ),
+        };
+        // SPEC §5.7: each held request gets its UNAUTHENTICATED before the
+        // close, after a refusal as after the deadline. Every task holding
+        // a request keeps a clone of `answering` until the peer has
+        // acknowledged its answer; the acceptor's went with `authenticate`.
+        // Meanwhile the peer gets no new credit: no stream, and no byte
+        // for what answered streams free (R31).
+        conn.set_max_concurrent_bi_streams(0u32.into());
+        conn.set_receive_window(0u32.into());
+        let _ = auth_tx.send(AuthState::Failed);
+        let _ = tokio::time::timeout(FAILURE_ANSWER_GRACE, answered.recv()).await;
+        conn.close((code as u32).into(), reason);
+        Err(error)
     }
     .await;
     context.pending.remove(id);
@@ -380,23 +394,33 @@ enum AuthState {
     Failed,
 }
 
+/// How long a failed handshake's connection stays open for its held
+/// requests' `UNAUTHENTICATED` answers (and its `Refuse`) to be acknowledged.
+const FAILURE_ANSWER_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Runs the handshake on stream 0 while `accept_streams` holds the request
+/// streams. `auth_tx` tells those whether to serve; `answering` is cloned
+/// into each request task (see `handshake_task`).
 async fn authenticate(
     id: u64,
     conn: &quinn::Connection,
     context: &Context,
+    auth_tx: watch::Sender<AuthState>,
+    auth_rx: watch::Receiver<AuthState>,
+    answering: mpsc::Sender<()>,
 ) -> Result<ServerSession, SessionError> {
     let exporter = exporter(conn)?;
     let (mut send, recv) = conn
         .accept_bi()
         .await
         .map_err(SessionError::from_connection)?;
-    let (auth_tx, auth_rx) = watch::channel(AuthState::Pending);
     let (req_tx, requests) = mpsc::channel(context.config.request_queue.max(1));
     let acceptor = tokio::spawn(accept_streams(
         conn.clone(),
         auth_rx,
         req_tx,
         context.config.max_frame_bytes,
+        answering,
     ));
     let acceptor = AbortOnDrop(acceptor.abort_handle());
     let mut core = ServerHandshake::new(
@@ -429,10 +453,8 @@ async fn authenticate(
         if let Err(e) = result {
             let _ = auth_tx.send(AuthState::Failed);
             let _ = send.finish();
-            // Let the Refuse reach the peer before closing.
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_millis(250), send.stopped()).await;
-            conn.close((CloseCode::Refused as u32).into(), b"refused");
+            // Let the Refuse reach the peer before `handshake_task` closes.
+            let _ = tokio::time::timeout(FAILURE_ANSWER_GRACE, send.stopped()).await;
             return Err(e.into());
         }
         context.pending.set_proven(id, core.proven());
@@ -474,6 +496,7 @@ async fn accept_streams(
     auth: watch::Receiver<AuthState>,
     requests: mpsc::Sender<IncomingRequest>,
     limit: usize,
+    answering: mpsc::Sender<()>,
 ) {
     while let Ok((send, recv)) = conn.accept_bi().await {
         let mut reader = FrameReader::new(recv, limit);
@@ -516,6 +539,8 @@ async fn accept_streams(
             },
             other => other,
         };
+        // Only a request held before authentication needs the token.
+        let answering = (*auth.borrow() == AuthState::Pending).then(|| answering.clone());
         tokio::spawn(read_request(
             send,
             reader,
@@ -523,6 +548,7 @@ async fn accept_streams(
             auth.clone(),
             requests.clone(),
             limit,
+            answering,
         ));
     }
 }
@@ -598,6 +624,7 @@ async fn read_request(
     mut auth: watch::Receiver<AuthState>,
     requests: mpsc::Sender<IncomingRequest>,
     limit: usize,
+    answering: Option<mpsc::Sender<()>>,
 ) {
     let first = match first {
         Some(first) => first,
@@ -617,8 +644,13 @@ async fn read_request(
         )
         .await;
         let _ = send.finish();
+        // Until the peer has acknowledged the answer: the connection is
+        // closed once every held request is answered (or after a grace).
+        let _ = send.stopped().await;
+        drop(answering);
         return;
     }
+    drop(answering);
     let envelope = match first {
         Ok(Some(frame)) => match decode_envelope(&frame) {
             Ok(envelope) => envelope,
