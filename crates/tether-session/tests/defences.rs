@@ -291,3 +291,49 @@ async fn a_request_held_past_the_handshake_deadline_gets_unauthenticated_r31() {
     }
     assert_eq!(stats.get().timed_out, 5);
 }
+
+#[tokio::test]
+async fn a_rotated_certificate_cannot_link_two_connections_and_sessions_survive_r2() {
+    let w = world();
+    let mut listener = Listener::bind(
+        LOOPBACK.parse().unwrap(),
+        w.car.clone(),
+        SessionConfig::default(),
+    )
+    .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let rotator = listener.certificate_rotator();
+    tokio::spawn(async move {
+        while let Some(mut session) = listener.accept().await {
+            tokio::spawn(async move {
+                while let Some(request) = session.next_request().await {
+                    let mut responder = request.responder;
+                    let _ = responder.send_error(ErrorCode::Unsupported, "").await;
+                    responder.finish();
+                }
+            });
+        }
+    });
+    let stranger = connector(&w.co_phone);
+    let pin = |conn: quinn::Connection| tether_session::quic::peer_certificate_pin(&conn).unwrap();
+    let first = pin(stranger.connect_unauthenticated(addr).await.unwrap());
+    let again = pin(stranger.connect_unauthenticated(addr).await.unwrap());
+    assert_eq!(first, again, "one certificate between rotations");
+
+    let owner = connector(&w.owner_phone);
+    let before = owner.connect(addr).await.unwrap();
+    assert!(served(&before).await);
+    assert!(owner.has_ticket(addr));
+
+    rotator.rotate().unwrap();
+    let after = pin(stranger.connect_unauthenticated(addr).await.unwrap());
+    assert_ne!(first, after, "R2: a new TLS key after the rotation");
+
+    // The open session keeps working; the ticket pinned to the old
+    // certificate is not used, a full handshake runs instead.
+    assert!(served(&before).await);
+    let resumed = owner.connect(addr).await.unwrap();
+    assert!(!resumed.peer().resumed);
+    assert_eq!(resumed.round_trips(), 2);
+    assert!(served(&resumed).await);
+}

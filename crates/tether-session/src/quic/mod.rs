@@ -3,9 +3,9 @@
 //! one task per connection and per stream.
 //!
 //! TLS runs with an ephemeral, identity-free certificate made at start-up
-//! (rcgen, Ed25519), ALPN `tether/1` and the constant SNI [`SERVER_NAME`];
-//! who is who is settled by the account-bound handshake inside, bound to the
-//! TLS exporter (R2, R3).
+//! and replaceable at each token rotation (rcgen, Ed25519), ALPN `tether/1`
+//! and the constant SNI [`SERVER_NAME`]; who is who is settled by the
+//! account-bound handshake inside, bound to the TLS exporter (R2, R3).
 
 mod client;
 mod error;
@@ -20,8 +20,8 @@ use std::time::Duration;
 pub use client::{BodyWriter, ClientSession, Connector, ResponseStream};
 pub use error::{CloseCode, SessionError};
 pub use server::{
-    IncomingRequest, Listener, ListenerCloser, ListenerStats, RequestBody, Responder,
-    ServerSession, SessionCloser, StatsHandle,
+    CertificateRotator, IncomingRequest, Listener, ListenerCloser, ListenerStats, RequestBody,
+    Responder, ServerSession, SessionCloser, StatsHandle,
 };
 
 use crate::handshake::HandshakeConfig;
@@ -56,6 +56,14 @@ pub mod raw_config {
     ) -> Result<quinn::Endpoint, SessionError> {
         super::endpoint(addr, server, config)
     }
+}
+
+/// SHA-256 of the TLS certificate the peer of `conn` presented (what a
+/// resumption ticket is pinned to, SPEC §5.5). For tests of certificate
+/// rotation; not a stable API.
+#[doc(hidden)]
+pub fn peer_certificate_pin(conn: &quinn::Connection) -> Option<[u8; 32]> {
+    tls::peer_certificate_pin(conn)
 }
 
 /// ALPN protocol id.

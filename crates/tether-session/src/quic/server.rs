@@ -225,6 +225,21 @@ impl Listener {
         ListenerCloser(self.endpoint.clone())
     }
 
+    /// A handle that replaces the TLS certificate from elsewhere (on each
+    /// token rotation, R2; SPEC §4.5).
+    pub fn certificate_rotator(&self) -> CertificateRotator {
+        CertificateRotator {
+            endpoint: self.endpoint.clone(),
+            config: self.context.config.clone(),
+        }
+    }
+
+    /// Replaces the TLS certificate and its key with fresh ephemeral ones
+    /// ([`CertificateRotator::rotate`]).
+    pub fn rotate_certificate(&self) -> Result<(), SessionError> {
+        self.certificate_rotator().rotate()
+    }
+
     /// Closes every connection with [`CloseCode::Shutdown`].
     pub fn close(&self) {
         self.endpoint
@@ -242,6 +257,33 @@ impl ListenerCloser {
     pub fn close(&self) {
         self.0
             .close((CloseCode::Shutdown as u32).into(), b"shutting down");
+    }
+}
+
+/// Replaces a listener's TLS certificate (R2; SPEC §4.5, §5.1).
+#[derive(Clone)]
+pub struct CertificateRotator {
+    endpoint: quinn::Endpoint,
+    config: SessionConfig,
+}
+
+impl std::fmt::Debug for CertificateRotator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateRotator").finish_non_exhaustive()
+    }
+}
+
+impl CertificateRotator {
+    /// Makes a new ephemeral key and certificate and serves every new
+    /// connection with it, so a peer that completes QUIC before and after
+    /// cannot link the two by the certificate. Connections already open keep
+    /// theirs; resumption tickets pinned to the old certificate fall back to
+    /// a full handshake (SPEC §5.5).
+    pub fn rotate(&self) -> Result<(), SessionError> {
+        let (cert, key) = tls::ephemeral_certificate()?;
+        let server_config = tls::server_config(&self.config, cert, key)?;
+        self.endpoint.set_server_config(Some(server_config));
+        Ok(())
     }
 }
 
