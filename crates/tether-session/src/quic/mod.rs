@@ -158,7 +158,7 @@ impl SessionConfig {
     }
 
     /// The most stream bytes one unauthenticated connection can make the
-    /// responder receive and hold (R31; SPEC §5.7, §11): the receive
+    /// responder hold at once (R31; SPEC §5.7, §11): the receive
     /// window, plus what the responder reads (and so credits back) before
     /// authentication: the first frame of each held request and the two
     /// handshake messages. With the defaults: 5 × 65 540 + 4 × 2 052 =
