@@ -233,3 +233,53 @@ async fn r23_replay_after_a_head_unit_restart_executes_nothing() {
     car.shutdown().await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The SHA-256 of the TLS certificate the car shows a stranger who only
+/// completes QUIC (what such a peer could link the car by).
+async fn certificate_seen_by_a_stranger(address: std::net::SocketAddr) -> [u8; 32] {
+    use tether_identity::{AccountAuthority, Credentials, DeviceKey, LocalAuthority, Role};
+    let now = tether_node::unix_now();
+    let mut authority = LocalAuthority::generate().unwrap();
+    let key = DeviceKey::generate().unwrap();
+    let enrolled = authority
+        .enroll(&key.enrollment_request(Role::Phone, [3; 16]), now)
+        .unwrap();
+    let stranger = tether_session::quic::Connector::new(
+        "127.0.0.1:0".parse().unwrap(),
+        std::sync::Arc::new(Credentials::from_grant(key, &enrolled, now).unwrap()),
+        tether_session::quic::SessionConfig::default(),
+    )
+    .unwrap();
+    let conn = stranger.connect_unauthenticated(address).await.unwrap();
+    tether_session::quic::peer_certificate_pin(&conn).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_each_token_rotation_brings_a_new_tls_certificate() {
+    let (phone, car) = enrolled_pair().await;
+    let address = car.address().await.unwrap();
+    let first = certificate_seen_by_a_stranger(address).await;
+    assert_eq!(first, certificate_seen_by_a_stranger(address).await);
+    let link = phone.connect(address).await.unwrap();
+
+    let token = car.current_token().await.unwrap();
+    assert_ne!(car.rotate_token().await.unwrap(), token);
+    let after = certificate_seen_by_a_stranger(address).await;
+    assert_ne!(
+        first, after,
+        "R2: the old and new tokens share no certificate"
+    );
+
+    // The open session keeps working; the next one is a full handshake.
+    assert_eq!(
+        link.get(vec![signals::DOOR_IS_LOCKED[0].into()])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let again = phone.connect(address).await.unwrap();
+    assert!(!again.resumed());
+    assert_eq!(again.round_trips(), 2);
+    car.shutdown().await.unwrap();
+}

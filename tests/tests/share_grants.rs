@@ -634,3 +634,132 @@ async fn r16_owner_logout_survives_a_head_unit_restart_until_login() {
     let car = HeadUnit::open(config).unwrap();
     assert!(!car.is_owner_logged_out(), "the log-in was stored");
 }
+
+/// What the car answers to a `ClientHello` made with `admission_key` on a
+/// fresh connection: the decoded reply (a `Refuse`, or the car's
+/// `ServerAuth` with its certificate). The phone refuses an expired invite
+/// before asking the car, so the door is tried with a raw handshake.
+async fn car_answer_to_grant_hello(
+    address: std::net::SocketAddr,
+    admission_key: [u8; 32],
+    owner_authority: [u8; 32],
+) -> tether_proto::v1::handshake_message::Message {
+    use tether_identity::{AccountAuthority, Credentials, DeviceKey, LocalAuthority, Role};
+    use tether_session::handshake::{
+        ClientHandshake, EXPORTER_LABEL, GrantAccess, HandshakeConfig, Output, decode_message,
+    };
+    use tether_session::quic::{Connector, SessionConfig};
+    let now = tether_node::unix_now();
+    let mut authority = LocalAuthority::generate().unwrap();
+    let key = DeviceKey::generate().unwrap();
+    let enrolled = authority
+        .enroll(&key.enrollment_request(Role::Phone, [3; 16]), now)
+        .unwrap();
+    let credentials = std::sync::Arc::new(Credentials::from_grant(key, &enrolled, now).unwrap());
+    let connector = Connector::new(
+        "127.0.0.1:0".parse().unwrap(),
+        credentials.clone(),
+        SessionConfig::default(),
+    )
+    .unwrap();
+    let conn = connector.connect_unauthenticated(address).await.unwrap();
+    let mut exporter = [0; 32];
+    conn.export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
+        .unwrap();
+    let access = GrantAccess {
+        admission_key,
+        owner_authority_public_key: owner_authority,
+        expect_device: false,
+    };
+    let mut core = ClientHandshake::with_grant(
+        credentials,
+        &access,
+        exporter,
+        [9; 32],
+        &HandshakeConfig::default(),
+    );
+    let Output::Transmit(hello) = core.poll_output() else {
+        panic!("the first output is the ClientHello");
+    };
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&tether_session::encode_frame(&hello))
+        .await
+        .unwrap();
+    let mut len = [0; 4];
+    recv.read_exact(&mut len).await.unwrap();
+    let mut reply = vec![0; u32::from_be_bytes(len) as usize];
+    recv.read_exact(&mut reply).await.unwrap();
+    decode_message(&reply).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r16_an_expired_grant_is_cut_off_at_its_end_without_any_request() {
+    use tether_proto::v1::handshake_message::Message as Hs;
+    let w = world().await;
+    let address = w.car.address().await.unwrap();
+    let owner_link = w.owner.connect(address).await.unwrap();
+    let issued = w
+        .owner
+        .share(
+            &owner_link,
+            w.co_user.authority_public_key().unwrap(),
+            &ShareOptions {
+                valid_for_s: 4,
+                ..options(&[SharePermission::VehicleStatus])
+            },
+        )
+        .await
+        .unwrap();
+    w.co_user.accept_invite(&issued.invite).unwrap();
+    let invite = ShareInvite::decode(issued.invite.as_slice()).unwrap();
+    let grant_key = tether_identity::GrantKey::from_bytes(&invite.grant_key).unwrap();
+    let owner_authority = w.owner.authority_public_key().unwrap();
+
+    // While the grant stands: found by its token, admitted, served.
+    w.co_user
+        .discover_shared_vehicle(issued.grant_id, Duration::from_secs(15))
+        .await
+        .unwrap();
+    let link = w
+        .co_user
+        .connect_shared(issued.grant_id, address)
+        .await
+        .unwrap();
+    assert!(!link.get(Vec::new()).await.unwrap().is_empty());
+    assert_eq!(w.car.co_user_sessions().await, 1);
+
+    // The co-user sends nothing more; the car closes the session at the
+    // grant's end (the timeout only keeps a broken build from hanging).
+    let reason = tokio::time::timeout(Duration::from_secs(30), link.session().closed())
+        .await
+        .expect("R16: the car closes the co-user's session when the grant ends");
+    assert!(
+        matches!(
+            reason,
+            SessionError::Closed {
+                code: Some(CloseCode::Revoked),
+                ..
+            }
+        ),
+        "closed as ended: {reason:?}"
+    );
+    assert_eq!(w.car.co_user_sessions().await, 0);
+    assert!(w.car.active_shares().await.is_empty());
+
+    // The door: the grant's proof gets a bare Refuse, not the car's
+    // certificate (R2, R16).
+    let answer =
+        car_answer_to_grant_hello(address, grant_key.admission_key(), owner_authority).await;
+    assert!(matches!(answer, Hs::Refuse(_)), "{answer:?}");
+
+    // The advert is withdrawn: the grant's token no longer resolves.
+    let mut browser = tether_discovery::Browser::start(
+        vec![grant_key.discovery_key()],
+        tether_discovery::Interfaces::LoopbackOnly,
+    )
+    .unwrap();
+    let found = browser.find_first(Duration::from_secs(3)).await;
+    let _ = browser.shutdown().await;
+    assert!(found.is_err(), "the expired grant is still advertised");
+    w.car.shutdown().await.unwrap();
+}

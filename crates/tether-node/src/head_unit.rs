@@ -9,11 +9,11 @@ use tether_control::{Config as ControlConfig, Executions, SimulatedVehicle, Vehi
 use tether_discovery::Advertiser;
 use tether_identity::{Credentials, DeviceKey, EnrollmentGrant, EnrollmentRequest, Role};
 use tether_session::quic::{
-    CloseCode, Connector, Listener, ListenerCloser, ListenerStats, StatsHandle,
+    CertificateRotator, CloseCode, Connector, Listener, ListenerCloser, ListenerStats, StatsHandle,
 };
 use tether_store::Store;
 use tokio::sync::{mpsc, oneshot};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::NodeError;
 use crate::automation::{AutomationHost, Clock};
@@ -45,6 +45,10 @@ struct Running {
     devices: Arc<DeviceService>,
     automation: Arc<AutomationHost>,
     automation_timers: tokio::task::JoinHandle<()>,
+    /// Replaces the listener's TLS key.
+    certificates: CertificateRotator,
+    /// Replaces it at each token rotation (R2; SPEC §4.5).
+    certificate_task: tokio::task::JoinHandle<()>,
 }
 
 /// A car's head unit. Create with [`HeadUnit::open`], enroll once, then
@@ -144,6 +148,21 @@ impl HeadUnit {
         let stats = listener.stats_handle();
         let closer = listener.closer();
         let advertiser = Advertiser::start(self.config.advertiser(discovery_key, address))?;
+        // R2: each new token comes with a new TLS key, so a peer that
+        // completes QUIC cannot link the car across rotations by its
+        // certificate (SPEC §4.5, §11 item 1).
+        let certificates = listener.certificate_rotator();
+        let certificate_task = {
+            let mut tokens = advertiser.watch_token();
+            let certificates = certificates.clone();
+            tokio::spawn(async move {
+                while tokens.changed().await.is_ok() {
+                    if let Err(e) = certificates.rotate() {
+                        warn!(error = %e, "a new TLS key for the new token failed");
+                    }
+                }
+            })
+        };
         let service = VehicleService::new(
             ControlConfig::default(),
             DeviceKey::from_pkcs8(&self.key_pkcs8)?,
@@ -218,6 +237,10 @@ impl HeadUnit {
                 // resumed a ticket (issued before the logout or not). A
                 // co-user admitted by a grant is not a member and keeps
                 // working (R16).
+                // Registered before the check: a logout after it finds the
+                // session in the registry's sweep, one before it is seen
+                // here, so none slips between the two.
+                let registration = serving_shares.register(session.peer().grant, session.closer());
                 if session.peer().grant.is_none() && logged_out.load(Ordering::SeqCst) {
                     info!("member session closed: the owner is logged out");
                     session.close(CloseCode::Normal, "logged out");
@@ -225,6 +248,7 @@ impl HeadUnit {
                 }
                 tokio::spawn(serve_session(
                     session,
+                    registration,
                     tx.clone(),
                     stream_ids.clone(),
                     serving_shares.clone(),
@@ -245,6 +269,8 @@ impl HeadUnit {
             devices,
             automation,
             automation_timers,
+            certificates,
+            certificate_task,
         });
         Ok(address)
     }
@@ -267,7 +293,11 @@ impl HeadUnit {
     pub async fn rotate_token(&self) -> Result<String, NodeError> {
         let running = self.running.lock().await;
         let r = running.as_ref().ok_or(NodeError::State("not started"))?;
-        Ok(r.advertiser.rotate_now().await?.label().to_owned())
+        let token = r.advertiser.rotate_now().await?;
+        // Also done by the rotation task; here too, so that the new key is
+        // in force when this returns.
+        r.certificates.rotate()?;
+        Ok(token.label().to_owned())
     }
 
     /// Listener counters (authenticated, refused, evicted...).
@@ -442,6 +472,7 @@ impl HeadUnit {
         r.shares.shutdown().await;
         r.devices.close().await;
         r.automation_timers.abort();
+        r.certificate_task.abort();
         let result = r.advertiser.shutdown().await;
         r.closer.close();
         r.accept_task.abort();

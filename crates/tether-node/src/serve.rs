@@ -219,6 +219,7 @@ pub(crate) async fn run_service(
 /// scope first (R16, R19; SPEC §17.4).
 pub(crate) async fn serve_session(
     mut session: ServerSession,
+    registration: crate::share::Registration,
     service: mpsc::UnboundedSender<ServiceInput>,
     stream_ids: Arc<AtomicU64>,
     shares: Arc<ShareRegistry>,
@@ -227,7 +228,6 @@ pub(crate) async fn serve_session(
 ) {
     let role = session.peer().certificate.role;
     let grant = session.peer().grant;
-    let registration = shares.register(grant, session.closer());
     // A co-user is its own requester class, whatever role its certificate
     // names (R16, R21, R32; SPEC §17.4); commands are keyed by the peer's
     // principal (SPEC §8.3).

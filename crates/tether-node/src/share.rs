@@ -9,7 +9,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 use tether_discovery::{Advertiser, AdvertiserConfig};
@@ -140,6 +141,10 @@ pub(crate) struct ShareRegistry {
     /// The car's advert, whose key each grant's advert replaces.
     advert: AdvertiserConfig,
     advertisers: Mutex<HashMap<[u8; GRANT_ID_LEN], Advertiser>>,
+    /// One timer per grant in force, ending it at its `not_after` (R16).
+    expiries: Mutex<HashMap<[u8; GRANT_ID_LEN], tokio::task::AbortHandle>>,
+    /// This registry, for the expiry timers (which must not keep it alive).
+    this: Weak<ShareRegistry>,
 }
 
 /// Unregisters a session when its serving task ends.
@@ -179,7 +184,7 @@ impl ShareRegistry {
         now: u64,
     ) -> Result<Arc<Self>, NodeError> {
         let records = lock(&store).active_share_grants(now)?;
-        let registry = Arc::new(Self {
+        let registry = Arc::new_cyclic(|this| Self {
             store,
             owner_authority,
             grantees,
@@ -189,6 +194,8 @@ impl ShareRegistry {
             next_session: AtomicU64::new(1),
             advert,
             advertisers: Mutex::default(),
+            expiries: Mutex::default(),
+            this: this.clone(),
         });
         for record in records {
             let Ok(signed) = ShareGrant::decode(record.grant.as_slice()) else {
@@ -204,10 +211,14 @@ impl ShareRegistry {
     }
 
     fn admit(&self, grant: VerifiedGrant, key: &GrantKey) -> Result<(), NodeError> {
+        // The table itself refuses the grant past `not_after` (R16), even
+        // before the timer below has removed it.
         self.grantees.insert(Grantee {
             grant_id: grant.grant_id,
             admission_key: key.admission_key(),
             authority_public_key: grant.grantee_authority_public_key,
+            not_before: grant.not_before,
+            not_after: grant.not_after,
         });
         let advertiser = Advertiser::start(AdvertiserConfig {
             discovery_key: key.discovery_key(),
@@ -216,8 +227,63 @@ impl ShareRegistry {
         if let Some(old) = lock(&self.advertisers).insert(grant.grant_id, advertiser) {
             drop(old);
         }
+        let (grant_id, not_after) = (grant.grant_id, grant.not_after);
         lock(&self.grants).insert(grant.grant_id, grant);
+        self.expire_at(grant_id, not_after);
         Ok(())
+    }
+
+    /// Starts (or restarts) the timer that ends a grant once its validity
+    /// is over: the first instant after the second `not_after`. The wall
+    /// clock is read again on waking, so a clock that moved is followed.
+    fn expire_at(&self, grant_id: [u8; GRANT_ID_LEN], not_after: u64) {
+        let this = self.this.clone();
+        let timer = tokio::spawn(async move {
+            let end = UNIX_EPOCH + Duration::from_secs(not_after.saturating_add(1));
+            while let Ok(left) = end.duration_since(SystemTime::now()) {
+                // At most an hour at a time: a clock set forward is noticed.
+                tokio::time::sleep(left.min(Duration::from_secs(3600)) + Duration::from_millis(1))
+                    .await;
+            }
+            if let Some(registry) = this.upgrade() {
+                registry.expire(&grant_id, crate::config::unix_now()).await;
+            }
+        });
+        if let Some(old) = lock(&self.expiries).insert(grant_id, timer.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    /// A grant's validity ended (R16; SPEC §17.5): it leaves the admission
+    /// table and the grants in force, every live session under it is closed
+    /// with code 6 (`share expired`), and its advert is withdrawn, so its
+    /// holder neither resolves the car's token nor reaches its certificate
+    /// any more. The store keeps the record (it is no longer active).
+    /// Nothing happens if the grant in force is valid at `now` (installed
+    /// again with a later end) or gone (revoked).
+    async fn expire(&self, grant_id: &[u8; GRANT_ID_LEN], now: u64) {
+        {
+            let mut grants = lock(&self.grants);
+            match grants.get(grant_id) {
+                Some(grant) if grant.not_after < now => {}
+                _ => return,
+            }
+            // Under the lock, so an install of the same grant cannot slip in.
+            self.grantees.remove(grant_id);
+            grants.remove(grant_id);
+        }
+        lock(&self.expiries).remove(grant_id);
+        let sessions = lock(&self.live).remove(grant_id).unwrap_or_default();
+        for (_, closer) in &sessions {
+            closer.close(CloseCode::Revoked, "share expired");
+        }
+        let advertiser = lock(&self.advertisers).remove(grant_id);
+        if let Some(advertiser) = advertiser
+            && let Err(e) = advertiser.shutdown().await
+        {
+            warn!(error = %e, "withdrawing an expired grant's advert failed");
+        }
+        info!(sessions = sessions.len(), "share grant expired");
     }
 
     /// Tracks a session so a revocation or a logout can close it.
@@ -228,7 +294,18 @@ impl ShareRegistry {
     ) -> Registration {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         match &grant {
-            Some(g) => lock(&self.live).entry(*g).or_default().push((id, closer)),
+            Some(g) => {
+                lock(&self.live)
+                    .entry(*g)
+                    .or_default()
+                    .push((id, closer.clone()));
+                // A handshake that finished while its grant was being
+                // revoked or expired would miss the sweep of live sessions:
+                // close it here (R16).
+                if !lock(&self.grants).contains_key(g) {
+                    closer.close(CloseCode::Revoked, "share ended");
+                }
+            }
             None => lock(&self.members).push((id, closer)),
         }
         Registration {
@@ -466,8 +543,11 @@ impl ShareRegistry {
         lock(&self.grants).values().cloned().collect()
     }
 
-    /// Withdraws every grant advert (shutdown).
+    /// Withdraws every grant advert and stops the expiry timers (shutdown).
     pub(crate) async fn shutdown(&self) {
+        for (_, timer) in lock(&self.expiries).drain() {
+            timer.abort();
+        }
         let all: Vec<Advertiser> = lock(&self.advertisers).drain().map(|(_, a)| a).collect();
         for advertiser in all {
             let _ = advertiser.shutdown().await;

@@ -167,6 +167,19 @@ pub struct Grantee {
     pub admission_key: [u8; 32],
     /// The co-user account's authority public key.
     pub authority_public_key: [u8; 32],
+    /// First second (Unix) the grant admits anyone (the grant's `not_before`).
+    pub not_before: u64,
+    /// Last second (Unix) the grant admits anyone, inclusive (the grant's
+    /// `not_after`, SPEC §17.1). Past it the grant admits no handshake and
+    /// resumes no ticket, whether or not the host has removed it yet (R16).
+    pub not_after: u64,
+}
+
+impl Grantee {
+    /// Whether the grant admits anyone at `now` (Unix seconds).
+    pub fn is_valid_at(&self, now: u64) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
 }
 
 impl std::fmt::Debug for Grantee {
@@ -177,7 +190,9 @@ impl std::fmt::Debug for Grantee {
 
 /// The grants a responder admits besides its own account, shared with the
 /// host so it can add and revoke grants while connections run. A revoked
-/// grant admits no new handshake and resumes no ticket.
+/// grant admits no new handshake and resumes no ticket; nor does one whose
+/// validity has ended, judged with the `now` the driver passes to the core
+/// (the table reads no clock).
 #[derive(Debug, Default)]
 pub struct Grantees(std::sync::RwLock<Vec<Grantee>>);
 
@@ -201,9 +216,25 @@ impl Grantees {
         all.len() != before
     }
 
-    /// Whether a grant is admitted now.
+    /// Whether a grant is in the table, valid or not (see
+    /// [`Grantees::admits`]).
     pub fn contains(&self, grant_id: &[u8; GRANT_ID_LEN]) -> bool {
         self.read().iter().any(|g| &g.grant_id == grant_id)
+    }
+
+    /// Whether a grant is in the table and valid at `now` (Unix seconds).
+    pub fn admits(&self, grant_id: &[u8; GRANT_ID_LEN], now: u64) -> bool {
+        self.read()
+            .iter()
+            .any(|g| &g.grant_id == grant_id && g.is_valid_at(now))
+    }
+
+    /// The validity end of a grant in the table (`None` if absent).
+    pub fn not_after(&self, grant_id: &[u8; GRANT_ID_LEN]) -> Option<u64> {
+        self.read()
+            .iter()
+            .find(|g| &g.grant_id == grant_id)
+            .map(|g| g.not_after)
     }
 
     /// How many grants are admitted.
@@ -216,9 +247,11 @@ impl Grantees {
         self.read().is_empty()
     }
 
-    /// The grantee whose admission key verifies `proof` over `input`. Every
-    /// candidate is checked with ring's constant-time verify.
-    fn admit(&self, input: &[u8], proof: &[u8]) -> Option<Grantee> {
+    /// The grantee valid at `now` whose admission key verifies `proof` over
+    /// `input`. Every candidate is checked with ring's constant-time verify;
+    /// the validity test comes after, so an expired grant costs the same
+    /// time as a valid one and its proof is refused like a stranger's.
+    fn admit(&self, input: &[u8], proof: &[u8], now: u64) -> Option<Grantee> {
         self.read()
             .iter()
             .find(|g| {
@@ -229,6 +262,7 @@ impl Grantees {
                 )
                 .is_ok()
             })
+            .filter(|g| g.is_valid_at(now))
             .cloned()
     }
 }
@@ -780,7 +814,22 @@ pub struct ServerHandshake {
     nonce: Nonce,
     config: HandshakeConfig,
     state: ServerState,
+    proven: Proven,
     out: VecDeque<Output>,
+}
+
+/// What an initiator has proven to a responder before the end of the
+/// handshake ([`ServerHandshake::proven`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proven {
+    /// Nothing yet, or it failed.
+    Nothing,
+    /// Its `ClientHello` verified under the membership key (or the bound
+    /// device's key): it holds the account's secret.
+    Member,
+    /// Its `ClientHello` verified under a share grant's admission key: a
+    /// co-user (or whoever holds the grant key), not a member.
+    Grantee,
 }
 
 impl ServerHandshake {
@@ -802,6 +851,7 @@ impl ServerHandshake {
             nonce,
             config: config.clone(),
             state: ServerState::ExpectHello,
+            proven: Proven::Nothing,
             out: VecDeque::new(),
         }
     }
@@ -831,6 +881,13 @@ impl ServerHandshake {
         !matches!(self.state, ServerState::ExpectHello)
     }
 
+    /// What the initiator has proven so far: the key its `ClientHello` was
+    /// made with. A driver uses it to decide which half-finished handshakes
+    /// a flood may evict (SPEC §5.7).
+    pub fn proven(&self) -> Proven {
+        self.proven
+    }
+
     /// Handles one frame from the initiator. On error a `Refuse` is queued
     /// (send it, then close) and the core is finished. `now` is Unix seconds.
     pub fn handle_message(&mut self, bytes: &[u8], now: u64) -> Result<(), HandshakeError> {
@@ -844,6 +901,7 @@ impl ServerHandshake {
                 Ok(())
             }
             Err(e) => {
+                self.proven = Proven::Nothing;
                 self.out.clear();
                 self.out
                     .push_back(Output::Transmit(encode(Msg::Refuse(Refuse {
@@ -862,7 +920,9 @@ impl ServerHandshake {
     ) -> Result<ServerState, HandshakeError> {
         let message = decode_message(bytes)?;
         match (state, message) {
-            (ServerState::ExpectHello, Msg::ClientHello(hello)) => self.handle_hello(hello, bytes),
+            (ServerState::ExpectHello, Msg::ClientHello(hello)) => {
+                self.handle_hello(hello, bytes, now)
+            }
             (ServerState::ExpectHello, Msg::ResumeHello(hello)) => {
                 self.handle_resume(hello, bytes, now)
             }
@@ -883,6 +943,7 @@ impl ServerHandshake {
         &mut self,
         hello: ClientHello,
         bytes: &[u8],
+        now: u64,
     ) -> Result<ServerState, HandshakeError> {
         nonce_of(&hello.nonce)?;
         // R3: membership is checked first, before anything about this node
@@ -903,12 +964,13 @@ impl ServerHandshake {
         );
         let key = hmac::Key::new(hmac::HMAC_SHA256, &member_key);
         // R16: a co-user proves the grant's admission key instead, checked
-        // just as early; a revoked grant is no longer in the table.
+        // just as early; a revoked grant is no longer in the table, and an
+        // expired one admits nobody (`now` is the driver's clock).
         let grantee = match hmac::verify(&key, &input, &hello.membership_proof) {
             Ok(()) => None,
             Err(_) => Some(
                 self.grantees
-                    .admit(&input, &hello.membership_proof)
+                    .admit(&input, &hello.membership_proof, now)
                     .ok_or(HandshakeError::NotAMember)?,
             ),
         };
@@ -939,6 +1001,10 @@ impl ServerHandshake {
         let server_auth = encode(Msg::ServerAuth(auth));
         let transcript = transcript_next(&transcript, &server_auth);
         self.out.push_back(Output::Transmit(server_auth));
+        self.proven = match grantee {
+            Some(_) => Proven::Grantee,
+            None => Proven::Member,
+        };
         Ok(ServerState::ExpectClientAuth(ExpectClientAuth {
             transcript,
             version,
@@ -1022,7 +1088,8 @@ impl ServerHandshake {
         if now > body.not_after {
             return Err(HandshakeError::ResumptionRefused);
         }
-        // A ticket issued under a grant resumes only while it is admitted.
+        // A ticket issued under a grant resumes only while the grant is in
+        // the table and valid (R16).
         let grant = match body.grant_id.len() {
             0 => None,
             GRANT_ID_LEN => {
@@ -1031,7 +1098,7 @@ impl ServerHandshake {
                     .as_slice()
                     .try_into()
                     .map_err(|_| HandshakeError::ResumptionRefused)?;
-                if !self.grantees.contains(&id) {
+                if !self.grantees.admits(&id, now) {
                     return Err(HandshakeError::ResumptionRefused);
                 }
                 Some(id)

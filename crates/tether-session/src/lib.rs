@@ -12,8 +12,8 @@ pub mod handshake;
 pub use frame::{FrameDecoder, FrameError, FrameSplitter, MAX_FRAME_BYTES, Piece, encode_frame};
 pub use handshake::{
     ClientHandshake, Event, GRANT_ID_LEN, GrantAccess, Grantee, Grantees, HandshakeConfig,
-    HandshakeError, Output, PROTOCOL_VERSION, PeerIdentity, ResumptionTicket, ServerHandshake,
-    TicketKey,
+    HandshakeError, Output, PROTOCOL_VERSION, PeerIdentity, Proven, ResumptionTicket,
+    ServerHandshake, TicketKey,
 };
 
 #[cfg(feature = "quic")]

@@ -27,6 +27,11 @@ struct Outcome {
 }
 
 fn drive(client: &mut ClientHandshake, server: &mut ServerHandshake) -> Outcome {
+    drive_at(client, server, NOW)
+}
+
+/// [`drive`] with the responder's clock at `now`.
+fn drive_at(client: &mut ClientHandshake, server: &mut ServerHandshake, now: u64) -> Outcome {
     let mut o = Outcome {
         client: None,
         server: None,
@@ -41,7 +46,7 @@ fn drive(client: &mut ClientHandshake, server: &mut ServerHandshake) -> Outcome 
             match client.poll_output() {
                 Output::Transmit(bytes) => {
                     progressed = true;
-                    if let Err(e) = server.handle_message(&bytes, NOW) {
+                    if let Err(e) = server.handle_message(&bytes, now) {
                         o.server_error.get_or_insert(e);
                     }
                 }
@@ -81,6 +86,8 @@ struct World {
 }
 
 const GRANT_ID: [u8; 16] = [0x5a; 16];
+/// The last second the test grant is valid.
+const GRANT_END: u64 = NOW + 3600;
 
 fn world() -> World {
     let mut owner = LocalAuthority::generate().unwrap();
@@ -93,6 +100,8 @@ fn world() -> World {
         grant_id: GRANT_ID,
         admission_key: grant_key.admission_key(),
         authority_public_key: co_user.public_key(),
+        not_before: NOW - 60,
+        not_after: GRANT_END,
     });
     World {
         owner,
@@ -228,6 +237,53 @@ fn grant_ticket_resumes_only_while_the_grant_stands_r16() {
     let mut server = w.server([7; 32]);
     let o = drive(&mut client, &mut server);
     assert_eq!(o.server_error, Some(HandshakeError::ResumptionRefused));
+}
+
+#[test]
+fn expired_grant_is_refused_at_admission_and_resumption_r16() {
+    let w = world();
+    let mut client = w.grant_client(&w.co_phone);
+    let mut server = w.server([1; 32]);
+    let ticket = drive(&mut client, &mut server).ticket.unwrap();
+    assert!(
+        ticket.not_after > GRANT_END,
+        "the ticket outlives the grant"
+    );
+
+    // The last second of the grant still admits; the next one does not,
+    // though the host has not removed the grant from the table.
+    let mut client = w.grant_client(&w.co_phone);
+    let mut server = w.server([1; 32]);
+    assert!(
+        drive_at(&mut client, &mut server, GRANT_END)
+            .server
+            .is_some()
+    );
+    let mut client = w.grant_client(&w.co_phone);
+    let mut server = w.server([1; 32]);
+    let o = drive_at(&mut client, &mut server, GRANT_END + 1);
+    assert_eq!(o.server_error, Some(HandshakeError::NotAMember));
+    let cert = w.car.certificate_message();
+    assert!(
+        o.to_client
+            .iter()
+            .all(|f| f.len() < 16 && !f.windows(cert.body.len()).any(|x| x == cert.body)),
+        "R2: an ex-co-user gets a bare Refuse, not the car's certificate"
+    );
+
+    // Its ticket resumes until the end of the grant, not after.
+    let mut client = ClientHandshake::resume(w.co_phone.clone(), [7; 32], [8; 32], &ticket);
+    let mut server = w.server([7; 32]);
+    assert!(
+        drive_at(&mut client, &mut server, GRANT_END)
+            .server
+            .is_some()
+    );
+    let mut client = ClientHandshake::resume(w.co_phone.clone(), [7; 32], [8; 32], &ticket);
+    let mut server = w.server([7; 32]);
+    let o = drive_at(&mut client, &mut server, GRANT_END + 1);
+    assert_eq!(o.server_error, Some(HandshakeError::ResumptionRefused));
+    assert!(w.grantees.contains(&GRANT_ID) && !w.grantees.admits(&GRANT_ID, GRANT_END + 1));
 }
 
 #[test]

@@ -260,6 +260,13 @@ async fn oversized_request_is_refused_and_the_session_survives() {
     let s = setup();
     let server = echo_server(s.car.clone(), SessionConfig::default(), 1, false).await;
     let (_c, session) = connect(&s.phone, server.addr).await;
+    // Once the responder has authenticated us: before, its receive window
+    // is one frame (SPEC §5.7), so an oversized write would block until it
+    // could stop the stream.
+    assert_eq!(
+        pong_payload(&session.call(ping(b"first")).await.unwrap()),
+        b"first"
+    );
     // Refused locally with a clear error.
     let big = ping(&vec![0; 70 * 1024]);
     assert!(matches!(
@@ -282,7 +289,7 @@ async fn oversized_request_is_refused_and_the_session_survives() {
         pong_payload(&session.call(ping(b"still here")).await.unwrap()),
         b"still here"
     );
-    assert_eq!(server.served.load(Ordering::SeqCst), 1);
+    assert_eq!(server.served.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

@@ -128,6 +128,14 @@ impl Advertiser {
         self.token.borrow().clone()
     }
 
+    /// Follows the token: the receiver sees each new one as it is handed to
+    /// the daemon (periodic rotation, [`rotate_now`](Self::rotate_now),
+    /// network changes), so the host can renew what else a rotation must
+    /// change (its TLS key, SPEC §4.5).
+    pub fn watch_token(&self) -> watch::Receiver<DiscoveryToken> {
+        self.token.clone()
+    }
+
     /// Reports a network change: the token is replaced at once. Returns the
     /// new token once it has been handed to the daemon (it is announced
     /// after mDNS probing, about a second later).

@@ -52,9 +52,11 @@ impl Daemon {
             inner,
             stopped: false,
         };
-        // The daemon has already joined the mDNS group on every interface at
-        // this point (mdns-sd offers no way to start with none). Commands run
-        // in order, so these take effect before any register or browse and no
+        // The daemon thread joins the mDNS groups on every interface that is
+        // up before it reads its first command (mdns-sd 0.21's `Zeroconf::new`;
+        // no constructor takes an interface selection), so IGMP/MLD join and
+        // leave reports go out on each: SPEC §11 item 2. Commands run in
+        // order, so these take effect before any register or browse and no
         // mDNS packet leaves through a disabled interface.
         if interfaces == Interfaces::LoopbackOnly {
             daemon

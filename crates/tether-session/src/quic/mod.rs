@@ -3,9 +3,9 @@
 //! one task per connection and per stream.
 //!
 //! TLS runs with an ephemeral, identity-free certificate made at start-up
-//! (rcgen, Ed25519), ALPN `tether/1` and the constant SNI [`SERVER_NAME`];
-//! who is who is settled by the account-bound handshake inside, bound to the
-//! TLS exporter (R2, R3).
+//! and replaceable at each token rotation (rcgen, Ed25519), ALPN `tether/1`
+//! and the constant SNI [`SERVER_NAME`]; who is who is settled by the
+//! account-bound handshake inside, bound to the TLS exporter (R2, R3).
 
 mod client;
 mod error;
@@ -20,8 +20,8 @@ use std::time::Duration;
 pub use client::{BodyWriter, ClientSession, Connector, ResponseStream};
 pub use error::{CloseCode, SessionError};
 pub use server::{
-    IncomingRequest, Listener, ListenerCloser, ListenerStats, RequestBody, Responder,
-    ServerSession, SessionCloser, StatsHandle,
+    CertificateRotator, IncomingRequest, Listener, ListenerCloser, ListenerStats, RequestBody,
+    Responder, ServerSession, SessionCloser, StatsHandle,
 };
 
 use crate::handshake::HandshakeConfig;
@@ -32,10 +32,14 @@ use crate::handshake::HandshakeConfig;
 pub mod raw_config {
     use super::{SessionConfig, SessionError, tls};
 
-    /// Server configuration with a fresh ephemeral certificate.
+    /// Server configuration with a fresh ephemeral certificate, with the
+    /// transport of an authenticated session (the driver starts each
+    /// connection narrower and widens it after the handshake, SPEC §5.7).
     pub fn server(config: &SessionConfig) -> Result<quinn::ServerConfig, SessionError> {
         let (cert, key) = tls::ephemeral_certificate()?;
-        tls::server_config(config, cert, key)
+        let mut server = tls::server_config(config, cert, key)?;
+        server.transport_config(std::sync::Arc::new(config.transport()));
+        Ok(server)
     }
 
     /// Client configuration (any certificate, handshake signature checked).
@@ -52,6 +56,14 @@ pub mod raw_config {
     ) -> Result<quinn::Endpoint, SessionError> {
         super::endpoint(addr, server, config)
     }
+}
+
+/// SHA-256 of the TLS certificate the peer of `conn` presented (what a
+/// resumption ticket is pinned to, SPEC §5.5). For tests of certificate
+/// rotation; not a stable API.
+#[doc(hidden)]
+pub fn peer_certificate_pin(conn: &quinn::Connection) -> Option<[u8; 32]> {
+    tls::peer_certificate_pin(conn)
 }
 
 /// ALPN protocol id.
@@ -77,6 +89,12 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     /// Concurrent request streams per session (backpressure).
     pub max_concurrent_streams: u32,
+    /// (Responder) request streams a peer may open before its handshake
+    /// ends (held until then, SPEC §5.7); raised to
+    /// `max_concurrent_streams` once it authenticates. Bounds what an
+    /// unauthenticated peer makes the responder hold (R31): see
+    /// [`SessionConfig::max_unauthenticated_bytes`].
+    pub max_held_requests: u32,
     /// Requests queued for the application per session (backpressure).
     pub request_queue: usize,
     /// Deadline applied to a request that carries none.
@@ -99,6 +117,7 @@ impl Default for SessionConfig {
             keep_alive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             max_concurrent_streams: 64,
+            max_held_requests: 4,
             request_queue: 64,
             default_deadline: Duration::from_secs(10),
             udp_buffer_bytes: 2 * 1024 * 1024,
@@ -115,7 +134,47 @@ impl SessionConfig {
         t.max_concurrent_uni_streams(0u32.into());
         t
     }
+
+    /// The responder's transport until a connection authenticates (R31,
+    /// SPEC §5.7): the handshake stream and `max_held_requests` request
+    /// streams, and a connection receive window of one request frame and
+    /// two handshake messages. The driver widens both once the handshake
+    /// succeeds (`server::widen_after_authentication`).
+    fn server_transport(&self) -> quinn::TransportConfig {
+        let mut t = self.transport();
+        t.max_concurrent_bidi_streams((1 + self.max_held_requests).into());
+        t.receive_window(
+            quinn::VarInt::from_u64(self.unauthenticated_receive_window())
+                .unwrap_or(quinn::VarInt::MAX),
+        );
+        t
+    }
+
+    /// Connection receive window before authentication, bytes: one request
+    /// frame and two handshake messages, each with its 4-byte header.
+    fn unauthenticated_receive_window(&self) -> u64 {
+        let frame = FRAME_HEADER_BYTES + self.max_frame_bytes as u64;
+        frame + 2 * (FRAME_HEADER_BYTES + crate::handshake::MAX_HANDSHAKE_MESSAGE_BYTES as u64)
+    }
+
+    /// The most stream bytes one unauthenticated connection can make the
+    /// responder hold at once (R31; SPEC §5.7, §11): the receive
+    /// window, plus what the responder reads (and so credits back) before
+    /// authentication: the first frame of each held request and the two
+    /// handshake messages. With the defaults: 5 × 65 540 + 4 × 2 052 =
+    /// 335 908 bytes; times `max_unauthenticated` (32) ≈ 10.7 MB.
+    pub fn max_unauthenticated_bytes(&self) -> u64 {
+        let frame = FRAME_HEADER_BYTES + self.max_frame_bytes as u64;
+        let handshake =
+            2 * (FRAME_HEADER_BYTES + crate::handshake::MAX_HANDSHAKE_MESSAGE_BYTES as u64);
+        self.unauthenticated_receive_window()
+            + u64::from(self.max_held_requests) * frame
+            + handshake
+    }
 }
+
+/// The length prefix of every frame (SPEC §6.1).
+const FRAME_HEADER_BYTES: u64 = crate::frame::FRAME_HEADER_BYTES as u64;
 
 /// Binds a UDP socket at `addr` with the buffers `config` asks for and
 /// makes it a quinn endpoint (a server when `server` is given).

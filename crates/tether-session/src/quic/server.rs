@@ -21,7 +21,7 @@ use super::stream::{
 use super::{CloseCode, SessionConfig, SessionError, exporter, random_nonce, tls, unix_now};
 use crate::frame::{FrameError, FrameSplitter, Piece};
 use crate::handshake::{
-    Grantees, MAX_HANDSHAKE_MESSAGE_BYTES, PeerIdentity, ServerHandshake, TicketKey,
+    Grantees, MAX_HANDSHAKE_MESSAGE_BYTES, PeerIdentity, Proven, ServerHandshake, TicketKey,
 };
 
 /// How long a responder waits for the end of a request stream after the
@@ -60,8 +60,11 @@ struct Counters {
 
 struct PendingEntry {
     id: u64,
-    /// Proved membership (answered hello): never evicted by a flood.
-    member: bool,
+    /// What its `ClientHello` proved. A member is never evicted by a flood;
+    /// a co-user admitted by a grant is evicted only when no stranger is
+    /// left to evict, so half-open grant handshakes cannot hold the slots
+    /// against the owner (R16, R31; SPEC §5.7).
+    proven: Proven,
     abort: tokio::task::AbortHandle,
     /// Set once QUIC's own handshake is done, so an eviction can say why.
     conn: Option<quinn::Connection>,
@@ -90,10 +93,20 @@ impl Pending {
         }
     }
 
-    fn mark_member(&self, id: u64) {
+    fn set_proven(&self, id: u64, proven: Proven) {
         if let Some(e) = self.lock().iter_mut().find(|e| e.id == id) {
-            e.member = true;
+            e.proven = proven;
         }
+    }
+
+    /// Which entry a newcomer evicts when every slot is taken: the oldest
+    /// that proved nothing, else the oldest admitted by a grant, never a
+    /// member.
+    fn victim(entries: &VecDeque<PendingEntry>) -> Option<usize> {
+        entries
+            .iter()
+            .position(|e| e.proven == Proven::Nothing)
+            .or_else(|| entries.iter().position(|e| e.proven == Proven::Grantee))
     }
 }
 
@@ -212,6 +225,21 @@ impl Listener {
         ListenerCloser(self.endpoint.clone())
     }
 
+    /// A handle that replaces the TLS certificate from elsewhere (on each
+    /// token rotation, R2; SPEC §4.5).
+    pub fn certificate_rotator(&self) -> CertificateRotator {
+        CertificateRotator {
+            endpoint: self.endpoint.clone(),
+            config: self.context.config.clone(),
+        }
+    }
+
+    /// Replaces the TLS certificate and its key with fresh ephemeral ones
+    /// ([`CertificateRotator::rotate`]).
+    pub fn rotate_certificate(&self) -> Result<(), SessionError> {
+        self.certificate_rotator().rotate()
+    }
+
     /// Closes every connection with [`CloseCode::Shutdown`].
     pub fn close(&self) {
         self.endpoint
@@ -229,6 +257,33 @@ impl ListenerCloser {
     pub fn close(&self) {
         self.0
             .close((CloseCode::Shutdown as u32).into(), b"shutting down");
+    }
+}
+
+/// Replaces a listener's TLS certificate (R2; SPEC §4.5, §5.1).
+#[derive(Clone)]
+pub struct CertificateRotator {
+    endpoint: quinn::Endpoint,
+    config: SessionConfig,
+}
+
+impl std::fmt::Debug for CertificateRotator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateRotator").finish_non_exhaustive()
+    }
+}
+
+impl CertificateRotator {
+    /// Makes a new ephemeral key and certificate and serves every new
+    /// connection with it, so a peer that completes QUIC before and after
+    /// cannot link the two by the certificate. Connections already open keep
+    /// theirs; resumption tickets pinned to the old certificate fall back to
+    /// a full handshake (SPEC §5.5).
+    pub fn rotate(&self) -> Result<(), SessionError> {
+        let (cert, key) = tls::ephemeral_certificate()?;
+        let server_config = tls::server_config(&self.config, cert, key)?;
+        self.endpoint.set_server_config(Some(server_config));
+        Ok(())
     }
 }
 
@@ -271,8 +326,9 @@ async fn accept_loop(
         let mut entries = context.pending.lock();
         if entries.len() >= context.pending.cap {
             // Evict the oldest connection that has not proven membership. A
-            // non-member never proves it, so a flood only evicts itself.
-            match entries.iter().position(|e| !e.member) {
+            // non-member never proves it, so a flood only evicts itself; a
+            // co-user's half-open handshakes go before any member's.
+            match Pending::victim(&entries) {
                 Some(pos) => {
                     if let Some(old) = entries.remove(pos) {
                         if let Some(conn) = &old.conn {
@@ -296,7 +352,7 @@ async fn accept_loop(
         let task = tokio::spawn(handshake_task(id, incoming, context.clone(), tx.clone()));
         entries.push_back(PendingEntry {
             id,
-            member: false,
+            proven: Proven::Nothing,
             abort: task.abort_handle(),
             conn: None,
         });
@@ -317,22 +373,36 @@ async fn handshake_task(
             .map_err(|_| SessionError::HandshakeTimeout)?
             .map_err(SessionError::from_connection)?;
         context.pending.set_connection(id, &conn);
-        match tokio::time::timeout_at(deadline, authenticate(id, &conn, &context)).await {
-            Ok(Err(e)) => {
-                // Every failure closes with the same bare code (a no-op if
-                // already closed): a non-member learns nothing more.
-                conn.close((CloseCode::Refused as u32).into(), b"refused");
-                Err(e)
-            }
-            Ok(result) => result,
-            Err(_) => {
-                conn.close(
-                    (CloseCode::HandshakeTimeout as u32).into(),
-                    b"handshake timeout",
-                );
-                Err(SessionError::HandshakeTimeout)
-            }
-        }
+        let (auth_tx, auth_rx) = watch::channel(AuthState::Pending);
+        let (answering, mut answered) = mpsc::channel::<()>(1);
+        let authenticated = tokio::time::timeout_at(
+            deadline,
+            authenticate(id, &conn, &context, auth_tx.clone(), auth_rx, answering),
+        )
+        .await;
+        let (code, reason, error) = match authenticated {
+            Ok(Ok(session)) => return Ok(session),
+            // Every failure closes with the same bare code (a no-op if
+            // already closed): a non-member learns nothing more.
+            Ok(Err(e)) => (CloseCode::Refused, &b"refused"[..], e),
+            Err(_) => (
+                CloseCode::HandshakeTimeout,
+                &b"handshake timeout"[..],
+                SessionError::HandshakeTimeout,
+            ),
+        };
+        // SPEC §5.7: each held request gets its UNAUTHENTICATED before the
+        // close, after a refusal as after the deadline. Every task holding
+        // a request keeps a clone of `answering` until the peer has
+        // acknowledged its answer; the acceptor's went with `authenticate`.
+        // Meanwhile the peer gets no new credit: no stream, and no byte
+        // for what answered streams free (R31).
+        conn.set_max_concurrent_bi_streams(0u32.into());
+        conn.set_receive_window(0u32.into());
+        let _ = auth_tx.send(AuthState::Failed);
+        let _ = tokio::time::timeout(FAILURE_ANSWER_GRACE, answered.recv()).await;
+        conn.close((code as u32).into(), reason);
+        Err(error)
     }
     .await;
     context.pending.remove(id);
@@ -366,23 +436,33 @@ enum AuthState {
     Failed,
 }
 
+/// How long a failed handshake's connection stays open for its held
+/// requests' `UNAUTHENTICATED` answers (and its `Refuse`) to be acknowledged.
+const FAILURE_ANSWER_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Runs the handshake on stream 0 while `accept_streams` holds the request
+/// streams. `auth_tx` tells those whether to serve; `answering` is cloned
+/// into each request task (see `handshake_task`).
 async fn authenticate(
     id: u64,
     conn: &quinn::Connection,
     context: &Context,
+    auth_tx: watch::Sender<AuthState>,
+    auth_rx: watch::Receiver<AuthState>,
+    answering: mpsc::Sender<()>,
 ) -> Result<ServerSession, SessionError> {
     let exporter = exporter(conn)?;
     let (mut send, recv) = conn
         .accept_bi()
         .await
         .map_err(SessionError::from_connection)?;
-    let (auth_tx, auth_rx) = watch::channel(AuthState::Pending);
     let (req_tx, requests) = mpsc::channel(context.config.request_queue.max(1));
     let acceptor = tokio::spawn(accept_streams(
         conn.clone(),
         auth_rx,
         req_tx,
         context.config.max_frame_bytes,
+        answering,
     ));
     let acceptor = AbortOnDrop(acceptor.abort_handle());
     let mut core = ServerHandshake::new(
@@ -415,17 +495,14 @@ async fn authenticate(
         if let Err(e) = result {
             let _ = auth_tx.send(AuthState::Failed);
             let _ = send.finish();
-            // Let the Refuse reach the peer before closing.
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_millis(250), send.stopped()).await;
-            conn.close((CloseCode::Refused as u32).into(), b"refused");
+            // Let the Refuse reach the peer before `handshake_task` closes.
+            let _ = tokio::time::timeout(FAILURE_ANSWER_GRACE, send.stopped()).await;
             return Err(e.into());
         }
-        if core.has_answered_hello() {
-            context.pending.mark_member(id);
-        }
+        context.pending.set_proven(id, core.proven());
         if let Some(peer) = peer {
             let _ = send.finish();
+            widen_after_authentication(conn, &context.config);
             let _ = auth_tx.send(AuthState::Authenticated);
             return Ok(ServerSession {
                 conn: conn.clone(),
@@ -437,6 +514,15 @@ async fn authenticate(
             });
         }
     }
+}
+
+/// Lifts the limits an unauthenticated connection runs under
+/// (`SessionConfig::server_transport`, R31): the session's stream count and
+/// quinn's default connection receive window (unlimited; each stream keeps
+/// its own window).
+pub(super) fn widen_after_authentication(conn: &quinn::Connection, config: &SessionConfig) {
+    conn.set_max_concurrent_bi_streams(config.max_concurrent_streams.into());
+    conn.set_receive_window(quinn::VarInt::MAX);
 }
 
 /// Accepts request streams for the connection's lifetime. Requests read
@@ -452,6 +538,7 @@ async fn accept_streams(
     auth: watch::Receiver<AuthState>,
     requests: mpsc::Sender<IncomingRequest>,
     limit: usize,
+    answering: mpsc::Sender<()>,
 ) {
     while let Ok((send, recv)) = conn.accept_bi().await {
         let mut reader = FrameReader::new(recv, limit);
@@ -494,6 +581,8 @@ async fn accept_streams(
             },
             other => other,
         };
+        // Only a request held before authentication needs the token.
+        let answering = (*auth.borrow() == AuthState::Pending).then(|| answering.clone());
         tokio::spawn(read_request(
             send,
             reader,
@@ -501,6 +590,7 @@ async fn accept_streams(
             auth.clone(),
             requests.clone(),
             limit,
+            answering,
         ));
     }
 }
@@ -576,6 +666,7 @@ async fn read_request(
     mut auth: watch::Receiver<AuthState>,
     requests: mpsc::Sender<IncomingRequest>,
     limit: usize,
+    answering: Option<mpsc::Sender<()>>,
 ) {
     let first = match first {
         Some(first) => first,
@@ -595,8 +686,13 @@ async fn read_request(
         )
         .await;
         let _ = send.finish();
+        // Until the peer has acknowledged the answer: the connection is
+        // closed once every held request is answered (or after a grace).
+        let _ = send.stopped().await;
+        drop(answering);
         return;
     }
+    drop(answering);
     let envelope = match first {
         Ok(Some(frame)) => match decode_envelope(&frame) {
             Ok(envelope) => envelope,

@@ -50,7 +50,7 @@ pub(crate) fn server_config(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| SessionError::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(config.transport()));
+    server.transport_config(Arc::new(config.server_transport()));
     Ok(server)
 }
 
