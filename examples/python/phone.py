@@ -812,8 +812,9 @@ async def run(tether, host_kind, narrator, data_dir):
         t,
     )
 
-    # 11. Devices through the car (SPEC 16).
-    link = await phone.connect(found.address)
+    # 11. Devices through the car (SPEC 16), reached where it answered
+    # last or found again.
+    link = await phone.reach_vehicle(10_000)
     if host.bound_lamp:
         await devices_through_the_car(tether, link, narrator)
     else:

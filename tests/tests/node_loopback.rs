@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tether_control::client as control;
 use tether_control::signals;
-use tether_node::{HeadUnit, NodeConfig, Phone, SignalData};
+use tether_node::{HeadUnit, NodeConfig, Phone, SignalData, VehicleRoute};
 use tether_proto::v1::CommandState;
 
 async fn enrolled_pair() -> (Phone, HeadUnit) {
@@ -281,5 +281,38 @@ async fn r2_each_token_rotation_brings_a_new_tls_certificate() {
     let again = phone.connect(address).await.unwrap();
     assert!(!again.resumed());
     assert_eq!(again.round_trips(), 2);
+    car.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phone_reaches_the_car_where_it_answered_last_and_browses_when_it_moved() {
+    let (phone, car) = enrolled_pair().await;
+    let (link, route) = phone.reach_vehicle(Duration::from_secs(15)).await.unwrap();
+    assert_eq!(route, VehicleRoute::Discovered, "nothing remembered yet");
+    assert!(!link.get(Vec::new()).await.unwrap().is_empty());
+    link.close();
+
+    // Run again: straight to the remembered address, no mDNS.
+    let (link, route) = phone.reach_vehicle(Duration::from_secs(15)).await.unwrap();
+    assert_eq!(route, VehicleRoute::Remembered);
+    assert!(!link.get(Vec::new()).await.unwrap().is_empty());
+    link.close();
+
+    // The car restarts on another port: the remembered address no longer
+    // answers, the phone finds the car by its token again.
+    let old = car.address().await.unwrap();
+    car.shutdown().await.unwrap();
+    let new = car.start().await.unwrap();
+    assert_ne!(old, new);
+    let (link, route) = phone.reach_vehicle(Duration::from_secs(15)).await.unwrap();
+    assert_eq!(route, VehicleRoute::Discovered);
+    assert!(!link.get(Vec::new()).await.unwrap().is_empty());
+    link.close();
+    let (_, route) = phone.reach_vehicle(Duration::from_secs(15)).await.unwrap();
+    assert_eq!(
+        route,
+        VehicleRoute::Remembered,
+        "the new address is remembered"
+    );
     car.shutdown().await.unwrap();
 }

@@ -206,8 +206,7 @@ pub(crate) async fn phone(
         }
         _ => {}
     }
-    let found = phone.discover_vehicle(Duration::from_secs(15)).await?;
-    let link = phone.connect(found.address).await?;
+    let (link, _) = phone.reach_vehicle(Duration::from_secs(15)).await?;
     let command = match action {
         PhoneAction::Status => {
             for r in link.get(Vec::new()).await? {

@@ -109,6 +109,22 @@ impl Phone {
             .map(|link| Arc::new(VehicleLink::new(link)))
     }
 
+    /// Opens a session to the car where it answered last, or else finds it
+    /// on the LAN first (at most `timeout_ms`) and remembers where it
+    /// answered (locally only): an app that reconnects often skips the
+    /// mDNS wait.
+    pub async fn reach_vehicle(&self, timeout_ms: u64) -> Result<Arc<VehicleLink>, TetherError> {
+        let inner = self.inner.clone();
+        run(async move {
+            inner
+                .reach_vehicle(Duration::from_millis(timeout_ms))
+                .await
+                .map(|(link, _)| link)
+        })
+        .await
+        .map(|link| Arc::new(VehicleLink::new(link)))
+    }
+
     /// Waits until the account's home hub is found on the LAN (at most
     /// `timeout_ms`) and returns its `ip:port`. The hub advertises under
     /// its own key (SPEC §18.8): looking for the car never finds it.

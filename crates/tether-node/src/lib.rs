@@ -62,7 +62,7 @@ pub use ota::{
     FirmwareImage, InstalledFirmware, OtaProgress, OtaReport, OtaTarget, OtaTransferError,
     send_firmware,
 };
-pub use phone::{DiscoveredVehicle, DiscoveryReport, Phone};
+pub use phone::{DiscoveredVehicle, DiscoveryReport, Phone, VehicleRoute};
 pub use share::{HeldShare, IssuedShare, ShareOptions};
 /// The super-task model and its wire forms, for the layers above the node
 /// (the FFI builds and reads tasks with it).

@@ -40,6 +40,23 @@ pub struct DiscoveredVehicle {
     pub token: String,
 }
 
+/// How [`Phone::reach_vehicle`] found the car.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VehicleRoute {
+    /// At the address where it answered last (no mDNS at all).
+    Remembered,
+    /// By resolving its token on the LAN (mDNS); the address is remembered.
+    Discovered,
+}
+
+/// The store setting that remembers where the car answered last. Local
+/// only, like every identifier (R2): it is never sent anywhere.
+const LAST_VEHICLE_SETTING: &str = "phone.last_vehicle_address";
+/// How long the remembered address gets before the phone browses instead.
+/// A handshake on a LAN takes a few milliseconds; a car that moved (a new
+/// port after a restart, another DHCP lease) does not answer at all.
+const REMEMBERED_ATTEMPT: Duration = Duration::from_millis(500);
+
 /// What a discovery pass saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DiscoveryReport {
@@ -201,6 +218,33 @@ impl Phone {
     pub async fn connect(&self, address: SocketAddr) -> Result<VehicleLink, NodeError> {
         let session = self.connector().await?.connect(address).await?;
         VehicleLink::new(session)
+    }
+
+    /// Opens a session to the car: first at the address where it answered
+    /// last, for at most [`REMEMBERED_ATTEMPT`], then by discovering it on
+    /// the LAN (at most `timeout`) and remembering where it answered. A
+    /// command run again within a second then skips the mDNS wait, and
+    /// sends no multicast at all.
+    pub async fn reach_vehicle(
+        &self,
+        timeout: Duration,
+    ) -> Result<(VehicleLink, VehicleRoute), NodeError> {
+        let remembered = lock(&self.store)
+            .get_setting(LAST_VEHICLE_SETTING)?
+            .and_then(|text| text.parse::<SocketAddr>().ok());
+        if let Some(address) = remembered {
+            match tokio::time::timeout(REMEMBERED_ATTEMPT, self.connect(address)).await {
+                Ok(Ok(link)) => return Ok((link, VehicleRoute::Remembered)),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "the remembered address did not answer as the car")
+                }
+                Err(_) => tracing::debug!("the remembered address did not answer in time"),
+            }
+        }
+        let found = self.discover_vehicle(timeout).await?;
+        let link = self.connect(found.address).await?;
+        lock(&self.store).set_setting(LAST_VEHICLE_SETTING, &found.address.to_string())?;
+        Ok((link, VehicleRoute::Discovered))
     }
 
     /// Waits until the account's home hub is found on the LAN (at most
