@@ -1071,7 +1071,10 @@ impl AutomationHost {
                         ) {
                             debug!(error = %e, "an undispatched action was no longer pending");
                         }
+                        self.in_flight.fetch_sub(1, Ordering::SeqCst);
                     }
+                    drop(inner);
+                    self.answered.notify_waiters();
                 }
             }
         }
@@ -1099,7 +1102,14 @@ impl AutomationHost {
                             }
                         }
                     }
-                    Output::Action(request) => started.push(request),
+                    Output::Action(request) => {
+                        // Counted in flight from the moment the engine asks,
+                        // under its lock: a manual clock that waits for
+                        // actions (`advance_clock`) must not jump past one
+                        // that is being stored and not yet sent.
+                        self.in_flight.fetch_add(1, Ordering::SeqCst);
+                        started.push(request);
+                    }
                     Output::Confirm(request) => {
                         let notice = ConfirmNotice::Ask(request.clone());
                         inner
@@ -1149,7 +1159,6 @@ impl AutomationHost {
             let host = Arc::downgrade(self);
             let effect = request.effect.clone();
             let work = self.actuator.perform(effect.clone());
-            self.in_flight.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let result = match work.await {
                     // A reason goes into the trace: keep it short.
