@@ -92,13 +92,12 @@ impl Store {
         if group_key.as_ref().is_some_and(|k| k.len() != GROUP_KEY_LEN) {
             return Err(StoreError::CorruptRecord("identity group key"));
         }
-        Credentials::restore(
+        let credentials = Credentials::restore(
             key,
             certificate,
             &authority_public_key,
             group_key.as_deref(),
         )
-        .map(Some)
         .map_err(|e| match e {
             EnrollmentError::Malformed(_)
             | EnrollmentError::Key(_)
@@ -106,7 +105,89 @@ impl Store {
                 CertificateError::Malformed(_) | CertificateError::UnsupportedVersion(_),
             ) => StoreError::CorruptRecord("identity certificate"),
             e => StoreError::Identity(e),
-        })
+        })?;
+        self.load_membership(&credentials)?;
+        Ok(Some(credentials))
+    }
+
+    /// Saves what changed in `credentials` with a device removal (SPEC
+    /// §3.6): the current group key, the revocation list and the previous
+    /// epoch's key with the end of its grace period, in one transaction.
+    pub fn save_membership(&mut self, credentials: &Credentials) -> Result<(), StoreError> {
+        let group_key = credentials
+            .group_key()
+            .map(|k| self.put_secret(SecretName::GroupKey, k.as_bytes()))
+            .transpose()?;
+        let previous = credentials
+            .previous_group_key_until()
+            .map(|(k, until)| {
+                self.put_secret(SecretName::PreviousGroupKey, k.as_bytes())
+                    .map(|k| (k, until))
+            })
+            .transpose()?;
+        let list = credentials
+            .revocation_list()
+            .map(|l| l.signed.encode_to_vec());
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE identity SET group_key = ?1 WHERE id = 1",
+            params![group_key],
+        )?;
+        tx.execute(
+            "INSERT INTO membership (id, revocation_list, previous_group_key, previous_until)
+             VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET
+                 revocation_list = excluded.revocation_list,
+                 previous_group_key = excluded.previous_group_key,
+                 previous_until = excluded.previous_until",
+            params![
+                list,
+                previous.as_ref().map(|(k, _)| k.clone()),
+                previous
+                    .map(|(_, until)| to_sql_i64(until, "previous group key end"))
+                    .transpose()?,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load_membership(&self, credentials: &Credentials) -> Result<(), StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT revocation_list, previous_group_key, previous_until
+                 FROM membership WHERE id = 1",
+                [],
+                |row| {
+                    Ok((
+                        row.get::<_, Option<Vec<u8>>>(0)?,
+                        row.get::<_, Option<Vec<u8>>>(1)?,
+                        row.get::<_, Option<i64>>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((list, previous, until)) = row else {
+            return Ok(());
+        };
+        let list = list
+            .map(|bytes| tether_identity::decode_revocation_list(&bytes))
+            .transpose()
+            .map_err(|_| StoreError::CorruptRecord("membership revocation list"))?;
+        let previous = match (previous, until) {
+            (Some(k), Some(until)) => Some((
+                self.get_secret(SecretName::PreviousGroupKey, k)?,
+                from_sql_u64(until, "previous group key end")?,
+            )),
+            _ => None,
+        };
+        credentials
+            .restore_membership(
+                list.as_ref(),
+                previous.as_ref().map(|(k, until)| (k.as_slice(), *until)),
+            )
+            .map_err(|_| StoreError::CorruptRecord("membership"))
     }
 
     /// Saves a device key generated on this device before enrollment.
