@@ -181,13 +181,22 @@ ALTER TABLE command_log_v7 RENAME TO command_log;
 
 /// Version 8: the account's revocation list and the previous group key
 /// epoch (SPEC §3.6). One row; the current group key stays in `identity`.
-/// `previous_group_key` is empty when a platform key store holds it.
+/// `previous_group_key` is empty when a platform key store holds it. On the
+/// phone that hosts the authority, `account_devices` lists the devices it
+/// enrolled, so the owner can pick one to remove.
 const V8: &str = "
 CREATE TABLE membership (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     revocation_list BLOB,
     previous_group_key BLOB,
     previous_until INTEGER
+) STRICT;
+CREATE TABLE account_devices (
+    public_key BLOB PRIMARY KEY,
+    role INTEGER NOT NULL,
+    serial INTEGER NOT NULL,
+    enrolled_unix_s INTEGER NOT NULL,
+    removed_unix_s INTEGER
 ) STRICT;
 ";
 
