@@ -28,6 +28,7 @@
 //!   [`gatt_segments()`] and [`ble_advert()`].
 //! - `devices`: see [`devices()`].
 //! - `share_invite`: the raw bytes, as a `ShareInvite` and a `ShareGrant`.
+//! - `revocation_list`: the raw bytes, as a `RevocationList` (SPEC §3.6).
 //! - `automation_task`: the raw bytes, as a `Task` and a `TaskTemplate`.
 //! - `automation_state`: the raw bytes, as a `Trace` and an `EngineSnapshot`.
 
@@ -59,6 +60,8 @@ mod devices;
 pub use devices::devices;
 mod share;
 pub use share::share_invite;
+mod revocation;
+pub use revocation::revocation_list;
 mod automation;
 mod automation_state;
 pub use automation::automation_task;
@@ -73,7 +76,7 @@ pub type Harness = fn(&[u8]);
 
 /// Every target: its name (the `[[bin]]` in `fuzz/Cargo.toml` and the
 /// directory under `fuzz/corpus/`) and its harness.
-pub const TARGETS: [(&str, Harness); 19] = [
+pub const TARGETS: [(&str, Harness); 20] = [
     ("envelope", envelope),
     ("frame", frame),
     ("handshake_server", handshake_server),
@@ -93,6 +96,7 @@ pub const TARGETS: [(&str, Harness); 19] = [
     ("devices", devices),
     ("automation_task", automation_task),
     ("automation_state", automation_state),
+    ("revocation_list", revocation_list),
 ];
 
 /// The fixed "now" (Unix seconds) the fixture's certificates are issued at.
@@ -1072,6 +1076,7 @@ pub fn seeds() -> Vec<Seed> {
     pairing::seeds(&mut add);
     devices::seeds(&mut add);
     share::seeds(&mut add);
+    revocation::seeds(&mut add);
     automation::seeds(&mut add);
     automation_state::seeds(&mut add);
     seeds

@@ -20,6 +20,15 @@ pub(crate) enum PhoneAction {
         #[arg(long, default_value_t = 3)]
         seconds: u64,
     },
+    /// List the account's devices this phone's authority enrolled (their
+    /// public keys in hex, to pick one for `remove-device`).
+    Devices,
+    /// Remove a lost or sold device from the account (SPEC §3.6): sign a
+    /// new revocation list, rotate the group key, and hand both to the car.
+    RemoveDevice {
+        /// The device's public key, 64 hex digits, as `devices` prints it.
+        public_key: String,
+    },
     /// Find the car and print its status.
     Status,
     /// Lock the car's doors.
@@ -204,6 +213,40 @@ pub(crate) async fn phone(
             );
             return Ok(ExitCode::SUCCESS);
         }
+        PhoneAction::Devices => {
+            for d in phone.account_devices()? {
+                println!(
+                    "{} {:<8} serial {:<4}{}{}",
+                    crate::share::hex(&d.public_key),
+                    d.role,
+                    d.serial,
+                    if d.this_device { " (this phone)" } else { "" },
+                    if d.removed { " removed" } else { "" },
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        PhoneAction::RemoveDevice { public_key } => {
+            let Some(key) = parse_key(&public_key) else {
+                eprintln!("error: a public key is 64 hex digits");
+                return Ok(ExitCode::from(2));
+            };
+            let removal = phone.remove_device(key)?;
+            println!(
+                "removed; revocation list {} and group key epoch {} (old key accepted until {})",
+                removal.serial, removal.group_key_epoch, removal.grace_until
+            );
+            // Hand the list to the car now; other members get it from the
+            // car or this phone at their next contact.
+            match phone.discover_vehicle(Duration::from_secs(15)).await {
+                Ok(found) => {
+                    phone.connect(found.address).await?;
+                    println!("the car holds the new list");
+                }
+                Err(e) => println!("the car was not reached ({e}); it gets the list next time"),
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let (link, _) = phone.reach_vehicle(Duration::from_secs(15)).await?;
@@ -217,7 +260,10 @@ pub(crate) async fn phone(
         PhoneAction::Lock => control::lock(),
         PhoneAction::Unlock => control::unlock(),
         PhoneAction::Climate { target } => control::climate(target.is_some(), target),
-        PhoneAction::Init | PhoneAction::Discover { .. } => return Ok(ExitCode::SUCCESS),
+        PhoneAction::Init
+        | PhoneAction::Discover { .. }
+        | PhoneAction::Devices
+        | PhoneAction::RemoveDevice { .. } => return Ok(ExitCode::SUCCESS),
     };
     let key = {
         use ring::rand::SecureRandom;
@@ -254,4 +300,8 @@ pub(crate) async fn phone(
             ExitCode::FAILURE
         },
     )
+}
+
+fn parse_key(text: &str) -> Option<[u8; 32]> {
+    crate::share::hex_decode(text.trim())?.try_into().ok()
 }

@@ -94,6 +94,13 @@ pub enum TetherError {
         /// What failed.
         detail: String,
     },
+    /// A revocation list was refused: not signed by the account's
+    /// authority, malformed, or without its group key (SPEC §3.6).
+    #[error("revocation list: {detail}")]
+    Revocation {
+        /// What failed.
+        detail: String,
+    },
     /// The node has no certificate yet.
     #[error("this node is not enrolled in an account")]
     NotEnrolled,
@@ -165,6 +172,7 @@ impl From<NodeError> for TetherError {
             NodeError::Upgrade(_) => TetherError::Upgrade { detail },
             NodeError::Automation(_) => TetherError::Automation { detail },
             NodeError::Share(_) => TetherError::Share { detail },
+            NodeError::Revocation(_) => TetherError::Revocation { detail },
             NodeError::NotEnrolled => TetherError::NotEnrolled,
             NodeError::NoAuthority => TetherError::NoAuthority,
             NodeError::State(_) => TetherError::State { detail },

@@ -32,8 +32,9 @@ pub use key_store::PlatformKeyStore;
 pub use link::{SignalListener, SignalSubscription, VehicleLink};
 pub use phone::Phone;
 pub use records::{
-    CommandOutcome, CommandReason, CommandState, DiscoveredVehicle, DiscoveryReport, Executions,
-    ListenerStats, LocalIdentifiers, Network, NodeSettings, Reading, SignalData, VehicleAction,
+    AccountDevice, CommandOutcome, CommandReason, CommandState, DiscoveredVehicle, DiscoveryReport,
+    Executions, ListenerStats, LocalIdentifiers, Network, NodeSettings, Reading, Removal,
+    SignalData, VehicleAction,
 };
 pub use share::{HeldShare, IssuedShare, ShareOptions, SharePermission};
 #[cfg(feature = "head-unit")]

@@ -7,7 +7,9 @@ use std::time::Duration;
 use prost::Message;
 
 use crate::key_store::{PlatformKeyStore, bridge};
-use crate::records::{DiscoveredVehicle, DiscoveryReport, LocalIdentifiers, NodeSettings};
+use crate::records::{
+    AccountDevice, DiscoveredVehicle, DiscoveryReport, LocalIdentifiers, NodeSettings, Removal,
+};
 use crate::runtime::{guard, run};
 use crate::{TetherError, VehicleLink};
 
@@ -64,6 +66,40 @@ impl Phone {
     /// `TetherError.NoAuthority` if it hosts none.
     pub fn authority_public_key(&self) -> Result<Vec<u8>, TetherError> {
         guard(|| Ok(self.inner.authority_public_key()?.to_vec()))
+    }
+
+    /// The account's devices this phone's authority enrolled, to pick one to
+    /// remove (SPEC §3.6).
+    pub fn account_devices(&self) -> Result<Vec<AccountDevice>, TetherError> {
+        guard(|| {
+            Ok(self
+                .inner
+                .account_devices()?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        })
+    }
+
+    /// Removes a device (its 32-byte public key) from the account: a new
+    /// signed revocation list and group key epoch, handed to the car at the
+    /// next `connect` (SPEC §3.6).
+    pub fn remove_device(&self, public_key: Vec<u8>) -> Result<Removal, TetherError> {
+        guard(|| {
+            let key: [u8; 32] =
+                public_key
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| TetherError::InvalidArgument {
+                        detail: "a public key is 32 bytes".into(),
+                    })?;
+            Ok(self.inner.remove_device(key)?.into())
+        })
+    }
+
+    /// The serial of the revocation list this phone holds (0: none).
+    pub fn revocation_serial(&self) -> Result<u64, TetherError> {
+        guard(|| Ok(self.inner.revocation_serial()?))
     }
 
     /// The identifiers kept in this phone's local store (R2).

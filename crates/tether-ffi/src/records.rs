@@ -412,3 +412,54 @@ pub(crate) fn parse_address(address: &str) -> Result<std::net::SocketAddr, Tethe
         detail: format!("not an ip:port address: {address:?}"),
     })
 }
+
+/// A device of the account, as the phone's authority enrolled it (SPEC §3.6).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct AccountDevice {
+    /// Its raw Ed25519 public key (32 bytes), what `remove_device` takes.
+    pub public_key: Vec<u8>,
+    /// Its role: "vehicle", "phone", "watch", "hub" or "device".
+    pub role: String,
+    /// Its certificate's serial.
+    pub serial: u64,
+    /// When it was enrolled, Unix seconds.
+    pub enrolled_at: u64,
+    /// Whether it was removed.
+    pub removed: bool,
+    /// Whether it is this phone.
+    pub this_device: bool,
+}
+
+impl From<tether_node::AccountDevice> for AccountDevice {
+    fn from(d: tether_node::AccountDevice) -> Self {
+        Self {
+            public_key: d.public_key.to_vec(),
+            role: d.role.as_str().to_owned(),
+            serial: d.serial,
+            enrolled_at: d.enrolled_at,
+            removed: d.removed,
+            this_device: d.this_device,
+        }
+    }
+}
+
+/// What removing a device produced (SPEC §3.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
+pub struct Removal {
+    /// The new revocation list's serial.
+    pub serial: u64,
+    /// The new group key epoch.
+    pub group_key_epoch: u32,
+    /// Last second the previous key is still accepted, Unix seconds.
+    pub grace_until: u64,
+}
+
+impl From<tether_node::Removal> for Removal {
+    fn from(r: tether_node::Removal) -> Self {
+        Self {
+            serial: r.serial,
+            group_key_epoch: r.group_key_epoch,
+            grace_until: r.grace_until,
+        }
+    }
+}

@@ -134,6 +134,44 @@ impl LocalAuthority {
 }
 
 impl LocalAuthority {
+    /// Removes devices from the account (SPEC §3.6): makes a new group key
+    /// (this authority's from now on, so later enrollments carry it) and
+    /// signs the list that follows `previous` with `remove` added and the
+    /// new key's epoch. Returns the list and the new key, to adopt on this
+    /// phone and hand to the remaining members. Persist [`Self::state`]
+    /// afterwards. The signing key does not change, so certificates and
+    /// share grants it signed keep verifying (SPEC §17.1).
+    pub fn remove_devices(
+        &mut self,
+        previous: Option<&crate::VerifiedRevocationList>,
+        remove: &[[u8; PUBLIC_KEY_LEN]],
+        now: u64,
+    ) -> Result<(tether_proto::v1::RevocationList, GroupKey), crate::RevocationError> {
+        let new_key = GroupKey::generate().map_err(|_| crate::RevocationError::Random)?;
+        let list = self.rotate_to(previous, remove, &new_key, now)?;
+        Ok((list, new_key))
+    }
+
+    /// [`Self::remove_devices`] with a chosen new key (fixed seeds in the
+    /// fuzz harness; everyone else wants a random one).
+    #[doc(hidden)]
+    pub fn rotate_to(
+        &mut self,
+        previous: Option<&crate::VerifiedRevocationList>,
+        remove: &[[u8; PUBLIC_KEY_LEN]],
+        new_key: &GroupKey,
+        now: u64,
+    ) -> Result<tether_proto::v1::RevocationList, crate::RevocationError> {
+        if remove.contains(&self.key.public_key()) {
+            return Err(crate::RevocationError::Malformed(
+                "the authority cannot revoke its own key",
+            ));
+        }
+        let list = crate::revocation::sign_next(&self.key, previous, remove, new_key, now)?;
+        self.group_key = new_key.clone();
+        Ok(list)
+    }
+
     /// Signs a share grant for a co-user's account (R16; SPEC §17.1).
     pub fn sign_share_grant(
         &self,

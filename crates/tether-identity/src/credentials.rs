@@ -5,7 +5,32 @@ use crate::certificate::{
     verify_certificate_signature,
 };
 use crate::keys::{DeviceKey, GroupKey, PUBLIC_KEY_LEN};
+use crate::revocation::{RevocationError, VerifiedRevocationList, verify_revocation_list};
 use crate::{EnrollmentError, KeyError, Role};
+use tether_proto::v1::RevocationList;
+
+/// The part of a member's credentials that changes when the authority
+/// removes a device (SPEC §3.6): the group key of the current epoch, the
+/// previous epoch's key during its grace period, and the revocation list.
+#[derive(Debug, Default)]
+struct Membership {
+    group_key: Option<GroupKey>,
+    previous: Option<(GroupKey, u64)>,
+    list: Option<VerifiedRevocationList>,
+}
+
+/// What [`Credentials::adopt`] did with a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adopted {
+    /// Its serial is not above the one held: ignored.
+    Ignored,
+    /// The list replaced the one held; `new_epoch` when the group key
+    /// changed with it.
+    Updated {
+        /// The group key moved to a new epoch.
+        new_epoch: bool,
+    },
+}
 
 /// Everything a member needs to authenticate: its device key, its
 /// certificate, the authority's public key and (for members) the group key.
@@ -15,7 +40,9 @@ pub struct Credentials {
     certificate: DeviceCertificate,
     verified: VerifiedCertificate,
     authority_public_key: [u8; PUBLIC_KEY_LEN],
-    group_key: Option<GroupKey>,
+    /// Group key epochs and the revocation list; shared by every connection
+    /// made with these credentials, and replaced when a newer list arrives.
+    membership: std::sync::RwLock<Membership>,
     /// Peers' certificates verified before, shared by every connection
     /// made with these credentials.
     peer_certificates: CertificateCache,
@@ -57,7 +84,10 @@ impl Credentials {
             certificate,
             verified,
             authority_public_key,
-            group_key,
+            membership: std::sync::RwLock::new(Membership {
+                group_key,
+                ..Membership::default()
+            }),
             peer_certificates: CertificateCache::default(),
         })
     }
@@ -87,7 +117,10 @@ impl Credentials {
             certificate,
             verified,
             authority_public_key,
-            group_key,
+            membership: std::sync::RwLock::new(Membership {
+                group_key,
+                ..Membership::default()
+            }),
             peer_certificates: CertificateCache::default(),
         })
     }
@@ -141,9 +174,122 @@ impl Credentials {
         &self.peer_certificates
     }
 
-    /// The group key; `None` for smart devices.
-    pub fn group_key(&self) -> Option<&GroupKey> {
-        self.group_key.as_ref()
+    fn membership(&self) -> std::sync::RwLockReadGuard<'_, Membership> {
+        self.membership.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The group key of the current epoch; `None` for smart devices.
+    pub fn group_key(&self) -> Option<GroupKey> {
+        self.membership().group_key.clone()
+    }
+
+    /// The current group key epoch: the revocation list's, 0 without one
+    /// (SPEC §3.6).
+    pub fn group_key_epoch(&self) -> u32 {
+        self.membership()
+            .list
+            .as_ref()
+            .map_or(0, |l| l.group_key_epoch)
+    }
+
+    /// The previous epoch's group key while its grace period lasts at `now`
+    /// (Unix seconds, inclusive bound).
+    pub fn previous_group_key(&self, now: u64) -> Option<GroupKey> {
+        self.membership()
+            .previous
+            .as_ref()
+            .filter(|(_, until)| now <= *until)
+            .map(|(k, _)| k.clone())
+    }
+
+    /// The previous epoch's key and the last second of its grace period,
+    /// whether or not it has passed (for the store).
+    pub fn previous_group_key_until(&self) -> Option<(GroupKey, u64)> {
+        self.membership().previous.clone()
+    }
+
+    /// The revocation list held, if any.
+    pub fn revocation_list(&self) -> Option<VerifiedRevocationList> {
+        self.membership().list.clone()
+    }
+
+    /// The serial of the list held (0: none).
+    pub fn revocation_serial(&self) -> u64 {
+        self.membership().list.as_ref().map_or(0, |l| l.serial)
+    }
+
+    /// Whether the list held removes the device with this public key.
+    pub fn is_revoked(&self, public_key: &[u8; PUBLIC_KEY_LEN]) -> bool {
+        self.membership()
+            .list
+            .as_ref()
+            .is_some_and(|l| l.is_revoked(public_key))
+    }
+
+    /// Takes a revocation list from a peer or the authority (SPEC §3.6): it
+    /// must verify under this account's authority; a serial not above the
+    /// one held is [`Adopted::Ignored`]. A list of a newer epoch needs that
+    /// epoch's group key (`group_key`, or the one held if it already is that
+    /// key), checked against the list; the key it replaces stays accepted
+    /// until the list's `previous_epoch_until`. A smart device keeps the
+    /// list without any key.
+    pub fn adopt(
+        &self,
+        list: &RevocationList,
+        group_key: Option<&[u8]>,
+    ) -> Result<Adopted, RevocationError> {
+        let verified = verify_revocation_list(list, &self.authority_public_key)?;
+        let offered = group_key
+            .map(GroupKey::from_bytes)
+            .transpose()
+            .map_err(|_| RevocationError::KeyMismatch)?;
+        let mut m = self.membership.write().unwrap_or_else(|p| p.into_inner());
+        let held_serial = m.list.as_ref().map_or(0, |l| l.serial);
+        if verified.serial <= held_serial {
+            return Ok(Adopted::Ignored);
+        }
+        if !self.verified.role.holds_group_key() {
+            m.list = Some(verified);
+            return Ok(Adopted::Updated { new_epoch: false });
+        }
+        let held_epoch = m.list.as_ref().map_or(0, |l| l.group_key_epoch);
+        if verified.group_key_epoch < held_epoch {
+            return Err(RevocationError::OlderEpoch);
+        }
+        let current = m.group_key.clone();
+        let key = match (offered, &current) {
+            (Some(k), _) if verified.names_key(&k) => k,
+            (_, Some(k)) if verified.names_key(k) => k.clone(),
+            _ => return Err(RevocationError::KeyMismatch),
+        };
+        let new_epoch = current.as_ref() != Some(&key);
+        if new_epoch {
+            m.previous = current.map(|k| (k, verified.previous_epoch_until));
+            m.group_key = Some(key);
+        }
+        m.list = Some(verified);
+        Ok(Adopted::Updated { new_epoch })
+    }
+
+    /// Restores the stored list and previous epoch key (after
+    /// [`Credentials::restore`]). The list must verify under this account's
+    /// authority.
+    pub fn restore_membership(
+        &self,
+        list: Option<&RevocationList>,
+        previous: Option<(&[u8], u64)>,
+    ) -> Result<(), RevocationError> {
+        let list = list
+            .map(|l| verify_revocation_list(l, &self.authority_public_key))
+            .transpose()?;
+        let previous = previous
+            .map(|(k, until)| GroupKey::from_bytes(k).map(|k| (k, until)))
+            .transpose()
+            .map_err(|_| RevocationError::KeyMismatch)?;
+        let mut m = self.membership.write().unwrap_or_else(|p| p.into_inner());
+        m.list = list;
+        m.previous = previous;
+        Ok(())
     }
 }
 

@@ -22,6 +22,7 @@ mod certificate;
 mod credentials;
 mod error;
 mod keys;
+mod revocation;
 mod share;
 
 pub use authority::{AccountAuthority, AuthorityState, CERTIFICATE_VALIDITY_S, LocalAuthority};
@@ -30,10 +31,15 @@ pub use certificate::{
     MAX_CERTIFICATE_BYTES, VerifiedCertificate, decode_certificate, verify_certificate,
     verify_certificate_signature,
 };
-pub use credentials::Credentials;
+pub use credentials::{Adopted, Credentials};
 pub use error::{CertificateError, EnrollmentError, KeyError};
 pub use keys::{
     DeviceKey, DeviceSecret, GroupKey, PUBLIC_KEY_LEN, SIGNATURE_LEN, verify_signature,
+};
+pub use revocation::{
+    GROUP_KEY_GRACE_S, MAX_REVOCATION_LIST_BYTES, MAX_REVOKED_KEYS, REVOCATION_LIST_CONTEXT,
+    REVOCATION_LIST_VERSION, RevocationError, VerifiedRevocationList, decode_revocation_list,
+    fuzz_revocation_list, group_key_check, revocation_list_digest, verify_revocation_list,
 };
 pub use share::{
     AcceptedInvite, GRANT_ID_LEN, GrantKey, GrantRequest, MAX_SHARE_GRANT_BYTES,
@@ -41,7 +47,7 @@ pub use share::{
     VerifiedGrant, accept_invite, fuzz_invite, sign_grant, verify_grant, verify_grant_signature,
 };
 pub use tether_proto::v1::{DeviceCertificate, EnrollmentGrant, EnrollmentRequest};
-pub use tether_proto::v1::{ShareGrant, ShareInvite, SharePermission};
+pub use tether_proto::v1::{RevocationList, ShareGrant, ShareInvite, SharePermission};
 
 /// What a device is in the account. Carried in its certificate; the session
 /// layer enforces it (R23: devices never command the car).

@@ -38,6 +38,9 @@ pub enum NodeError {
     /// A share grant or invite was refused (R16).
     #[error("share: {0}")]
     Share(#[from] tether_identity::ShareError),
+    /// A revocation list was refused (SPEC §3.6).
+    #[error("revocation list: {0}")]
+    Revocation(#[from] tether_identity::RevocationError),
     /// The node has no certificate yet.
     #[error("this node is not enrolled in an account")]
     NotEnrolled,

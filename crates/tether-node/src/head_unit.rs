@@ -33,9 +33,17 @@ const LOGGED_OUT_SETTING: &str = "head_unit.owner_logged_out";
 /// How long a device scan browses the LAN at most (R17).
 pub(crate) const DEVICE_SCAN_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The car's own adverts: under the current epoch's discovery key and,
+/// during a group key rotation's grace period, under the previous one, so a
+/// member that missed the rotation still finds the car (SPEC §3.6).
+struct Adverts {
+    current: Option<Advertiser>,
+    grace: Option<Advertiser>,
+}
+
 struct Running {
     address: SocketAddr,
-    advertiser: Advertiser,
+    adverts: Arc<tokio::sync::Mutex<Adverts>>,
     stats: StatsHandle,
     closer: ListenerCloser,
     service: mpsc::UnboundedSender<ServiceInput>,
@@ -47,7 +55,8 @@ struct Running {
     automation_timers: tokio::task::JoinHandle<()>,
     /// Replaces the listener's TLS key.
     certificates: CertificateRotator,
-    /// Replaces it at each token rotation (R2; SPEC §4.5).
+    /// Replaces it at each token rotation (R2; SPEC §4.5), and moves the
+    /// adverts to a new group key epoch (SPEC §3.6).
     certificate_task: tokio::task::JoinHandle<()>,
 }
 
@@ -147,22 +156,30 @@ impl HeadUnit {
         let address = listener.local_addr()?;
         let stats = listener.stats_handle();
         let closer = listener.closer();
-        let advertiser = Advertiser::start(self.config.advertiser(discovery_key, address))?;
+        let membership =
+            crate::membership::Membership::new(credentials.clone(), self.store.clone());
+        let grace = credentials
+            .previous_group_key(unix_now())
+            .map(|k| Advertiser::start(self.config.advertiser(k.discovery_key(), address)))
+            .transpose()?;
+        let adverts = Arc::new(tokio::sync::Mutex::new(Adverts {
+            current: Some(Advertiser::start(
+                self.config.advertiser(discovery_key, address),
+            )?),
+            grace,
+        }));
         // R2: each new token comes with a new TLS key, so a peer that
         // completes QUIC cannot link the car across rotations by its
-        // certificate (SPEC §4.5, §11 item 1).
+        // certificate (SPEC §4.5, §11 item 1). A new group key epoch moves
+        // the adverts to the new key (SPEC §3.6).
         let certificates = listener.certificate_rotator();
-        let certificate_task = {
-            let mut tokens = advertiser.watch_token();
-            let certificates = certificates.clone();
-            tokio::spawn(async move {
-                while tokens.changed().await.is_ok() {
-                    if let Err(e) = certificates.rotate() {
-                        warn!(error = %e, "a new TLS key for the new token failed");
-                    }
-                }
-            })
-        };
+        let certificate_task = tokio::spawn(follow_tokens_and_epochs(
+            adverts.clone(),
+            certificates.clone(),
+            membership.clone(),
+            self.config.clone(),
+            address,
+        ));
         let service = VehicleService::new(
             ControlConfig::default(),
             DeviceKey::from_pkcs8(&self.key_pkcs8)?,
@@ -228,6 +245,7 @@ impl HeadUnit {
         let serving_shares = shares.clone();
         let serving_devices = devices.clone();
         let serving_automation = automation.clone();
+        let serving_membership = membership.clone();
         let logged_out = self.owner_logged_out.clone();
         let accept_task = tokio::spawn(async move {
             while let Some(session) = listener.accept().await {
@@ -251,15 +269,18 @@ impl HeadUnit {
                     registration,
                     tx.clone(),
                     stream_ids.clone(),
-                    serving_shares.clone(),
-                    serving_devices.clone(),
-                    serving_automation.clone(),
+                    crate::serve::Services {
+                        shares: serving_shares.clone(),
+                        devices: serving_devices.clone(),
+                        automation: serving_automation.clone(),
+                        membership: serving_membership.clone(),
+                    },
                 ));
             }
         });
         *running = Some(Running {
             address,
-            advertiser,
+            adverts,
             stats,
             closer,
             service: service_tx,
@@ -282,22 +303,57 @@ impl HeadUnit {
 
     /// The discovery token now advertised (a random-looking label).
     pub async fn current_token(&self) -> Option<String> {
-        self.running
-            .lock()
-            .await
-            .as_ref()
-            .map(|r| r.advertiser.current_token().label().to_owned())
+        match self.running.lock().await.as_ref() {
+            Some(r) => r
+                .adverts
+                .lock()
+                .await
+                .current
+                .as_ref()
+                .map(|a| a.current_token().label().to_owned()),
+            None => None,
+        }
     }
 
     /// Rotates the discovery token now (call on a network change).
     pub async fn rotate_token(&self) -> Result<String, NodeError> {
         let running = self.running.lock().await;
         let r = running.as_ref().ok_or(NodeError::State("not started"))?;
-        let token = r.advertiser.rotate_now().await?;
+        let token = {
+            let adverts = r.adverts.lock().await;
+            let current = adverts
+                .current
+                .as_ref()
+                .ok_or(NodeError::State("not started"))?;
+            current.rotate_now().await?
+        };
         // Also done by the rotation task; here too, so that the new key is
         // in force when this returns.
         r.certificates.rotate()?;
         Ok(token.label().to_owned())
+    }
+
+    /// The serial of the revocation list the car holds (0: none; SPEC §3.6).
+    pub fn revocation_serial(&self) -> u64 {
+        lock(&self.credentials)
+            .as_ref()
+            .map_or(0, |c| c.revocation_serial())
+    }
+
+    /// The group key epoch the car is in (0 before any removal).
+    pub fn group_key_epoch(&self) -> u32 {
+        lock(&self.credentials)
+            .as_ref()
+            .map_or(0, |c| c.group_key_epoch())
+    }
+
+    /// Whether the car holds a grace advert of the previous group key
+    /// epoch (SPEC §3.6).
+    pub async fn has_grace_advert(&self) -> bool {
+        match self.running.lock().await.as_ref() {
+            Some(r) => r.adverts.lock().await.grace.is_some(),
+            None => false,
+        }
     }
 
     /// Listener counters (authenticated, refused, evicted...).
@@ -473,11 +529,99 @@ impl HeadUnit {
         r.devices.close().await;
         r.automation_timers.abort();
         r.certificate_task.abort();
-        let result = r.advertiser.shutdown().await;
+        let (current, grace) = {
+            let mut adverts = r.adverts.lock().await;
+            (adverts.current.take(), adverts.grace.take())
+        };
+        if let Some(grace) = grace {
+            let _ = grace.shutdown().await;
+        }
+        let result = match current {
+            Some(current) => current.shutdown().await,
+            None => Ok(()),
+        };
         r.closer.close();
         r.accept_task.abort();
         r.service_task.abort();
         result?;
         Ok(())
+    }
+}
+
+/// Replaces the listener's TLS key at each new token, and moves the car's
+/// adverts to a new group key epoch when one arrives: the advert under the
+/// key just replaced stays up as the grace advert until the list's
+/// `previous_epoch_until`, and is withdrawn then (SPEC §3.6, §4.5).
+async fn follow_tokens_and_epochs(
+    adverts: Arc<tokio::sync::Mutex<Adverts>>,
+    certificates: CertificateRotator,
+    membership: Arc<crate::membership::Membership>,
+    config: NodeConfig,
+    address: SocketAddr,
+) {
+    let mut epochs = membership.watch_epoch();
+    let Some(mut tokens) = adverts
+        .lock()
+        .await
+        .current
+        .as_ref()
+        .map(|a| a.watch_token())
+    else {
+        return;
+    };
+    loop {
+        let grace_left = membership
+            .credentials()
+            .previous_group_key_until()
+            .map(|(_, until)| until.saturating_add(1).saturating_sub(unix_now()))
+            .filter(|_| adverts.try_lock().map_or(true, |a| a.grace.is_some()));
+        let grace_over = async {
+            match grace_left {
+                Some(s) => tokio::time::sleep(std::time::Duration::from_secs(s)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = tokens.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            changed = epochs.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let Some(key) = membership.credentials().group_key() else {
+                    continue;
+                };
+                let fresh = match Advertiser::start(config.advertiser(key.discovery_key(), address)) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!(error = %e, "no advert under the new group key");
+                        continue;
+                    }
+                };
+                tokens = fresh.watch_token();
+                let mut guard = adverts.lock().await;
+                let previous = guard.current.replace(fresh);
+                let stale = std::mem::replace(&mut guard.grace, previous);
+                drop(guard);
+                if let Some(stale) = stale {
+                    let _ = stale.shutdown().await;
+                }
+                info!("adverts moved to the new group key epoch");
+            }
+            () = grace_over => {
+                let grace = adverts.lock().await.grace.take();
+                if let Some(grace) = grace {
+                    let _ = grace.shutdown().await;
+                    info!("grace advert of the previous group key withdrawn");
+                }
+                continue;
+            }
+        }
+        if let Err(e) = certificates.rotate() {
+            warn!(error = %e, "a new TLS key for the new token failed");
+        }
     }
 }

@@ -160,6 +160,7 @@ pub struct Hub {
     key_pkcs8: Vec<u8>,
     credentials: Mutex<Option<Arc<Credentials>>>,
     connector: OnceCell<Connector>,
+    membership: Mutex<Option<Arc<crate::membership::Membership>>>,
     home: Arc<SimHome>,
     automation: Mutex<Option<Arc<AutomationHost>>>,
     link: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -208,6 +209,7 @@ impl Hub {
             key_pkcs8: key.pkcs8().to_vec(),
             credentials: Mutex::new(credentials),
             connector: OnceCell::new(),
+            membership: Mutex::new(None),
             home: Arc::new(home),
             automation: Mutex::new(None),
             link: Mutex::new(None),
@@ -335,6 +337,8 @@ impl Hub {
         let credentials = lock(&self.credentials)
             .clone()
             .ok_or(NodeError::NotEnrolled)?;
+        let membership =
+            crate::membership::membership_of(&self.membership, &credentials, &self.store);
         let connector = self
             .connector
             .get_or_try_init(|| async {
@@ -346,6 +350,8 @@ impl Hub {
             })
             .await?;
         let session = connector.connect(car).await?;
+        // SPEC §3.6: the newer revocation list changes hands at every contact.
+        membership.sync_on_connect(&session).await?;
         if session.peer().certificate.role != Role::Vehicle {
             session.close(CloseCode::Normal, "not a vehicle");
             return Err(NodeError::UnexpectedPeer("the peer is not a vehicle"));
@@ -399,6 +405,8 @@ impl Hub {
             .ok_or(NodeError::NotEnrolled)?;
         let group = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
         let hub_key = group.hub_discovery_key();
+        let membership =
+            crate::membership::membership_of(&self.membership, &credentials, &self.store);
         let mut listener = tether_session::quic::Listener::bind(
             SocketAddr::new(self.config.bind_ip, 0),
             credentials,
@@ -410,7 +418,7 @@ impl Hub {
         let closer = listener.closer();
         let accept = tokio::spawn(async move {
             while let Some(session) = listener.accept().await {
-                tokio::spawn(serve_owner(session, host.clone()));
+                tokio::spawn(serve_owner(session, host.clone(), membership.clone()));
             }
         });
         *lock(&self.serving) = Some(Serving {
@@ -437,14 +445,29 @@ impl Hub {
 /// Answers one session of a member until it closes: task requests through
 /// the same role checks as on the car (§18.1: the phone manages, the watch
 /// lists, reads traces and runs), anything else `BAD_REQUEST`.
-async fn serve_owner(mut session: tether_session::quic::ServerSession, host: Arc<AutomationHost>) {
+async fn serve_owner(
+    mut session: tether_session::quic::ServerSession,
+    host: Arc<AutomationHost>,
+    membership: Arc<crate::membership::Membership>,
+) {
     let role = session.peer().certificate.role;
+    let peer_key = session.peer().certificate.public_key;
+    let _live = membership.register(peer_key, session.closer());
     while let Some(request) = session.next_request().await {
         let tether_session::quic::IncomingRequest {
             envelope,
             mut responder,
         } = request;
         let answer = match envelope.body {
+            // SPEC §3.6: the revocation list and group key change hands.
+            Some(pb::envelope::Body::Request(pb::Request {
+                kind: Some(pb::request::Kind::MembershipSync(sync)),
+            })) => membership
+                .answer(&peer_key, &sync)
+                .map(pb::response::Kind::MembershipSync)
+                .map_err(|_| {
+                    crate::automation::AutomationError::BadRequest("revocation list refused")
+                }),
             Some(pb::envelope::Body::Request(pb::Request { kind: Some(kind) }))
                 if crate::automation_serve::is_task_management(&kind) =>
             {

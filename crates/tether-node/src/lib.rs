@@ -35,6 +35,7 @@ mod error;
 mod head_unit;
 mod hub;
 mod hub_link;
+mod membership;
 mod ota;
 mod phone;
 mod receipt_log;
@@ -62,7 +63,7 @@ pub use ota::{
     FirmwareImage, InstalledFirmware, OtaProgress, OtaReport, OtaTarget, OtaTransferError,
     send_firmware,
 };
-pub use phone::{DiscoveredVehicle, DiscoveryReport, Phone, VehicleRoute};
+pub use phone::{AccountDevice, DiscoveredVehicle, DiscoveryReport, Phone, Removal, VehicleRoute};
 pub use share::{HeldShare, IssuedShare, ShareOptions};
 /// The super-task model and its wire forms, for the layers above the node
 /// (the FFI builds and reads tasks with it).

@@ -66,13 +66,43 @@ pub struct DiscoveryReport {
     pub unresolvable: u64,
 }
 
+/// A device of the account, as the authority on this phone enrolled it
+/// (SPEC §3.6): what `tether phone devices` lists to pick one to remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountDevice {
+    /// Its raw Ed25519 public key (what [`Phone::remove_device`] takes).
+    pub public_key: [u8; 32],
+    /// Its role.
+    pub role: Role,
+    /// Its certificate's serial.
+    pub serial: u64,
+    /// When it was enrolled (Unix seconds).
+    pub enrolled_at: u64,
+    /// Whether it was removed.
+    pub removed: bool,
+    /// Whether it is this phone.
+    pub this_device: bool,
+}
+
+/// What a removal produced (SPEC §3.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removal {
+    /// The serial of the new revocation list.
+    pub serial: u64,
+    /// The new group key epoch.
+    pub group_key_epoch: u32,
+    /// Last second the previous epoch is still accepted (Unix seconds).
+    pub grace_until: u64,
+}
+
 /// The owner's phone. In local mode it hosts the account authority.
 pub struct Phone {
     config: NodeConfig,
-    store: Mutex<Store>,
+    store: Arc<Mutex<Store>>,
     authority: Mutex<Option<LocalAuthority>>,
     credentials: Mutex<Option<Arc<Credentials>>>,
     connector: OnceCell<Connector>,
+    membership: Mutex<Option<Arc<crate::membership::Membership>>>,
 }
 
 impl std::fmt::Debug for Phone {
@@ -92,10 +122,11 @@ impl Phone {
         let credentials = store.load_identity()?.map(Arc::new);
         Ok(Self {
             config,
-            store: Mutex::new(store),
+            store: Arc::new(Mutex::new(store)),
             authority: Mutex::new(authority),
             credentials: Mutex::new(credentials),
             connector: OnceCell::new(),
+            membership: Mutex::new(None),
         })
     }
 
@@ -126,6 +157,13 @@ impl Phone {
             let mut store = lock(&self.store);
             store.save_authority(&authority.state())?;
             store.save_identity(&credentials)?;
+            let own = credentials.certificate();
+            store.record_account_device(
+                &own.public_key,
+                own.role.to_proto() as i32,
+                own.serial,
+                unix_now(),
+            )?;
         }
         *lock(&self.authority) = Some(authority);
         *lock(&self.credentials) = Some(Arc::new(credentials));
@@ -137,9 +175,173 @@ impl Phone {
     pub fn enroll_device(&self, request: &EnrollmentRequest) -> Result<EnrollmentGrant, NodeError> {
         let mut guard = lock(&self.authority);
         let authority = guard.as_mut().ok_or(NodeError::NoAuthority)?;
-        let grant = authority.enroll(request, unix_now())?;
-        lock(&self.store).save_authority(&authority.state())?;
+        let now = unix_now();
+        let grant = authority.enroll(request, now)?;
+        let mut store = lock(&self.store);
+        store.save_authority(&authority.state())?;
+        if let Some(cert) = &grant.certificate
+            && let Ok(verified) =
+                tether_identity::verify_certificate_signature(cert, &authority.public_key())
+        {
+            store.record_account_device(
+                &verified.public_key,
+                verified.role.to_proto() as i32,
+                verified.serial,
+                now,
+            )?;
+        }
         Ok(grant)
+    }
+
+    /// (A phone or watch joining an existing account) the request to hand
+    /// to the account authority over a trusted channel (SPEC §3.4). The
+    /// device key is made and stored on first use.
+    pub fn enrollment_request(&self, role: Role) -> Result<EnrollmentRequest, NodeError> {
+        if !matches!(role, Role::Phone | Role::Watch) {
+            return Err(NodeError::State("a phone enrolls as a phone or a watch"));
+        }
+        let key = {
+            let mut store = lock(&self.store);
+            match store.load_device_key()? {
+                Some(key) => key,
+                None => {
+                    let key = DeviceKey::generate()?;
+                    store.save_device_key(&key)?;
+                    key
+                }
+            }
+        };
+        crate::config::enrollment_request(key.pkcs8(), role)
+    }
+
+    /// Accepts the authority's grant for [`Phone::enrollment_request`].
+    pub fn complete_enrollment(&self, grant: &EnrollmentGrant) -> Result<(), NodeError> {
+        if self.is_enrolled() {
+            return Err(NodeError::State("this phone already has an account"));
+        }
+        let key = lock(&self.store)
+            .load_device_key()?
+            .ok_or(NodeError::State("no enrollment request was made"))?;
+        let role = grant
+            .certificate
+            .as_ref()
+            .and_then(|c| {
+                tether_identity::verify_certificate_signature(c, &grant.authority_public_key).ok()
+            })
+            .map(|v| v.role)
+            .ok_or(NodeError::UnexpectedPeer(
+                "grant without a valid certificate",
+            ))?;
+        if !matches!(role, Role::Phone | Role::Watch) {
+            return Err(NodeError::UnexpectedPeer(
+                "grant is not for a phone or watch",
+            ));
+        }
+        crate::config::accept_grant(
+            key.pkcs8(),
+            grant,
+            role,
+            &self.store,
+            &self.credentials,
+            "grant is not for a phone or watch",
+        )
+    }
+
+    /// (The authority's phone) the devices it enrolled, with this phone and
+    /// the removed ones marked (SPEC §3.6).
+    pub fn account_devices(&self) -> Result<Vec<AccountDevice>, NodeError> {
+        if lock(&self.authority).is_none() {
+            return Err(NodeError::NoAuthority);
+        }
+        let own = self.credentials()?.certificate().public_key;
+        Ok(lock(&self.store)
+            .list_account_devices()?
+            .into_iter()
+            .filter_map(|r| {
+                Some(AccountDevice {
+                    public_key: r.public_key,
+                    role: Role::from_proto(r.role)?,
+                    serial: r.serial,
+                    enrolled_at: r.enrolled_unix_s,
+                    removed: r.removed_unix_s.is_some(),
+                    this_device: r.public_key == own,
+                })
+            })
+            .collect())
+    }
+
+    /// Removes a device from the account (SPEC §3.6): the authority on this
+    /// phone signs a new revocation list naming `public_key` and makes a
+    /// new group key epoch; this phone adopts both at once and hands them
+    /// to every member it connects to from now on ([`Phone::connect`],
+    /// [`Phone::sync_membership`] on a link already open). The removed
+    /// device is refused by every member that holds the list, its tickets
+    /// resume nothing, and after the grace period its old key proves
+    /// nothing. This phone cannot remove itself.
+    pub fn remove_device(&self, public_key: [u8; 32]) -> Result<Removal, NodeError> {
+        let credentials = self.credentials()?;
+        if credentials.certificate().public_key == public_key {
+            return Err(NodeError::State("this phone cannot remove itself"));
+        }
+        let now = unix_now();
+        let (list, key) = {
+            let mut guard = lock(&self.authority);
+            let authority = guard.as_mut().ok_or(NodeError::NoAuthority)?;
+            let before = authority.state();
+            let made = authority.remove_devices(
+                credentials.revocation_list().as_ref(),
+                &[public_key],
+                now,
+            )?;
+            if let Err(e) = lock(&self.store).save_authority(&authority.state()) {
+                // Not stored: the authority keeps its old key, nothing changed.
+                if let Ok(old) = LocalAuthority::restore(&before) {
+                    *authority = old;
+                }
+                return Err(e.into());
+            }
+            made
+        };
+        self.membership()?.adopt(&list, Some(key.as_bytes()))?;
+        lock(&self.store).mark_account_device_removed(&public_key, now)?;
+        let verified = credentials
+            .revocation_list()
+            .ok_or(NodeError::State("the new list was not adopted"))?;
+        Ok(Removal {
+            serial: verified.serial,
+            group_key_epoch: verified.group_key_epoch,
+            grace_until: verified.previous_epoch_until,
+        })
+    }
+
+    /// Compares revocation lists with the member at the other end of
+    /// `link` and hands over the newer one (SPEC §3.6). [`Phone::connect`]
+    /// does this by itself.
+    pub async fn sync_membership(&self, link: &VehicleLink) -> Result<(), NodeError> {
+        self.membership()?.sync(link.session()).await
+    }
+
+    /// The serial of the revocation list this phone holds (0: none).
+    pub fn revocation_serial(&self) -> Result<u64, NodeError> {
+        Ok(self.credentials()?.revocation_serial())
+    }
+
+    /// The group key epoch this phone is in (0 before any removal).
+    pub fn group_key_epoch(&self) -> Result<u32, NodeError> {
+        Ok(self.credentials()?.group_key_epoch())
+    }
+
+    /// This phone's public key.
+    pub fn public_key(&self) -> Result<[u8; 32], NodeError> {
+        Ok(self.credentials()?.certificate().public_key)
+    }
+
+    fn membership(&self) -> Result<Arc<crate::membership::Membership>, NodeError> {
+        Ok(crate::membership::membership_of(
+            &self.membership,
+            &self.credentials()?,
+            &self.store,
+        ))
     }
 
     /// The public key of the account authority this phone hosts: devices
@@ -162,7 +364,12 @@ impl Phone {
     pub async fn discover(&self, window: Duration) -> Result<DiscoveryReport, NodeError> {
         let credentials = self.credentials()?;
         let group = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
-        let mut browser = Browser::start(vec![group.discovery_key()], self.config.interfaces)?;
+        let mut keys = vec![group.discovery_key()];
+        // SPEC §3.6: a member that has caught up still finds one that has not.
+        if let Some(previous) = credentials.previous_group_key(unix_now()) {
+            keys.push(previous.discovery_key());
+        }
+        let mut browser = Browser::start(keys, self.config.interfaces)?;
         let mut report = DiscoveryReport::default();
         let deadline = tokio::time::Instant::now() + window;
         while let Ok(Some(event)) = tokio::time::timeout_at(deadline, browser.next()).await {
@@ -217,6 +424,9 @@ impl Phone {
     /// when a ticket is held.
     pub async fn connect(&self, address: SocketAddr) -> Result<VehicleLink, NodeError> {
         let session = self.connector().await?.connect(address).await?;
+        // SPEC §3.6: the newer revocation list (and group key) changes
+        // hands at every contact; a refused handshake fails here.
+        self.membership()?.sync_on_connect(&session).await?;
         VehicleLink::new(session)
     }
 
@@ -262,6 +472,7 @@ impl Phone {
     /// manage its super tasks (SPEC §18.8).
     pub async fn connect_hub(&self, address: SocketAddr) -> Result<crate::HubLink, NodeError> {
         let session = self.connector().await?.connect(address).await?;
+        self.membership()?.sync_on_connect(&session).await?;
         crate::HubLink::new(session)
     }
 

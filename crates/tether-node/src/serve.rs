@@ -214,6 +214,15 @@ pub(crate) async fn run_service(
     }
 }
 
+/// What a served session reaches besides the vehicle service.
+pub(crate) struct Services {
+    pub(crate) shares: Arc<ShareRegistry>,
+    pub(crate) devices: Arc<DeviceService>,
+    pub(crate) automation: Arc<AutomationHost>,
+    /// The revocation list and group key (SPEC §3.6).
+    pub(crate) membership: Arc<crate::membership::Membership>,
+}
+
 /// Serves one authenticated session until it closes. A co-user's session
 /// (admitted by a share grant) passes each request through the grant's
 /// scope first (R16, R19; SPEC §17.4).
@@ -222,12 +231,21 @@ pub(crate) async fn serve_session(
     registration: crate::share::Registration,
     service: mpsc::UnboundedSender<ServiceInput>,
     stream_ids: Arc<AtomicU64>,
-    shares: Arc<ShareRegistry>,
-    devices: Arc<DeviceService>,
-    automation: Arc<AutomationHost>,
+    services: Services,
 ) {
+    let Services {
+        shares,
+        devices,
+        automation,
+        membership,
+    } = services;
     let role = session.peer().certificate.role;
     let grant = session.peer().grant;
+    let peer_key = session.peer().certificate.public_key;
+    // A member's session closes when a list removing it arrives (SPEC §3.6).
+    let _live = grant
+        .is_none()
+        .then(|| membership.register(peer_key, session.closer()));
     // A co-user is its own requester class, whatever role its certificate
     // names (R16, R21, R32; SPEC §17.4); commands are keyed by the peer's
     // principal (SPEC §8.3).
@@ -282,6 +300,37 @@ pub(crate) async fn serve_session(
                 session.close(CloseCode::Revoked, "share expired");
                 return;
             }
+        }
+        if let Some(envelope::Body::Request(tether_proto::v1::Request {
+            kind: Some(request::Kind::MembershipSync(sync)),
+        })) = &request.envelope.body
+        {
+            // SPEC §3.6: members only (the gate refuses co-users).
+            let reply = membership.answer(&peer_key, sync);
+            let mut responder = request.responder;
+            let request_id = request.envelope.request_id;
+            tokio::spawn(async move {
+                let _ = match reply {
+                    Ok(sync) => {
+                        responder
+                            .send(&Envelope {
+                                request_id,
+                                body: Some(envelope::Body::Response(Response {
+                                    kind: Some(response::Kind::MembershipSync(sync)),
+                                })),
+                                ..Envelope::default()
+                            })
+                            .await
+                    }
+                    Err(e) => {
+                        responder
+                            .send_error(ErrorCode::BadRequest, &e.to_string())
+                            .await
+                    }
+                };
+                responder.finish();
+            });
+            continue;
         }
         let stream = StreamId(stream_ids.fetch_add(1, Ordering::Relaxed));
         let (writer, responses) = mpsc::unbounded_channel();

@@ -100,6 +100,10 @@ pub enum HandshakeError {
     /// The peer's transcript signature does not verify.
     #[error("peer signature does not verify")]
     BadSignature,
+    /// The peer's certificate is on the account's revocation list (SPEC
+    /// §3.6): the device was removed. Refused like a non-member (§5.4).
+    #[error("peer certificate is revoked")]
+    Revoked,
     /// The peer's role may not take this side of the handshake.
     #[error("peer role {0} not allowed here")]
     RoleNotAllowed(tether_identity::Role),
@@ -534,8 +538,15 @@ impl ClientHandshake {
             .group_key()
             .ok_or(HandshakeError::NoGroupKey)?
             .membership_key();
+        // SPEC §3.6: while this member holds the previous epoch's key, it
+        // proves that one too, so a responder that has not caught up with
+        // the rotation yet still admits it (and then receives the new list
+        // and key). The responder judges the grace period of its own keys.
+        let previous_key = credentials
+            .previous_group_key_until()
+            .map(|(k, _)| k.membership_key());
         let peer_authority = *credentials.authority_public_key();
-        Ok(Self::with_proof_key(
+        let mut core = Self::with_proof_key(
             credentials,
             peer_authority,
             false,
@@ -543,7 +554,39 @@ impl ClientHandshake {
             exporter,
             nonce,
             config,
-        ))
+        );
+        if let Some(previous_key) = previous_key {
+            core.add_previous_proof(&previous_key, config);
+        }
+        Ok(core)
+    }
+
+    /// Replaces the queued `ClientHello` by one that also carries the proof
+    /// under `previous_key` (SPEC §3.6), and restarts the transcript on it.
+    fn add_previous_proof(&mut self, previous_key: &[u8; 32], config: &HandshakeConfig) {
+        let Some(Output::Transmit(bytes)) = self.out.pop_front() else {
+            return;
+        };
+        let Ok(Msg::ClientHello(mut hello)) = decode_message(&bytes) else {
+            return;
+        };
+        let key = hmac::Key::new(hmac::HMAC_SHA256, previous_key);
+        hello.previous_proof = hmac::sign(
+            &key,
+            &membership_input(
+                &self.exporter,
+                config.min_version,
+                config.max_version,
+                &hello.nonce,
+            ),
+        )
+        .as_ref()
+        .to_vec();
+        let hello = encode(Msg::ClientHello(hello));
+        if let ClientState::ExpectServerAuth(s) = &mut self.state {
+            s.transcript = transcript_next(&transcript_start(&self.exporter), &hello);
+        }
+        self.out.push_front(Output::Transmit(hello));
     }
 
     /// Starts a full handshake as a co-user admitted by a share grant
@@ -586,6 +629,7 @@ impl ClientHandshake {
             max_version: config.max_version,
             nonce: nonce.to_vec(),
             membership_proof: proof.as_ref().to_vec(),
+            previous_proof: Vec::new(),
         }));
         let transcript = transcript_next(&transcript_start(&exporter), &hello);
         Self {
@@ -737,6 +781,12 @@ impl ClientHandshake {
         };
         if !role_ok {
             return Err(HandshakeError::RoleNotAllowed(peer.role));
+        }
+        // SPEC §3.6: a removed device of our own account is no member.
+        if self.peer_authority == *self.credentials.authority_public_key()
+            && self.credentials.is_revoked(&peer.public_key)
+        {
+            return Err(HandshakeError::Revoked);
         }
         let unsigned = encode(Msg::ServerAuth(ServerAuth {
             signature: Vec::new(),
@@ -948,13 +998,25 @@ impl ServerHandshake {
         nonce_of(&hello.nonce)?;
         // R3: membership is checked first, before anything about this node
         // is revealed. Constant-time comparison (ring's hmac::verify).
-        let member_key = match self.device_key {
-            Some(key) => key,
-            None => self
-                .credentials
-                .group_key()
-                .ok_or(HandshakeError::NoGroupKey)?
-                .membership_key(),
+        // SPEC §3.6: during a rotation's grace period the previous epoch's
+        // membership key is accepted too (a member that was offline proves
+        // the old key), and an initiator's `previous_proof` is tried, so a
+        // responder that has not caught up still admits a member with the
+        // new key. Every pair is verified; none short-cuts the others.
+        let member_keys: Vec<[u8; 32]> = match self.device_key {
+            Some(key) => vec![key],
+            None => {
+                let current = self
+                    .credentials
+                    .group_key()
+                    .ok_or(HandshakeError::NoGroupKey)?
+                    .membership_key();
+                let mut keys = vec![current];
+                if let Some(previous) = self.credentials.previous_group_key(now) {
+                    keys.push(previous.membership_key());
+                }
+                keys
+            }
         };
         let input = membership_input(
             &self.exporter,
@@ -962,13 +1024,23 @@ impl ServerHandshake {
             hello.max_version,
             &hello.nonce,
         );
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &member_key);
+        let mut proofs = vec![&hello.membership_proof];
+        if self.device_key.is_none() && !hello.previous_proof.is_empty() {
+            proofs.push(&hello.previous_proof);
+        }
+        let mut member = false;
+        for key in &member_keys {
+            let key = hmac::Key::new(hmac::HMAC_SHA256, key);
+            for proof in &proofs {
+                member |= hmac::verify(&key, &input, proof).is_ok();
+            }
+        }
         // R16: a co-user proves the grant's admission key instead, checked
         // just as early; a revoked grant is no longer in the table, and an
         // expired one admits nobody (`now` is the driver's clock).
-        let grantee = match hmac::verify(&key, &input, &hello.membership_proof) {
-            Ok(()) => None,
-            Err(_) => Some(
+        let grantee = match member {
+            true => None,
+            false => Some(
                 self.grantees
                     .admit(&input, &hello.membership_proof, now)
                     .ok_or(HandshakeError::NotAMember)?,
@@ -1040,6 +1112,11 @@ impl ServerHandshake {
         if self.device_key.is_some() && !peer.role.holds_group_key() {
             return Err(HandshakeError::RoleNotAllowed(peer.role));
         }
+        // SPEC §3.6: a removed device of this account is refused like a
+        // non-member, whichever epoch's key it proved.
+        if s.grantee.is_none() && self.credentials.is_revoked(&peer.public_key) {
+            return Err(HandshakeError::Revoked);
+        }
         let unsigned = encode(Msg::ClientAuth(ClientAuth {
             signature: Vec::new(),
             ..auth.clone()
@@ -1110,6 +1187,11 @@ impl ServerHandshake {
         // The certificate may have expired since the ticket was issued.
         if now > peer.not_after || now < peer.not_before {
             return Err(HandshakeError::Certificate(CertificateError::Expired));
+        }
+        // SPEC §3.6: a ticket issued to a device removed since resumes
+        // nothing (the list is checked on every resumption).
+        if grant.is_none() && self.credentials.is_revoked(&peer.public_key) {
+            return Err(HandshakeError::Revoked);
         }
         let transcript = transcript_next(&transcript_start(&self.exporter), bytes);
         let secret = resumption_secret(&self.exporter, &transcript);

@@ -492,3 +492,120 @@ fn resumption_is_refused_when_relayed_expired_or_forged() {
     let log = drive(&mut client, &mut server, NOW, no_tamper);
     assert_eq!(log.server_error, Some(HandshakeError::ResumptionRefused));
 }
+
+// ------------------------------------------------ revocation (SPEC §3.6)
+
+/// The account removes `lost`: a new list and group key, adopted by every
+/// credentials in `members`.
+fn remove(acct: &mut Account, lost: &Arc<Credentials>, members: &[&Arc<Credentials>]) {
+    let previous = members.first().and_then(|m| m.revocation_list());
+    let (list, key) = acct
+        .authority
+        .remove_devices(previous.as_ref(), &[lost.key().public_key()], NOW)
+        .unwrap();
+    for m in members {
+        m.adopt(&list, Some(key.as_bytes())).unwrap();
+    }
+}
+
+fn refused_not_accepted(log: &Log) -> bool {
+    log.client_error
+        == Some(HandshakeError::Refused(
+            tether_proto::v1::RefuseReason::NotAccepted,
+        ))
+}
+
+#[test]
+fn revoked_initiator_is_refused_like_a_non_member_even_with_the_old_key_r3() {
+    let mut acct = Account::new();
+    let car = acct.member(Role::Vehicle);
+    let lost = acct.member(Role::Phone);
+    remove(&mut acct, &lost, &[&car]);
+    let tickets = Arc::new(TicketKey::new([9; 32]));
+    let cfg = HandshakeConfig::default();
+    // During the grace period the old key's proof passes the hello, but the
+    // certificate is on the list: a bare Refuse, no session.
+    let mut client = ClientHandshake::new(lost.clone(), [1; 32], [2; 32], &cfg).unwrap();
+    let mut server = ServerHandshake::new(car.clone(), tickets.clone(), [1; 32], [4; 32], &cfg);
+    let log = drive(&mut client, &mut server, NOW, no_tamper);
+    assert_eq!(log.server_error, Some(HandshakeError::Revoked));
+    assert!(refused_not_accepted(&log));
+    assert!(log.server_peer.is_none());
+    // After the grace period the old key proves nothing: refused at the hello,
+    // before the car's certificate is sent (R3).
+    let after = NOW + tether_identity::GROUP_KEY_GRACE_S + 1;
+    let mut client = ClientHandshake::new(lost.clone(), [1; 32], [2; 32], &cfg).unwrap();
+    let mut server = ServerHandshake::new(car.clone(), tickets, [1; 32], [4; 32], &cfg);
+    let log = drive(&mut client, &mut server, after, no_tamper);
+    assert_eq!(log.server_error, Some(HandshakeError::NotAMember));
+    assert_eq!(log.client_received.len(), 1, "only the Refuse");
+}
+
+#[test]
+fn revoked_peer_ticket_resumes_nothing() {
+    let mut acct = Account::new();
+    let car = acct.member(Role::Vehicle);
+    let lost = acct.member(Role::Phone);
+    let tickets = Arc::new(TicketKey::new([9; 32]));
+    let ticket = full_handshake_ticket(&lost, &car, &tickets);
+    remove(&mut acct, &lost, &[&car]);
+    let cfg = HandshakeConfig::default();
+    let mut client = ClientHandshake::resume(lost.clone(), [11; 32], [12; 32], &ticket);
+    let mut server = ServerHandshake::new(car.clone(), tickets, [11; 32], [14; 32], &cfg);
+    let log = drive(&mut client, &mut server, NOW + 5, no_tamper);
+    assert_eq!(log.server_error, Some(HandshakeError::Revoked));
+    assert!(refused_not_accepted(&log));
+    assert!(log.server_peer.is_none());
+}
+
+#[test]
+fn initiator_refuses_a_revoked_responder() {
+    let mut acct = Account::new();
+    let hub = acct.member(Role::Hub);
+    let phone = acct.member(Role::Phone);
+    remove(&mut acct, &hub, &[&phone]);
+    let cfg = HandshakeConfig::default();
+    let mut client = ClientHandshake::new(phone.clone(), [1; 32], [2; 32], &cfg).unwrap();
+    let mut server = ServerHandshake::new(
+        hub,
+        Arc::new(TicketKey::new([9; 32])),
+        [1; 32],
+        [4; 32],
+        &cfg,
+    );
+    let log = drive(&mut client, &mut server, NOW, no_tamper);
+    assert_eq!(log.client_error, Some(HandshakeError::Revoked));
+    assert!(log.client_peer.is_none());
+}
+
+#[test]
+fn members_on_either_epoch_authenticate_during_the_grace_period_only() {
+    let mut acct = Account::new();
+    let car = acct.member(Role::Vehicle);
+    let phone = acct.member(Role::Phone);
+    let watch = acct.member(Role::Watch); // offline during the removal
+    let lost = acct.member(Role::Phone);
+    remove(&mut acct, &lost, &[&car, &phone]);
+    let tickets = Arc::new(TicketKey::new([9; 32]));
+    let cfg = HandshakeConfig::default();
+    let after = NOW + tether_identity::GROUP_KEY_GRACE_S + 1;
+    // Old-epoch initiator, caught-up responder.
+    for (now, ok) in [(NOW, true), (after, false)] {
+        let mut client = ClientHandshake::new(watch.clone(), [1; 32], [2; 32], &cfg).unwrap();
+        let mut server = ServerHandshake::new(car.clone(), tickets.clone(), [1; 32], [4; 32], &cfg);
+        let log = drive(&mut client, &mut server, now, no_tamper);
+        assert_eq!(log.server_peer.is_some(), ok, "at {now}");
+    }
+    // New-epoch initiator, a responder still on the old epoch: the
+    // initiator's previous-epoch proof admits it.
+    let mut client = ClientHandshake::new(phone.clone(), [1; 32], [2; 32], &cfg).unwrap();
+    let mut server = ServerHandshake::new(watch.clone(), tickets.clone(), [1; 32], [4; 32], &cfg);
+    let log = drive(&mut client, &mut server, NOW, no_tamper);
+    assert_eq!(log.server_error, None);
+    assert!(log.server_peer.is_some());
+    // Both on the new epoch: no previous proof needed.
+    let mut client = ClientHandshake::new(phone.clone(), [1; 32], [2; 32], &cfg).unwrap();
+    let mut server = ServerHandshake::new(car.clone(), tickets, [1; 32], [4; 32], &cfg);
+    let log = drive(&mut client, &mut server, after, no_tamper);
+    assert_eq!(log.server_error, None);
+}

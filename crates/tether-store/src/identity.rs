@@ -92,13 +92,12 @@ impl Store {
         if group_key.as_ref().is_some_and(|k| k.len() != GROUP_KEY_LEN) {
             return Err(StoreError::CorruptRecord("identity group key"));
         }
-        Credentials::restore(
+        let credentials = Credentials::restore(
             key,
             certificate,
             &authority_public_key,
             group_key.as_deref(),
         )
-        .map(Some)
         .map_err(|e| match e {
             EnrollmentError::Malformed(_)
             | EnrollmentError::Key(_)
@@ -106,7 +105,89 @@ impl Store {
                 CertificateError::Malformed(_) | CertificateError::UnsupportedVersion(_),
             ) => StoreError::CorruptRecord("identity certificate"),
             e => StoreError::Identity(e),
-        })
+        })?;
+        self.load_membership(&credentials)?;
+        Ok(Some(credentials))
+    }
+
+    /// Saves what changed in `credentials` with a device removal (SPEC
+    /// §3.6): the current group key, the revocation list and the previous
+    /// epoch's key with the end of its grace period, in one transaction.
+    pub fn save_membership(&mut self, credentials: &Credentials) -> Result<(), StoreError> {
+        let group_key = credentials
+            .group_key()
+            .map(|k| self.put_secret(SecretName::GroupKey, k.as_bytes()))
+            .transpose()?;
+        let previous = credentials
+            .previous_group_key_until()
+            .map(|(k, until)| {
+                self.put_secret(SecretName::PreviousGroupKey, k.as_bytes())
+                    .map(|k| (k, until))
+            })
+            .transpose()?;
+        let list = credentials
+            .revocation_list()
+            .map(|l| l.signed.encode_to_vec());
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE identity SET group_key = ?1 WHERE id = 1",
+            params![group_key],
+        )?;
+        tx.execute(
+            "INSERT INTO membership (id, revocation_list, previous_group_key, previous_until)
+             VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET
+                 revocation_list = excluded.revocation_list,
+                 previous_group_key = excluded.previous_group_key,
+                 previous_until = excluded.previous_until",
+            params![
+                list,
+                previous.as_ref().map(|(k, _)| k.clone()),
+                previous
+                    .map(|(_, until)| to_sql_i64(until, "previous group key end"))
+                    .transpose()?,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load_membership(&self, credentials: &Credentials) -> Result<(), StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT revocation_list, previous_group_key, previous_until
+                 FROM membership WHERE id = 1",
+                [],
+                |row| {
+                    Ok((
+                        row.get::<_, Option<Vec<u8>>>(0)?,
+                        row.get::<_, Option<Vec<u8>>>(1)?,
+                        row.get::<_, Option<i64>>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((list, previous, until)) = row else {
+            return Ok(());
+        };
+        let list = list
+            .map(|bytes| tether_identity::decode_revocation_list(&bytes))
+            .transpose()
+            .map_err(|_| StoreError::CorruptRecord("membership revocation list"))?;
+        let previous = match (previous, until) {
+            (Some(k), Some(until)) => Some((
+                self.get_secret(SecretName::PreviousGroupKey, k)?,
+                from_sql_u64(until, "previous group key end")?,
+            )),
+            _ => None,
+        };
+        credentials
+            .restore_membership(
+                list.as_ref(),
+                previous.as_ref().map(|(k, until)| (k.as_slice(), *until)),
+            )
+            .map_err(|_| StoreError::CorruptRecord("membership"))
     }
 
     /// Saves a device key generated on this device before enrollment.
@@ -206,4 +287,93 @@ impl Store {
 
 fn parse_device_key(pkcs8: &[u8], what: &'static str) -> Result<DeviceKey, StoreError> {
     DeviceKey::from_pkcs8(pkcs8).map_err(|_| StoreError::CorruptRecord(what))
+}
+
+/// A device the authority on this phone enrolled (SPEC §3.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountDeviceRecord {
+    /// Its raw Ed25519 public key.
+    pub public_key: [u8; PUBLIC_KEY_LEN],
+    /// The wire value of its role.
+    pub role: i32,
+    /// Its certificate's serial.
+    pub serial: u64,
+    /// When it was enrolled (Unix seconds).
+    pub enrolled_unix_s: u64,
+    /// When it was removed, if it was.
+    pub removed_unix_s: Option<u64>,
+}
+
+impl Store {
+    /// Records a device the authority enrolled (a re-enrollment of the same
+    /// key replaces the record and clears a removal).
+    pub fn record_account_device(
+        &mut self,
+        public_key: &[u8; PUBLIC_KEY_LEN],
+        role: i32,
+        serial: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO account_devices (public_key, role, serial, enrolled_unix_s, removed_unix_s)
+             VALUES (?1, ?2, ?3, ?4, NULL)
+             ON CONFLICT (public_key) DO UPDATE SET role = excluded.role,
+                 serial = excluded.serial, enrolled_unix_s = excluded.enrolled_unix_s,
+                 removed_unix_s = NULL",
+            params![
+                public_key.as_slice(),
+                role,
+                to_sql_i64(serial, "certificate serial")?,
+                to_sql_i64(now, "enrollment time")?
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a device removed. Returns whether it was recorded.
+    pub fn mark_account_device_removed(
+        &mut self,
+        public_key: &[u8; PUBLIC_KEY_LEN],
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let changed = self.conn.execute(
+            "UPDATE account_devices SET removed_unix_s = ?2 WHERE public_key = ?1",
+            params![public_key.as_slice(), to_sql_i64(now, "removal time")?],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// The devices the authority enrolled, oldest first.
+    pub fn list_account_devices(&self) -> Result<Vec<AccountDeviceRecord>, StoreError> {
+        let mut statement = self.conn.prepare(
+            "SELECT public_key, role, serial, enrolled_unix_s, removed_unix_s
+             FROM account_devices ORDER BY enrolled_unix_s, serial",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, Vec<u8>>(0)?,
+                row.get::<_, i32>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, Option<i64>>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, role, serial, enrolled, removed) = row?;
+            out.push(AccountDeviceRecord {
+                public_key: key
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::CorruptRecord("account device key"))?,
+                role,
+                serial: from_sql_u64(serial, "certificate serial")?,
+                enrolled_unix_s: from_sql_u64(enrolled, "enrollment time")?,
+                removed_unix_s: removed
+                    .map(|r| from_sql_u64(r, "removal time"))
+                    .transpose()?,
+            });
+        }
+        Ok(out)
+    }
 }

@@ -28,15 +28,19 @@ pub enum SecretName {
     AuthoritySigningKey,
     /// The account group key as held by the authority.
     AuthorityGroupKey,
+    /// The previous epoch's group key, kept for the grace period after a
+    /// device removal (SPEC §3.6).
+    PreviousGroupKey,
 }
 
 impl SecretName {
     /// Every secret name, for listing or wiping.
-    pub const ALL: [SecretName; 4] = [
+    pub const ALL: [SecretName; 5] = [
         SecretName::DeviceKey,
         SecretName::GroupKey,
         SecretName::AuthoritySigningKey,
         SecretName::AuthorityGroupKey,
+        SecretName::PreviousGroupKey,
     ];
 
     /// A stable name for the key store entry.
@@ -46,6 +50,7 @@ impl SecretName {
             SecretName::GroupKey => "group-key",
             SecretName::AuthoritySigningKey => "authority-signing-key",
             SecretName::AuthorityGroupKey => "authority-group-key",
+            SecretName::PreviousGroupKey => "previous-group-key",
         }
     }
 }

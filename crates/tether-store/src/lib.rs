@@ -62,6 +62,7 @@ pub use automation::TaskRecord;
 pub use bindings::BindingRecord;
 pub use command_log::CommandRecord;
 pub use error::StoreError;
+pub use identity::AccountDeviceRecord;
 pub use key_store::{KeyStore, KeyStoreError, SecretName};
 pub use offline_devices::OfflineDeviceRecord;
 pub use schema::SCHEMA_VERSION;

@@ -6,11 +6,11 @@ use crate::StoreError;
 
 /// The schema version this build writes; a database with a higher
 /// `user_version` is refused with [`StoreError::NewerSchema`].
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// `MIGRATIONS[i]` takes a database from version `i` to `i + 1`. Append only:
 /// a released step is never edited.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4, V5, V6, V7];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// Version 1. Tables are STRICT so a value of the wrong type cannot be stored;
 /// single-row tables are pinned to `id = 1`.
@@ -177,6 +177,27 @@ INSERT INTO command_log_v7
     FROM command_log;
 DROP TABLE command_log;
 ALTER TABLE command_log_v7 RENAME TO command_log;
+";
+
+/// Version 8: the account's revocation list and the previous group key
+/// epoch (SPEC §3.6). One row; the current group key stays in `identity`.
+/// `previous_group_key` is empty when a platform key store holds it. On the
+/// phone that hosts the authority, `account_devices` lists the devices it
+/// enrolled, so the owner can pick one to remove.
+const V8: &str = "
+CREATE TABLE membership (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    revocation_list BLOB,
+    previous_group_key BLOB,
+    previous_until INTEGER
+) STRICT;
+CREATE TABLE account_devices (
+    public_key BLOB PRIMARY KEY,
+    role INTEGER NOT NULL,
+    serial INTEGER NOT NULL,
+    enrolled_unix_s INTEGER NOT NULL,
+    removed_unix_s INTEGER
+) STRICT;
 ";
 
 /// Reads `user_version` and refuses a database newer than this build.

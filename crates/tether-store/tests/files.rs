@@ -121,10 +121,13 @@ fn a_version_6_command_log_migrates_keeping_its_records_under_no_principal() {
     drop(Store::open(dir.path()).unwrap());
     let path = dir.path().join(DATABASE_FILE);
     {
-        // The version-6 table, with one record, as an older build left it.
+        // The version-6 table, with one record, as an older build left it
+        // (and none of the later tables).
         let raw = Connection::open(&path).unwrap();
         raw.execute_batch(
-            "DROP TABLE command_log;
+            "DROP TABLE membership;
+             DROP TABLE account_devices;
+             DROP TABLE command_log;
              CREATE TABLE command_log (
                  seq INTEGER PRIMARY KEY,
                  idempotency_key BLOB NOT NULL UNIQUE,
@@ -163,6 +166,27 @@ fn a_version_6_command_log_migrates_keeping_its_records_under_no_principal() {
         .unwrap()
         .pragma_query_one(None, "user_version")
         .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+}
+
+#[test]
+fn a_version_7_database_migrates_to_empty_membership_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let path = dir.path().join(DATABASE_FILE);
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "DROP TABLE membership; DROP TABLE account_devices; PRAGMA user_version = 7;",
+        )
+        .unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let raw = Connection::open(&path).unwrap();
+    let rows: i64 = raw
+        .query_row("SELECT count(*) FROM membership", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0);
+    let version: u32 = raw.pragma_query_one(None, "user_version").unwrap();
     assert_eq!(version, SCHEMA_VERSION);
 }
 

@@ -255,3 +255,49 @@ fn value_of_wrong_type_cannot_be_stored() {
             .is_err()
     );
 }
+
+#[test]
+fn revocation_list_and_previous_group_key_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut authority = LocalAuthority::generate().unwrap();
+    let watch = enroll(&mut authority, Role::Watch);
+    let old = watch.group_key().unwrap();
+    Store::open(dir.path())
+        .unwrap()
+        .save_identity(&watch)
+        .unwrap();
+    // A store from before the removal has no membership row: no list.
+    let before = Store::open(dir.path())
+        .unwrap()
+        .load_identity()
+        .unwrap()
+        .unwrap();
+    assert_eq!(before.revocation_serial(), 0);
+    let (list, key) = authority.remove_devices(None, &[[1; 32]], NOW).unwrap();
+    watch.adopt(&list, Some(key.as_bytes())).unwrap();
+    Store::open(dir.path())
+        .unwrap()
+        .save_membership(&watch)
+        .unwrap();
+    let restored = Store::open(dir.path())
+        .unwrap()
+        .load_identity()
+        .unwrap()
+        .unwrap();
+    assert_eq!(restored.revocation_serial(), 1);
+    assert_eq!(restored.group_key_epoch(), 1);
+    assert!(restored.is_revoked(&[1; 32]));
+    assert_eq!(restored.group_key(), Some(key));
+    assert_eq!(restored.previous_group_key(NOW), Some(old));
+    // A tampered list on disk is a corrupt record, not a panic.
+    raw(&dir)
+        .execute(
+            "UPDATE membership SET revocation_list = X'0a0201'",
+            params![],
+        )
+        .unwrap();
+    assert!(matches!(
+        Store::open(dir.path()).unwrap().load_identity(),
+        Err(StoreError::CorruptRecord(_))
+    ));
+}

@@ -155,7 +155,12 @@ impl Connector {
         let held = lock(&self.tickets).remove(&scope);
         // SPEC §5.5: resume only over the TLS certificate the responder bound
         // to the earlier full handshake, so requests may follow at once.
-        let ticket = held.filter(|(t, p)| Some(*p) == pin && t.not_after > unix_now());
+        // A responder removed from the account (SPEC §3.6) is not resumed.
+        let ticket = held.filter(|(t, p)| {
+            Some(*p) == pin
+                && t.not_after > unix_now()
+                && !self.credentials.is_revoked(&t.peer.public_key)
+        });
         let nonce = random_nonce()?;
         let mut core = match (&ticket, grant) {
             (Some((t, _)), _) => {
