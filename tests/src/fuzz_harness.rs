@@ -30,6 +30,7 @@
 //! - `share_invite`: the raw bytes, as a `ShareInvite` and a `ShareGrant`.
 //! - `automation_task`: the raw bytes, as a `Task` and a `TaskTemplate`.
 //! - `automation_state`: the raw bytes, as a `Trace` and an `EngineSnapshot`.
+//! - `relay_envelope`: the raw bytes, as a relay envelope and a relay topic.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
@@ -63,6 +64,8 @@ mod automation;
 mod automation_state;
 pub use automation::automation_task;
 pub use automation_state::automation_state;
+mod relay;
+pub use relay::relay_envelope;
 use tether_session::handshake::{
     ClientHandshake, Event, HandshakeConfig, HandshakeError, Output, ResumptionTicket,
     ServerHandshake, TICKET_LIFETIME_S, TicketKey, decode_message,
@@ -73,7 +76,7 @@ pub type Harness = fn(&[u8]);
 
 /// Every target: its name (the `[[bin]]` in `fuzz/Cargo.toml` and the
 /// directory under `fuzz/corpus/`) and its harness.
-pub const TARGETS: [(&str, Harness); 19] = [
+pub const TARGETS: [(&str, Harness); 20] = [
     ("envelope", envelope),
     ("frame", frame),
     ("handshake_server", handshake_server),
@@ -93,6 +96,7 @@ pub const TARGETS: [(&str, Harness); 19] = [
     ("devices", devices),
     ("automation_task", automation_task),
     ("automation_state", automation_state),
+    ("relay_envelope", relay_envelope),
 ];
 
 /// The fixed "now" (Unix seconds) the fixture's certificates are issued at.
@@ -1074,6 +1078,7 @@ pub fn seeds() -> Vec<Seed> {
     share::seeds(&mut add);
     automation::seeds(&mut add);
     automation_state::seeds(&mut add);
+    relay::seeds(&mut add);
     seeds
 }
 

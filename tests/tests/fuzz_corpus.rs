@@ -91,6 +91,7 @@ replay_tests!(
     share_invite,
     automation_task,
     automation_state,
+    relay_envelope,
 );
 
 #[test]
