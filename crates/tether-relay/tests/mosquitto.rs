@@ -663,3 +663,87 @@ async fn a_broker_restart_is_survived_the_session_goes_on_and_the_car_resubscrib
     );
     assert_eq!(car.stats.get().authenticated, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_co_user_reaches_the_car_at_its_grants_own_rendezvous_r16() {
+    use tether_identity::GrantKey;
+    use tether_session::{GrantAccess, Grantee};
+
+    let broker = Mosquitto::start();
+    let mut owner = LocalAuthority::generate().unwrap();
+    let car_credentials = member(&mut owner, Role::Vehicle);
+    let owner_relay = car_credentials.group_key().unwrap().relay_key();
+    let mut co_user = LocalAuthority::generate().unwrap();
+    let co_phone = member(&mut co_user, Role::Phone);
+    let grant_key = GrantKey::generate().unwrap();
+    let grant_relay = grant_key.relay_key();
+
+    // The car answers at its own rendezvous and at the grant's.
+    let car_socket = RelaySocket::connect(relay_config(&broker)).await.unwrap();
+    car_socket
+        .listen(&[owner_relay, grant_relay])
+        .await
+        .unwrap();
+    let listener = Listener::bind_socket(
+        car_socket.clone(),
+        car_credentials.clone(),
+        SessionConfig::default(),
+    )
+    .unwrap();
+    listener.grantees().insert(Grantee {
+        grant_id: [0x5a; 16],
+        admission_key: grant_key.admission_key(),
+        authority_public_key: co_user.public_key(),
+    });
+    let car = serve(listener);
+    assert_eq!(car_socket.topics().len(), 6, "3 windows for each key");
+
+    // The grant's topics are not the owner's.
+    let prefix = TopicPrefix::default();
+    let owners: Vec<String> = tether_relay::Rendezvous::new(&owner_relay)
+        .listen_ids(now())
+        .iter()
+        .map(|id| id.topic(&prefix))
+        .collect();
+    let grants = tether_relay::Rendezvous::new(&grant_relay)
+        .send_id(now())
+        .topic(&prefix);
+    assert!(!owners.contains(&grants));
+    assert!(car_socket.topics().contains(&grants));
+
+    // The co-user, who holds the grant key but not the owner's group key,
+    // runs the grant handshake (SPEC §17.3) through the grant's rendezvous.
+    let access = GrantAccess {
+        admission_key: grant_key.admission_key(),
+        owner_authority_public_key: owner.public_key(),
+        expect_device: false,
+    };
+    let short = SessionConfig {
+        handshake_timeout: Duration::from_secs(1),
+        ..SessionConfig::default()
+    };
+    let (co_socket, co_connector) = phone_on(&broker, &co_phone, short).await;
+    let at_grant = co_socket.dial(&grant_relay).await.unwrap();
+    let session = co_connector
+        .connect_with_grant(at_grant, &access)
+        .await
+        .unwrap();
+    assert_eq!(session.peer().certificate.role, Role::Vehicle);
+    assert_eq!(
+        pong_payload(&session.call(ping(b"co")).await.unwrap()),
+        b"co"
+    );
+
+    // Once the car stops answering at the grant's rendezvous (revoked),
+    // the co-user reaches nothing there.
+    car_socket.listen(&[owner_relay]).await.unwrap();
+    assert!(!car_socket.topics().contains(&grants));
+    let again = co_socket.dial(&grant_relay).await.unwrap();
+    assert!(
+        co_connector
+            .connect_with_grant(again, &access)
+            .await
+            .is_err()
+    );
+    assert_eq!(car.stats.get().authenticated, 1);
+}
