@@ -22,7 +22,6 @@ use std::time::Duration;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use ring::rand::{SecureRandom, SystemRandom};
-use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
@@ -596,7 +595,6 @@ async fn drive(
                     .iter()
                     .all(|c| matches!(c, SubscribeReasonCode::Success(_))),
             ),
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => {}
             Ok(_) => {}
             Err(e) => {
                 bump(&shared.counters.disconnects);
