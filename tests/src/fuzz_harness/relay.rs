@@ -40,8 +40,16 @@ pub(super) fn seeds(add: &mut dyn FnMut(&'static str, &str, Vec<u8>)) {
     let ok = |reply: Option<&TopicId>, datagram: &[u8]| {
         encode(reply, datagram).expect("a seed envelope encodes")
     };
-    add("relay_envelope", "initial_with_reply", ok(Some(&reply), &initial));
-    add("relay_envelope", "answer_no_reply", ok(None, &[0x40, 1, 2, 3]));
+    add(
+        "relay_envelope",
+        "initial_with_reply",
+        ok(Some(&reply), &initial),
+    );
+    add(
+        "relay_envelope",
+        "answer_no_reply",
+        ok(None, &[0x40, 1, 2, 3]),
+    );
     add(
         "relay_envelope",
         "largest",
