@@ -31,6 +31,7 @@
 //! - `revocation_list`: the raw bytes, as a `RevocationList` (SPEC §3.6).
 //! - `automation_task`: the raw bytes, as a `Task` and a `TaskTemplate`.
 //! - `automation_state`: the raw bytes, as a `Trace` and an `EngineSnapshot`.
+//! - `relay_envelope`: the raw bytes, as a relay envelope and a relay topic.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
@@ -66,6 +67,8 @@ mod automation;
 mod automation_state;
 pub use automation::automation_task;
 pub use automation_state::automation_state;
+mod relay;
+pub use relay::relay_envelope;
 use tether_session::handshake::{
     ClientHandshake, Event, HandshakeConfig, HandshakeError, Output, ResumptionTicket,
     ServerHandshake, TICKET_LIFETIME_S, TicketKey, decode_message,
@@ -76,7 +79,7 @@ pub type Harness = fn(&[u8]);
 
 /// Every target: its name (the `[[bin]]` in `fuzz/Cargo.toml` and the
 /// directory under `fuzz/corpus/`) and its harness.
-pub const TARGETS: [(&str, Harness); 20] = [
+pub const TARGETS: [(&str, Harness); 21] = [
     ("envelope", envelope),
     ("frame", frame),
     ("handshake_server", handshake_server),
@@ -97,6 +100,7 @@ pub const TARGETS: [(&str, Harness); 20] = [
     ("automation_task", automation_task),
     ("automation_state", automation_state),
     ("revocation_list", revocation_list),
+    ("relay_envelope", relay_envelope),
 ];
 
 /// The fixed "now" (Unix seconds) the fixture's certificates are issued at.
@@ -1079,6 +1083,7 @@ pub fn seeds() -> Vec<Seed> {
     revocation::seeds(&mut add);
     automation::seeds(&mut add);
     automation_state::seeds(&mut add);
+    relay::seeds(&mut add);
     seeds
 }
 

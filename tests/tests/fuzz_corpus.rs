@@ -92,6 +92,7 @@ replay_tests!(
     automation_task,
     automation_state,
     revocation_list,
+    relay_envelope,
 );
 
 #[test]

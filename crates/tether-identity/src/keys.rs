@@ -146,6 +146,20 @@ impl GroupKey {
         self.derive(b"tether/1 hub discovery")
     }
 
+    /// Key of the head unit's rendezvous topics on an MQTT relay (SPEC
+    /// §19.2): HKDF info `tether/1 relay`. Apart from the discovery key, so
+    /// a LAN token and a relay topic share nothing.
+    pub fn relay_key(&self) -> [u8; 32] {
+        self.derive(b"tether/1 relay")
+    }
+
+    /// Key of the home hub's rendezvous topics on an MQTT relay (SPEC
+    /// §19.2): HKDF info `tether/1 hub relay`, so that a phone looking for
+    /// the car never reaches the hub.
+    pub fn hub_relay_key(&self) -> [u8; 32] {
+        self.derive(b"tether/1 hub relay")
+    }
+
     /// Key for the handshake's membership proof: HKDF info `tether/1 membership`.
     pub fn membership_key(&self) -> [u8; 32] {
         self.derive(b"tether/1 membership")
@@ -236,6 +250,28 @@ mod tests {
             a.discovery_key(),
             GroupKey::from_bytes(a.as_bytes()).unwrap().discovery_key()
         );
+        // The relay's rendezvous keys (SPEC §19.2).
+        assert_eq!(
+            a.relay_key(),
+            hkdf_sha256(b"tether/1 group key", a.as_bytes(), b"tether/1 relay")
+        );
+        assert_eq!(
+            a.hub_relay_key(),
+            hkdf_sha256(b"tether/1 group key", a.as_bytes(), b"tether/1 hub relay")
+        );
+        let all = [
+            a.discovery_key(),
+            a.hub_discovery_key(),
+            a.membership_key(),
+            a.relay_key(),
+            a.hub_relay_key(),
+        ];
+        for (i, x) in all.iter().enumerate() {
+            for y in &all[i + 1..] {
+                assert_ne!(x, y);
+            }
+        }
+        assert_ne!(a.relay_key(), b.relay_key());
     }
 
     #[test]

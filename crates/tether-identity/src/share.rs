@@ -129,6 +129,13 @@ impl GrantKey {
     pub fn discovery_key(&self) -> [u8; 32] {
         hkdf_sha256(b"tether/1 grant key", &self.0, b"tether/1 grant discovery")
     }
+
+    /// Key of the rendezvous topics at which the car answers this grant's
+    /// grantee on an MQTT relay (SPEC §19.2): HKDF info `tether/1 grant
+    /// relay`. The co-user never learns the owner's relay key.
+    pub fn relay_key(&self) -> [u8; 32] {
+        hkdf_sha256(b"tether/1 grant key", &self.0, b"tether/1 grant relay")
+    }
 }
 
 /// A grant whose signature, format and validity have been checked.
@@ -351,5 +358,25 @@ pub fn fuzz_invite(bytes: &[u8]) {
     let _ = accept_invite(bytes, &[7; PUBLIC_KEY_LEN], 1_800_000_000);
     if let Ok(grant) = ShareGrant::decode(bytes) {
         let _ = verify_grant(&grant, &[7; PUBLIC_KEY_LEN], 1_800_000_000);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grant_keys_differ_by_purpose_and_grant() {
+        let a = GrantKey::from_bytes(&[1; 32]).unwrap();
+        let b = GrantKey::from_bytes(&[2; 32]).unwrap();
+        let all = [a.admission_key(), a.discovery_key(), a.relay_key()];
+        assert_ne!(all[0], all[1]);
+        assert_ne!(all[0], all[2]);
+        assert_ne!(all[1], all[2]);
+        assert_ne!(a.relay_key(), b.relay_key());
+        assert_eq!(
+            a.relay_key(),
+            hkdf_sha256(b"tether/1 grant key", &[1; 32], b"tether/1 grant relay")
+        );
     }
 }

@@ -191,8 +191,13 @@ impl Membership {
     pub(crate) async fn sync_on_connect(&self, session: &ClientSession) -> Result<(), NodeError> {
         match self.sync(session).await {
             Ok(()) => Ok(()),
+            // A resumed session is used before the responder has checked
+            // the ticket (SPEC §5.5): a refusal may arrive as the session
+            // closing under the sync, whatever the close code. A closed
+            // session is never handed out as a link.
             Err(e)
                 if e.is_refused()
+                    || session.is_closed()
                     || matches!(&e, NodeError::Control(c)
                         if c.code() == Some(tether_proto::v1::ErrorCode::Unauthenticated)) =>
             {

@@ -17,7 +17,8 @@ use super::stream::{
     FrameReader, decode_envelope, flush_handshake, write_frame, write_frame_bytes,
 };
 use super::{
-    CloseCode, SERVER_NAME, SessionConfig, SessionError, exporter, random_nonce, tls, unix_now,
+    Bind, CloseCode, SERVER_NAME, SessionConfig, SessionError, exporter, random_nonce, tls,
+    unix_now,
 };
 use crate::handshake::{
     ClientHandshake, Event, GrantAccess, MAX_HANDSHAKE_MESSAGE_BYTES, Output, PeerIdentity,
@@ -61,8 +62,28 @@ impl Connector {
         credentials: Arc<Credentials>,
         config: SessionConfig,
     ) -> Result<Self, SessionError> {
+        Self::new_on(Bind::Udp(bind), credentials, config)
+    }
+
+    /// Opens sessions over a socket the caller made instead of UDP: the
+    /// relay transport's (SPEC §19), or any `quinn::AsyncUdpSocket`; the
+    /// addresses given to [`Connector::connect`] are that socket's. Must be
+    /// called inside a tokio runtime.
+    pub fn with_socket(
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+        credentials: Arc<Credentials>,
+        config: SessionConfig,
+    ) -> Result<Self, SessionError> {
+        Self::new_on(Bind::Socket(socket), credentials, config)
+    }
+
+    fn new_on(
+        bind: Bind,
+        credentials: Arc<Credentials>,
+        config: SessionConfig,
+    ) -> Result<Self, SessionError> {
         let client_config = tls::client_config(&config)?;
-        let endpoint = super::endpoint(bind, None, &config)?;
+        let endpoint = super::endpoint_on(bind, None, &config)?;
         Ok(Self {
             endpoint,
             credentials,

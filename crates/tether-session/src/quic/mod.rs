@@ -208,6 +208,30 @@ pub(crate) fn endpoint(
     )?)
 }
 
+/// Where an endpoint's datagrams go: a UDP socket bound here, or a socket
+/// the caller made (the relay transport, SPEC §19).
+pub(crate) enum Bind {
+    Udp(SocketAddr),
+    Socket(Arc<dyn quinn::AsyncUdpSocket>),
+}
+
+/// A quinn endpoint over `bind` (a server when `server` is given).
+pub(crate) fn endpoint_on(
+    bind: Bind,
+    server: Option<quinn::ServerConfig>,
+    config: &SessionConfig,
+) -> Result<quinn::Endpoint, SessionError> {
+    match bind {
+        Bind::Udp(addr) => endpoint(addr, server, config),
+        Bind::Socket(socket) => Ok(quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            server,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?),
+    }
+}
+
 pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -18,7 +18,7 @@ use tracing::debug;
 use super::stream::{
     AbortOnDrop, FrameReader, decode_envelope, error_envelope, flush_handshake, write_frame,
 };
-use super::{CloseCode, SessionConfig, SessionError, exporter, random_nonce, tls, unix_now};
+use super::{Bind, CloseCode, SessionConfig, SessionError, exporter, random_nonce, tls, unix_now};
 use crate::frame::{FrameError, FrameSplitter, Piece};
 use crate::handshake::{
     Grantees, MAX_HANDSHAKE_MESSAGE_BYTES, PeerIdentity, Proven, ServerHandshake, TicketKey,
@@ -144,7 +144,19 @@ impl Listener {
         credentials: Arc<Credentials>,
         config: SessionConfig,
     ) -> Result<Self, SessionError> {
-        Self::bind_as(addr, credentials, config, None)
+        Self::bind_as(Bind::Udp(addr), credentials, config, None)
+    }
+
+    /// Starts accepting over a socket the caller made instead of UDP: the
+    /// relay transport's (SPEC §19), or any `quinn::AsyncUdpSocket`. The
+    /// same handshake, defences and sessions as [`Listener::bind`]. Must be
+    /// called inside a tokio runtime.
+    pub fn bind_socket(
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+        credentials: Arc<Credentials>,
+        config: SessionConfig,
+    ) -> Result<Self, SessionError> {
+        Self::bind_as(Bind::Socket(socket), credentials, config, None)
     }
 
     /// Binds the listener of a bound smart device (SPEC §12.6): members
@@ -156,18 +168,18 @@ impl Listener {
         device_key: [u8; 32],
         config: SessionConfig,
     ) -> Result<Self, SessionError> {
-        Self::bind_as(addr, credentials, config, Some(device_key))
+        Self::bind_as(Bind::Udp(addr), credentials, config, Some(device_key))
     }
 
     fn bind_as(
-        addr: SocketAddr,
+        bind: Bind,
         credentials: Arc<Credentials>,
         config: SessionConfig,
         device_key: Option<[u8; 32]>,
     ) -> Result<Self, SessionError> {
         let (cert, key) = tls::ephemeral_certificate()?;
         let server_config = tls::server_config(&config, cert, key)?;
-        let endpoint = super::endpoint(addr, Some(server_config), &config)?;
+        let endpoint = super::endpoint_on(bind, Some(server_config), &config)?;
         let ticket_key = random_nonce()?;
         let context = Arc::new(Context {
             credentials,
