@@ -512,10 +512,13 @@ async fn r23_one_key_from_the_owner_and_a_co_user_executes_twice_each_with_its_o
 
 /// Whether the car refuses `phone`'s member session to `address` (SPEC
 /// §17.5): the connection fails, or it is closed `logged out` at once and
-/// serves nothing. Returns whether the attempt resumed a ticket, too.
+/// serves nothing. Returns whether the attempt resumed a ticket, too (a
+/// refused resumption can fail `connect` itself, when the close arrives
+/// under the phone's first request: then it resumed if it held a ticket).
 async fn member_refused(phone: &Phone, address: std::net::SocketAddr) -> (bool, bool) {
+    let had_ticket = phone.has_ticket(address).await;
     let link = match phone.connect(address).await {
-        Err(_) => return (true, false),
+        Err(_) => return (true, had_ticket),
         Ok(link) => link,
     };
     let resumed = link.resumed();
