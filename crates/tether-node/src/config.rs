@@ -27,6 +27,10 @@ pub struct NodeConfig {
     /// key, the group key and the authority's keys. `None` keeps them in the
     /// SQLite store (mode 0600, R31).
     pub key_store: Option<Arc<dyn KeyStore>>,
+    /// The MQTT broker of the remote path (SPEC §19). `None`: LAN only. A
+    /// head unit with a broker also answers at its rendezvous topics; a
+    /// phone with one can reach the car from anywhere.
+    pub relay: Option<tether_relay::RelayConfig>,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -38,6 +42,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("port", &self.port)
             .field("session", &self.session)
             .field("key_store", &self.key_store.is_some())
+            .field("relay", &self.relay.as_ref().map(|r| (&r.host, r.port)))
             .finish_non_exhaustive()
     }
 }
@@ -103,6 +108,7 @@ impl Default for NodeConfig {
             session: SessionConfig::default(),
             identifiers: LocalIdentifiers::default(),
             key_store: None,
+            relay: None,
         }
     }
 }

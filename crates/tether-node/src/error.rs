@@ -41,6 +41,15 @@ pub enum NodeError {
     /// A revocation list was refused (SPEC §3.6).
     #[error("revocation list: {0}")]
     Revocation(#[from] tether_identity::RevocationError),
+    /// The MQTT broker of the remote path could not be reached or used
+    /// (SPEC §19.5).
+    #[error("relay: {0}")]
+    Relay(#[from] tether_relay::RelayError),
+
+    /// The node has no broker configured (`NodeConfig::relay`), so it has
+    /// no remote path (SPEC §19.11).
+    #[error("no relay broker is configured")]
+    NoRelay,
     /// The node has no certificate yet.
     #[error("this node is not enrolled in an account")]
     NotEnrolled,

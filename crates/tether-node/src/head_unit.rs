@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use tether_control::{Config as ControlConfig, Executions, SimulatedVehicle, VehicleService};
 use tether_discovery::Advertiser;
 use tether_identity::{Credentials, DeviceKey, EnrollmentGrant, EnrollmentRequest, Role};
+use tether_relay::RelaySocket;
 use tether_session::quic::{
     CertificateRotator, CloseCode, Connector, Listener, ListenerCloser, ListenerStats, StatsHandle,
 };
@@ -58,6 +59,10 @@ struct Running {
     /// Replaces it at each token rotation (R2; SPEC §4.5), and moves the
     /// adverts to a new group key epoch (SPEC §3.6).
     certificate_task: tokio::task::JoinHandle<()>,
+    /// The remote path, when a broker is configured (SPEC §19.11): the
+    /// socket the listener also accepts on, and the task that keeps the
+    /// rendezvous topics in step with the group key and the grants.
+    relay: Option<(Arc<RelaySocket>, tokio::task::JoinHandle<()>)>,
 }
 
 /// A car's head unit. Create with [`HeadUnit::open`], enroll once, then
@@ -154,6 +159,16 @@ impl HeadUnit {
             self.config.session.clone(),
         )?;
         let address = listener.local_addr()?;
+        // The remote path (SPEC §19.11): the same listener, handshake,
+        // grants and services also over the broker.
+        let relay = match &self.config.relay {
+            Some(config) => {
+                let socket = RelaySocket::connect(config.clone()).await?;
+                listener.attach_socket(socket.clone())?;
+                Some(socket)
+            }
+            None => None,
+        };
         let stats = listener.stats_handle();
         let closer = listener.closer();
         let membership =
@@ -235,6 +250,22 @@ impl HeadUnit {
             self.config.advertiser([0; 32], address),
             unix_now(),
         )?;
+        let relay = match relay {
+            Some(socket) => {
+                // The first set of topics before `start` returns, so a
+                // phone may dial at once.
+                socket
+                    .listen(&relay_keys(membership.credentials(), &shares))
+                    .await?;
+                let task = tokio::spawn(follow_relay_keys(
+                    socket.clone(),
+                    membership.clone(),
+                    shares.clone(),
+                ));
+                Some((socket, task))
+            }
+            None => None,
+        };
         // R17: scan for bound devices at power-on.
         {
             let devices = devices.clone();
@@ -292,6 +323,7 @@ impl HeadUnit {
             automation_timers,
             certificates,
             certificate_task,
+            relay,
         });
         Ok(address)
     }
@@ -529,6 +561,9 @@ impl HeadUnit {
         r.devices.close().await;
         r.automation_timers.abort();
         r.certificate_task.abort();
+        if let Some((_, task)) = &r.relay {
+            task.abort();
+        }
         let (current, grace) = {
             let mut adverts = r.adverts.lock().await;
             (adverts.current.take(), adverts.grace.take())
@@ -545,6 +580,57 @@ impl HeadUnit {
         r.service_task.abort();
         result?;
         Ok(())
+    }
+}
+
+/// The relay keys the car answers at (SPEC §19.2, §19.11): the group key's,
+/// the previous epoch's during its grace (so a member that was offline at
+/// a removal still reaches the car to catch up, SPEC §3.6; a removed device
+/// that knows that key is refused by the handshake), and each grant's.
+fn relay_keys(credentials: &Credentials, shares: &ShareRegistry) -> Vec<[u8; 32]> {
+    let mut keys: Vec<[u8; 32]> = credentials
+        .group_key()
+        .map(|k| k.relay_key())
+        .into_iter()
+        .collect();
+    if let Some(previous) = credentials.previous_group_key(unix_now()) {
+        keys.push(previous.relay_key());
+    }
+    keys.extend(shares.relay_keys());
+    keys
+}
+
+/// Keeps the car's rendezvous topics in step: anew at each group key epoch,
+/// at each grant installed, revoked or expired, and when the previous
+/// epoch's grace ends (the socket itself follows the 15-minute windows).
+async fn follow_relay_keys(
+    socket: Arc<RelaySocket>,
+    membership: Arc<crate::membership::Membership>,
+    shares: Arc<ShareRegistry>,
+) {
+    let mut epochs = membership.watch_epoch();
+    let mut grants = shares.watch_relay_keys();
+    loop {
+        let grace_left = membership
+            .credentials()
+            .previous_group_key_until()
+            .map(|(_, until)| until.saturating_add(1).saturating_sub(unix_now()))
+            .filter(|s| *s > 0);
+        let grace_over = async {
+            match grace_left {
+                Some(s) => tokio::time::sleep(std::time::Duration::from_secs(s)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = epochs.changed() => if changed.is_err() { return },
+            changed = grants.changed() => if changed.is_err() { return },
+            () = grace_over => {}
+        }
+        let keys = relay_keys(membership.credentials(), &shares);
+        if let Err(e) = socket.listen(&keys).await {
+            warn!(error = %e, "the relay's rendezvous topics could not be renewed");
+        }
     }
 }
 

@@ -63,7 +63,9 @@ pub use ota::{
     FirmwareImage, InstalledFirmware, OtaProgress, OtaReport, OtaTarget, OtaTransferError,
     send_firmware,
 };
-pub use phone::{AccountDevice, DiscoveredVehicle, DiscoveryReport, Phone, Removal, VehicleRoute};
+pub use phone::{
+    AccountDevice, DiscoveredVehicle, DiscoveryReport, Phone, Removal, VehicleRoute, Via,
+};
 pub use share::{HeldShare, IssuedShare, ShareOptions};
 /// The super-task model and its wire forms, for the layers above the node
 /// (the FFI builds and reads tasks with it).
@@ -76,6 +78,8 @@ pub use tether_proto::v1::{
     CommandReason, CommandState, EnrollmentGrant, EnrollmentRequest, VehicleCommand,
 };
 pub use tether_proto::v1::{DeviceValue, OtaManifest, OtaOutcome, PropertyValue, device_value};
+/// The relay transport's settings (`NodeConfig::relay`, SPEC §19.5).
+pub use tether_relay::RelayConfig;
 pub use tether_session::quic::ListenerStats;
 pub use tether_store::{KeyStore, KeyStoreError, SecretName, StoreError};
 pub use vehicle_link::{

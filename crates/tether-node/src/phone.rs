@@ -11,6 +11,7 @@ use tether_identity::{
     AcceptedInvite, AccountAuthority, Credentials, DeviceKey, EnrollmentGrant, EnrollmentRequest,
     GrantKey, GrantRequest, LocalAuthority, Permissions, Role, ShareInvite, accept_invite,
 };
+use tether_relay::RelaySocket;
 use tether_session::GrantAccess;
 use tether_session::quic::Connector;
 use tether_store::Store;
@@ -19,7 +20,7 @@ use tokio::sync::OnceCell;
 use crate::NodeError;
 use crate::config::{NodeConfig, random_bytes, unix_now};
 use crate::share::{HeldShare, IssuedShare, ShareOptions, share_status};
-use crate::vehicle_link::VehicleLink;
+use crate::vehicle_link::{RelayCall, VehicleLink};
 use crate::wire::lock;
 
 fn held(invite: &AcceptedInvite) -> HeldShare {
@@ -47,6 +48,34 @@ pub enum VehicleRoute {
     Remembered,
     /// By resolving its token on the LAN (mDNS); the address is remembered.
     Discovered,
+    /// Through the MQTT broker (SPEC §19.11): the car was not on the LAN.
+    Relay,
+}
+
+/// Which path [`Phone::reach_vehicle_via`] may take (SPEC §19.11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Via {
+    /// The LAN when the car is on it, the relay otherwise (the relay only
+    /// when a broker is configured).
+    #[default]
+    Auto,
+    /// The LAN only (remembered address, then mDNS).
+    Lan,
+    /// The relay only.
+    Relay,
+}
+
+/// Once the relay has a session, how long the phone still waits for the
+/// car to turn up on the LAN before it takes the relay (SPEC §19.11): a
+/// LAN session is faster and costs the broker nothing, and mDNS takes
+/// about a second to resolve a token.
+const LAN_PREFERENCE: Duration = Duration::from_millis(1500);
+
+/// The phone's remote path: one MQTT connection, made on first use, and a
+/// connector whose QUIC endpoint runs over it (SPEC §19.11).
+struct RemotePath {
+    socket: Arc<RelaySocket>,
+    connector: Connector,
 }
 
 /// The store setting that remembers where the car answered last. Local
@@ -102,6 +131,7 @@ pub struct Phone {
     authority: Mutex<Option<LocalAuthority>>,
     credentials: Mutex<Option<Arc<Credentials>>>,
     connector: OnceCell<Connector>,
+    remote: OnceCell<RemotePath>,
     membership: Mutex<Option<Arc<crate::membership::Membership>>>,
 }
 
@@ -126,6 +156,7 @@ impl Phone {
             authority: Mutex::new(authority),
             credentials: Mutex::new(credentials),
             connector: OnceCell::new(),
+            remote: OnceCell::new(),
             membership: Mutex::new(None),
         })
     }
@@ -430,12 +461,118 @@ impl Phone {
         VehicleLink::new(session)
     }
 
-    /// Opens a session to the car: first at the address where it answered
+    /// The remote path, connected to the broker on first use.
+    async fn remote(&self) -> Result<&RemotePath, NodeError> {
+        let config = self.config.relay.clone().ok_or(NodeError::NoRelay)?;
+        let credentials = self.credentials()?;
+        self.remote
+            .get_or_try_init(|| async {
+                let socket = RelaySocket::connect(config).await?;
+                let connector = Connector::with_socket(
+                    socket.clone(),
+                    credentials,
+                    self.config.session.clone(),
+                )?;
+                Ok::<_, NodeError>(RemotePath { socket, connector })
+            })
+            .await
+    }
+
+    /// Opens an account-bound session to the car through the broker, from
+    /// anywhere (SPEC §19.11): the same handshake, requests, receipts and
+    /// subscriptions as on the LAN. Fails with [`NodeError::NoRelay`]
+    /// without a broker in [`NodeConfig::relay`].
+    pub async fn connect_via_relay(&self) -> Result<VehicleLink, NodeError> {
+        let key = self
+            .credentials()?
+            .group_key()
+            .ok_or(NodeError::NotEnrolled)?
+            .relay_key();
+        let remote = self.remote().await?;
+        let call = RelayCall::dial(&remote.socket, &key).await?;
+        let session = remote.connector.connect(call.addr).await?;
+        self.membership()?.sync_on_connect(&session).await?;
+        Ok(VehicleLink::new(session)?.over_relay(call))
+    }
+
+    /// A co-user's session through the broker, at the grant's own
+    /// rendezvous (SPEC §17.3, §19.2): the car answers there while the grant
+    /// is in force.
+    pub async fn connect_shared_via_relay(
+        &self,
+        grant_id: [u8; 16],
+    ) -> Result<VehicleLink, NodeError> {
+        let invite = self.invite(&grant_id)?;
+        let access = GrantAccess {
+            admission_key: invite.grant_key.admission_key(),
+            owner_authority_public_key: invite.owner_authority_public_key,
+            expect_device: false,
+        };
+        let remote = self.remote().await?;
+        let call = RelayCall::dial(&remote.socket, &invite.grant_key.relay_key()).await?;
+        let session = remote
+            .connector
+            .connect_with_grant(call.addr, &access)
+            .await?;
+        Ok(VehicleLink::new(session)?.over_relay(call))
+    }
+
+    /// [`Phone::reach_vehicle_via`] with [`Via::Auto`].
+    pub async fn reach_vehicle(
+        &self,
+        timeout: Duration,
+    ) -> Result<(VehicleLink, VehicleRoute), NodeError> {
+        self.reach_vehicle_via(Via::Auto, timeout).await
+    }
+
+    /// Opens a session to the car by the path `via` allows (SPEC §19.11).
+    /// [`Via::Auto`]: the LAN as [`Phone::reach_vehicle_lan`] does; with a
+    /// broker configured, the relay is dialed at the same time and taken
+    /// when the car has not turned up on the LAN [`LAN_PREFERENCE`] after
+    /// the relay session was ready (or the LAN failed).
+    pub async fn reach_vehicle_via(
+        &self,
+        via: Via,
+        timeout: Duration,
+    ) -> Result<(VehicleLink, VehicleRoute), NodeError> {
+        match via {
+            Via::Lan => self.reach_vehicle_lan(timeout).await,
+            Via::Relay => Ok((self.connect_via_relay().await?, VehicleRoute::Relay)),
+            Via::Auto if self.config.relay.is_none() => self.reach_vehicle_lan(timeout).await,
+            Via::Auto => {
+                let lan = self.reach_vehicle_lan(timeout);
+                let relay = self.connect_via_relay();
+                tokio::pin!(lan, relay);
+                tokio::select! {
+                    biased;
+                    found = &mut lan => match found {
+                        Ok(found) => Ok(found),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the car is not on the LAN; trying the relay");
+                            Ok((relay.await?, VehicleRoute::Relay))
+                        }
+                    },
+                    link = &mut relay => match link {
+                        Ok(link) => match tokio::time::timeout(LAN_PREFERENCE, &mut lan).await {
+                            Ok(Ok(found)) => Ok(found),
+                            _ => Ok((link, VehicleRoute::Relay)),
+                        },
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the relay did not reach the car");
+                            lan.await
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// Opens a session to the car on the LAN: first at the address where it answered
     /// last, for at most [`REMEMBERED_ATTEMPT`], then by discovering it on
     /// the LAN (at most `timeout`) and remembering where it answered. A
     /// command run again within a second then skips the mDNS wait, and
     /// sends no multicast at all.
-    pub async fn reach_vehicle(
+    pub async fn reach_vehicle_lan(
         &self,
         timeout: Duration,
     ) -> Result<(VehicleLink, VehicleRoute), NodeError> {

@@ -141,6 +141,11 @@ pub(crate) struct ShareRegistry {
     /// The car's advert, whose key each grant's advert replaces.
     advert: AdvertiserConfig,
     advertisers: Mutex<HashMap<[u8; GRANT_ID_LEN], Advertiser>>,
+    /// Each grant's relay key (SPEC §17.1, §19.2): the car answers at its
+    /// rendezvous topics while the grant is in force.
+    relay_keys: Mutex<HashMap<[u8; GRANT_ID_LEN], [u8; 32]>>,
+    /// Bumped whenever `relay_keys` changes.
+    relay_changed: tokio::sync::watch::Sender<u64>,
     /// One timer per grant in force, ending it at its `not_after` (R16).
     expiries: Mutex<HashMap<[u8; GRANT_ID_LEN], tokio::task::AbortHandle>>,
     /// This registry, for the expiry timers (which must not keep it alive).
@@ -194,6 +199,8 @@ impl ShareRegistry {
             next_session: AtomicU64::new(1),
             advert,
             advertisers: Mutex::default(),
+            relay_keys: Mutex::default(),
+            relay_changed: tokio::sync::watch::Sender::new(0),
             expiries: Mutex::default(),
             this: this.clone(),
         });
@@ -227,6 +234,8 @@ impl ShareRegistry {
         if let Some(old) = lock(&self.advertisers).insert(grant.grant_id, advertiser) {
             drop(old);
         }
+        lock(&self.relay_keys).insert(grant.grant_id, key.relay_key());
+        self.relay_changed.send_modify(|n| *n += 1);
         let (grant_id, not_after) = (grant.grant_id, grant.not_after);
         lock(&self.grants).insert(grant.grant_id, grant);
         self.expire_at(grant_id, not_after);
@@ -277,6 +286,7 @@ impl ShareRegistry {
         for (_, closer) in &sessions {
             closer.close(CloseCode::Revoked, "share expired");
         }
+        self.forget_relay_key(grant_id);
         let advertiser = lock(&self.advertisers).remove(grant_id);
         if let Some(advertiser) = advertiser
             && let Err(e) = advertiser.shutdown().await
@@ -450,6 +460,7 @@ impl ShareRegistry {
         for (_, closer) in &sessions {
             closer.close(CloseCode::Revoked, "share revoked");
         }
+        self.forget_relay_key(grant_id);
         let advertiser = lock(&self.advertisers).remove(grant_id);
         if let Some(advertiser) = advertiser
             && let Err(e) = advertiser.shutdown().await
@@ -492,6 +503,23 @@ impl ShareRegistry {
         }
         info!(sessions = sessions.len(), "share grant revoked");
         Ok(Some(sessions.len() as u32))
+    }
+
+    /// The relay keys of the grants in force (SPEC §19.2).
+    pub(crate) fn relay_keys(&self) -> Vec<[u8; 32]> {
+        lock(&self.relay_keys).values().copied().collect()
+    }
+
+    /// Changes whenever a grant's relay key comes or goes.
+    pub(crate) fn watch_relay_keys(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.relay_changed.subscribe()
+    }
+
+    /// A grant ended: the car stops answering at its rendezvous topics.
+    fn forget_relay_key(&self, grant_id: &[u8; GRANT_ID_LEN]) {
+        if lock(&self.relay_keys).remove(grant_id).is_some() {
+            self.relay_changed.send_modify(|n| *n += 1);
+        }
     }
 
     /// Marks a grant revoked in the store; whether the store knew it.

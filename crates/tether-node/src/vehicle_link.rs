@@ -80,6 +80,43 @@ pub struct CommandOutcome {
 pub struct VehicleLink {
     session: Arc<ClientSession>,
     vehicle_key: [u8; 32],
+    /// Over the relay: the conversation's reply topic, unsubscribed when the
+    /// last clone of the link is dropped (SPEC §19.11).
+    relay: Option<Arc<RelayCall>>,
+}
+
+/// One connection's reply topic on the phone's relay socket; hung up on
+/// drop, so a long-running app does not collect subscriptions.
+pub(crate) struct RelayCall {
+    socket: Arc<tether_relay::RelaySocket>,
+    pub(crate) addr: std::net::SocketAddr,
+}
+
+impl RelayCall {
+    /// Draws a fresh reply topic for a responder at `relay_key`'s
+    /// rendezvous (SPEC §19.1).
+    pub(crate) async fn dial(
+        socket: &Arc<tether_relay::RelaySocket>,
+        relay_key: &[u8; 32],
+    ) -> Result<Self, NodeError> {
+        let addr = socket.dial(relay_key).await?;
+        Ok(Self {
+            socket: socket.clone(),
+            addr,
+        })
+    }
+}
+
+impl std::fmt::Debug for RelayCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayCall").finish_non_exhaustive()
+    }
+}
+
+impl Drop for RelayCall {
+    fn drop(&mut self) {
+        self.socket.hang_up(self.addr);
+    }
 }
 
 impl VehicleLink {
@@ -93,7 +130,20 @@ impl VehicleLink {
         Ok(Self {
             session: Arc::new(session),
             vehicle_key,
+            relay: None,
         })
+    }
+
+    /// Marks the link as running over the relay; `call` lives as long as it.
+    pub(crate) fn over_relay(mut self, call: RelayCall) -> Self {
+        self.relay = Some(Arc::new(call));
+        self
+    }
+
+    /// Whether the session runs through the MQTT broker (SPEC §19.11)
+    /// rather than directly over the LAN.
+    pub fn via_relay(&self) -> bool {
+        self.relay.is_some()
     }
 
     /// Round trips before the first request could be sent (2 cold, 1

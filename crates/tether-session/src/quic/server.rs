@@ -125,9 +125,25 @@ struct Context {
 /// [`Listener::accept`]; everything before that happens in background tasks.
 pub struct Listener {
     endpoint: quinn::Endpoint,
+    /// Every endpoint the listener accepts on: the one it was bound with,
+    /// then each [`Listener::attach_socket`] (SPEC §19.11).
+    endpoints: Endpoints,
     sessions: mpsc::Receiver<ServerSession>,
+    /// Hands new sessions to `sessions`; weak, so `accept` still ends once
+    /// every endpoint is closed.
+    sender: mpsc::WeakSender<ServerSession>,
     context: Arc<Context>,
-    _accept_loop: AbortOnDrop,
+    _accept_loops: Vec<AbortOnDrop>,
+}
+
+/// The endpoints of one listener, shared with its closer and rotator.
+type Endpoints = Arc<std::sync::Mutex<Vec<quinn::Endpoint>>>;
+
+fn endpoints_of(endpoints: &Endpoints) -> Vec<quinn::Endpoint> {
+    endpoints
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
 }
 
 impl std::fmt::Debug for Listener {
@@ -194,13 +210,47 @@ impl Listener {
             counters: Counters::default(),
         });
         let (tx, sessions) = mpsc::channel(16);
+        let sender = tx.downgrade();
         let task = tokio::spawn(accept_loop(endpoint.clone(), context.clone(), tx));
         Ok(Self {
+            endpoints: Arc::new(std::sync::Mutex::new(vec![endpoint.clone()])),
             endpoint,
             sessions,
+            sender,
             context,
-            _accept_loop: AbortOnDrop(task.abort_handle()),
+            _accept_loops: vec![AbortOnDrop(task.abort_handle())],
         })
+    }
+
+    /// Also accepts over `socket` (the relay transport's, SPEC §19.11):
+    /// one more QUIC endpoint with the same credentials, share grants,
+    /// ticket key and half-open cap as the first, whose sessions come out
+    /// of the same [`Listener::accept`]. It gets its own ephemeral TLS
+    /// certificate, so a peer that completes QUIC on both paths cannot link
+    /// them by it (R2); [`ListenerCloser`] and [`CertificateRotator`] cover
+    /// it too. Fails once the listener is closed.
+    pub fn attach_socket(
+        &mut self,
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+    ) -> Result<(), SessionError> {
+        let tx = self.sender.upgrade().ok_or(SessionError::Closed {
+            code: Some(CloseCode::Shutdown),
+            reason: "listener closed".into(),
+        })?;
+        let (cert, key) = tls::ephemeral_certificate()?;
+        let server_config = tls::server_config(&self.context.config, cert, key)?;
+        let endpoint = super::endpoint_on(
+            super::Bind::Socket(socket),
+            Some(server_config),
+            &self.context.config,
+        )?;
+        let task = tokio::spawn(accept_loop(endpoint.clone(), self.context.clone(), tx));
+        self._accept_loops.push(AbortOnDrop(task.abort_handle()));
+        self.endpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(endpoint);
+        Ok(())
     }
 
     /// The share grants this listener admits besides its own account
@@ -234,14 +284,14 @@ impl Listener {
 
     /// A handle that closes the listener from elsewhere.
     pub fn closer(&self) -> ListenerCloser {
-        ListenerCloser(self.endpoint.clone())
+        ListenerCloser(self.endpoints.clone())
     }
 
     /// A handle that replaces the TLS certificate from elsewhere (on each
     /// token rotation, R2; SPEC §4.5).
     pub fn certificate_rotator(&self) -> CertificateRotator {
         CertificateRotator {
-            endpoint: self.endpoint.clone(),
+            endpoints: self.endpoints.clone(),
             config: self.context.config.clone(),
         }
     }
@@ -252,30 +302,37 @@ impl Listener {
         self.certificate_rotator().rotate()
     }
 
-    /// Closes every connection with [`CloseCode::Shutdown`].
+    /// Closes every connection with [`CloseCode::Shutdown`], on every
+    /// endpoint.
     pub fn close(&self) {
-        self.endpoint
-            .close((CloseCode::Shutdown as u32).into(), b"shutting down");
+        self.closer().close();
     }
 }
 
 /// Closes a listener's endpoint: every connection gets
 /// [`CloseCode::Shutdown`].
-#[derive(Debug, Clone)]
-pub struct ListenerCloser(quinn::Endpoint);
+#[derive(Clone)]
+pub struct ListenerCloser(Endpoints);
+
+impl std::fmt::Debug for ListenerCloser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerCloser").finish_non_exhaustive()
+    }
+}
 
 impl ListenerCloser {
-    /// Closes every connection and stops accepting.
+    /// Closes every connection and stops accepting, on every endpoint.
     pub fn close(&self) {
-        self.0
-            .close((CloseCode::Shutdown as u32).into(), b"shutting down");
+        for endpoint in endpoints_of(&self.0) {
+            endpoint.close((CloseCode::Shutdown as u32).into(), b"shutting down");
+        }
     }
 }
 
 /// Replaces a listener's TLS certificate (R2; SPEC §4.5, §5.1).
 #[derive(Clone)]
 pub struct CertificateRotator {
-    endpoint: quinn::Endpoint,
+    endpoints: Endpoints,
     config: SessionConfig,
 }
 
@@ -292,9 +349,13 @@ impl CertificateRotator {
     /// theirs; resumption tickets pinned to the old certificate fall back to
     /// a full handshake (SPEC §5.5).
     pub fn rotate(&self) -> Result<(), SessionError> {
-        let (cert, key) = tls::ephemeral_certificate()?;
-        let server_config = tls::server_config(&self.config, cert, key)?;
-        self.endpoint.set_server_config(Some(server_config));
+        // One certificate per endpoint: the LAN and the relay path stay
+        // unlinkable by it (R2).
+        for endpoint in endpoints_of(&self.endpoints) {
+            let (cert, key) = tls::ephemeral_certificate()?;
+            let server_config = tls::server_config(&self.config, cert, key)?;
+            endpoint.set_server_config(Some(server_config));
+        }
         Ok(())
     }
 }
