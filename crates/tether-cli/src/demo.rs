@@ -62,9 +62,30 @@ fn all_locked(readings: &[Reading]) -> Option<bool> {
 }
 
 /// Runs the demo. Exit code 0 only if every step behaved as described.
-pub(crate) async fn run(json: bool, interfaces: Interfaces) -> Result<ExitCode, NodeError> {
+pub(crate) async fn run(
+    json: bool,
+    interfaces: Interfaces,
+    broker: Option<tether_node::RelayConfig>,
+) -> Result<ExitCode, NodeError> {
+    // The remote path's broker: the one named, or one embedded in this
+    // process on loopback (SPEC §19.10), so the demo needs nothing
+    // installed.
+    let (relay, embedded) = match broker {
+        Some(config) => (config, None),
+        None => {
+            let embedded = tether_broker::EmbeddedBroker::start(std::net::SocketAddr::from((
+                std::net::Ipv4Addr::LOCALHOST,
+                0,
+            )))
+            .await
+            .map_err(|e| NodeError::Relay(tether_node::RelayError::Connect(e.to_string())))?;
+            let config = tether_node::RelayConfig::new("127.0.0.1", embedded.addr().port());
+            (config, Some(embedded))
+        }
+    };
     let config = NodeConfig {
         interfaces,
+        relay: Some(relay),
         ..NodeConfig::default()
     };
     let mut n = Narrator {
@@ -75,16 +96,29 @@ pub(crate) async fn run(json: bool, interfaces: Interfaces) -> Result<ExitCode, 
         println!(
             "Tether demo: a head unit and two phones over loopback mDNS and QUIC (the second\n\
              phone's account first refused, then admitted as a co-user), a lamp\n\
-             commissioned over simulated Bluetooth, and a home hub running super tasks\n\
-             on a recorded drive.\n"
+             commissioned over simulated Bluetooth, the remote path through an MQTT\n\
+             broker ({}), and a home hub running super tasks on a recorded drive.\n",
+            if embedded.is_some() {
+                "embedded on loopback"
+            } else {
+                "--broker"
+            }
         );
     }
     let total = Instant::now();
     let mut round_trips = json!({ "cold": null, "resumed": null });
     let mut extra = json!({});
+    extra["broker"] = json!(if embedded.is_some() {
+        "embedded"
+    } else {
+        "external"
+    });
     let outcome = steps(&config, &mut n, &mut round_trips, &mut extra).await;
     if let Err(e) = &outcome {
         n.record("demo aborted", total, Err(e.to_string()));
+    }
+    if let Some(embedded) = embedded {
+        embedded.shutdown().await;
     }
     let ok = outcome.is_ok() && n.steps.iter().all(|s| s.ok);
     if json {
@@ -412,7 +446,11 @@ async fn steps(
         devices.camera.shutdown().await?;
     }
 
-    // 12. Super tasks across car and home: a hub, a recorded drive, traces,
+    // 12. The remote path (SPEC §19): the phone leaves home and reaches
+    //     the car through the broker; a co-user too, until revoked.
+    crate::demo_remote::remote_steps(&phone, &car, &stranger, n, extra).await?;
+
+    // 13. Super tasks across car and home: a hub, a recorded drive, traces,
     //     a shared template, and the "car data to home" switch (issue 5).
     let link = phone.connect(found.address).await?;
     crate::demo_tasks::task_steps(config, &phone, &car, &link, found.address, n, extra).await?;

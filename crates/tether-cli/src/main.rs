@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod demo;
 mod demo_devices;
+mod demo_remote;
 mod demo_tasks;
 mod narrate;
 mod pair;
@@ -22,6 +23,33 @@ mod tasks;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Which path `tether phone` takes to the car (SPEC §19.11).
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+enum ViaArg {
+    /// The LAN when the car is on it, the broker otherwise.
+    #[default]
+    Auto,
+    /// The LAN only.
+    Lan,
+    /// The broker only (`--broker` needed).
+    Relay,
+}
+
+impl From<ViaArg> for tether_node::Via {
+    fn from(v: ViaArg) -> Self {
+        match v {
+            ViaArg::Auto => tether_node::Via::Auto,
+            ViaArg::Lan => tether_node::Via::Lan,
+            ViaArg::Relay => tether_node::Via::Relay,
+        }
+    }
+}
+
+/// Reads `--broker mqtt://HOST:PORT`.
+fn parse_broker(url: &str) -> Result<tether_node::RelayConfig, String> {
+    tether_node::RelayConfig::from_url(url).map_err(|e| e.to_string())
 }
 
 /// Which interfaces mDNS may use.
@@ -45,6 +73,18 @@ enum Command {
         /// Interfaces for mDNS.
         #[arg(long, value_enum, default_value_t = Net::Loopback)]
         net: Net,
+        /// A real MQTT broker for the remote steps, `mqtt://HOST:PORT`;
+        /// without it the demo embeds one on loopback.
+        #[arg(long, value_name = "URL", value_parser = parse_broker)]
+        broker: Option<tether_node::RelayConfig>,
+    },
+    /// Run the embedded MQTT 5 broker on 127.0.0.1 until Ctrl-C: a stand-in
+    /// for a real broker when trying the remote path on one machine
+    /// (`--broker mqtt://127.0.0.1:PORT` for the head unit and the phone).
+    Broker {
+        /// TCP port on 127.0.0.1.
+        #[arg(long, default_value_t = 1883)]
+        port: u16,
     },
     /// Run the head-unit role until Ctrl-C: advertise over mDNS and serve the
     /// (simulated) vehicle to members of its account.
@@ -67,6 +107,11 @@ enum Command {
         /// radius in metres). Kept on the head unit only (R10).
         #[arg(long = "place", value_name = "NAME=LAT,LON,RADIUS_M", value_parser = roles::parse_place)]
         places: Vec<tether_automation::Place>,
+        /// An MQTT broker for the remote path, `mqtt://HOST:PORT`: the car
+        /// also answers there, end to end encrypted, to phones anywhere
+        /// (SPEC §19).
+        #[arg(long, value_name = "URL", value_parser = parse_broker)]
+        broker: Option<tether_node::RelayConfig>,
     },
     /// Run the home hub role: a simulated home (lights, porch, garage)
     /// whose super tasks the owner manages with `tether tasks --hub`
@@ -179,6 +224,14 @@ enum Command {
         /// Interfaces for mDNS.
         #[arg(long, value_enum, default_value_t = Net::Loopback)]
         net: Net,
+        /// An MQTT broker for the remote path, `mqtt://HOST:PORT` (the
+        /// car's `--broker`): reach the car from anywhere (SPEC §19).
+        #[arg(long, value_name = "URL", value_parser = parse_broker, global = true)]
+        broker: Option<tether_node::RelayConfig>,
+        /// Which path to the car: auto (the LAN when the car is on it, the
+        /// broker otherwise), lan, or relay.
+        #[arg(long, value_enum, default_value_t = ViaArg::Auto, global = true)]
+        via: ViaArg,
         #[command(subcommand)]
         action: roles::PhoneAction,
     },
@@ -205,19 +258,22 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Demo { json, net } => demo::run(json, net.into()).await,
+            Command::Demo { json, net, broker } => demo::run(json, net.into(), broker).await,
             Command::HeadUnit {
                 data_dir,
                 enroll_from,
                 port,
                 net,
                 places,
-            } => roles::head_unit(data_dir, enroll_from, port, net.into(), places).await,
+                broker,
+            } => roles::head_unit(data_dir, enroll_from, port, net.into(), places, broker).await,
             Command::Phone {
                 data_dir,
                 net,
+                broker,
+                via,
                 action,
-            } => roles::phone(data_dir, net.into(), action).await,
+            } => roles::phone(data_dir, net.into(), broker, via.into(), action).await,
             Command::Hub {
                 data_dir,
                 enroll_from,
@@ -240,6 +296,7 @@ fn main() -> ExitCode {
                 action,
             } => tasks::run(data_dir, net.into(), json, hub, action).await,
             Command::Bench { json, quick } => bench(json, quick).await,
+            Command::Broker { port } => broker(port).await,
             Command::Pair {
                 json,
                 manual,
@@ -261,6 +318,25 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn broker(port: u16) -> Result<ExitCode, tether_node::NodeError> {
+    let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+    match tether_broker::EmbeddedBroker::start(addr).await {
+        Ok(broker) => {
+            println!(
+                "embedded MQTT 5 broker at {} (loopback only, in memory); Ctrl-C to stop",
+                broker.url()
+            );
+            let _ = tokio::signal::ctrl_c().await;
+            broker.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
         }
     }
 }

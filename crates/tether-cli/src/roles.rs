@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::Subcommand;
 use tether_automation::{LatLon, Place};
 use tether_control::client as control;
-use tether_node::{HeadUnit, Hub, Interfaces, NodeConfig, NodeError, Phone};
+use tether_node::{
+    HeadUnit, Hub, Interfaces, NodeConfig, NodeError, Phone, RelayConfig, VehicleRoute, Via,
+};
 
 /// What the phone does.
 #[derive(Debug, Subcommand)]
@@ -89,8 +91,15 @@ pub(crate) async fn head_unit(
     port: u16,
     interfaces: Interfaces,
     places: Vec<Place>,
+    broker: Option<RelayConfig>,
 ) -> Result<ExitCode, NodeError> {
-    let car = HeadUnit::open(config(data_dir, interfaces, port))?;
+    let relay = broker
+        .as_ref()
+        .map(|b| format!("mqtt://{}:{}", b.host, b.port));
+    let car = HeadUnit::open(NodeConfig {
+        relay: broker,
+        ..config(data_dir, interfaces, port)
+    })?;
     if let Some(phone_dir) = enroll_from {
         car.complete_enrollment(&enroll_with(
             phone_dir,
@@ -115,6 +124,9 @@ pub(crate) async fn head_unit(
         "head unit serving on {address}, advertising token {}; Ctrl-C to stop",
         car.current_token().await.unwrap_or_default()
     );
+    if let Some(url) = relay {
+        println!("also answering through the broker at {url} (remote path)");
+    }
     if !names.is_empty() {
         println!("places for super tasks: {}", names.join(", "));
     }
@@ -192,9 +204,14 @@ pub(crate) async fn hub(
 pub(crate) async fn phone(
     data_dir: PathBuf,
     interfaces: Interfaces,
+    broker: Option<RelayConfig>,
+    via: Via,
     action: PhoneAction,
 ) -> Result<ExitCode, NodeError> {
-    let phone = Phone::open(config(data_dir, interfaces, 0))?;
+    let phone = Phone::open(NodeConfig {
+        relay: broker,
+        ..config(data_dir, interfaces, 0)
+    })?;
     match action {
         PhoneAction::Init => {
             phone.create_account()?;
@@ -249,7 +266,12 @@ pub(crate) async fn phone(
         }
         _ => {}
     }
-    let (link, _) = phone.reach_vehicle(Duration::from_secs(15)).await?;
+    let (link, route) = phone
+        .reach_vehicle_via(via, Duration::from_secs(15))
+        .await?;
+    if route == VehicleRoute::Relay {
+        println!("reached the car through the broker (remote path)");
+    }
     let command = match action {
         PhoneAction::Status => {
             for r in link.get(Vec::new()).await? {

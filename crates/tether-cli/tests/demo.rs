@@ -16,7 +16,7 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
     assert_eq!(report["ok"], true, "{report:#}");
     assert!(out.status.success());
     let steps = report["steps"].as_array().unwrap();
-    assert!(steps.len() >= 33, "{report:#}");
+    assert!(steps.len() >= 38, "{report:#}");
     for name in [
         "devices reappear on the LAN",
         "phone lists, renames, reorders",
@@ -28,6 +28,10 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
         "owner logs out, co-user stays",
         "owner refused until logged in",
         "revocation cuts the co-user off",
+        "phone leaves home, via broker",
+        "subscribe and lock via broker",
+        "co-user remote, then revoked",
+        "phone back on the LAN",
         "hub joins and follows car",
         "owner creates super tasks",
         "car leaves home",
@@ -93,6 +97,7 @@ fn help_lists_every_subcommand() {
         "devices",
         "share",
         "tasks",
+        "broker",
     ] {
         assert!(text.contains(sub), "--help does not mention {sub}: {text}");
     }

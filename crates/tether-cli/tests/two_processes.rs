@@ -77,3 +77,88 @@ fn head_unit_and_phone_processes_lock_the_car() {
         "{text}"
     );
 }
+
+#[path = "../../tether-relay/tests/support/mod.rs"]
+mod mosquitto;
+
+/// The remote path as processes (SPEC §19.11): `tether head-unit --broker`
+/// and `tether phone --broker … --via relay` through a real mosquitto.
+#[test]
+fn head_unit_and_phone_processes_meet_through_the_broker() {
+    let broker = mosquitto::Mosquitto::start();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port());
+    let phone_dir = tempfile::tempdir().unwrap();
+    let car_dir = tempfile::tempdir().unwrap();
+    let phone = phone_dir.path().to_str().unwrap();
+    let (ok, _, err) = common::tether(&["phone", "--data-dir", phone, "init"]);
+    assert!(ok, "{err}");
+    let mut car = KillOnDrop(
+        tether()
+            .args([
+                "head-unit",
+                "--data-dir",
+                car_dir.path().to_str().unwrap(),
+                "--enroll-from",
+                phone,
+                "--broker",
+                &url,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = car.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let answering = lines
+        .by_ref()
+        .take(6)
+        .map_while(Result::ok)
+        .find(|l| l.contains("through the broker"))
+        .expect("head unit did not say it answers through the broker");
+    assert!(answering.contains(&url), "{answering}");
+
+    let (ok, text, err) = common::tether(&[
+        "phone",
+        "--data-dir",
+        phone,
+        "--broker",
+        &url,
+        "--via",
+        "relay",
+        "lock",
+    ]);
+    assert!(ok, "{text}{err}");
+    assert!(text.contains("through the broker"), "{text}");
+    assert!(text.contains("succeeded"), "{text}");
+    let (ok, text, err) = common::tether(&[
+        "phone",
+        "--data-dir",
+        phone,
+        "--broker",
+        &url,
+        "--via",
+        "relay",
+        "status",
+    ]);
+    assert!(ok, "{text}{err}");
+    assert!(
+        text.contains("Vehicle.Cabin.Door.Row1.DriverSide.IsLocked") && text.contains("Bool(true)"),
+        "{text}"
+    );
+    // Without a broker, --via relay says what is missing.
+    let (ok, _, err) = common::tether(&["phone", "--data-dir", phone, "--via", "relay", "status"]);
+    assert!(!ok);
+    assert!(err.contains("no relay broker"), "{err}");
+    // A malformed broker URL is refused before anything runs.
+    let (ok, _, err) = common::tether(&[
+        "phone",
+        "--data-dir",
+        phone,
+        "--broker",
+        "tcp://x",
+        "status",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("mqtt://"), "{err}");
+}

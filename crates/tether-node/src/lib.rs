@@ -79,7 +79,7 @@ pub use tether_proto::v1::{
 };
 pub use tether_proto::v1::{DeviceValue, OtaManifest, OtaOutcome, PropertyValue, device_value};
 /// The relay transport's settings (`NodeConfig::relay`, SPEC §19.5).
-pub use tether_relay::RelayConfig;
+pub use tether_relay::{RelayConfig, RelayError};
 pub use tether_session::quic::ListenerStats;
 pub use tether_store::{KeyStore, KeyStoreError, SecretName, StoreError};
 pub use vehicle_link::{

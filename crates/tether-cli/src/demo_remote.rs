@@ -1,0 +1,178 @@
+//! The demo's remote path (issue 13; SPEC §19): the owner's phone "leaves
+//! home" and reads, subscribes and locks through the MQTT broker, a co-user
+//! works remotely until the owner revokes the share, and the phone walks
+//! back onto the LAN. The broker is the embedded one unless `tether demo
+//! --broker` names a real one.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tether_control::client as control;
+use tether_control::signals;
+use tether_node::{
+    HeadUnit, NodeError, Phone, ShareOptions, SharePermission, SignalData, VehicleRoute, Via,
+};
+
+use crate::narrate::Narrator;
+
+/// How long the demo waits for something pushed through the broker.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn locked(readings: &[tether_node::Reading]) -> Option<bool> {
+    readings.iter().find_map(|r| match r.value {
+        SignalData::Bool(b) if r.path == signals::DOOR_IS_LOCKED[0] => Some(b),
+        _ => None,
+    })
+}
+
+/// The remote steps. `owner` and `co_user` must have the broker in their
+/// configuration, and `car` must have been started with it.
+pub(crate) async fn remote_steps(
+    owner: &Phone,
+    car: &HeadUnit,
+    co_user: &Phone,
+    n: &mut Narrator,
+    extra: &mut serde_json::Value,
+) -> Result<(), NodeError> {
+    // The phone leaves home: no LAN, the broker only.
+    let t = Instant::now();
+    let link = match owner.reach_vehicle_via(Via::Relay, PUSH_TIMEOUT).await {
+        Ok((link, _)) => link,
+        Err(e) => {
+            n.record("phone leaves home, via broker", t, Err(e.to_string()));
+            return Ok(());
+        }
+    };
+    let cold_ms = t.elapsed().as_millis() as u64;
+    let status = link.get(Vec::new()).await;
+    extra["relay_cold_connect_ms"] = json!(cold_ms);
+    n.record(
+        "phone leaves home, via broker",
+        t,
+        match &status {
+            Ok(r) if link.via_relay() && !r.is_empty() => Ok(format!(
+                "session through the broker in {cold_ms} ms (same handshake, end to end encrypted; the broker sees pseudonymous topics); {} signals read",
+                r.len()
+            )),
+            Ok(_) => Err("no signals through the broker".into()),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+
+    // Subscribe and lock from afar: the change is pushed back through it.
+    let t = Instant::now();
+    let pushed = async {
+        let unlocked = link.command(control::unlock(), &[0x51; 16]).await?;
+        let mut sub = link
+            .subscribe(vec![signals::DOOR_IS_LOCKED[0].into()])
+            .await?;
+        let first = sub.next().await?.unwrap_or_default();
+        let outcome = link.command(control::lock(), &[0x52; 16]).await?;
+        let update = tokio::time::timeout(PUSH_TIMEOUT, sub.next())
+            .await
+            .map_err(|_| NodeError::UnexpectedResponse("no update through the broker"))??
+            .unwrap_or_default();
+        sub.cancel();
+        Ok::<_, NodeError>((unlocked, locked(&first), outcome, locked(&update)))
+    }
+    .await;
+    n.record(
+        "subscribe and lock via broker",
+        t,
+        match pushed {
+            Ok((unlocked, Some(false), outcome, Some(true)))
+                if unlocked.state == tether_proto::v1::CommandState::Succeeded
+                    && outcome.state == tether_proto::v1::CommandState::Succeeded =>
+            {
+                Ok(format!(
+                    "unlocked, subscribed, locked; the update came back through the broker; signed receipt #{} verified",
+                    outcome.sequence
+                ))
+            }
+            Ok((_, before, outcome, after)) => Err(format!(
+                "lock state {before:?} -> {after:?}, command {:?}",
+                outcome.state
+            )),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+
+    // A co-user works remotely too, at the grant's own rendezvous, until
+    // the owner revokes the share (R16).
+    let t = Instant::now();
+    let shared = async {
+        let issued = owner
+            .share(
+                &link,
+                co_user.authority_public_key()?,
+                &ShareOptions {
+                    permissions: vec![SharePermission::VehicleStatus],
+                    devices: Vec::new(),
+                    valid_for_s: 3600,
+                    nickname: "Demo Owner".into(),
+                },
+            )
+            .await?;
+        co_user.accept_invite(&issued.invite)?;
+        let co_link = co_user.connect_shared_via_relay(issued.grant_id).await?;
+        let read = co_link.get(vec![signals::RANGE.into()]).await?;
+        let refused = co_link
+            .command(control::unlock(), &[0x53; 16])
+            .await
+            .is_err();
+        let closed_sessions = owner.revoke_share(&link, issued.grant_id).await?;
+        let closed = tokio::time::timeout(PUSH_TIMEOUT, co_link.session().closed())
+            .await
+            .is_ok();
+        // Nobody answers at the grant's rendezvous any more: the attempt
+        // gets no session (given 1.5 s here, not the 5 s handshake limit).
+        let again = tokio::time::timeout(
+            Duration::from_millis(1500),
+            co_user.connect_shared_via_relay(issued.grant_id),
+        )
+        .await;
+        Ok::<_, NodeError>((
+            read.len(),
+            refused,
+            closed_sessions,
+            closed,
+            matches!(again, Ok(Ok(_))),
+        ))
+    }
+    .await;
+    n.record(
+        "co-user remote, then revoked",
+        t,
+        match shared {
+            Ok((1, true, 1, true, false)) => Ok(
+                "the co-user read the car through the broker, was refused a command outside the grant; the revocation closed its session and its next attempt found no car".into(),
+            ),
+            Ok(other) => Err(format!(
+                "(read, refused, closed by revoke, closed, came back) = {other:?}"
+            )),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+    link.close();
+    let executions = car.executions().await?;
+    extra["remote_executions"] = json!({ "lock": executions.lock, "unlock": executions.unlock });
+
+    // Back home: the automatic path takes the LAN again.
+    let t = Instant::now();
+    let back = owner.reach_vehicle_via(Via::Auto, PUSH_TIMEOUT).await;
+    n.record(
+        "phone back on the LAN",
+        t,
+        match back {
+            Ok((link, route)) if !link.via_relay() && route != VehicleRoute::Relay => {
+                link.close();
+                Ok(format!(
+                    "with the broker still configured, the car answered on the LAN ({route:?})"
+                ))
+            }
+            Ok((_, route)) => Err(format!("took {route:?}")),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+    Ok(())
+}
