@@ -6,7 +6,8 @@
 //! device id, VIN, account UID, MAC: R2, R4) and no protocol identifier
 //! (account key id, authority key, device keys, certificates) may appear in
 //! any captured byte: as text, hex, base64 at any alignment, or unsalted
-//! SHA-256.
+//! SHA-256. The same search runs over every byte of the MQTT connections
+//! when the nodes use the remote path through a broker (SPEC §19.6).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
@@ -1365,6 +1366,284 @@ async fn r2_no_identifier_crosses_the_wire() {
     assert!(
         findings.is_empty(),
         "identifiers crossed the wire (R2):\n{}",
+        findings
+            .iter()
+            .map(|f| format!(
+                "  {} as {} in {} at byte {}",
+                f.identifier, f.form, f.capture, f.offset
+            ))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// A TCP proxy in front of the broker that records every byte of every
+/// MQTT connection, both ways: what the broker operator (or anyone on the
+/// path to it) sees (SPEC §19.6).
+/// Recorded byte streams: connection number, direction, bytes.
+type Streams = Vec<(usize, &'static str, Vec<u8>)>;
+
+struct MqttTap {
+    port: u16,
+    streams: Arc<Mutex<Streams>>,
+    task: JoinHandle<()>,
+}
+
+impl MqttTap {
+    async fn start(broker_port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let streams: Arc<Mutex<Streams>> = Arc::default();
+        let recorded = streams.clone();
+        let task = tokio::spawn(async move {
+            let mut next = 0;
+            while let Ok((client, _)) = listener.accept().await {
+                let id = next;
+                next += 1;
+                let Ok(broker) = tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await
+                else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (broker_read, broker_write) = broker.into_split();
+                for (from, to, way) in [
+                    (client_read, broker_write, "to broker"),
+                    (broker_read, client_write, "from broker"),
+                ] {
+                    let recorded = recorded.clone();
+                    let slot = {
+                        let mut all = recorded.lock().unwrap();
+                        all.push((id, way, Vec::new()));
+                        all.len() - 1
+                    };
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let (mut from, mut to) = (from, to);
+                        let mut buf = vec![0; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf).await {
+                            if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            recorded.lock().unwrap()[slot]
+                                .2
+                                .extend_from_slice(&buf[..n]);
+                        }
+                        let _ = to.shutdown().await;
+                    });
+                }
+            }
+        });
+        Self {
+            port,
+            streams,
+            task,
+        }
+    }
+
+    fn stop(self) -> Streams {
+        self.task.abort();
+        self.streams.lock().unwrap().clone()
+    }
+}
+
+#[path = "../../crates/tether-relay/tests/support/mod.rs"]
+mod mosquitto;
+
+/// R2, R4 on the remote path (SPEC §19.6): the car, the owner's phone, a
+/// co-user and a stranger use the relay while every byte of their MQTT
+/// connections is recorded. No planted identifier, key, certificate or
+/// key id appears in any form the LAN test searches; the relay keys do not
+/// either; the rendezvous topics that do appear are the HMAC pseudonyms of
+/// their windows, different from one window to the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_r4_no_identifier_crosses_the_broker() {
+    let run = String::from_utf8(hex(&random::<4>(), true)).unwrap();
+    let ids = |who: &str, last: u8| LocalIdentifiers {
+        device_name: Some(format!("Broker Taint {who} {run}")),
+        device_id: Some(format!("did-{who}-{run}")),
+        vin: Some(format!("LBROKER{who}{run}")),
+        account_uid: Some(format!("uid-{run}-{who}")),
+        mac: Some(format!("02:7f:{}:{last:02x}", {
+            let r = random::<3>();
+            format!("{:02x}:{:02x}:{:02x}", r[0], r[1], r[2])
+        })),
+    };
+    let (car_ids, phone_ids, co_ids, stranger_ids) = (
+        ids("car", 1),
+        ids("phone", 2),
+        ids("couser", 3),
+        ids("stranger", 4),
+    );
+    let broker = mosquitto::Mosquitto::start();
+    let tap = MqttTap::start(broker.port()).await;
+    let over = |dir: Option<&Path>, ids: &LocalIdentifiers| NodeConfig {
+        relay: Some(tether_node::RelayConfig::new("127.0.0.1", tap.port)),
+        ..node_config(dir, ids.clone())
+    };
+
+    let phone_dir = tempfile::tempdir().unwrap();
+    let phone = Phone::open(over(Some(phone_dir.path()), &phone_ids)).unwrap();
+    phone.create_account().unwrap();
+    let car = HeadUnit::open(over(None, &car_ids)).unwrap();
+    let grant: EnrollmentGrant = phone
+        .enroll_device(&car.enrollment_request().unwrap())
+        .unwrap();
+    car.complete_enrollment(&grant).unwrap();
+    let phone_credentials = stored_credentials(phone_dir.path());
+    car.start().await.unwrap();
+
+    // Everything a member does, from afar.
+    let link = phone.connect_via_relay().await.unwrap();
+    assert!(link.via_relay());
+    assert!(!link.get(Vec::new()).await.unwrap().is_empty());
+    let mut sub = link
+        .subscribe(vec![signals::DOOR_IS_LOCKED[0].to_string()])
+        .await
+        .unwrap();
+    sub.next().await.unwrap().unwrap();
+    link.command(control::lock(), &random::<16>())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    sub.cancel();
+
+    // A co-user at the grant's rendezvous.
+    let co_dir = tempfile::tempdir().unwrap();
+    let co_user = Phone::open(over(Some(co_dir.path()), &co_ids)).unwrap();
+    co_user.create_account().unwrap();
+    let co_credentials = stored_credentials(co_dir.path());
+    let issued = phone
+        .share(
+            &link,
+            co_user.authority_public_key().unwrap(),
+            &tether_node::ShareOptions {
+                permissions: vec![tether_node::SharePermission::VehicleStatus],
+                devices: Vec::new(),
+                valid_for_s: 3600,
+                nickname: format!("Owner {run}"),
+            },
+        )
+        .await
+        .unwrap();
+    co_user.accept_invite(&issued.invite).unwrap();
+    let co_link = co_user
+        .connect_shared_via_relay(issued.grant_id)
+        .await
+        .unwrap();
+    co_link.get(vec![signals::RANGE.into()]).await.unwrap();
+    co_link.close();
+    link.close();
+
+    // A stranger's account: it cannot even name the car's rendezvous, and
+    // its own (of its account's key) has nobody.
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let stranger = Phone::open(over(Some(stranger_dir.path()), &stranger_ids)).unwrap();
+    stranger.create_account().unwrap();
+    let stranger_credentials = stored_credentials(stranger_dir.path());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), stranger.connect_via_relay())
+            .await
+            .map_or(true, |r| r.is_err())
+    );
+
+    tokio::time::sleep(SETTLE).await;
+    car.shutdown().await.unwrap();
+    tokio::time::sleep(SETTLE).await;
+    let streams = tap.stop();
+
+    let group_key = tether_identity::GroupKey::from_bytes(&grant.group_key).unwrap();
+    let relay_key = group_key.relay_key();
+    let mut identifiers = Vec::new();
+    for (who, ids) in [
+        ("car", &car_ids),
+        ("phone", &phone_ids),
+        ("co_user", &co_ids),
+        ("stranger", &stranger_ids),
+    ] {
+        identifiers.extend(planted(who, ids));
+    }
+    identifiers.push(Identifier::text("nickname", &format!("Owner {run}")));
+    let car_certificate = grant.certificate.clone().unwrap();
+    identifiers.extend(member("car", &car.public_key().unwrap(), &car_certificate));
+    for (who, c) in [
+        ("phone", &phone_credentials),
+        ("co_user", &co_credentials),
+        ("stranger", &stranger_credentials),
+    ] {
+        identifiers.extend(member(
+            who,
+            &c.certificate().public_key,
+            c.certificate_message(),
+        ));
+        identifiers.extend(account(
+            &format!("{who}_account"),
+            c.authority_public_key(),
+            c.group_key().expect("phones hold a group key").as_bytes(),
+        ));
+    }
+    identifiers.push(Identifier::binary("owner.relay_key", &relay_key));
+    identifiers.push(Identifier::binary(
+        "owner.hub_relay_key",
+        &group_key.hub_relay_key(),
+    ));
+    identifiers.push(Identifier::binary("grant.id", &issued.grant_id));
+    let (patterns, dropped) = taint::patterns(&identifiers);
+
+    let corpus: Vec<Capture> = streams
+        .iter()
+        .map(|(id, way, bytes)| Capture {
+            label: format!("MQTT connection #{id} {way}"),
+            bytes: bytes.clone(),
+        })
+        .collect();
+    let connections = streams
+        .iter()
+        .map(|(id, ..)| *id)
+        .max()
+        .map_or(0, |m| m + 1);
+    let corpus_bytes: usize = corpus.iter().map(|c| c.bytes.len()).sum();
+    assert!(
+        connections >= 4,
+        "car, phone, co-user and stranger each connect"
+    );
+    assert!(
+        corpus_bytes > 10_000,
+        "sessions crossed the tap: {corpus_bytes} bytes"
+    );
+
+    // The capture provably holds the car's rendezvous topic of this window
+    // (the search finds what is there); the next window's is another string.
+    let prefix = tether_relay::TopicPrefix::default();
+    let now = tether_node::unix_now();
+    let rendezvous = tether_relay::Rendezvous::new(&relay_key);
+    let window = tether_relay::window_at(now);
+    let this_window = rendezvous.id(window).topic(&prefix);
+    let next_window = rendezvous.id(window + 1).topic(&prefix);
+    assert_ne!(this_window, next_window);
+    assert_ne!(
+        this_window[prefix.as_str().len()..],
+        next_window[prefix.as_str().len()..]
+    );
+    let control = taint::patterns(&[Identifier::text("control.topic", &this_window)]).0;
+    assert!(
+        !taint::search(&control, &corpus).is_empty(),
+        "the capture does not hold the car's topic"
+    );
+
+    let findings = taint::search(&patterns, &corpus);
+    println!(
+        "broker taint: {connections} MQTT connections, {corpus_bytes} bytes; {} identifiers, \
+         {} patterns ({dropped} forms skipped); {} findings",
+        identifiers.len(),
+        patterns.len(),
+        findings.len()
+    );
+    assert!(
+        findings.is_empty(),
+        "identifiers crossed the broker (R2, R4):\n{}",
         findings
             .iter()
             .map(|f| format!(
