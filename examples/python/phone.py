@@ -600,12 +600,13 @@ async def super_tasks(tether, link, host, narrator):
     )
 
 
-async def run(tether, host_kind, narrator, data_dir):
+async def run(tether, host_kind, narrator, data_dir, broker):
     loopback = tether.NodeSettings(
         data_dir=None,
         network=tether.Network.LOOPBACK_ONLY,
         port=0,
         identifiers=tether.LocalIdentifiers(),
+        broker=broker,
     )
     phone_settings = tether.NodeSettings(
         data_dir=data_dir,
@@ -614,6 +615,7 @@ async def run(tether, host_kind, narrator, data_dir):
         identifiers=tether.LocalIdentifiers(
             device_name="Python Phone", account_uid="py-uid-7", mac="02:00:5e:00:00:07"
         ),
+        broker=broker,
     )
 
     # 1. Enroll: the phone creates the account; its secrets go to the key store.
@@ -661,6 +663,20 @@ async def run(tether, host_kind, narrator, data_dir):
         f"{len(status)} signals, doors unlocked",
         t,
     )
+
+    # 4b. The remote path: the same session through the MQTT broker, as a
+    #     phone away from home would (SPEC §19.11).
+    if broker is not None:
+        t = time.monotonic()
+        remote = await phone.connect_via_relay()
+        remote_status = await remote.read([DOOR_LOCKS[0]])
+        narrator.step(
+            "remote path",
+            remote.via_relay() and not link.via_relay() and len(remote_status) == 1,
+            f"session through the broker at {broker}; read {remote_status[0].path}",
+            t,
+        )
+        remote.close()
 
     # 5. Subscribe: updates arrive through a Python callback.
     t = time.monotonic()
@@ -855,6 +871,9 @@ def main():
     parser.add_argument("--bindings", required=True, help="directory with tether.py and the library")
     parser.add_argument("--host", choices=["self", "stdio"], default="self")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--broker", default=None, help="mqtt://HOST:PORT of an MQTT broker, for the remote-path step"
+    )
     args = parser.parse_args()
 
     tether = load_bindings(args.bindings)
@@ -863,7 +882,7 @@ def main():
     error = None
     with tempfile.TemporaryDirectory(prefix="tether-py-") as data_dir:
         try:
-            asyncio.run(run(tether, args.host, narrator, os.path.join(data_dir, "phone")))
+            asyncio.run(run(tether, args.host, narrator, os.path.join(data_dir, "phone"), args.broker))
         except StepFailed as e:
             ok, error = False, str(e)
         except Exception as e:  # anything unexpected fails the run, loudly

@@ -20,8 +20,11 @@ use tokio::process::Command;
 
 mod support;
 
+#[path = "../../crates/tether-relay/tests/support/mod.rs"]
+mod mosquitto;
+
 /// Steps `phone.py` reports when everything works.
-const EXPECTED_STEPS: usize = 23;
+const EXPECTED_STEPS: usize = 24;
 /// The whole script, discovery windows included, takes a few seconds.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the car may look for the lamp's token on loopback mDNS.
@@ -119,7 +122,13 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
             bindings.path().to_path_buf()
         }
     };
-    let car = HeadUnit::open(NodeConfig::default()).unwrap();
+    // The remote-path step: the car also answers through a real broker.
+    let broker = mosquitto::Mosquitto::start();
+    let car = HeadUnit::open(NodeConfig {
+        relay: Some(tether_node::RelayConfig::new("127.0.0.1", broker.port())),
+        ..NodeConfig::default()
+    })
+    .unwrap();
     let hub = tether_node::Hub::open(NodeConfig::default()).unwrap();
 
     let script = workspace_root().join("examples/python/phone.py");
@@ -128,6 +137,7 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
         .arg("--bindings")
         .arg(&bindings_dir)
         .args(["--host", "stdio", "--json"])
+        .args(["--broker", &format!("mqtt://127.0.0.1:{}", broker.port())])
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -282,6 +292,7 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
 async fn python_hosts_its_own_head_unit_through_the_bindings() {
     let bindings = tempfile::tempdir().unwrap();
     generate_python_bindings(bindings.path());
+    let broker = mosquitto::Mosquitto::start();
     let script = workspace_root().join("examples/python/phone.py");
     let out = tokio::time::timeout(
         SCRIPT_TIMEOUT,
@@ -290,6 +301,7 @@ async fn python_hosts_its_own_head_unit_through_the_bindings() {
             .arg("--bindings")
             .arg(bindings.path())
             .args(["--host", "self", "--json"])
+            .args(["--broker", &format!("mqtt://127.0.0.1:{}", broker.port())])
             .env("RUST_BACKTRACE", "0")
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -312,6 +324,12 @@ async fn python_hosts_its_own_head_unit_through_the_bindings() {
     assert_eq!(done["ok"], true, "{stdout}");
     assert!(out.status.success());
     assert_eq!(steps.len(), EXPECTED_STEPS, "{stdout}");
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["name"] == "remote path" && s["ok"] == true),
+        "{stdout}"
+    );
     assert!(
         steps.iter().any(|s| s["name"] == "devices on the head unit"
             && s["detail"].as_str().unwrap().contains("upgrade is refused")),

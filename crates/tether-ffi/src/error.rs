@@ -101,6 +101,13 @@ pub enum TetherError {
         /// What failed.
         detail: String,
     },
+    /// The remote path: the MQTT broker could not be reached or used, or
+    /// no broker is set (`NodeSettings.broker`), SPEC §19.11.
+    #[error("relay: {detail}")]
+    Relay {
+        /// What failed.
+        detail: String,
+    },
     /// The node has no certificate yet.
     #[error("this node is not enrolled in an account")]
     NotEnrolled,
@@ -173,6 +180,7 @@ impl From<NodeError> for TetherError {
             NodeError::Automation(_) => TetherError::Automation { detail },
             NodeError::Share(_) => TetherError::Share { detail },
             NodeError::Revocation(_) => TetherError::Revocation { detail },
+            NodeError::Relay(_) | NodeError::NoRelay => TetherError::Relay { detail },
             NodeError::NotEnrolled => TetherError::NotEnrolled,
             NodeError::NoAuthority => TetherError::NoAuthority,
             NodeError::State(_) => TetherError::State { detail },
@@ -223,6 +231,7 @@ mod tests {
     fn every_node_error_keeps_its_variant() {
         let cases = [
             (NodeError::NotEnrolled, "NotEnrolled"),
+            (NodeError::NoRelay, "Relay"),
             (NodeError::NoAuthority, "NoAuthority"),
             (NodeError::State("x"), "State"),
             (NodeError::UnexpectedPeer("x"), "UnexpectedPeer"),

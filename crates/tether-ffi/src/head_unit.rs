@@ -33,7 +33,7 @@ impl HeadUnit {
         key_store: Option<Box<dyn PlatformKeyStore>>,
     ) -> Result<Arc<Self>, TetherError> {
         guard(|| {
-            let inner = tether_node::HeadUnit::open(settings.into_config(bridge(key_store)))?;
+            let inner = tether_node::HeadUnit::open(settings.into_config(bridge(key_store))?)?;
             Ok(Arc::new(Self {
                 inner: Arc::new(inner),
             }))

@@ -37,6 +37,12 @@ impl VehicleLink {
         self.inner.resumed()
     }
 
+    /// Whether the session runs through the MQTT broker (the remote path,
+    /// SPEC §19.11) rather than directly over the LAN.
+    pub fn via_relay(&self) -> bool {
+        self.inner.via_relay()
+    }
+
     /// The vehicle's public key as certified by the account.
     pub fn vehicle_key(&self) -> Vec<u8> {
         self.inner.vehicle_key().to_vec()

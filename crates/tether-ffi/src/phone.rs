@@ -35,7 +35,7 @@ impl Phone {
         key_store: Option<Box<dyn PlatformKeyStore>>,
     ) -> Result<Arc<Self>, TetherError> {
         guard(|| {
-            let inner = tether_node::Phone::open(settings.into_config(bridge(key_store)))?;
+            let inner = tether_node::Phone::open(settings.into_config(bridge(key_store))?)?;
             Ok(Arc::new(Self {
                 inner: Arc::new(inner),
             }))
@@ -159,6 +159,17 @@ impl Phone {
         })
         .await
         .map(|link| Arc::new(VehicleLink::new(link)))
+    }
+
+    /// Opens an account-bound session to the car through the MQTT broker
+    /// (`NodeSettings.broker`), from anywhere (SPEC §19.11): the same
+    /// handshake, requests and receipts as on the LAN, end to end
+    /// encrypted. No broker set: `TetherError.Relay`.
+    pub async fn connect_via_relay(&self) -> Result<Arc<VehicleLink>, TetherError> {
+        let inner = self.inner.clone();
+        run(async move { inner.connect_via_relay().await })
+            .await
+            .map(|link| Arc::new(VehicleLink::new(link)))
     }
 
     /// Waits until the account's home hub is found on the LAN (at most

@@ -76,27 +76,42 @@ pub struct NodeSettings {
     pub port: u16,
     /// Identifiers kept locally only.
     pub identifiers: LocalIdentifiers,
+    /// The MQTT broker of the remote path, `mqtt://HOST:PORT` (SPEC §19):
+    /// a head unit also answers there; a phone reaches the car from
+    /// anywhere (`Phone.connectViaRelay`). `None`: the LAN only.
+    #[uniffi(default = None)]
+    pub broker: Option<String>,
 }
 
 impl NodeSettings {
-    /// The node configuration, with `key_store` for the secrets.
+    /// The node configuration, with `key_store` for the secrets. A broker
+    /// URL that does not parse is `TetherError.InvalidArgument`.
     pub(crate) fn into_config(
         self,
         key_store: Option<std::sync::Arc<dyn tether_node::KeyStore>>,
-    ) -> NodeConfig {
+    ) -> Result<NodeConfig, crate::TetherError> {
+        let relay = self
+            .broker
+            .as_deref()
+            .map(tether_node::RelayConfig::from_url)
+            .transpose()
+            .map_err(|e| crate::TetherError::InvalidArgument {
+                detail: e.to_string(),
+            })?;
         let (interfaces, bind_ip) = match self.network {
             Network::LoopbackOnly => (Interfaces::LoopbackOnly, IpAddr::V4(Ipv4Addr::LOCALHOST)),
             Network::AllInterfaces => (Interfaces::All, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         };
-        NodeConfig {
+        Ok(NodeConfig {
             data_dir: self.data_dir.map(PathBuf::from),
             interfaces,
             bind_ip,
             port: self.port,
             identifiers: self.identifiers.into(),
             key_store,
+            relay,
             ..NodeConfig::default()
-        }
+        })
     }
 }
 

@@ -24,6 +24,7 @@ fn loopback() -> NodeSettings {
         network: Network::LoopbackOnly,
         port: 0,
         identifiers: LocalIdentifiers::default(),
+        broker: None,
     }
 }
 
