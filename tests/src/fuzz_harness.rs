@@ -69,6 +69,8 @@ pub use automation::automation_task;
 pub use automation_state::automation_state;
 mod relay;
 pub use relay::relay_envelope;
+mod mailbox;
+pub use mailbox::mailbox_letter;
 use tether_session::handshake::{
     ClientHandshake, Event, HandshakeConfig, HandshakeError, Output, ResumptionTicket,
     ServerHandshake, TICKET_LIFETIME_S, TicketKey, decode_message,
@@ -79,7 +81,7 @@ pub type Harness = fn(&[u8]);
 
 /// Every target: its name (the `[[bin]]` in `fuzz/Cargo.toml` and the
 /// directory under `fuzz/corpus/`) and its harness.
-pub const TARGETS: [(&str, Harness); 21] = [
+pub const TARGETS: [(&str, Harness); 22] = [
     ("envelope", envelope),
     ("frame", frame),
     ("handshake_server", handshake_server),
@@ -101,6 +103,7 @@ pub const TARGETS: [(&str, Harness); 21] = [
     ("automation_state", automation_state),
     ("revocation_list", revocation_list),
     ("relay_envelope", relay_envelope),
+    ("mailbox_letter", mailbox_letter),
 ];
 
 /// The fixed "now" (Unix seconds) the fixture's certificates are issued at.
@@ -1084,6 +1087,7 @@ pub fn seeds() -> Vec<Seed> {
     automation::seeds(&mut add);
     automation_state::seeds(&mut add);
     relay::seeds(&mut add);
+    mailbox::seeds(&mut add);
     seeds
 }
 

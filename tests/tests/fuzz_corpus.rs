@@ -93,6 +93,7 @@ replay_tests!(
     automation_state,
     revocation_list,
     relay_envelope,
+    mailbox_letter,
 );
 
 #[test]

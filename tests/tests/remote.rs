@@ -3,7 +3,8 @@
 //! mosquitto on loopback, over the same Tether session as on the LAN; a
 //! co-user reaches the car at its grant's rendezvous and is cut off by
 //! revocation; a phone with a broker still prefers the LAN when the car is
-//! on it.
+//! on it; a command left for a sleeping car runs once when it wakes, not
+//! after its deadline, and never twice whatever the broker replays.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
@@ -13,11 +14,15 @@ mod mosquitto;
 use std::time::Duration;
 
 use mosquitto::Mosquitto;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tether_control::{client as control, signals};
 use tether_node::{
-    HeadUnit, NodeConfig, NodeError, Phone, RelayConfig, ShareOptions, SharePermission, SignalData,
-    VehicleRoute, Via,
+    CommandOutcome, HeadUnit, MailboxAnswer, MailboxReply, NodeConfig, NodeError, Phone,
+    RelayConfig, ShareOptions, SharePermission, SignalData, VehicleRoute, Via,
 };
+use tether_proto::v1::{CommandState, ErrorCode};
 use tether_session::quic::{CloseCode, SessionError};
 
 fn over(broker: &Mosquitto) -> NodeConfig {
@@ -198,5 +203,218 @@ async fn auto_path_prefers_the_lan_and_takes_the_relay_when_the_lan_fails() {
         lan_only.connect_via_relay().await,
         Err(NodeError::NoRelay)
     ));
+    car.shutdown().await.unwrap();
+}
+
+/// The account's group key, from a phone's store (the node exposes none).
+fn group_key_of(dir: &std::path::Path) -> tether_identity::GroupKey {
+    tether_store::Store::open(dir)
+        .unwrap()
+        .load_identity()
+        .unwrap()
+        .unwrap()
+        .group_key()
+        .unwrap()
+}
+
+fn executed(reply: Option<MailboxReply>) -> CommandOutcome {
+    match reply.expect("the car answered").answer {
+        MailboxAnswer::Executed(outcome) => outcome,
+        other => panic!("not executed: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r23_a_command_left_for_a_sleeping_car_runs_once_when_it_wakes() {
+    let broker = Mosquitto::start();
+    let (owner, car) = owner_and_car(&broker).await;
+    car.shutdown().await.unwrap(); // the car sleeps
+    let posted = owner
+        .post_command(control::unlock(), [0x11; 16], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        owner
+            .next_mailbox_reply(Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_none(),
+        "nobody answers while the car sleeps"
+    );
+    car.start().await.unwrap(); // it wakes: the broker delivers the letter
+    let reply = owner
+        .next_mailbox_reply(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.as_ref().map(|r| r.in_reply_to),
+        Some(posted.letter_id)
+    );
+    let first = executed(reply);
+    assert_eq!(first.state, CommandState::Succeeded);
+    assert_eq!(car.executions().await.unwrap().unlock, 1);
+    // Posted again with the same key (a retry): the same receipt, not run.
+    owner
+        .post_command(control::unlock(), [0x11; 16], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let again = executed(
+        owner
+            .next_mailbox_reply(Duration::from_secs(10))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(again.receipt, first.receipt);
+    assert_eq!(car.executions().await.unwrap().unlock, 1);
+    // And over a live session with the same key: the same receipt too.
+    let link = owner.connect_via_relay().await.unwrap();
+    let live = link.command(control::unlock(), &[0x11; 16]).await.unwrap();
+    assert_eq!(live.receipt, first.receipt);
+    assert_eq!(car.executions().await.unwrap().unlock, 1);
+    car.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_command_whose_deadline_passed_is_refused_and_not_run() {
+    let broker = Mosquitto::start();
+    let (owner, car) = owner_and_car(&broker).await;
+    car.shutdown().await.unwrap();
+    let posted = owner
+        .post_command(control::lock(), [0x22; 16], Duration::from_millis(200))
+        .await
+        .unwrap();
+    // Past the deadline, but before the broker's Message Expiry (whole
+    // seconds, rounded up): the broker still delivers it, and the car
+    // refuses it on its own clock.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    car.start().await.unwrap();
+    let reply = owner
+        .next_mailbox_reply(Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("the car says why it did not run the command");
+    assert_eq!(reply.in_reply_to, posted.letter_id);
+    assert!(
+        matches!(
+            reply.answer,
+            MailboxAnswer::Refused {
+                code: ErrorCode::DeadlineExceeded,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(car.executions().await.unwrap().lock, 0);
+    // Values out of range are refused before anything is posted.
+    assert!(
+        owner
+            .post_command(control::lock(), [0x23; 16], Duration::ZERO)
+            .await
+            .is_err()
+    );
+    assert!(
+        owner
+            .post_command(
+                control::lock(),
+                [0x23; 16],
+                tether_node::MAX_LETTER_VALIDITY + Duration::from_secs(1)
+            )
+            .await
+            .is_err()
+    );
+    car.shutdown().await.unwrap();
+}
+
+/// A raw MQTT client on the broker: what an operator who replays, or a
+/// stranger who publishes, can do.
+async fn raw_client(broker: &Mosquitto, id: &str) -> (AsyncClient, rumqttc::v5::EventLoop) {
+    let mut options = MqttOptions::new(id, "127.0.0.1", broker.port());
+    options.set_max_packet_size(Some(64 * 1024));
+    AsyncClient::new(options, 64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_replaying_a_letter_runs_it_once_and_garbage_gets_nothing_r31() {
+    let broker = Mosquitto::start();
+    let owner_dir = tempfile::tempdir().unwrap();
+    let owner = Phone::open(NodeConfig {
+        data_dir: Some(owner_dir.path().to_path_buf()),
+        ..over(&broker)
+    })
+    .unwrap();
+    owner.create_account().unwrap();
+    let car = HeadUnit::open(over(&broker)).unwrap();
+    car.complete_enrollment(
+        &owner
+            .enroll_device(&car.enrollment_request().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    car.start().await.unwrap();
+    let mailbox = group_key_of(owner_dir.path()).mailbox_key().car_mailbox();
+    let topic = tether_relay::TopicId(mailbox).topic(&tether_relay::TopicPrefix::default());
+
+    // The operator records what is posted to the car's mailbox.
+    let (spy, mut spy_loop) = raw_client(&broker, "operator-spy").await;
+    spy.subscribe(topic.clone(), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = spy_loop.poll().await.unwrap() {
+            break;
+        }
+    }
+    owner
+        .post_command(control::lock(), [0x33; 16], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let captured = loop {
+        if let Event::Incoming(Packet::Publish(p)) = spy_loop.poll().await.unwrap() {
+            break p.payload.to_vec();
+        }
+    };
+    let first = executed(
+        owner
+            .next_mailbox_reply(Duration::from_secs(10))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(car.executions().await.unwrap().lock, 1);
+
+    // Replayed, garbage, and a letter altered in one byte.
+    let mut altered = captured.clone();
+    let middle = altered.len() / 2;
+    altered[middle] ^= 1;
+    for payload in [captured.clone(), vec![1; 100], altered, captured] {
+        spy.publish(topic.clone(), QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    // Drive the spy's connection so the publishes leave.
+    tokio::spawn(async move { while spy_loop.poll().await.is_ok() {} });
+    // Each replay is answered with the same receipt; nothing runs twice;
+    // garbage and the altered letter get no answer at all.
+    for _ in 0..2 {
+        let replayed = executed(
+            owner
+                .next_mailbox_reply(Duration::from_secs(10))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(replayed.receipt, first.receipt);
+    }
+    assert!(
+        owner
+            .next_mailbox_reply(Duration::from_millis(800))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(car.executions().await.unwrap().lock, 1);
+    // Members are still served.
+    let link = owner.connect_via_relay().await.unwrap();
+    link.get(vec![signals::DOOR_IS_LOCKED[0].into()])
+        .await
+        .unwrap();
     car.shutdown().await.unwrap();
 }

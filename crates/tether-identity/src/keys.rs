@@ -160,6 +160,12 @@ impl GroupKey {
         self.derive(b"tether/1 hub relay")
     }
 
+    /// Key of the account's mailboxes on the relay (SPEC §19.12): names
+    /// them and seals the letters left there. HKDF info `tether/1 mailbox`.
+    pub fn mailbox_key(&self) -> crate::MailboxKey {
+        crate::MailboxKey::new(self.derive(b"tether/1 mailbox"))
+    }
+
     /// Key for the handshake's membership proof: HKDF info `tether/1 membership`.
     pub fn membership_key(&self) -> [u8; 32] {
         self.derive(b"tether/1 membership")

@@ -22,6 +22,7 @@ mod certificate;
 mod credentials;
 mod error;
 mod keys;
+mod letter;
 mod revocation;
 mod share;
 
@@ -35,6 +36,10 @@ pub use credentials::{Adopted, Credentials};
 pub use error::{CertificateError, EnrollmentError, KeyError};
 pub use keys::{
     DeviceKey, DeviceSecret, GroupKey, PUBLIC_KEY_LEN, SIGNATURE_LEN, verify_signature,
+};
+pub use letter::{
+    LETTER_VERSION, LetterContents, LetterError, MAILBOX_ID_LEN, MAX_SEALED_LETTER, MailboxKey,
+    OpenedLetter, letter_plaintext_for_fuzzing, may_post_commands,
 };
 pub use revocation::{
     GROUP_KEY_GRACE_S, MAX_REVOCATION_LIST_BYTES, MAX_REVOKED_KEYS, REVOCATION_LIST_CONTEXT,

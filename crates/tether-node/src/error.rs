@@ -46,6 +46,9 @@ pub enum NodeError {
     #[error("relay: {0}")]
     Relay(#[from] tether_relay::RelayError),
 
+    /// A letter for the relay's mailbox could not be sealed (SPEC §19.12).
+    #[error("letter: {0}")]
+    Letter(#[from] tether_identity::LetterError),
     /// The node has no broker configured (`NodeConfig::relay`), so it has
     /// no remote path (SPEC §19.11).
     #[error("no relay broker is configured")]

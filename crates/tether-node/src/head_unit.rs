@@ -63,6 +63,8 @@ struct Running {
     /// socket the listener also accepts on, and the task that keeps the
     /// rendezvous topics in step with the group key and the grants.
     relay: Option<(Arc<RelaySocket>, tokio::task::JoinHandle<()>)>,
+    /// The car's mailbox on the broker (SPEC §19.12).
+    mailbox: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A car's head unit. Create with [`HeadUnit::open`], enroll once, then
@@ -266,12 +268,26 @@ impl HeadUnit {
             }
             None => None,
         };
+        let stream_ids = Arc::new(AtomicU64::new(1));
+        // Commands left while the car slept (SPEC §19.12): its persistent
+        // mailbox session delivers them now.
+        let mailbox = match &self.config.relay {
+            Some(config) => Some(
+                crate::mailbox::serve_car_mailbox(
+                    config,
+                    credentials.clone(),
+                    service_tx.clone(),
+                    stream_ids.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         // R17: scan for bound devices at power-on.
         {
             let devices = devices.clone();
             tokio::spawn(async move { devices.rescan(false, DEVICE_SCAN_WINDOW).await });
         }
-        let stream_ids = Arc::new(AtomicU64::new(1));
         let tx = service_tx.clone();
         let serving_shares = shares.clone();
         let serving_devices = devices.clone();
@@ -324,6 +340,7 @@ impl HeadUnit {
             certificates,
             certificate_task,
             relay,
+            mailbox,
         });
         Ok(address)
     }
@@ -562,6 +579,9 @@ impl HeadUnit {
         r.automation_timers.abort();
         r.certificate_task.abort();
         if let Some((_, task)) = &r.relay {
+            task.abort();
+        }
+        if let Some(task) = &r.mailbox {
             task.abort();
         }
         let (current, grace) = {

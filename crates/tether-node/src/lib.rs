@@ -35,6 +35,7 @@ mod error;
 mod head_unit;
 mod hub;
 mod hub_link;
+mod mailbox;
 mod membership;
 mod ota;
 mod phone;
@@ -59,6 +60,7 @@ pub use error::NodeError;
 pub use head_unit::HeadUnit;
 pub use hub::{HOME_SWITCH, Hub, SimHome};
 pub use hub_link::HubLink;
+pub use mailbox::{MAX_LETTER_VALIDITY, MailboxAnswer, MailboxReply, PostedCommand};
 pub use ota::{
     FirmwareImage, InstalledFirmware, OtaProgress, OtaReport, OtaTarget, OtaTransferError,
     send_firmware,

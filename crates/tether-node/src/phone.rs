@@ -132,6 +132,7 @@ pub struct Phone {
     credentials: Mutex<Option<Arc<Credentials>>>,
     connector: OnceCell<Connector>,
     remote: OnceCell<RemotePath>,
+    mailbox: OnceCell<crate::mailbox::PhoneMailbox>,
     membership: Mutex<Option<Arc<crate::membership::Membership>>>,
 }
 
@@ -157,6 +158,7 @@ impl Phone {
             credentials: Mutex::new(credentials),
             connector: OnceCell::new(),
             remote: OnceCell::new(),
+            mailbox: OnceCell::new(),
             membership: Mutex::new(None),
         })
     }
@@ -515,6 +517,49 @@ impl Phone {
             .connect_with_grant(call.addr, &access)
             .await?;
         Ok(VehicleLink::new(session)?.over_relay(call))
+    }
+
+    /// This phone's mailbox on the broker, connected on first use: its
+    /// persistent session keeps the car's answers while the app is away
+    /// (SPEC §19.12).
+    async fn mailbox(&self) -> Result<&crate::mailbox::PhoneMailbox, NodeError> {
+        let relay = self.config.relay.clone().ok_or(NodeError::NoRelay)?;
+        let credentials = self.credentials()?;
+        self.mailbox
+            .get_or_try_init(|| async {
+                crate::mailbox::PhoneMailbox::open(&relay, &credentials).await
+            })
+            .await
+    }
+
+    /// Leaves `command` for the car in its mailbox on the broker, whether
+    /// the car is awake or not (SPEC §19.12): sealed and signed end to end,
+    /// run at most once when the car reads it within `valid_for` (at most
+    /// [`crate::MAX_LETTER_VALIDITY`]), never after. The answer comes to
+    /// this phone's own mailbox: [`Phone::next_mailbox_reply`]. Posting
+    /// again with the same `idempotency_key` runs nothing twice.
+    pub async fn post_command(
+        &self,
+        command: tether_proto::v1::VehicleCommand,
+        idempotency_key: [u8; 16],
+        valid_for: Duration,
+    ) -> Result<crate::PostedCommand, NodeError> {
+        let credentials = self.credentials()?;
+        self.mailbox()
+            .await?
+            .post(&credentials, command, idempotency_key, valid_for)
+            .await
+    }
+
+    /// The next answer the car left in this phone's mailbox (a verified
+    /// receipt, or why it did not run the command), waiting at most
+    /// `timeout`; `None` when none came.
+    pub async fn next_mailbox_reply(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<crate::MailboxReply>, NodeError> {
+        let credentials = self.credentials()?;
+        self.mailbox().await?.next(&credentials, timeout).await
     }
 
     /// [`Phone::reach_vehicle_via`] with [`Via::Auto`].

@@ -19,10 +19,14 @@ pub mod envelope;
 pub mod topic;
 
 #[cfg(feature = "mqtt")]
+pub mod mailbox;
+#[cfg(feature = "mqtt")]
 mod mqtt;
 
 pub use envelope::{Envelope, EnvelopeError, decode, encode};
 pub use topic::{ROTATION_S, Rendezvous, TopicError, TopicId, TopicPrefix, window_at};
 
+#[cfg(feature = "mqtt")]
+pub use mailbox::{Delivery, Mailbox};
 #[cfg(feature = "mqtt")]
 pub use mqtt::{MAX_INCOMING_PACKET, RelayConfig, RelayError, RelaySocket, RelayStats};

@@ -133,6 +133,10 @@ pub enum RelayError {
     /// The socket's connection task has ended.
     #[error("the relay socket is closed")]
     Closed,
+    /// The broker did not acknowledge a queued letter in time (SPEC
+    /// §19.12): it may or may not hold it; posting it again is safe.
+    #[error("the MQTT broker did not acknowledge the letter in time")]
+    NotAcknowledged,
 }
 
 /// Counters of a relay socket, for tests and diagnostics.
@@ -381,7 +385,7 @@ impl Shared {
 }
 
 /// Aborts a task when dropped.
-struct AbortOnDrop(AbortHandle);
+pub(crate) struct AbortOnDrop(pub(crate) AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -1,0 +1,413 @@
+//! Commands for a sleeping car (SPEC §19.12): the phone leaves a sealed,
+//! signed command with a deadline in the car's mailbox on the broker; the
+//! car runs it exactly once when it wakes if the deadline has not passed,
+//! and leaves its signed receipt (or why not) in the phone's own mailbox.
+//!
+//! Exactly once: the broker delivers a letter at least once (QoS 1, acked
+//! only after the answer is posted); the car runs the command through its
+//! command log, keyed by the sender's principal and the idempotency key, so
+//! a second delivery or a replay by the broker gets the same receipt and
+//! executes nothing (SPEC §8.3).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prost::Message;
+use tether_control::{Principal, SessionId};
+use tether_identity::{
+    Credentials, LetterContents, MAILBOX_ID_LEN, MailboxKey, OpenedLetter, Role, may_post_commands,
+};
+use tether_proto::v1::{
+    CommandReason, CommandReceipt, CommandState, Envelope, ErrorCode, VehicleCommand, envelope,
+    request, response,
+};
+use tether_relay::{Delivery, Mailbox, RelayConfig, TopicId};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::NodeError;
+use crate::config::unix_now;
+use crate::serve::ServiceInput;
+use crate::vehicle_link::CommandOutcome;
+
+/// The longest a letter may be valid: the broker keeps a mailbox's session
+/// that long ([`tether_relay::mailbox::SESSION_EXPIRY_S`]).
+pub const MAX_LETTER_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long the car's answer waits in the phone's mailbox.
+const ANSWER_EXPIRY_S: u32 = 7 * 24 * 3600;
+
+/// How long the car gives a mailbox command to reach its final state.
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn error_envelope(code: ErrorCode, message: &str) -> Envelope {
+    Envelope {
+        body: Some(envelope::Body::Error(tether_proto::v1::Error {
+            code: code as i32,
+            message: message.into(),
+        })),
+        ..Envelope::default()
+    }
+}
+
+/// The car's side: its mailbox session, and the task that answers letters.
+pub(crate) async fn serve_car_mailbox(
+    relay: &RelayConfig,
+    credentials: Arc<Credentials>,
+    service: mpsc::UnboundedSender<ServiceInput>,
+    stream_ids: Arc<AtomicU64>,
+) -> Result<tokio::task::JoinHandle<()>, NodeError> {
+    let key = credentials
+        .group_key()
+        .ok_or(NodeError::NotEnrolled)?
+        .mailbox_key();
+    let own = key.car_mailbox();
+    let (mailbox, mut letters) =
+        Mailbox::connect(relay, key.client_id(&own), vec![TopicId(own)]).await?;
+    Ok(tokio::spawn(async move {
+        while let Some(delivery) = letters.recv().await {
+            let answer = answer_letter(&key, &own, &credentials, &delivery, &service, &stream_ids);
+            if let Some((to, sealed)) = answer.await {
+                // Posted before the letter is acknowledged: a crash in
+                // between delivers the letter again, and the command log
+                // answers it with the same receipt.
+                let mut posted = false;
+                for wait_ms in [0, 200, 800, 3_000] {
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    match mailbox
+                        .post(&TopicId(to), sealed.clone(), ANSWER_EXPIRY_S)
+                        .await
+                    {
+                        Ok(()) => {
+                            posted = true;
+                            break;
+                        }
+                        Err(e) => warn!(error = %e, "posting a mailbox answer failed; retrying"),
+                    }
+                }
+                if !posted {
+                    // Not acknowledged: the broker delivers it again later.
+                    continue;
+                }
+            }
+            if let Err(e) = mailbox.ack(&delivery).await {
+                warn!(error = %e, "acknowledging a letter failed");
+            }
+        }
+    }))
+}
+
+/// Opens one letter and runs it; the answer to post and where, or `None`
+/// for what is dropped unanswered (anything that does not authenticate).
+async fn answer_letter(
+    key: &MailboxKey,
+    own: &[u8; MAILBOX_ID_LEN],
+    credentials: &Credentials,
+    delivery: &Delivery,
+    service: &mpsc::UnboundedSender<ServiceInput>,
+    stream_ids: &AtomicU64,
+) -> Option<([u8; MAILBOX_ID_LEN], Vec<u8>)> {
+    if delivery.topic.0 != *own {
+        return None;
+    }
+    let letter = match key.open(credentials, own, &delivery.payload, unix_now()) {
+        Ok(letter) => letter,
+        Err(e) => {
+            debug!(error = %e, "a letter that does not authenticate is dropped");
+            return None;
+        }
+    };
+    let reply = run_letter(&letter, service, stream_ids).await;
+    let contents = LetterContents {
+        not_after_unix_ms: unix_ms().saturating_add(u64::from(ANSWER_EXPIRY_S) * 1000),
+        reply_mailbox: *own,
+        payload: reply.encode_to_vec(),
+        in_reply_to: Some(letter.letter_id),
+    };
+    match key.seal(credentials, &letter.contents.reply_mailbox, &contents) {
+        Ok((sealed, _)) => Some((letter.contents.reply_mailbox, sealed)),
+        Err(e) => {
+            warn!(error = %e, "sealing a mailbox answer failed");
+            None
+        }
+    }
+}
+
+/// Runs a letter's command through the vehicle service, as a request on a
+/// session would run (SPEC §8), and returns the final answer.
+async fn run_letter(
+    letter: &OpenedLetter,
+    service: &mpsc::UnboundedSender<ServiceInput>,
+    stream_ids: &AtomicU64,
+) -> Envelope {
+    let role = letter.sender.role;
+    if !may_post_commands(role) {
+        return error_envelope(ErrorCode::PermissionDenied, "this role sends no commands");
+    }
+    // The car's own clock decides; the broker cannot extend a deadline
+    // that is inside the signed, sealed letter.
+    if unix_ms() > letter.contents.not_after_unix_ms {
+        info!("a mailbox command arrived after its deadline: not executed");
+        return error_envelope(
+            ErrorCode::DeadlineExceeded,
+            "the command's deadline passed before the car woke: not executed",
+        );
+    }
+    let Ok(request) = Envelope::decode(letter.contents.payload.as_slice()) else {
+        return error_envelope(ErrorCode::BadRequest, "the letter holds no envelope");
+    };
+    let is_command = matches!(
+        &request.body,
+        Some(envelope::Body::Request(tether_proto::v1::Request {
+            kind: Some(request::Kind::Command(_))
+        }))
+    );
+    if !is_command {
+        return error_envelope(ErrorCode::Unsupported, "a mailbox takes commands only");
+    }
+    let stream = tether_control::StreamId(stream_ids.fetch_add(1, Ordering::Relaxed));
+    let (writer, mut answers) = mpsc::unbounded_channel();
+    // Keyed by the sender's device, as its sessions are: a retry over a
+    // session with the same key gets the same receipt (SPEC §8.3).
+    let peer = tether_control::PeerInfo::member(role, SessionId(u64::MAX))
+        .with_principal(Principal::Device(letter.sender.public_key));
+    if service
+        .send(ServiceInput::Request {
+            stream,
+            peer,
+            envelope: Box::new(request),
+            writer,
+        })
+        .is_err()
+    {
+        return error_envelope(ErrorCode::Internal, "the vehicle service stopped");
+    }
+    let last = tokio::time::timeout(RUN_TIMEOUT, async {
+        while let Some(answer) = answers.recv().await {
+            let last = match &answer.body {
+                Some(envelope::Body::Error(_)) => true,
+                Some(envelope::Body::Response(r)) => matches!(
+                    &r.kind,
+                    Some(response::Kind::CommandStatus(s)) if s.receipt.is_some()
+                ),
+                _ => false,
+            };
+            if last {
+                return Some(answer);
+            }
+        }
+        None
+    })
+    .await;
+    let _ = service.send(ServiceInput::Closed(stream));
+    match last {
+        Ok(Some(answer)) => answer,
+        Ok(None) => error_envelope(ErrorCode::Internal, "the command ended without a receipt"),
+        Err(_) => error_envelope(ErrorCode::DeadlineExceeded, "the command did not finish"),
+    }
+}
+
+/// A command left in the car's mailbox ([`crate::Phone::post_command`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostedCommand {
+    /// The letter's id; the car's answer names it.
+    pub letter_id: [u8; MAILBOX_ID_LEN],
+    /// The command's idempotency key (post again with it: run once).
+    pub idempotency_key: [u8; 16],
+    /// Unix milliseconds after which the car will not run it.
+    pub not_after_unix_ms: u64,
+}
+
+/// What the car answered to a letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailboxAnswer {
+    /// The command ran (or had run: the same receipt); receipt verified
+    /// against the car's certified key.
+    Executed(CommandOutcome),
+    /// The car did not run it, and says why (`DEADLINE_EXCEEDED`: it woke
+    /// after the deadline; `PERMISSION_DENIED`...).
+    Refused {
+        /// The car's error code.
+        code: ErrorCode,
+        /// Its text.
+        message: String,
+    },
+}
+
+/// An answer that came to the phone's mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxReply {
+    /// The letter it answers.
+    pub in_reply_to: [u8; MAILBOX_ID_LEN],
+    /// The answer.
+    pub answer: MailboxAnswer,
+}
+
+/// Letter id → (idempotency key, command) of the commands posted.
+type Pending = std::collections::HashMap<[u8; 16], ([u8; 16], VehicleCommand)>;
+
+/// The phone's mailbox session (made on first use) and the commands it is
+/// waiting on.
+pub(crate) struct PhoneMailbox {
+    pub(crate) key: MailboxKey,
+    pub(crate) own: [u8; MAILBOX_ID_LEN],
+    pub(crate) mailbox: Mailbox,
+    pub(crate) letters: tokio::sync::Mutex<mpsc::Receiver<Delivery>>,
+    /// letter id → (idempotency key, command), to check each receipt is
+    /// for what was asked.
+    pub(crate) pending: std::sync::Mutex<Pending>,
+}
+
+impl PhoneMailbox {
+    pub(crate) async fn open(
+        relay: &RelayConfig,
+        credentials: &Credentials,
+    ) -> Result<Self, NodeError> {
+        let key = credentials
+            .group_key()
+            .ok_or(NodeError::NotEnrolled)?
+            .mailbox_key();
+        let own = key.member_mailbox(&credentials.certificate().public_key);
+        let (mailbox, letters) =
+            Mailbox::connect(relay, key.client_id(&own), vec![TopicId(own)]).await?;
+        Ok(Self {
+            key,
+            own,
+            mailbox,
+            letters: tokio::sync::Mutex::new(letters),
+            pending: std::sync::Mutex::default(),
+        })
+    }
+
+    pub(crate) async fn post(
+        &self,
+        credentials: &Credentials,
+        command: VehicleCommand,
+        idempotency_key: [u8; 16],
+        valid_for: Duration,
+    ) -> Result<PostedCommand, NodeError> {
+        if valid_for.is_zero() || valid_for > MAX_LETTER_VALIDITY {
+            return Err(NodeError::State(
+                "a mailbox command is valid for 1 ms to 7 days",
+            ));
+        }
+        let key = tether_control::client::IdempotencyKey::from_bytes(&idempotency_key)
+            .ok_or(NodeError::State("idempotency key must be 16 to 32 bytes"))?;
+        let not_after_unix_ms = unix_ms().saturating_add(valid_for.as_millis() as u64);
+        let request = tether_control::client::command(1, &key, 0, command);
+        let contents = LetterContents {
+            not_after_unix_ms,
+            reply_mailbox: self.own,
+            payload: request.encode_to_vec(),
+            in_reply_to: None,
+        };
+        let car = self.key.car_mailbox();
+        let (sealed, letter_id) = self.key.seal(credentials, &car, &contents)?;
+        crate::wire::lock(&self.pending).insert(letter_id, (idempotency_key, command));
+        // Whole seconds, rounded up: the broker may drop it once the
+        // deadline passed, never before.
+        let expiry = u32::try_from(valid_for.as_millis().div_ceil(1000)).unwrap_or(u32::MAX);
+        self.mailbox.post(&TopicId(car), sealed, expiry).await?;
+        Ok(PostedCommand {
+            letter_id,
+            idempotency_key,
+            not_after_unix_ms,
+        })
+    }
+
+    /// The next answer from the car, at most `timeout`; `None` when none
+    /// came. Letters that do not authenticate, or not from the car, are
+    /// dropped.
+    pub(crate) async fn next(
+        &self,
+        credentials: &Credentials,
+        timeout: Duration,
+    ) -> Result<Option<MailboxReply>, NodeError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut letters = self.letters.lock().await;
+        loop {
+            let delivery = match tokio::time::timeout_at(deadline, letters.recv()).await {
+                Err(_) => return Ok(None),
+                Ok(None) => return Err(NodeError::Relay(tether_relay::RelayError::Closed)),
+                Ok(Some(d)) => d,
+            };
+            let reply = self.read(credentials, &delivery);
+            self.mailbox.ack(&delivery).await?;
+            match reply {
+                Some(reply) => return Ok(Some(reply)),
+                None => continue,
+            }
+        }
+    }
+
+    fn read(&self, credentials: &Credentials, delivery: &Delivery) -> Option<MailboxReply> {
+        let letter = match self
+            .key
+            .open(credentials, &self.own, &delivery.payload, unix_now())
+        {
+            Ok(l) => l,
+            Err(e) => {
+                debug!(error = %e, "a letter that does not authenticate is dropped");
+                return None;
+            }
+        };
+        if letter.sender.role != Role::Vehicle {
+            debug!("a letter not from the car is dropped");
+            return None;
+        }
+        let in_reply_to = letter.contents.in_reply_to?;
+        let answer = Envelope::decode(letter.contents.payload.as_slice()).ok()?;
+        let pending = crate::wire::lock(&self.pending).remove(&in_reply_to);
+        let answer = match answer.body {
+            Some(envelope::Body::Error(e)) => MailboxAnswer::Refused {
+                code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
+                message: e.message,
+            },
+            Some(envelope::Body::Response(tether_proto::v1::Response {
+                kind: Some(response::Kind::CommandStatus(status)),
+            })) => {
+                let receipt: CommandReceipt = status.receipt?;
+                let car_key = letter.sender.public_key;
+                let body = match &pending {
+                    Some((key, command)) => {
+                        let key = tether_control::client::IdempotencyKey::from_bytes(key)?;
+                        tether_control::client::verify_receipt_for(
+                            &car_key, &receipt, &key, command,
+                        )
+                    }
+                    None => tether_control::client::verify_receipt(&car_key, &receipt),
+                };
+                let body = match body {
+                    Ok(b) => b,
+                    Err(e) => {
+                        warn!(error = %e, "a mailbox receipt does not verify; dropped");
+                        return None;
+                    }
+                };
+                let state =
+                    CommandState::try_from(status.state).unwrap_or(CommandState::Unspecified);
+                MailboxAnswer::Executed(CommandOutcome {
+                    states: vec![state],
+                    state,
+                    reason: CommandReason::try_from(status.reason)
+                        .unwrap_or(CommandReason::Unspecified),
+                    sequence: body.sequence,
+                    receipt: receipt.encode_to_vec(),
+                })
+            }
+            _ => return None,
+        };
+        Some(MailboxReply {
+            in_reply_to,
+            answer,
+        })
+    }
+}
