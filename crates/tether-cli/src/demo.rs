@@ -456,6 +456,10 @@ async fn steps(
     crate::demo_tasks::task_steps(config, &phone, &car, &link, found.address, n, extra).await?;
     link.close();
 
+    // 14. The car sleeps: a command left in its mailbox on the broker runs
+    //     once when it wakes; one past its deadline does not (SPEC §19.12).
+    crate::demo_remote::sleep_steps(&phone, &car, n, extra).await?;
+
     car.shutdown().await?;
     Ok(())
 }

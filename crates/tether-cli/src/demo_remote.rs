@@ -10,7 +10,8 @@ use serde_json::json;
 use tether_control::client as control;
 use tether_control::signals;
 use tether_node::{
-    HeadUnit, NodeError, Phone, ShareOptions, SharePermission, SignalData, VehicleRoute, Via,
+    HeadUnit, MailboxAnswer, NodeError, Phone, ShareOptions, SharePermission, SignalData,
+    VehicleRoute, Via,
 };
 
 use crate::narrate::Narrator;
@@ -174,5 +175,103 @@ pub(crate) async fn remote_steps(
             Err(e) => Err(e.to_string()),
         },
     );
+    Ok(())
+}
+
+/// The car sleeps (SPEC §19.12): a command left in its mailbox runs once
+/// when it wakes and the receipt reaches the phone; one whose deadline
+/// passed while it slept is refused and not run. Run last: the car's LAN
+/// port changes when it wakes.
+pub(crate) async fn sleep_steps(
+    owner: &Phone,
+    car: &HeadUnit,
+    n: &mut Narrator,
+    extra: &mut serde_json::Value,
+) -> Result<(), NodeError> {
+    let t = Instant::now();
+    car.shutdown().await?;
+    let key = tether_node::new_idempotency_key()?;
+    let posted = owner
+        .post_command(control::unlock(), key, Duration::from_secs(600))
+        .await;
+    let expired = owner
+        .post_command(
+            control::flash_honk(true, false),
+            tether_node::new_idempotency_key()?,
+            Duration::from_millis(300),
+        )
+        .await;
+    let (posted, expired) = match (posted, expired) {
+        (Ok(p), Ok(e)) => (p, e),
+        (Err(e), _) | (_, Err(e)) => {
+            n.record("car sleeps, unlock queued", t, Err(e.to_string()));
+            return Ok(());
+        }
+    };
+    // Past the flash's deadline, before the broker's expiry (1 s).
+    let asleep_answers = owner.next_mailbox_reply(Duration::from_millis(400)).await?;
+    let before = car.executions().await.ok();
+    car.start().await?;
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        let wait = if answers.is_empty() {
+            PUSH_TIMEOUT
+        } else {
+            Duration::from_secs(1)
+        };
+        match owner.next_mailbox_reply(wait).await? {
+            Some(reply) => answers.push(reply),
+            None => break,
+        }
+    }
+    let executions = car.executions().await?;
+    let find = |id: &[u8; 16]| {
+        answers
+            .iter()
+            .find(|a| a.in_reply_to == *id)
+            .map(|a| &a.answer)
+    };
+    n.record(
+        "car sleeps, unlock queued",
+        t,
+        match find(&posted.letter_id) {
+            Some(MailboxAnswer::Executed(outcome))
+                if asleep_answers.is_none()
+                    && before.is_none()
+                    && executions.unlock == 1
+                    && outcome.state == tether_proto::v1::CommandState::Succeeded =>
+            {
+                Ok(format!(
+                    "posted sealed to the car's mailbox while it slept; it woke, ran the unlock once and the signed receipt #{} waited for the phone in its own mailbox",
+                    outcome.sequence
+                ))
+            }
+            other => Err(format!(
+                "answer {other:?}, unlocks {}, answered while asleep: {}",
+                executions.unlock,
+                asleep_answers.is_some()
+            )),
+        },
+    );
+    let t = Instant::now();
+    n.record(
+        "expired queued command refused",
+        t,
+        match find(&expired.letter_id) {
+            Some(MailboxAnswer::Refused { code, .. })
+                if *code == tether_proto::v1::ErrorCode::DeadlineExceeded
+                    && executions.flash_honk == 0 =>
+            {
+                Ok("a flash with a 300 ms deadline, read after the car woke: refused (deadline exceeded) and not run".into())
+            }
+            // The broker may drop it at its Message Expiry: then nothing runs
+            // and nothing answers, which is also right.
+            None if executions.flash_honk == 0 => Ok(
+                "a flash with a 300 ms deadline: the broker dropped it at its expiry; not run".into(),
+            ),
+            other => Err(format!("answer {other:?}, flashes {}", executions.flash_honk)),
+        },
+    );
+    extra["mailbox_answers"] = json!(answers.len());
     Ok(())
 }

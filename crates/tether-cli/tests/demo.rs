@@ -16,7 +16,7 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
     assert_eq!(report["ok"], true, "{report:#}");
     assert!(out.status.success());
     let steps = report["steps"].as_array().unwrap();
-    assert!(steps.len() >= 38, "{report:#}");
+    assert!(steps.len() >= 40, "{report:#}");
     for name in [
         "devices reappear on the LAN",
         "phone lists, renames, reorders",
@@ -32,6 +32,8 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
         "subscribe and lock via broker",
         "co-user remote, then revoked",
         "phone back on the LAN",
+        "car sleeps, unlock queued",
+        "expired queued command refused",
         "hub joins and follows car",
         "owner creates super tasks",
         "car leaves home",
