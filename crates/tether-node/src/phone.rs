@@ -9,7 +9,8 @@ use prost::Message;
 use tether_discovery::{Browser, DiscoveryEvent};
 use tether_identity::{
     AcceptedInvite, AccountAuthority, Credentials, DeviceKey, EnrollmentGrant, EnrollmentRequest,
-    GrantKey, GrantRequest, LocalAuthority, Permissions, Role, ShareInvite, accept_invite,
+    GrantKey, GrantRequest, GroupKey, LocalAuthority, Permissions, Role, ShareInvite,
+    accept_invite,
 };
 use tether_session::GrantAccess;
 use tether_session::quic::Connector;
@@ -17,6 +18,7 @@ use tether_store::Store;
 use tokio::sync::OnceCell;
 
 use crate::NodeError;
+use crate::adverts::browse_keys;
 use crate::config::{NodeConfig, random_bytes, unix_now};
 use crate::share::{HeldShare, IssuedShare, ShareOptions, share_status};
 use crate::vehicle_link::VehicleLink;
@@ -362,13 +364,8 @@ impl Phone {
 
     /// Browses mDNS for `window` and reports what this phone can resolve.
     pub async fn discover(&self, window: Duration) -> Result<DiscoveryReport, NodeError> {
-        let credentials = self.credentials()?;
-        let group = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
-        let mut keys = vec![group.discovery_key()];
         // SPEC §3.6: a member that has caught up still finds one that has not.
-        if let Some(previous) = credentials.previous_group_key(unix_now()) {
-            keys.push(previous.discovery_key());
-        }
+        let keys = browse_keys(&*self.credentials()?, GroupKey::discovery_key)?;
         let mut browser = Browser::start(keys, self.config.interfaces)?;
         let mut report = DiscoveryReport::default();
         let deadline = tokio::time::Instant::now() + window;
@@ -390,23 +387,25 @@ impl Phone {
         Ok(report)
     }
 
-    /// Waits until a member of this account is found (at most `timeout`).
+    /// Waits until a member of this account is found (at most `timeout`),
+    /// under the current group key or, during a rotation's grace period,
+    /// the previous one (a car that has not caught up yet, SPEC §3.6).
     pub async fn discover_vehicle(
         &self,
         timeout: Duration,
     ) -> Result<DiscoveredVehicle, NodeError> {
-        let credentials = self.credentials()?;
-        let group = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
-        self.find_first(group.discovery_key(), timeout).await
+        let keys = browse_keys(&*self.credentials()?, GroupKey::discovery_key)?;
+        self.find_first(keys, timeout).await
     }
 
-    /// Browses until a token minted with `key` resolves (at most `timeout`).
+    /// Browses until a token minted with one of `keys` resolves (at most
+    /// `timeout`).
     async fn find_first(
         &self,
-        key: [u8; 32],
+        keys: Vec<[u8; 32]>,
         timeout: Duration,
     ) -> Result<DiscoveredVehicle, NodeError> {
-        find_member(key, self.config.interfaces, timeout).await
+        find_member(keys, self.config.interfaces, timeout).await
     }
 
     async fn connector(&self) -> Result<&Connector, NodeError> {
@@ -458,14 +457,12 @@ impl Phone {
     }
 
     /// Waits until the account's home hub is found on the LAN (at most
-    /// `timeout`); it advertises under its own key (SPEC §18.8).
+    /// `timeout`); it advertises under its own key (SPEC §18.8), of the
+    /// current group key or, during a rotation's grace period, the previous
+    /// one (a hub that has not caught up yet, SPEC §3.6).
     pub async fn discover_hub(&self, timeout: Duration) -> Result<SocketAddr, NodeError> {
-        let credentials = self.credentials()?;
-        let group = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
-        Ok(self
-            .find_first(group.hub_discovery_key(), timeout)
-            .await?
-            .address)
+        let keys = browse_keys(&*self.credentials()?, GroupKey::hub_discovery_key)?;
+        Ok(self.find_first(keys, timeout).await?.address)
     }
 
     /// Opens an account-bound session to the home hub at `address`, to
@@ -588,7 +585,7 @@ impl Phone {
         timeout: Duration,
     ) -> Result<DiscoveredVehicle, NodeError> {
         let key = self.invite(&grant_id)?.grant_key.discovery_key();
-        self.find_first(key, timeout).await
+        self.find_first(vec![key], timeout).await
     }
 
     /// (Co-user) opens a session to the shared car under the grant.
@@ -629,11 +626,11 @@ impl Phone {
 /// Browses the LAN until a token minted with `key` resolves (at most
 /// `timeout`): the first member found, with its address.
 pub(crate) async fn find_member(
-    key: [u8; 32],
+    keys: Vec<[u8; 32]>,
     interfaces: tether_discovery::Interfaces,
     timeout: Duration,
 ) -> Result<DiscoveredVehicle, NodeError> {
-    let mut browser = Browser::start(vec![key], interfaces)?;
+    let mut browser = Browser::start(keys, interfaces)?;
     let result = browser.find_first(timeout).await;
     let _ = browser.shutdown().await;
     let resolved = result?;
