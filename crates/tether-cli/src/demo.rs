@@ -75,8 +75,8 @@ pub(crate) async fn run(json: bool, interfaces: Interfaces) -> Result<ExitCode, 
         println!(
             "Tether demo: a head unit and two phones over loopback mDNS and QUIC (the second\n\
              phone's account first refused, then admitted as a co-user), a lamp\n\
-             commissioned over simulated Bluetooth, and a home hub running super tasks\n\
-             on a recorded drive.\n"
+             commissioned over simulated Bluetooth, a home hub running super tasks\n\
+             on a recorded drive, and a lost phone removed from the account.\n"
         );
     }
     let total = Instant::now();
@@ -417,6 +417,11 @@ async fn steps(
     let link = phone.connect(found.address).await?;
     crate::demo_tasks::task_steps(config, &phone, &car, &link, found.address, n, extra).await?;
     link.close();
+
+    // 13. A lost phone: the owner's phone removes a second phone it
+    //     enrolled; the car refuses it from the owner's next contact on
+    //     (SPEC §3.6).
+    crate::demo_removal::removal_steps(config, &phone, &car, found.address, n, extra).await?;
 
     car.shutdown().await?;
     Ok(())
