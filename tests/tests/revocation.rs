@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tether_discovery::{Browser, DiscoveryEvent, Interfaces};
 use tether_identity::{AccountAuthority, Credentials, DeviceKey, GroupKey, LocalAuthority, Role};
-use tether_node::{Clock, HeadUnit, Hub, NodeConfig, Phone, unix_now};
+use tether_node::{Clock, HeadUnit, NodeConfig, Phone, unix_now};
 use tether_proto::v1::{Envelope, ErrorCode, MembershipSync, Request, envelope, request, response};
 use tether_session::quic::{CloseCode, Connector, Listener, SessionError};
 
@@ -347,15 +347,8 @@ async fn r3_a_ticket_of_a_removed_phone_is_refused_on_resumption() {
 /// grace token at most, never the new one, and is refused by the hub.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r2_the_hub_moves_its_advert_to_the_new_key_the_removed_phone_cannot_resolve_it() {
-    let owner = Phone::open(NodeConfig::default()).unwrap();
-    owner.create_account().unwrap();
-    let hub = Hub::open(NodeConfig::default()).unwrap();
-    hub.complete_enrollment(
-        &owner
-            .enroll_device(&hub.enrollment_request().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let owner = support::owner();
+    let hub = support::enrolled_hub(&owner, NodeConfig::default());
     hub.start(Clock::manual(0)).unwrap();
     let served = hub.serve().unwrap();
     // The lost phone, enrolled by hand to keep the group key its grant
