@@ -22,7 +22,10 @@ template and installs the template back, has the car park so that an
 unlock task asks the owner first (a Python callback hears the question;
 one answer declines, the next confirms, R23), and switches the consent off.
 Then it finds the home hub by the hub's own token, installs "porch on" there
-and runs it (SPEC 18.8).
+and runs it (SPEC 18.8). Then a lost phone (SPEC 3.6): it enrolls a second
+phone, lists the account's devices, removes that phone (the revocation serial
+rises), and sees the car refuse it. Last, the identity (and the list) come
+back from the key store.
 
 The head unit comes from one of two places:
   --host self   (default) started here through the bindings as well;
@@ -845,7 +848,43 @@ async def run(tether, host_kind, narrator, data_dir, broker):
     # 12b. The home hub's tasks (SPEC 18.8).
     await hub_tasks(tether, phone, host, narrator)
 
-    # 13. The key store is where the identity lives.
+    # 13. A lost phone (SPEC 3.6): a second phone of the owner's, enrolled
+    # by this phone's authority, is removed; the revocation serial rises and
+    # the car refuses it once this phone has handed it the list.
+    t = time.monotonic()
+    lost = tether.Phone.open(loopback, None)
+    lost.complete_enrollment(phone.enroll_device(lost.enrollment_request()))
+    lost_link = await lost.connect(found.address)
+    lost_read = len(await lost_link.read(DOOR_LOCKS))
+    lost_link.close()
+    devices = phone.account_devices()
+    second = [d for d in devices if d.role == "phone" and not d.this_device]
+    check(len(second) == 1, f"account devices: {devices}")
+    serial_before = phone.revocation_serial()
+    removal = phone.remove_device(second[0].public_key)
+    removed = [d.removed for d in phone.account_devices() if d.public_key == second[0].public_key]
+    link = await phone.connect(found.address)
+    link.close()
+    await lost.forget_tickets()
+    refused = False
+    try:
+        await lost.connect(found.address)
+    except (tether.TetherError.Session, tether.TetherError.Control):
+        refused = True
+    narrator.step(
+        "remove a lost phone",
+        lost_read == len(DOOR_LOCKS)
+        and removal.serial == serial_before + 1
+        and phone.revocation_serial() == removal.serial
+        and removal.group_key_epoch == 1
+        and removed == [True]
+        and refused,
+        f"{len(devices)} account devices; list #{removal.serial}, group key epoch "
+        f"{removal.group_key_epoch}; the car refuses the removed phone",
+        t,
+    )
+
+    # 14. The key store is where the identity lives.
     t = time.monotonic()
     del phone
     reopened = tether.Phone.open(phone_settings, key_store)
@@ -857,6 +896,7 @@ async def run(tether, host_kind, narrator, data_dir, broker):
     narrator.step(
         "key store",
         reopened.is_enrolled()
+        and reopened.revocation_serial() == removal.serial
         and without is not None
         and reopened.local_identifiers().account_uid == "py-uid-7",
         "reopened from the key store; without it the identity is unavailable",

@@ -24,7 +24,7 @@ mod support;
 mod mosquitto;
 
 /// Steps `phone.py` reports when everything works.
-const EXPECTED_STEPS: usize = 24;
+const EXPECTED_STEPS: usize = 25;
 /// The whole script, discovery windows included, takes a few seconds.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the car may look for the lamp's token on loopback mDNS.
@@ -241,6 +241,7 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
         "confirm on the phone",
         "car data to home off",
         "hub tasks",
+        "remove a lost phone",
         "key store",
     ] {
         assert!(
@@ -261,6 +262,10 @@ async fn python_phone_enrolls_controls_and_is_refused_by_another_account_r2_r23(
     );
     // The hub's task ran, sent as bytes from Python (SPEC §18.8).
     assert_eq!(hub.home().state().get("porch"), Some(&true));
+    // The phone removed a second phone and handed the list to the car
+    // (SPEC §3.6).
+    assert_eq!(car.revocation_serial(), 1);
+    assert_eq!(car.group_key_epoch(), 1);
     let stats = car.listener_stats().await.unwrap();
     assert!(stats.authenticated >= 2, "{stats:?}");
     assert!(stats.refused >= 1, "{stats:?}");

@@ -418,3 +418,53 @@ async fn the_broker_replaying_a_letter_runs_it_once_and_garbage_gets_nothing_r31
         .unwrap();
     car.shutdown().await.unwrap();
 }
+
+/// A removal rotates the group key (SPEC §3.6): the car that learns the new
+/// key opens its new mailbox at once, so a letter posted under the new key
+/// while it sleeps afterwards is queued for it (SPEC §19.12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_under_a_new_group_key_reaches_a_car_that_slept_after_the_rotation() {
+    let broker = Mosquitto::start();
+    let (owner, car) = owner_and_car(&broker).await;
+    let lost = Phone::open(over(&broker)).unwrap();
+    let request = lost
+        .enrollment_request(tether_identity::Role::Phone)
+        .unwrap();
+    lost.complete_enrollment(&owner.enroll_device(&request).unwrap())
+        .unwrap();
+    owner.remove_device(lost.public_key().unwrap()).unwrap();
+    // The owner's next contact hands the list and the new key to the car.
+    owner.connect_via_relay().await.unwrap();
+    assert_eq!(car.group_key_epoch(), 1);
+    car.shutdown().await.unwrap();
+    let posted = owner
+        .post_command(control::lock(), [0x44; 16], Duration::from_secs(60))
+        .await
+        .unwrap();
+    car.start().await.unwrap();
+    let reply = owner
+        .next_mailbox_reply(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.as_ref().map(|r| r.in_reply_to),
+        Some(posted.letter_id)
+    );
+    assert_eq!(executed(reply).state, CommandState::Succeeded);
+    // The removed phone's letters (sealed under the old key it knows) run
+    // nothing: its certificate is on the list.
+    assert!(
+        lost.post_command(control::unlock(), [0x45; 16], Duration::from_secs(60))
+            .await
+            .is_ok(),
+        "the broker takes anything"
+    );
+    assert!(
+        lost.next_mailbox_reply(Duration::from_secs(2))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(car.executions().await.unwrap().unlock, 0);
+    car.shutdown().await.unwrap();
+}

@@ -3,7 +3,8 @@
 //! rotates the group key; the car refuses the removed phone cold and on
 //! resumption and its new token no longer resolves for it; a watch that was
 //! offline catches up from the car on its next contact; old and forged lists
-//! change nothing; everything survives a restart.
+//! change nothing; everything survives a restart; the home hub moves its
+//! advert to the new key once the owner's phone hands it the list.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
 
@@ -12,8 +13,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tether_identity::{AccountAuthority, Credentials, DeviceKey, LocalAuthority, Role};
-use tether_node::{HeadUnit, NodeConfig, Phone, unix_now};
+use tether_discovery::{Browser, DiscoveryEvent, Interfaces};
+use tether_identity::{AccountAuthority, Credentials, DeviceKey, GroupKey, LocalAuthority, Role};
+use tether_node::{Clock, HeadUnit, NodeConfig, Phone, unix_now};
 use tether_proto::v1::{Envelope, ErrorCode, MembershipSync, Request, envelope, request, response};
 use tether_session::quic::{CloseCode, Connector, Listener, SessionError};
 
@@ -25,6 +27,23 @@ fn member_phone(owner: &Phone, role: Role, config: NodeConfig) -> Phone {
         .complete_enrollment(&owner.enroll_device(&request).unwrap())
         .unwrap();
     phone
+}
+
+/// The tokens that resolve under `keys` within `window`, each with the
+/// index of the key that minted it.
+async fn resolved_tokens(keys: Vec<[u8; 32]>, window: Duration) -> Vec<(usize, String)> {
+    let mut browser = Browser::start(keys, Interfaces::LoopbackOnly).unwrap();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, browser.next()).await {
+        if let DiscoveryEvent::Resolved(r) = event
+            && !seen.contains(&(r.key_index, r.token.clone()))
+        {
+            seen.push((r.key_index, r.token));
+        }
+    }
+    browser.shutdown().await.unwrap();
+    seen
 }
 
 fn sync_request(sync: MembershipSync) -> Envelope {
@@ -105,14 +124,8 @@ async fn r3_removed_phone_is_refused_its_session_closed_and_the_new_token_unreso
     // advert under the old key does, SPEC §3.6), while the owner finds it.
     assert!(car.has_grace_advert().await);
     let token = car.current_token().await.unwrap();
-    assert_eq!(
-        owner
-            .discover_vehicle(Duration::from_secs(10))
-            .await
-            .unwrap()
-            .token,
-        token
-    );
+    let found = owner.discover(Duration::from_secs(3)).await.unwrap();
+    assert!(found.resolved.iter().any(|v| v.token == token), "{found:?}");
     let seen = lost.discover(Duration::from_secs(3)).await.unwrap();
     assert!(!seen.resolved.iter().any(|v| v.token == token), "{seen:?}");
     car.shutdown().await.unwrap();
@@ -324,4 +337,81 @@ async fn r3_a_ticket_of_a_removed_phone_is_refused_on_resumption() {
         }
     ));
     served.abort();
+}
+
+/// SPEC §3.6, §18.8: the hub learns the list and the new key when the
+/// owner's phone contacts it (found under the previous key, since the hub
+/// has not caught up yet), then advertises under the new epoch's hub
+/// discovery key with a grace advert under the old one. The owner still
+/// finds it; the removed phone, which holds only the old key, resolves the
+/// grace token at most, never the new one, and is refused by the hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r2_the_hub_moves_its_advert_to_the_new_key_the_removed_phone_cannot_resolve_it() {
+    let owner = support::owner();
+    let hub = support::enrolled_hub(&owner, NodeConfig::default());
+    hub.start(Clock::manual(0)).unwrap();
+    let served = hub.serve().unwrap();
+    // The lost phone, enrolled by hand to keep the group key its grant
+    // carried (epoch 0).
+    let lost = Phone::open(NodeConfig::default()).unwrap();
+    let grant = owner
+        .enroll_device(&lost.enrollment_request(Role::Phone).unwrap())
+        .unwrap();
+    lost.complete_enrollment(&grant).unwrap();
+    let old_key = GroupKey::from_bytes(&grant.group_key)
+        .unwrap()
+        .hub_discovery_key();
+    let old_token = hub.current_token().await.unwrap();
+    assert!(lost.connect_hub(served).await.is_ok());
+
+    owner.remove_device(lost.public_key().unwrap()).unwrap();
+    assert_eq!(hub.revocation_serial(), 0);
+    // The owner is on the new key, the hub not yet: the owner finds it
+    // under the previous key and hands the list over on contact.
+    let found = owner.discover_hub(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(found.port(), served.port());
+    owner.connect_hub(found).await.unwrap().close();
+    assert_eq!(hub.revocation_serial(), 1);
+    let mut moved = false;
+    for _ in 0..150 {
+        if hub.has_grace_advert().await {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(moved, "the hub keeps advertising under the old key only");
+    let new_token = hub.current_token().await.unwrap();
+    assert_ne!(new_token, old_token);
+
+    // A device enrolled now receives the new key in its grant: the hub's
+    // current token resolves under it, and the owner still finds the hub.
+    let late = Phone::open(NodeConfig::default()).unwrap();
+    let new_key = GroupKey::from_bytes(
+        &owner
+            .enroll_device(&late.enrollment_request(Role::Watch).unwrap())
+            .unwrap()
+            .group_key,
+    )
+    .unwrap()
+    .hub_discovery_key();
+    let seen = resolved_tokens(vec![new_key, old_key], Duration::from_secs(3)).await;
+    assert!(seen.contains(&(0, new_token.clone())), "{seen:?}");
+    assert_eq!(
+        owner
+            .discover_hub(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .port(),
+        served.port()
+    );
+    // The removed phone's key resolves no token of the new epoch.
+    let lost_sees = resolved_tokens(vec![old_key], Duration::from_secs(3)).await;
+    assert!(
+        !lost_sees.iter().any(|(_, token)| *token == new_token),
+        "{lost_sees:?}"
+    );
+    lost.forget_tickets().await.unwrap();
+    assert!(lost.connect_hub(served).await.is_err());
+    hub.stop_serving();
 }

@@ -56,6 +56,24 @@ impl World {
             .unwrap();
         (owner_link, issued)
     }
+
+    /// A grant of `permissions` as [`World::grant`] makes it, accepted by
+    /// the co-user, and the co-user's session to the car under it (found
+    /// at the car's address, not by discovery).
+    async fn shared(
+        &self,
+        permissions: &[SharePermission],
+    ) -> (VehicleLink, IssuedShare, VehicleLink) {
+        let (owner_link, issued) = self.grant(permissions).await;
+        self.co_user.accept_invite(&issued.invite).unwrap();
+        let address = self.car.address().await.unwrap();
+        let co_link = self
+            .co_user
+            .connect_shared(issued.grant_id, address)
+            .await
+            .unwrap();
+        (owner_link, issued, co_link)
+    }
 }
 
 fn options(permissions: &[SharePermission]) -> ShareOptions {
@@ -135,18 +153,12 @@ async fn r16_co_user_finds_the_car_by_grant_token_and_keeps_working_after_owner_
 async fn r16_r19_revocation_closes_the_live_co_user_session_within_a_second() {
     let w = world().await;
     let address = w.car.address().await.unwrap();
-    let (owner_link, issued) = w
-        .grant(&[
+    let (owner_link, issued, link) = w
+        .shared(&[
             SharePermission::VehicleStatus,
             SharePermission::VehicleControl,
         ])
         .await;
-    w.co_user.accept_invite(&issued.invite).unwrap();
-    let link = w
-        .co_user
-        .connect_shared(issued.grant_id, address)
-        .await
-        .unwrap();
     let outcome = link.command(control::lock(), &[2; 16]).await.unwrap();
     assert_eq!(outcome.state, tether_proto::v1::CommandState::Succeeded);
     let mut subscription = link
@@ -237,14 +249,7 @@ fn refused(reply: Result<Envelope, SessionError>) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r16_every_out_of_scope_request_and_escalation_is_refused() {
     let w = world().await;
-    let address = w.car.address().await.unwrap();
-    let (owner_link, issued) = w.grant(&[]).await;
-    w.co_user.accept_invite(&issued.invite).unwrap();
-    let link = w
-        .co_user
-        .connect_shared(issued.grant_id, address)
-        .await
-        .unwrap();
+    let (owner_link, issued, link) = w.shared(&[]).await;
 
     assert!(denied(link.get(Vec::new()).await));
     // A subscription's refusal arrives as its first item.
@@ -323,18 +328,11 @@ async fn r16_invites_for_another_account_or_tampered_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r21_r32_a_co_user_reads_the_cars_position_only_with_the_location_permission() {
     let w = world().await;
-    let address = w.car.address().await.unwrap();
     let position = || vec![signals::LOCATION.to_owned()];
 
     // VEHICLE_STATUS: the car's state, but not where it is, though the
     // co-user's certificate is a phone's.
-    let (_owner_link, status_only) = w.grant(&[SharePermission::VehicleStatus]).await;
-    w.co_user.accept_invite(&status_only.invite).unwrap();
-    let link = w
-        .co_user
-        .connect_shared(status_only.grant_id, address)
-        .await
-        .unwrap();
+    let (_owner_link, _status_only, link) = w.shared(&[SharePermission::VehicleStatus]).await;
     assert!(denied(link.get(position()).await));
     let everything = link.get(Vec::new()).await.unwrap();
     assert!(!everything.is_empty());
@@ -342,18 +340,12 @@ async fn r21_r32_a_co_user_reads_the_cars_position_only_with_the_location_permis
 
     // VEHICLE_LOCATION as well: the position at the moment, never as a
     // subscription (a track).
-    let (_owner_link, with_location) = w
-        .grant(&[
+    let (_owner_link, _with_location, link) = w
+        .shared(&[
             SharePermission::VehicleStatus,
             SharePermission::VehicleLocation,
         ])
         .await;
-    w.co_user.accept_invite(&with_location.invite).unwrap();
-    let link = w
-        .co_user
-        .connect_shared(with_location.grant_id, address)
-        .await
-        .unwrap();
     assert_eq!(link.get(position()).await.unwrap().len(), 1);
     let tracked = match link.subscribe(position()).await {
         Err(e) => denied(Err::<(), _>(e)),
@@ -413,13 +405,7 @@ async fn r16_r19_revocation_cuts_the_co_user_off_even_while_the_store_fails() {
         car,
         co_user,
     };
-    let (owner_link, issued) = w.grant(&[SharePermission::VehicleStatus]).await;
-    w.co_user.accept_invite(&issued.invite).unwrap();
-    let link = w
-        .co_user
-        .connect_shared(issued.grant_id, address)
-        .await
-        .unwrap();
+    let (owner_link, issued, link) = w.shared(&[SharePermission::VehicleStatus]).await;
     assert!(!link.get(Vec::new()).await.unwrap().is_empty());
 
     // The car's store fails: its grants table is gone for a while.
@@ -478,14 +464,7 @@ async fn r16_r19_revocation_cuts_the_co_user_off_even_while_the_store_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r23_one_key_from_the_owner_and_a_co_user_executes_twice_each_with_its_own_receipt() {
     let w = world().await;
-    let address = w.car.address().await.unwrap();
-    let (owner_link, issued) = w.grant(&[SharePermission::VehicleControl]).await;
-    w.co_user.accept_invite(&issued.invite).unwrap();
-    let co_link = w
-        .co_user
-        .connect_shared(issued.grant_id, address)
-        .await
-        .unwrap();
+    let (owner_link, _issued, co_link) = w.shared(&[SharePermission::VehicleControl]).await;
     let key = [77u8; 16];
     let owner_first = owner_link.command(control::lock(), &key).await.unwrap();
     let co_first = co_link.command(control::lock(), &key).await.unwrap();
@@ -542,13 +521,7 @@ async fn member_refused(phone: &Phone, address: std::net::SocketAddr) -> (bool, 
 async fn r16_after_owner_logout_the_owner_is_refused_cold_and_resumed_until_login() {
     let w = world().await;
     let address = w.car.address().await.unwrap();
-    let (owner_link, issued) = w.grant(&[SharePermission::VehicleStatus]).await;
-    w.co_user.accept_invite(&issued.invite).unwrap();
-    let co_link = w
-        .co_user
-        .connect_shared(issued.grant_id, address)
-        .await
-        .unwrap();
+    let (owner_link, issued, co_link) = w.shared(&[SharePermission::VehicleStatus]).await;
     assert!(
         w.owner.has_ticket(address).await,
         "the phone holds a ticket from before the logout"

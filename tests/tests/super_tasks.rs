@@ -73,13 +73,7 @@ async fn setup() -> (
     car_tasks
         .define_place(Place::circle("home", HOME, 150.0))
         .unwrap();
-    let hub = Hub::open(NodeConfig::default()).unwrap();
-    hub.complete_enrollment(
-        &owner
-            .enroll_device(&hub.enrollment_request().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let hub = support::enrolled_hub(&owner, NodeConfig::default());
     let hub_tasks = hub.start(Clock::manual(START_MS)).unwrap();
     hub.define_place(Place::named("home")).unwrap();
     hub.connect(address).await.unwrap();
@@ -333,16 +327,9 @@ async fn tasks_traces_and_a_pending_delay_survive_a_restart_and_a_gone_device_is
         data_dir: Some(dir.path().to_path_buf()),
         ..NodeConfig::default()
     };
-    let owner = Phone::open(NodeConfig::default()).unwrap();
-    owner.create_account().unwrap();
+    let owner = support::owner();
     let (porch_task, garage_task) = {
-        let hub = Hub::open(config.clone()).unwrap();
-        hub.complete_enrollment(
-            &owner
-                .enroll_device(&hub.enrollment_request().unwrap())
-                .unwrap(),
-        )
-        .unwrap();
+        let hub = support::enrolled_hub(&owner, config.clone());
         let tasks = hub.start(Clock::manual(START_MS)).unwrap();
         // "Porch light on for ten minutes", run by hand.
         let porch = tasks

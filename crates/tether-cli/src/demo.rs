@@ -97,7 +97,8 @@ pub(crate) async fn run(
             "Tether demo: a head unit and two phones over loopback mDNS and QUIC (the second\n\
              phone's account first refused, then admitted as a co-user), a lamp\n\
              commissioned over simulated Bluetooth, the remote path through an MQTT\n\
-             broker ({}), and a home hub running super tasks on a recorded drive.\n",
+             broker ({}), a home hub running super tasks on a recorded drive, a\n\
+             lost phone removed from the account, and a sleeping car.\n",
             if embedded.is_some() {
                 "embedded on loopback"
             } else {
@@ -456,7 +457,12 @@ async fn steps(
     crate::demo_tasks::task_steps(config, &phone, &car, &link, found.address, n, extra).await?;
     link.close();
 
-    // 14. The car sleeps: a command left in its mailbox on the broker runs
+    // 14. A lost phone: the owner's phone removes a second phone it
+    //     enrolled; the car refuses it from the owner's next contact on
+    //     (SPEC §3.6).
+    crate::demo_removal::removal_steps(config, &phone, &car, found.address, n, extra).await?;
+
+    // 15. The car sleeps: a command left in its mailbox on the broker runs
     //     once when it wakes; one past its deadline does not (SPEC §19.12).
     crate::demo_remote::sleep_steps(&phone, &car, n, extra).await?;
 

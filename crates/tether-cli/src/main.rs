@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod demo;
 mod demo_devices;
 mod demo_remote;
+mod demo_removal;
 mod demo_tasks;
 mod narrate;
 mod pair;

@@ -16,7 +16,20 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
     assert_eq!(report["ok"], true, "{report:#}");
     assert!(out.status.success());
     let steps = report["steps"].as_array().unwrap();
-    assert!(steps.len() >= 40, "{report:#}");
+    // Every step of the demo; the lost phone's two, then the sleeping
+    // car's two, last (SPEC §3.6, §19.12).
+    assert_eq!(steps.len(), 42, "{report:#}");
+    for (i, name) in [
+        "owner removes a lost phone",
+        "car refuses the lost phone",
+        "car sleeps, unlock queued",
+        "expired queued command refused",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(steps[38 + i]["name"], *name, "{report:#}");
+    }
     for name in [
         "devices reappear on the LAN",
         "phone lists, renames, reorders",
@@ -41,6 +54,8 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
         "tasks trace says why",
         "share task as template",
         "car data to home off",
+        "owner removes a lost phone",
+        "car refuses the lost phone",
     ] {
         assert!(
             steps.iter().any(|s| s["name"] == name),
@@ -81,6 +96,9 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
     assert_eq!(report["round_trips"]["cold"], 2);
     assert_eq!(report["round_trips"]["resumed"], 1);
     assert_eq!(report["details"]["lock_executions"], 1);
+    // The car holds the owner's list: serial 1, group key epoch 1.
+    assert_eq!(report["details"]["removal"]["car_serial"], 1);
+    assert_eq!(report["details"]["removal"]["group_key_epoch"], 1);
 }
 
 #[test]

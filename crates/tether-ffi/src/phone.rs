@@ -62,6 +62,27 @@ impl Phone {
         })
     }
 
+    /// For a second phone of the owner's (one without an account of its
+    /// own): the `EnrollmentRequest` (protobuf bytes, `ROLE_PHONE`) to hand
+    /// to the owner's phone over a trusted channel (SPEC §3.4).
+    pub fn enrollment_request(&self) -> Result<Vec<u8>, TetherError> {
+        guard(|| {
+            Ok(self
+                .inner
+                .enrollment_request(tether_node::Role::Phone)?
+                .encode_to_vec())
+        })
+    }
+
+    /// Accepts the owner's phone's `EnrollmentGrant` (protobuf bytes) for
+    /// the request [`Phone::enrollment_request`] made.
+    pub fn complete_enrollment(&self, grant: Vec<u8>) -> Result<(), TetherError> {
+        guard(|| {
+            let grant = tether_node::EnrollmentGrant::decode(grant.as_slice())?;
+            Ok(self.inner.complete_enrollment(&grant)?)
+        })
+    }
+
     /// The public key (32 bytes) of the account authority this phone hosts;
     /// `TetherError.NoAuthority` if it hosts none.
     pub fn authority_public_key(&self) -> Result<Vec<u8>, TetherError> {

@@ -95,17 +95,23 @@ impl From<tether_session::quic::SessionError> for NodeError {
 
 impl NodeError {
     /// Whether the peer refused this node's handshake (another account, a
-    /// revoked or expired certificate).
+    /// revoked or expired certificate): a `Refuse`, a close as refused, or
+    /// `UNAUTHENTICATED` on the first request, which the initiator sends
+    /// before the responder has checked its `ClientAuth` and which the
+    /// responder answers so after refusing it (SPEC §5.7).
     pub fn is_refused(&self) -> bool {
         use tether_session::quic::{CloseCode, SessionError};
-        matches!(
-            self,
-            NodeError::Session(SessionError::Handshake(
-                tether_session::HandshakeError::Refused(_)
-            )) | NodeError::Session(SessionError::Closed {
-                code: Some(CloseCode::Refused),
-                ..
-            })
-        )
+        match self {
+            NodeError::Control(c) => c.code() == Some(tether_proto::v1::ErrorCode::Unauthenticated),
+            _ => matches!(
+                self,
+                NodeError::Session(SessionError::Handshake(
+                    tether_session::HandshakeError::Refused(_)
+                )) | NodeError::Session(SessionError::Closed {
+                    code: Some(CloseCode::Refused),
+                    ..
+                })
+            ),
+        }
     }
 }

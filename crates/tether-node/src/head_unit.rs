@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tether_control::{Config as ControlConfig, Executions, SimulatedVehicle, VehicleService};
-use tether_discovery::Advertiser;
-use tether_identity::{Credentials, DeviceKey, EnrollmentGrant, EnrollmentRequest, Role};
+use tether_identity::{Credentials, DeviceKey, EnrollmentGrant, EnrollmentRequest, GroupKey, Role};
 use tether_relay::RelaySocket;
 use tether_session::quic::{
     CertificateRotator, CloseCode, Connector, Listener, ListenerCloser, ListenerStats, StatsHandle,
@@ -17,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::NodeError;
+use crate::adverts::{Adverts, follow_epochs};
 use crate::automation::{AutomationHost, Clock};
 use crate::automation_car::{AppNotice, CarActuator, car_catalogue};
 use crate::automation_serve::permissions_of;
@@ -33,14 +33,6 @@ const LOGGED_OUT_SETTING: &str = "head_unit.owner_logged_out";
 
 /// How long a device scan browses the LAN at most (R17).
 pub(crate) const DEVICE_SCAN_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The car's own adverts: under the current epoch's discovery key and,
-/// during a group key rotation's grace period, under the previous one, so a
-/// member that missed the rotation still finds the car (SPEC §3.6).
-struct Adverts {
-    current: Option<Advertiser>,
-    grace: Option<Advertiser>,
-}
 
 struct Running {
     address: SocketAddr,
@@ -64,7 +56,7 @@ struct Running {
     /// rendezvous topics in step with the group key and the grants.
     relay: Option<(Arc<RelaySocket>, tokio::task::JoinHandle<()>)>,
     /// The car's mailbox on the broker (SPEC §19.12).
-    mailbox: Option<tokio::task::JoinHandle<()>>,
+    mailbox: Option<crate::mailbox::CarMailbox>,
 }
 
 /// A car's head unit. Create with [`HeadUnit::open`], enroll once, then
@@ -153,8 +145,6 @@ impl HeadUnit {
         let credentials = lock(&self.credentials)
             .clone()
             .ok_or(NodeError::NotEnrolled)?;
-        let group = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
-        let discovery_key = group.discovery_key();
         let mut listener = Listener::bind(
             SocketAddr::new(self.config.bind_ip, self.config.port),
             credentials.clone(),
@@ -175,26 +165,25 @@ impl HeadUnit {
         let closer = listener.closer();
         let membership =
             crate::membership::Membership::new(credentials.clone(), self.store.clone());
-        let grace = credentials
-            .previous_group_key(unix_now())
-            .map(|k| Advertiser::start(self.config.advertiser(k.discovery_key(), address)))
-            .transpose()?;
-        let adverts = Arc::new(tokio::sync::Mutex::new(Adverts {
-            current: Some(Advertiser::start(
-                self.config.advertiser(discovery_key, address),
-            )?),
-            grace,
-        }));
+        // The car's own adverts, and during a rotation's grace period one
+        // under the previous group key (SPEC §3.6).
+        let adverts = Arc::new(tokio::sync::Mutex::new(Adverts::start(
+            &self.config,
+            &credentials,
+            GroupKey::discovery_key,
+            address,
+        )?));
         // R2: each new token comes with a new TLS key, so a peer that
         // completes QUIC cannot link the car across rotations by its
         // certificate (SPEC §4.5, §11 item 1). A new group key epoch moves
         // the adverts to the new key (SPEC §3.6).
         let certificates = listener.certificate_rotator();
-        let certificate_task = tokio::spawn(follow_tokens_and_epochs(
+        let certificate_task = tokio::spawn(follow_epochs(
             adverts.clone(),
-            certificates.clone(),
+            Some(certificates.clone()),
             membership.clone(),
             self.config.clone(),
+            GroupKey::discovery_key,
             address,
         ));
         let service = VehicleService::new(
@@ -275,7 +264,7 @@ impl HeadUnit {
             Some(config) => Some(
                 crate::mailbox::serve_car_mailbox(
                     config,
-                    credentials.clone(),
+                    membership.clone(),
                     service_tx.clone(),
                     stream_ids.clone(),
                 )
@@ -353,13 +342,7 @@ impl HeadUnit {
     /// The discovery token now advertised (a random-looking label).
     pub async fn current_token(&self) -> Option<String> {
         match self.running.lock().await.as_ref() {
-            Some(r) => r
-                .adverts
-                .lock()
-                .await
-                .current
-                .as_ref()
-                .map(|a| a.current_token().label().to_owned()),
+            Some(r) => r.adverts.lock().await.current_token(),
             None => None,
         }
     }
@@ -581,20 +564,10 @@ impl HeadUnit {
         if let Some((_, task)) = &r.relay {
             task.abort();
         }
-        if let Some(task) = &r.mailbox {
-            task.abort();
+        if let Some(mailbox) = r.mailbox {
+            mailbox.stop().await;
         }
-        let (current, grace) = {
-            let mut adverts = r.adverts.lock().await;
-            (adverts.current.take(), adverts.grace.take())
-        };
-        if let Some(grace) = grace {
-            let _ = grace.shutdown().await;
-        }
-        let result = match current {
-            Some(current) => current.shutdown().await,
-            None => Ok(()),
-        };
+        let result = Adverts::shutdown(&r.adverts).await;
         r.closer.close();
         r.accept_task.abort();
         r.service_task.abort();
@@ -650,84 +623,6 @@ async fn follow_relay_keys(
         let keys = relay_keys(membership.credentials(), &shares);
         if let Err(e) = socket.listen(&keys).await {
             warn!(error = %e, "the relay's rendezvous topics could not be renewed");
-        }
-    }
-}
-
-/// Replaces the listener's TLS key at each new token, and moves the car's
-/// adverts to a new group key epoch when one arrives: the advert under the
-/// key just replaced stays up as the grace advert until the list's
-/// `previous_epoch_until`, and is withdrawn then (SPEC §3.6, §4.5).
-async fn follow_tokens_and_epochs(
-    adverts: Arc<tokio::sync::Mutex<Adverts>>,
-    certificates: CertificateRotator,
-    membership: Arc<crate::membership::Membership>,
-    config: NodeConfig,
-    address: SocketAddr,
-) {
-    let mut epochs = membership.watch_epoch();
-    let Some(mut tokens) = adverts
-        .lock()
-        .await
-        .current
-        .as_ref()
-        .map(|a| a.watch_token())
-    else {
-        return;
-    };
-    loop {
-        let grace_left = membership
-            .credentials()
-            .previous_group_key_until()
-            .map(|(_, until)| until.saturating_add(1).saturating_sub(unix_now()))
-            .filter(|_| adverts.try_lock().map_or(true, |a| a.grace.is_some()));
-        let grace_over = async {
-            match grace_left {
-                Some(s) => tokio::time::sleep(std::time::Duration::from_secs(s)).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            changed = tokens.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-            changed = epochs.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let Some(key) = membership.credentials().group_key() else {
-                    continue;
-                };
-                let fresh = match Advertiser::start(config.advertiser(key.discovery_key(), address)) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        warn!(error = %e, "no advert under the new group key");
-                        continue;
-                    }
-                };
-                tokens = fresh.watch_token();
-                let mut guard = adverts.lock().await;
-                let previous = guard.current.replace(fresh);
-                let stale = std::mem::replace(&mut guard.grace, previous);
-                drop(guard);
-                if let Some(stale) = stale {
-                    let _ = stale.shutdown().await;
-                }
-                info!("adverts moved to the new group key epoch");
-            }
-            () = grace_over => {
-                let grace = adverts.lock().await.grace.take();
-                if let Some(grace) = grace {
-                    let _ = grace.shutdown().await;
-                    info!("grace advert of the previous group key withdrawn");
-                }
-                continue;
-            }
-        }
-        if let Err(e) = certificates.rotate() {
-            warn!(error = %e, "a new TLS key for the new token failed");
         }
     }
 }

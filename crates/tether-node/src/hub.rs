@@ -17,7 +17,7 @@ use tether_automation::{
     ActionResult, Catalogue, Config, DeviceId, DeviceSpec, Effect, Place, PropertyId, PropertySpec,
     Site, Value, ValueKind, wire,
 };
-use tether_identity::{Credentials, EnrollmentGrant, EnrollmentRequest, Role};
+use tether_identity::{Credentials, EnrollmentGrant, EnrollmentRequest, GroupKey, Role};
 use tether_proto::v1::{self as pb, request, response};
 use tether_session::quic::{ClientSession, CloseCode, Connector};
 use tether_store::Store;
@@ -25,6 +25,7 @@ use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 
 use crate::NodeError;
+use crate::adverts::{Adverts, follow_epochs};
 use crate::automation::{Actuator, AutomationHost, Clock, EffectFuture, Interest};
 use crate::automation_serve::permissions_of;
 use crate::config::NodeConfig;
@@ -174,14 +175,23 @@ struct Serving {
     address: SocketAddr,
     accept: tokio::task::JoinHandle<()>,
     closer: tether_session::quic::ListenerCloser,
-    /// Withdraws its token when dropped.
-    _advertiser: tether_discovery::Advertiser,
+    /// Its adverts under the hub discovery key (each withdraws its token
+    /// when dropped), moved to a new group key epoch by `epochs`.
+    adverts: Arc<tokio::sync::Mutex<Adverts>>,
+    epochs: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Serving {
     fn drop(&mut self) {
+        self.epochs.abort();
         self.accept.abort();
         self.closer.close();
+        // The aborted task may still hold its clone of the adverts for a
+        // moment: withdraw the tokens now rather than when it lets go.
+        if let Ok(mut adverts) = self.adverts.try_lock() {
+            adverts.current.take();
+            adverts.grace.take();
+        }
     }
 }
 
@@ -321,10 +331,9 @@ impl Hub {
         let credentials = lock(&self.credentials)
             .clone()
             .ok_or(NodeError::NotEnrolled)?;
-        let group = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
-        let found =
-            crate::phone::find_member(group.discovery_key(), self.config.interfaces, timeout)
-                .await?;
+        // SPEC §3.6: under the current key or, during the grace, the previous.
+        let keys = crate::adverts::browse_keys(&credentials, GroupKey::discovery_key)?;
+        let found = crate::phone::find_member(keys, self.config.interfaces, timeout).await?;
         Ok(found.address)
     }
 
@@ -397,24 +406,37 @@ impl Hub {
     /// port), advertises it under the account's hub discovery key (R2: a
     /// rotating token, as the car's), and answers the owner's phone and
     /// watch with the task requests of §18.1. Returns the address. Needs
-    /// [`Hub::start`] first; a second call moves to a new endpoint.
+    /// [`Hub::start`] first; a second call moves to a new endpoint. When
+    /// the hub adopts a new group key epoch (from the owner's phone or the
+    /// car, SPEC §3.6), the advert moves to the new key and a grace advert
+    /// stays under the previous one until its grace ends, as the car's.
     pub fn serve(&self) -> Result<SocketAddr, NodeError> {
         let host = self.automation()?;
         let credentials = lock(&self.credentials)
             .clone()
             .ok_or(NodeError::NotEnrolled)?;
-        let group = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
-        let hub_key = group.hub_discovery_key();
         let membership =
             crate::membership::membership_of(&self.membership, &credentials, &self.store);
         let mut listener = tether_session::quic::Listener::bind(
             SocketAddr::new(self.config.bind_ip, 0),
-            credentials,
+            credentials.clone(),
             self.config.session.clone(),
         )?;
         let address = listener.local_addr()?;
-        let advertiser =
-            tether_discovery::Advertiser::start(self.config.advertiser(hub_key, address))?;
+        let adverts = Arc::new(tokio::sync::Mutex::new(Adverts::start(
+            &self.config,
+            &credentials,
+            GroupKey::hub_discovery_key,
+            address,
+        )?));
+        let epochs = tokio::spawn(follow_epochs(
+            adverts.clone(),
+            None,
+            membership.clone(),
+            self.config.clone(),
+            GroupKey::hub_discovery_key,
+            address,
+        ));
         let closer = listener.closer();
         let accept = tokio::spawn(async move {
             while let Some(session) = listener.accept().await {
@@ -425,7 +447,8 @@ impl Hub {
             address,
             accept,
             closer,
-            _advertiser: advertiser,
+            adverts,
+            epochs,
         });
         Ok(address)
     }
@@ -433,6 +456,29 @@ impl Hub {
     /// The endpoint [`Hub::serve`] opened, while it serves.
     pub fn serving_address(&self) -> Option<SocketAddr> {
         lock(&self.serving).as_ref().map(|s| s.address)
+    }
+
+    /// The token the hub now advertises under the current group key (a
+    /// random-looking label), while it serves.
+    pub async fn current_token(&self) -> Option<String> {
+        let adverts = lock(&self.serving).as_ref()?.adverts.clone();
+        adverts.lock().await.current_token()
+    }
+
+    /// Whether the hub holds a grace advert of the previous group key
+    /// epoch (SPEC §3.6), while it serves.
+    pub async fn has_grace_advert(&self) -> bool {
+        let Some(adverts) = lock(&self.serving).as_ref().map(|s| s.adverts.clone()) else {
+            return false;
+        };
+        adverts.lock().await.grace.is_some()
+    }
+
+    /// The serial of the revocation list the hub holds (0: none; SPEC §3.6).
+    pub fn revocation_serial(&self) -> u64 {
+        lock(&self.credentials)
+            .as_ref()
+            .map_or(0, |c| c.revocation_serial())
     }
 
     /// Stops serving the owner: the token is withdrawn and the endpoint

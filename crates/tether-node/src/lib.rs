@@ -22,6 +22,7 @@
 //! # let _ = status; Ok(()) }
 //! ```
 
+mod adverts;
 mod automation;
 mod automation_car;
 mod automation_link;

@@ -58,17 +58,123 @@ fn error_envelope(code: ErrorCode, message: &str) -> Envelope {
     }
 }
 
-/// The car's side: its mailbox session, and the task that answers letters.
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The car's side (SPEC §19.12): a mailbox session for the current group
+/// key, and one for the previous key during its grace, so members that
+/// have not caught up with a removal still reach it (§3.6). A new epoch
+/// opens the new mailbox at once, while the car is awake: letters posted
+/// under the new key while it sleeps later are queued for it.
 pub(crate) async fn serve_car_mailbox(
     relay: &RelayConfig,
+    membership: Arc<crate::membership::Membership>,
+    service: mpsc::UnboundedSender<ServiceInput>,
+    stream_ids: Arc<AtomicU64>,
+) -> Result<CarMailbox, NodeError> {
+    let credentials = membership.credentials().clone();
+    let served = tokio::sync::watch::Sender::new(credentials.group_key_epoch());
+    let served_rx = served.subscribe();
+    let key = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
+    let mut current = AbortOnDrop(
+        car_mailbox(
+            relay,
+            key,
+            credentials.clone(),
+            service.clone(),
+            stream_ids.clone(),
+        )
+        .await?,
+    );
+    let mut previous = match credentials.previous_group_key(unix_now()) {
+        Some(old) => car_mailbox(
+            relay,
+            old,
+            credentials.clone(),
+            service.clone(),
+            stream_ids.clone(),
+        )
+        .await
+        .ok()
+        .map(AbortOnDrop),
+        None => None,
+    };
+    let relay = relay.clone();
+    let watched = membership.clone();
+    let task = tokio::spawn(async move {
+        let mut epochs = membership.watch_epoch();
+        while epochs.changed().await.is_ok() {
+            let credentials = membership.credentials().clone();
+            let Some(key) = credentials.group_key() else {
+                continue;
+            };
+            match car_mailbox(
+                &relay,
+                key,
+                credentials,
+                service.clone(),
+                stream_ids.clone(),
+            )
+            .await
+            {
+                Ok(fresh) => {
+                    // The old epoch's session stays for the grace; the one
+                    // before it ends here.
+                    previous = Some(std::mem::replace(&mut current, AbortOnDrop(fresh)));
+                    served.send_replace(membership.credentials().group_key_epoch());
+                    info!("mailbox moved to the new group key epoch");
+                }
+                Err(e) => warn!(error = %e, "no mailbox under the new group key"),
+            }
+        }
+        drop((current, previous));
+    });
+    Ok(CarMailbox {
+        task,
+        served: served_rx,
+        membership: watched,
+    })
+}
+
+/// The car's mailbox sessions, for the head unit to stop.
+pub(crate) struct CarMailbox {
+    task: tokio::task::JoinHandle<()>,
+    /// The group key epoch whose mailbox is open.
+    served: tokio::sync::watch::Receiver<u32>,
+    membership: Arc<crate::membership::Membership>,
+}
+
+impl CarMailbox {
+    /// Stops it; first waits (at most 2 s) until the mailbox of the epoch
+    /// the car holds is open, so a car that goes to sleep right after a key
+    /// rotation still gets the letters posted under the new key.
+    pub(crate) async fn stop(mut self) {
+        let want = self.membership.credentials().group_key_epoch();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.served.wait_for(|epoch| *epoch >= want),
+        )
+        .await;
+        self.task.abort();
+    }
+}
+
+/// One mailbox session of the car under `group_key`, and the task that
+/// answers its letters.
+async fn car_mailbox(
+    relay: &RelayConfig,
+    group_key: tether_identity::GroupKey,
     credentials: Arc<Credentials>,
     service: mpsc::UnboundedSender<ServiceInput>,
     stream_ids: Arc<AtomicU64>,
 ) -> Result<tokio::task::JoinHandle<()>, NodeError> {
-    let key = credentials
-        .group_key()
-        .ok_or(NodeError::NotEnrolled)?
-        .mailbox_key();
+    let key = group_key.mailbox_key();
     let own = key.car_mailbox();
     let (mailbox, mut letters) =
         Mailbox::connect(relay, key.client_id(&own), vec![TopicId(own)]).await?;
@@ -257,6 +363,8 @@ type Pending = std::collections::HashMap<[u8; 16], ([u8; 16], VehicleCommand)>;
 /// The phone's mailbox session (made on first use) and the commands it is
 /// waiting on.
 pub(crate) struct PhoneMailbox {
+    /// The group key epoch it was opened under.
+    pub(crate) epoch: u32,
     pub(crate) key: MailboxKey,
     pub(crate) own: [u8; MAILBOX_ID_LEN],
     pub(crate) mailbox: Mailbox,
@@ -279,6 +387,7 @@ impl PhoneMailbox {
         let (mailbox, letters) =
             Mailbox::connect(relay, key.client_id(&own), vec![TopicId(own)]).await?;
         Ok(Self {
+            epoch: credentials.group_key_epoch(),
             key,
             own,
             mailbox,

@@ -185,7 +185,8 @@ impl Membership {
 
 impl Membership {
     /// [`Membership::sync`] on a session just opened: a refused handshake
-    /// (the peer answers `UNAUTHENTICATED`, or closes as refused) fails the
+    /// ([`NodeError::is_refused`]: the peer answers `UNAUTHENTICATED`, or
+    /// closes as refused) fails the
     /// connection; anything else (a peer closing for its own reasons, such
     /// as a logged-out car, SPEC §17.5) leaves the session to the caller.
     pub(crate) async fn sync_on_connect(&self, session: &ClientSession) -> Result<(), NodeError> {
@@ -195,14 +196,7 @@ impl Membership {
             // the ticket (SPEC §5.5): a refusal may arrive as the session
             // closing under the sync, whatever the close code. A closed
             // session is never handed out as a link.
-            Err(e)
-                if e.is_refused()
-                    || session.is_closed()
-                    || matches!(&e, NodeError::Control(c)
-                        if c.code() == Some(tether_proto::v1::ErrorCode::Unauthenticated)) =>
-            {
-                Err(e)
-            }
+            Err(e) if e.is_refused() || session.is_closed() => Err(e),
             Err(e) => {
                 warn!(error = %e, "membership sync failed");
                 Ok(())

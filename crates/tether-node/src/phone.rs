@@ -9,7 +9,8 @@ use prost::Message;
 use tether_discovery::{Browser, DiscoveryEvent};
 use tether_identity::{
     AcceptedInvite, AccountAuthority, Credentials, DeviceKey, EnrollmentGrant, EnrollmentRequest,
-    GrantKey, GrantRequest, LocalAuthority, Permissions, Role, ShareInvite, accept_invite,
+    GrantKey, GrantRequest, GroupKey, LocalAuthority, Permissions, Role, ShareInvite,
+    accept_invite,
 };
 use tether_relay::RelaySocket;
 use tether_session::GrantAccess;
@@ -18,6 +19,7 @@ use tether_store::Store;
 use tokio::sync::OnceCell;
 
 use crate::NodeError;
+use crate::adverts::browse_keys;
 use crate::config::{NodeConfig, random_bytes, unix_now};
 use crate::share::{HeldShare, IssuedShare, ShareOptions, share_status};
 use crate::vehicle_link::{RelayCall, VehicleLink};
@@ -132,7 +134,9 @@ pub struct Phone {
     credentials: Mutex<Option<Arc<Credentials>>>,
     connector: OnceCell<Connector>,
     remote: OnceCell<RemotePath>,
-    mailbox: OnceCell<crate::mailbox::PhoneMailbox>,
+    /// The phone's mailbox session, opened anew under a new group key
+    /// epoch (SPEC §19.12).
+    mailbox: tokio::sync::Mutex<Option<Arc<crate::mailbox::PhoneMailbox>>>,
     membership: Mutex<Option<Arc<crate::membership::Membership>>>,
 }
 
@@ -158,7 +162,7 @@ impl Phone {
             credentials: Mutex::new(credentials),
             connector: OnceCell::new(),
             remote: OnceCell::new(),
-            mailbox: OnceCell::new(),
+            mailbox: tokio::sync::Mutex::default(),
             membership: Mutex::new(None),
         })
     }
@@ -395,13 +399,8 @@ impl Phone {
 
     /// Browses mDNS for `window` and reports what this phone can resolve.
     pub async fn discover(&self, window: Duration) -> Result<DiscoveryReport, NodeError> {
-        let credentials = self.credentials()?;
-        let group = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
-        let mut keys = vec![group.discovery_key()];
         // SPEC §3.6: a member that has caught up still finds one that has not.
-        if let Some(previous) = credentials.previous_group_key(unix_now()) {
-            keys.push(previous.discovery_key());
-        }
+        let keys = browse_keys(&*self.credentials()?, GroupKey::discovery_key)?;
         let mut browser = Browser::start(keys, self.config.interfaces)?;
         let mut report = DiscoveryReport::default();
         let deadline = tokio::time::Instant::now() + window;
@@ -423,23 +422,25 @@ impl Phone {
         Ok(report)
     }
 
-    /// Waits until a member of this account is found (at most `timeout`).
+    /// Waits until a member of this account is found (at most `timeout`),
+    /// under the current group key or, during a rotation's grace period,
+    /// the previous one (a car that has not caught up yet, SPEC §3.6).
     pub async fn discover_vehicle(
         &self,
         timeout: Duration,
     ) -> Result<DiscoveredVehicle, NodeError> {
-        let credentials = self.credentials()?;
-        let group = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
-        self.find_first(group.discovery_key(), timeout).await
+        let keys = browse_keys(&*self.credentials()?, GroupKey::discovery_key)?;
+        self.find_first(keys, timeout).await
     }
 
-    /// Browses until a token minted with `key` resolves (at most `timeout`).
+    /// Browses until a token minted with one of `keys` resolves (at most
+    /// `timeout`).
     async fn find_first(
         &self,
-        key: [u8; 32],
+        keys: Vec<[u8; 32]>,
         timeout: Duration,
     ) -> Result<DiscoveredVehicle, NodeError> {
-        find_member(key, self.config.interfaces, timeout).await
+        find_member(keys, self.config.interfaces, timeout).await
     }
 
     async fn connector(&self) -> Result<&Connector, NodeError> {
@@ -485,13 +486,41 @@ impl Phone {
     /// subscriptions as on the LAN. Fails with [`NodeError::NoRelay`]
     /// without a broker in [`NodeConfig::relay`].
     pub async fn connect_via_relay(&self) -> Result<VehicleLink, NodeError> {
-        let key = self
-            .credentials()?
+        let credentials = self.credentials()?;
+        let key = credentials
             .group_key()
             .ok_or(NodeError::NotEnrolled)?
             .relay_key();
+        // During a new epoch's grace the car may not hold the new key yet
+        // (SPEC §3.6): it still answers at the previous key's rendezvous,
+        // where this contact hands it the new list and key. Both are
+        // dialed at once; the first session wins.
+        let previous = credentials
+            .previous_group_key(unix_now())
+            .map(|k| k.relay_key());
+        let first = self.connect_at_rendezvous(key);
+        match previous {
+            None => first.await,
+            Some(previous) => {
+                let second = self.connect_at_rendezvous(previous);
+                tokio::pin!(first, second);
+                tokio::select! {
+                    a = &mut first => match a {
+                        Ok(link) => Ok(link),
+                        Err(_) => second.await,
+                    },
+                    b = &mut second => match b {
+                        Ok(link) => Ok(link),
+                        Err(_) => first.await,
+                    },
+                }
+            }
+        }
+    }
+
+    async fn connect_at_rendezvous(&self, relay_key: [u8; 32]) -> Result<VehicleLink, NodeError> {
         let remote = self.remote().await?;
-        let call = RelayCall::dial(&remote.socket, &key).await?;
+        let call = RelayCall::dial(&remote.socket, &relay_key).await?;
         let session = remote.connector.connect(call.addr).await?;
         self.membership()?.sync_on_connect(&session).await?;
         Ok(VehicleLink::new(session)?.over_relay(call))
@@ -522,14 +551,18 @@ impl Phone {
     /// This phone's mailbox on the broker, connected on first use: its
     /// persistent session keeps the car's answers while the app is away
     /// (SPEC §19.12).
-    async fn mailbox(&self) -> Result<&crate::mailbox::PhoneMailbox, NodeError> {
+    async fn mailbox(&self) -> Result<Arc<crate::mailbox::PhoneMailbox>, NodeError> {
         let relay = self.config.relay.clone().ok_or(NodeError::NoRelay)?;
         let credentials = self.credentials()?;
-        self.mailbox
-            .get_or_try_init(|| async {
-                crate::mailbox::PhoneMailbox::open(&relay, &credentials).await
-            })
-            .await
+        let mut slot = self.mailbox.lock().await;
+        if let Some(open) = slot.as_ref()
+            && open.epoch == credentials.group_key_epoch()
+        {
+            return Ok(open.clone());
+        }
+        let fresh = Arc::new(crate::mailbox::PhoneMailbox::open(&relay, &credentials).await?);
+        *slot = Some(fresh.clone());
+        Ok(fresh)
     }
 
     /// Leaves `command` for the car in its mailbox on the broker, whether
@@ -640,14 +673,12 @@ impl Phone {
     }
 
     /// Waits until the account's home hub is found on the LAN (at most
-    /// `timeout`); it advertises under its own key (SPEC §18.8).
+    /// `timeout`); it advertises under its own key (SPEC §18.8), of the
+    /// current group key or, during a rotation's grace period, the previous
+    /// one (a hub that has not caught up yet, SPEC §3.6).
     pub async fn discover_hub(&self, timeout: Duration) -> Result<SocketAddr, NodeError> {
-        let credentials = self.credentials()?;
-        let group = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
-        Ok(self
-            .find_first(group.hub_discovery_key(), timeout)
-            .await?
-            .address)
+        let keys = browse_keys(&*self.credentials()?, GroupKey::hub_discovery_key)?;
+        Ok(self.find_first(keys, timeout).await?.address)
     }
 
     /// Opens an account-bound session to the home hub at `address`, to
@@ -770,7 +801,7 @@ impl Phone {
         timeout: Duration,
     ) -> Result<DiscoveredVehicle, NodeError> {
         let key = self.invite(&grant_id)?.grant_key.discovery_key();
-        self.find_first(key, timeout).await
+        self.find_first(vec![key], timeout).await
     }
 
     /// (Co-user) opens a session to the shared car under the grant.
@@ -811,11 +842,11 @@ impl Phone {
 /// Browses the LAN until a token minted with `key` resolves (at most
 /// `timeout`): the first member found, with its address.
 pub(crate) async fn find_member(
-    key: [u8; 32],
+    keys: Vec<[u8; 32]>,
     interfaces: tether_discovery::Interfaces,
     timeout: Duration,
 ) -> Result<DiscoveredVehicle, NodeError> {
-    let mut browser = Browser::start(vec![key], interfaces)?;
+    let mut browser = Browser::start(keys, interfaces)?;
     let result = browser.find_first(timeout).await;
     let _ = browser.shutdown().await;
     let resolved = result?;

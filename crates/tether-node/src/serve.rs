@@ -262,37 +262,15 @@ pub(crate) async fn serve_session(
         match shares.gate(role, grant.as_ref(), &request.envelope, unix_now()) {
             Gate::Forward => {}
             Gate::Deny(message) => {
-                let mut responder = request.responder;
-                tokio::spawn(async move {
-                    let _ = responder
-                        .send_error(ErrorCode::PermissionDenied, message)
-                        .await;
-                    responder.finish();
-                });
+                refuse(request.responder, ErrorCode::PermissionDenied, message);
                 continue;
             }
             Gate::Share(kind) => {
-                let mut responder = request.responder;
-                let request_id = request.envelope.request_id;
+                let responder = request.responder;
                 let shares = shares.clone();
                 tokio::spawn(async move {
-                    match shares.handle(*kind, unix_now()).await {
-                        Ok(status) => {
-                            let _ = responder
-                                .send(&Envelope {
-                                    request_id,
-                                    body: Some(envelope::Body::Response(Response {
-                                        kind: Some(response::Kind::ShareGrant(status)),
-                                    })),
-                                    ..Envelope::default()
-                                })
-                                .await;
-                        }
-                        Err((code, message)) => {
-                            let _ = responder.send_error(code, &message).await;
-                        }
-                    }
-                    responder.finish();
+                    let answer = shares.handle(*kind, unix_now()).await;
+                    reply(responder, answer.map(response::Kind::ShareGrant)).await;
                 });
                 continue;
             }
@@ -306,30 +284,11 @@ pub(crate) async fn serve_session(
         })) = &request.envelope.body
         {
             // SPEC §3.6: members only (the gate refuses co-users).
-            let reply = membership.answer(&peer_key, sync);
-            let mut responder = request.responder;
-            let request_id = request.envelope.request_id;
-            tokio::spawn(async move {
-                let _ = match reply {
-                    Ok(sync) => {
-                        responder
-                            .send(&Envelope {
-                                request_id,
-                                body: Some(envelope::Body::Response(Response {
-                                    kind: Some(response::Kind::MembershipSync(sync)),
-                                })),
-                                ..Envelope::default()
-                            })
-                            .await
-                    }
-                    Err(e) => {
-                        responder
-                            .send_error(ErrorCode::BadRequest, &e.to_string())
-                            .await
-                    }
-                };
-                responder.finish();
-            });
+            let answer = membership
+                .answer(&peer_key, sync)
+                .map(response::Kind::MembershipSync)
+                .map_err(|e| (ErrorCode::BadRequest, e.to_string()));
+            tokio::spawn(reply(request.responder, answer));
             continue;
         }
         let stream = StreamId(stream_ids.fetch_add(1, Ordering::Relaxed));
@@ -371,11 +330,7 @@ pub(crate) async fn serve_session(
                 },
             };
             if let Err(e) = outcome {
-                let mut responder = request.responder;
-                tokio::spawn(async move {
-                    let _ = responder.send_error(e.code(), &e.to_string()).await;
-                    responder.finish();
-                });
+                refuse(request.responder, e.code(), e.to_string());
                 continue;
             }
             tokio::spawn(write_responses(
@@ -402,18 +357,12 @@ pub(crate) async fn serve_session(
             let mut consent = automation.consent_watch();
             let car_data_to_home = *consent.borrow();
             if !tether_devices::access::may(role, operation, car_data_to_home) {
-                let mut responder = request.responder;
                 let message = if role == tether_identity::Role::Hub && !car_data_to_home {
                     "car data to home is off"
                 } else {
                     "this device may not do that to devices"
                 };
-                tokio::spawn(async move {
-                    let _ = responder
-                        .send_error(ErrorCode::PermissionDenied, message)
-                        .await;
-                    responder.finish();
-                });
+                refuse(request.responder, ErrorCode::PermissionDenied, message);
                 continue;
             }
             let watch = matches!(k, request::Kind::WatchDevices(_));
@@ -481,13 +430,11 @@ pub(crate) async fn serve_session(
             // to home" is on, and a subscription ends when it goes off.
             let mut consent = automation.consent_watch();
             if !*consent.borrow() {
-                let mut responder = request.responder;
-                tokio::spawn(async move {
-                    let _ = responder
-                        .send_error(ErrorCode::PermissionDenied, "car data to home is off")
-                        .await;
-                    responder.finish();
-                });
+                refuse(
+                    request.responder,
+                    ErrorCode::PermissionDenied,
+                    "car data to home is off",
+                );
                 continue;
             }
             let subscription = matches!(
@@ -532,6 +479,30 @@ enum Kind {
     Single,
     Subscription,
     Command,
+}
+
+/// Answers one request with `answer` (a response, or an error code and its
+/// message) and ends its stream. A peer that has gone is no one's fault
+/// here: the send's result is dropped.
+async fn reply(mut responder: Responder, answer: Result<response::Kind, (ErrorCode, String)>) {
+    let _ = match answer {
+        Ok(kind) => {
+            responder
+                .send(&Envelope {
+                    body: Some(envelope::Body::Response(Response { kind: Some(kind) })),
+                    ..Envelope::default()
+                })
+                .await
+        }
+        Err((code, message)) => responder.send_error(code, &message).await,
+    };
+    responder.finish();
+}
+
+/// Refuses one request with `code` in a task of its own, so the session's
+/// loop goes on to the next request at once.
+fn refuse(responder: Responder, code: ErrorCode, message: impl Into<String>) {
+    tokio::spawn(reply(responder, Err((code, message.into()))));
 }
 
 fn request_kind(envelope: &Envelope) -> Kind {

@@ -7,14 +7,32 @@ use prost::Message;
 use tether_devices::{LAMP_PRODUCT_MODEL, lamp_model};
 use tether_identity::{Credentials, DeviceKey};
 use tether_node::{
-    CommissionedDevice, DeviceNode, EnrollmentGrant, HeadUnit, NodeConfig, Phone, unix_now,
+    CommissionedDevice, DeviceNode, EnrollmentGrant, HeadUnit, Hub, NodeConfig, Phone, unix_now,
 };
+
+/// A new account on a phone, which hosts its authority.
+pub(crate) fn owner() -> Phone {
+    let owner = Phone::open(NodeConfig::default()).unwrap();
+    owner.create_account().unwrap();
+    owner
+}
+
+/// A home hub with `config`, enrolled by `owner`'s authority (not started).
+pub(crate) fn enrolled_hub(owner: &Phone, config: NodeConfig) -> Hub {
+    let hub = Hub::open(config).unwrap();
+    hub.complete_enrollment(
+        &owner
+            .enroll_device(&hub.enrollment_request().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    hub
+}
 
 /// A new account on a phone, and a car enrolled in it (not started: a test
 /// may set the car's clock first).
 pub(crate) fn owner_and_enrolled_car() -> (Phone, HeadUnit) {
-    let owner = Phone::open(NodeConfig::default()).unwrap();
-    owner.create_account().unwrap();
+    let owner = owner();
     let car = HeadUnit::open(NodeConfig::default()).unwrap();
     car.complete_enrollment(
         &owner
