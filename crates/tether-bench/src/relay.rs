@@ -263,7 +263,9 @@ fn random_topic() -> Result<String, BenchError> {
 }
 
 /// A rumqttc client with the relay socket's own settings
-/// (`RelaySocket::connect`, SPEC §19.5).
+/// (`RelaySocket::connect`, SPEC §19.5). Keep them in step: rumqttc leaves
+/// Nagle on (`NetworkOptions::set_tcp_nodelay`), as the relay socket does
+/// today; if the relay turns it off, so must this (BENCHMARKS.md, relay).
 fn mqtt_client(config: &RelayConfig) -> Result<(AsyncClient, EventLoop), BenchError> {
     let mut id = [0u8; 10];
     SystemRandom::new()
