@@ -8,6 +8,18 @@ use crate::BenchError;
 /// bare-quinn baseline alike.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BenchConfig {
+    /// The MQTT broker the relay measurements run through, `(host, port)`;
+    /// `None` starts an embedded one on 127.0.0.1 for the run
+    /// (`tether_broker::EmbeddedBroker`, SPEC §19.10).
+    pub broker: Option<(String, u16)>,
+    /// Sequential small-command round trips sampled per side over the
+    /// relay and over bare MQTT (after `rtt_warmup` untimed).
+    pub relay_rtt_samples: usize,
+    /// Requests sent with `pipelined_concurrency` in flight, per side, over
+    /// one relay session and over the bare MQTT request/response.
+    pub relay_pipelined_requests: usize,
+    /// Cold relay connects timed (`RelaySocket::dial` + a full handshake).
+    pub relay_connects: usize,
     /// Sequential cold handshakes per side; as many resumed Tether
     /// handshakes are measured too.
     pub handshakes: usize,
@@ -45,6 +57,10 @@ impl Default for BenchConfig {
     /// The sizes behind `BENCHMARKS.md`: a few seconds on a 2-core machine.
     fn default() -> Self {
         Self {
+            broker: None,
+            relay_rtt_samples: 1_000,
+            relay_pipelined_requests: 5_000,
+            relay_connects: 20,
             handshakes: 300,
             rtt_warmup: 200,
             rtt_samples: 2_000,
@@ -66,6 +82,10 @@ impl BenchConfig {
     /// measuring. Its figures are too small to compare.
     pub fn quick() -> Self {
         Self {
+            broker: None,
+            relay_rtt_samples: 20,
+            relay_pipelined_requests: 100,
+            relay_connects: 2,
             handshakes: 8,
             rtt_warmup: 10,
             rtt_samples: 50,
@@ -104,6 +124,15 @@ impl BenchConfig {
             (self.ota_image_bytes, "ota_image_bytes must be at least 1"),
             (self.ota_transfers, "ota_transfers must be at least 1"),
             (self.dispatch_events, "dispatch_events must be at least 1"),
+            (
+                self.relay_rtt_samples,
+                "relay_rtt_samples must be at least 1",
+            ),
+            (
+                self.relay_pipelined_requests,
+                "relay_pipelined_requests must be at least 1",
+            ),
+            (self.relay_connects, "relay_connects must be at least 1"),
         ];
         if let Some((_, why)) = positive.iter().find(|(n, _)| *n == 0) {
             return Err(BenchError::InvalidConfig(why));
@@ -114,7 +143,13 @@ impl BenchConfig {
             ));
         }
         // Every round must measure something on each side.
-        let per_round = [self.handshakes, self.rtt_samples, self.pipelined_requests];
+        let per_round = [
+            self.handshakes,
+            self.rtt_samples,
+            self.pipelined_requests,
+            self.relay_rtt_samples,
+            self.relay_pipelined_requests,
+        ];
         if per_round.iter().any(|n| *n < self.rounds) {
             return Err(BenchError::InvalidConfig(
                 "each count must be at least the number of rounds",

@@ -37,6 +37,14 @@ pub enum BenchError {
         /// The underlying quinn error.
         source: BoxError,
     },
+    /// The bare MQTT baseline of the relay measurements failed.
+    #[error("bare MQTT baseline failed ({during}): {source}")]
+    Mqtt {
+        /// The operation that failed.
+        during: &'static str,
+        /// The underlying rumqttc error.
+        source: BoxError,
+    },
     /// An answer or a handshake was not what the benchmark expects (a bug in
     /// the benchmark or a regression in the code under test).
     #[error("unexpected result: {0}")]
@@ -53,6 +61,13 @@ impl BenchError {
     pub(crate) fn setup(what: &'static str, source: impl Into<BoxError>) -> Self {
         Self::Setup {
             what,
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn mqtt(during: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Mqtt {
+            during,
             source: source.into(),
         }
     }

@@ -16,6 +16,9 @@
 //! | token resolutions/s | parse a heard label and try every held discovery key | — |
 //! | firmware upgrade MiB/s | `tether_node::send_firmware` of an image to an `OtaTarget` (SPEC §15.1): one request whose body is the image, stored and hashed as it arrives | the same bytes on one stream, stored and counted |
 //! | pairing stress | scan, connect, SPAKE2, sealed Wi-Fi credentials, report over a 5 %-loss simulated radio; success rate and p50/p99 in simulated radio time | — |
+//! | relay small-command RTT | the same call over a relay session (SPEC §19: QUIC in MQTT publishes) through a broker | bare MQTT 5 request/response of the same framed sizes, QoS 0, through the same broker, rumqttc with the relay's settings |
+//! | relay pipelined commands/s | the same call, many in flight on one relay session | the same request/response, as many in flight |
+//! | relay cold connect | `RelaySocket::dial` + `Connector::connect` (no ticket) until the phone holds the session | — |
 //! | super-task dispatch | one signal event through `tether_automation::Engine` until drained, with 10 000 and with 100 unrelated tasks installed (`dispatch_p99_us`, `dispatch_unrelated_ratio`) | — |
 //!
 //! Goals ([`GOALS`]) are reported in [`BenchReport::goals_met`], never
@@ -42,6 +45,7 @@ mod handshakes;
 mod measure;
 mod ota;
 mod pairing;
+mod relay;
 mod report;
 mod tether;
 mod tokens;
@@ -54,7 +58,8 @@ pub use config::BenchConfig;
 pub use error::{BenchError, BoxError};
 pub use report::{
     BenchReport, DISPATCH_P99_GOAL, DISPATCH_UNRELATED_GOAL, GOALS, Goal, HANDSHAKE_GOAL, OTA_GOAL,
-    PAIRING_GOAL, PIPELINED_GOAL, RTT_P50_GOAL, RTT_P99_GOAL, render_text,
+    PAIRING_GOAL, PIPELINED_GOAL, RELAY_PIPELINED_GOAL, RELAY_RTT_GOAL, RTT_P50_GOAL, RTT_P99_GOAL,
+    render_text,
 };
 
 use commands::measure_commands;
@@ -76,6 +81,11 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
 
     let handshakes = measure_handshakes(&config, &account, &session_config).await?;
     let commands = measure_commands(&config, &account, &session_config).await?;
+    let (tether_request_bytes, tether_response_bytes) = tether::small_command_sizes()?;
+    // The baseline carries the Tether request and response as framed on a
+    // stream (4-byte length each).
+    let mqtt_bytes = (tether_request_bytes + 4, tether_response_bytes + 4);
+    let relay = relay::measure_relay(&config, &account, &session_config, mqtt_bytes).await?;
     let tokens = measure_tokens(&config, account.discovery_key).await?;
     let upgrades = ota::measure_ota(&config, &session_config).await?;
     let core = {
@@ -86,7 +96,6 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         );
         tokio::task::spawn_blocking(move || cores::handshake_cost(&phone, &car, n)).await??
     };
-    let (tether_request_bytes, tether_response_bytes) = tether::small_command_sizes()?;
     let events = config.dispatch_events;
     let dispatch =
         tokio::task::spawn_blocking(move || tether_automation::bench::dispatch_report(events))
@@ -109,6 +118,17 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     let tether_pipelined_per_s =
         per_second(commands.tether_pipelined.0, commands.tether_pipelined.1);
     let bare_pipelined_per_s = per_second(commands.bare_pipelined.0, commands.bare_pipelined.1);
+
+    let mut relay_rtt = relay.relay_rtt;
+    let mut mqtt_rtt = relay.mqtt_rtt;
+    let relay_rtt_p50_us = percentile_us(&mut relay_rtt, 50.0);
+    let relay_rtt_p99_us = percentile_us(&mut relay_rtt, 99.0);
+    let mqtt_rtt_p50_us = percentile_us(&mut mqtt_rtt, 50.0);
+    let mqtt_rtt_p99_us = percentile_us(&mut mqtt_rtt, 99.0);
+    let relay_pipelined_per_s = per_second(relay.relay_pipelined.0, relay.relay_pipelined.1);
+    let mqtt_pipelined_per_s = per_second(relay.mqtt_pipelined.0, relay.mqtt_pipelined.1);
+    let mut cold_connects = relay.cold_connects;
+    let mut broker_connects = relay.broker_connects;
 
     let mut report = BenchReport {
         started_unix_s,
@@ -169,6 +189,25 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         dispatch_p99_us: dispatch.dispatch_p99_us,
         dispatch_p50_us: dispatch.with_10_000.p50_us,
         dispatch_unrelated_ratio: dispatch.dispatch_unrelated_ratio,
+        relay_broker: relay.broker,
+        mqtt_request_bytes: relay.mqtt_bytes.0,
+        mqtt_response_bytes: relay.mqtt_bytes.1,
+        relay_rtt_samples: relay_rtt.len(),
+        mqtt_rtt_samples: mqtt_rtt.len(),
+        relay_rtt_p50_us,
+        relay_rtt_p99_us,
+        mqtt_rtt_p50_us,
+        mqtt_rtt_p99_us,
+        relay_rtt_ratio: ratio(relay_rtt_p50_us, mqtt_rtt_p50_us),
+        relay_rtt_p99_ratio: ratio(relay_rtt_p99_us, mqtt_rtt_p99_us),
+        relay_cold_connects: cold_connects.len(),
+        relay_cold_connect_ms: relay::median_ms(&mut cold_connects),
+        relay_broker_connect_ms: relay::median_ms(&mut broker_connects),
+        relay_pipelined_requests: relay.relay_pipelined.0,
+        mqtt_pipelined_requests: relay.mqtt_pipelined.0,
+        relay_pipelined_per_s,
+        mqtt_pipelined_per_s,
+        relay_pipelined_ratio: ratio(relay_pipelined_per_s, mqtt_pipelined_per_s),
         goals_met: Default::default(),
         config,
     };

@@ -97,8 +97,26 @@ pub const DISPATCH_UNRELATED_GOAL: Goal = Goal {
     bound: 1.2,
     at_least: false,
 };
+/// Small-command round trip p50 over the relay, against a bare MQTT
+/// request/response of the same size through the same broker: at most 1.3
+/// (issue 13, item 6).
+pub const RELAY_RTT_GOAL: Goal = Goal {
+    name: "relay_rtt_p50",
+    ratio: "relay_rtt_ratio",
+    bound: 1.3,
+    at_least: false,
+};
+/// Pipelined small commands/s over one relay session, against the bare
+/// MQTT request/response pipelined the same way: at least 0.7 (issue 13,
+/// item 6).
+pub const RELAY_PIPELINED_GOAL: Goal = Goal {
+    name: "relay_pipelined",
+    ratio: "relay_pipelined_ratio",
+    bound: 0.7,
+    at_least: true,
+};
 /// Every goal, in report order.
-pub const GOALS: [Goal; 8] = [
+pub const GOALS: [Goal; 10] = [
     HANDSHAKE_GOAL,
     RTT_P50_GOAL,
     RTT_P99_GOAL,
@@ -107,6 +125,8 @@ pub const GOALS: [Goal; 8] = [
     OTA_GOAL,
     DISPATCH_P99_GOAL,
     DISPATCH_UNRELATED_GOAL,
+    RELAY_RTT_GOAL,
+    RELAY_PIPELINED_GOAL,
 ];
 
 /// The result of one run. Ratios are Tether over bare quinn, measured in
@@ -249,6 +269,50 @@ pub struct BenchReport {
     /// Median dispatch cost with 10 000 unrelated tasks over that with 100.
     pub dispatch_unrelated_ratio: f64,
 
+    /// The broker the relay figures went through: the embedded one, or the
+    /// `mqtt://HOST:PORT` named in [`BenchConfig::broker`].
+    pub relay_broker: String,
+    /// Bare MQTT request payload, bytes: the Tether request envelope plus
+    /// its 4-byte frame header.
+    pub mqtt_request_bytes: usize,
+    /// Bare MQTT reply payload, bytes: the Tether response, framed.
+    pub mqtt_response_bytes: usize,
+    /// Small commands over the relay sampled.
+    pub relay_rtt_samples: usize,
+    /// Bare MQTT request/responses sampled.
+    pub mqtt_rtt_samples: usize,
+    /// Small-command round trip over a relay session, median, µs.
+    pub relay_rtt_p50_us: f64,
+    /// The same, 99th percentile, µs.
+    pub relay_rtt_p99_us: f64,
+    /// Bare MQTT request/response through the same broker, median, µs.
+    pub mqtt_rtt_p50_us: f64,
+    /// The same, 99th percentile, µs.
+    pub mqtt_rtt_p99_us: f64,
+    /// `relay_rtt_p50_us / mqtt_rtt_p50_us`; lower is better.
+    pub relay_rtt_ratio: f64,
+    /// `relay_rtt_p99_us / mqtt_rtt_p99_us`; lower is better.
+    pub relay_rtt_p99_ratio: f64,
+    /// Cold relay connects timed.
+    pub relay_cold_connects: usize,
+    /// `RelaySocket::dial` (reply topic subscribed) plus a full Tether
+    /// handshake over the relay on a fresh connector (no ticket), until the
+    /// phone holds the session; median, ms.
+    pub relay_cold_connect_ms: f64,
+    /// `RelaySocket::connect` (MQTT CONNECT to CONNACK) before each cold
+    /// connect, median, ms; not part of `relay_cold_connect_ms`.
+    pub relay_broker_connect_ms: f64,
+    /// Pipelined small commands completed over the relay.
+    pub relay_pipelined_requests: usize,
+    /// Pipelined bare MQTT request/responses completed.
+    pub mqtt_pipelined_requests: usize,
+    /// Small commands per second over one relay session.
+    pub relay_pipelined_per_s: f64,
+    /// Bare MQTT request/responses per second through the same broker.
+    pub mqtt_pipelined_per_s: f64,
+    /// `relay_pipelined_per_s / mqtt_pipelined_per_s`; higher is better.
+    pub relay_pipelined_ratio: f64,
+
     /// For each of [`GOALS`], by name, whether this run met it.
     pub goals_met: BTreeMap<&'static str, bool>,
 }
@@ -267,6 +331,9 @@ impl BenchReport {
             "ota_ratio" => self.ota_ratio,
             "dispatch_p99_us" => self.dispatch_p99_us,
             "dispatch_unrelated_ratio" => self.dispatch_unrelated_ratio,
+            "relay_rtt_ratio" => self.relay_rtt_ratio,
+            "relay_rtt_p99_ratio" => self.relay_rtt_p99_ratio,
+            "relay_pipelined_ratio" => self.relay_pipelined_ratio,
             _ => return None,
         })
     }
@@ -383,6 +450,34 @@ pub fn render_text(report: &BenchReport) -> String {
         Some(DISPATCH_UNRELATED_GOAL),
     );
     row(
+        "relay RTT p50 (us)",
+        r.relay_rtt_p50_us,
+        Some(r.mqtt_rtt_p50_us),
+        Some(r.relay_rtt_ratio),
+        Some(RELAY_RTT_GOAL),
+    );
+    row(
+        "relay RTT p99 (us)",
+        r.relay_rtt_p99_us,
+        Some(r.mqtt_rtt_p99_us),
+        Some(r.relay_rtt_p99_ratio),
+        None,
+    );
+    row(
+        "relay pipelined commands/s",
+        r.relay_pipelined_per_s,
+        Some(r.mqtt_pipelined_per_s),
+        Some(r.relay_pipelined_ratio),
+        Some(RELAY_PIPELINED_GOAL),
+    );
+    row(
+        "relay cold connect (ms)",
+        r.relay_cold_connect_ms,
+        None,
+        None,
+        None,
+    );
+    row(
         "token resolutions/s",
         r.token_resolutions_per_s,
         None,
@@ -428,6 +523,18 @@ pub fn render_text(report: &BenchReport) -> String {
         r.config.ota_transfers,
         mib(&r.ota_runs_mib_s),
         mib(&r.bare_runs_mib_s),
+    );
+    let _ = writeln!(
+        out,
+        "Relay (SPEC 19): the small command over a relay session against bare MQTT\n  \
+         request/response ({} B out, {} B back, QoS 0) through the same broker, {};\n  \
+         the relay rows' \"bare\" column is that baseline. Cold connect: median of {} dials\n  \
+         plus full handshakes; the MQTT connect before each, median {:.1} ms, not included.",
+        r.mqtt_request_bytes,
+        r.mqtt_response_bytes,
+        r.relay_broker,
+        r.relay_cold_connects,
+        r.relay_broker_connect_ms,
     );
     let c = &r.config;
     let per_handshake_us = |rate: f64| if rate > 0.0 { 1e6 / rate } else { 0.0 };

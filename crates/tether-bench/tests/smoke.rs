@@ -28,6 +28,21 @@ async fn quick_run_reports_every_measurement() {
     assert!(report.pairing_pdus_sent > 0);
     assert!(report.pairing_pdus_lost <= report.pairing_pdus_sent);
     assert_eq!(report.ota_runs_mib_s.len(), config.ota_transfers);
+    // The relay figures (issue 13, item 6), through the embedded broker.
+    assert_eq!(report.relay_rtt_samples, config.relay_rtt_samples);
+    assert_eq!(report.mqtt_rtt_samples, config.relay_rtt_samples);
+    assert_eq!(
+        report.relay_pipelined_requests,
+        config.relay_pipelined_requests
+    );
+    assert_eq!(
+        report.mqtt_pipelined_requests,
+        config.relay_pipelined_requests
+    );
+    assert_eq!(report.relay_cold_connects, config.relay_connects);
+    assert_eq!(report.mqtt_request_bytes, report.tether_request_bytes + 4);
+    assert_eq!(report.mqtt_response_bytes, report.tether_response_bytes + 4);
+    assert!(report.relay_broker.starts_with("embedded"));
     assert_eq!(report.bare_runs_mib_s.len(), config.ota_transfers);
 
     let figures = [
@@ -55,12 +70,23 @@ async fn quick_run_reports_every_measurement() {
         ("ota_ratio", report.ota_ratio),
         ("ota_mib_s", report.ota_mib_s),
         ("bare_mib_s", report.bare_mib_s),
+        ("relay_rtt_ratio", report.relay_rtt_ratio),
+        ("relay_rtt_p99_ratio", report.relay_rtt_p99_ratio),
+        ("relay_rtt_p50_us", report.relay_rtt_p50_us),
+        ("mqtt_rtt_p50_us", report.mqtt_rtt_p50_us),
+        ("relay_cold_connect_ms", report.relay_cold_connect_ms),
+        ("relay_broker_connect_ms", report.relay_broker_connect_ms),
+        ("relay_pipelined_ratio", report.relay_pipelined_ratio),
+        ("relay_pipelined_per_s", report.relay_pipelined_per_s),
+        ("mqtt_pipelined_per_s", report.mqtt_pipelined_per_s),
     ];
     for (name, value) in figures {
         assert!(value.is_finite() && value > 0.0, "{name} = {value}");
     }
     assert!(report.tether_rtt_p50_us <= report.tether_rtt_p99_us);
     assert!(report.bare_rtt_p50_us <= report.bare_rtt_p99_us);
+    assert!(report.relay_rtt_p50_us <= report.relay_rtt_p99_us);
+    assert!(report.mqtt_rtt_p50_us <= report.mqtt_rtt_p99_us);
 
     let goal_names: Vec<_> = GOALS.iter().map(|g| g.name).collect();
     let reported: Vec<_> = report.goals_met.keys().copied().collect();
@@ -80,6 +106,9 @@ async fn quick_run_reports_every_measurement() {
         "ota_ratio",
         "ota_mib_s",
         "bare_mib_s",
+        "relay_rtt_ratio",
+        "relay_cold_connect_ms",
+        "relay_pipelined_ratio",
         "goals_met",
     ] {
         assert!(json.get(key).is_some(), "JSON lacks {key}");
@@ -89,4 +118,7 @@ async fn quick_run_reports_every_measurement() {
     assert!(text.contains("handshakes/s (first contact)"));
     assert!(text.contains("Pairing stress"));
     assert!(text.contains("firmware upgrade MiB/s"));
+    assert!(text.contains("relay RTT p50 (us)"));
+    assert!(text.contains("relay pipelined commands/s"));
+    assert!(text.contains("relay cold connect (ms)"));
 }

@@ -160,7 +160,8 @@ enum Command {
     },
     /// Measure Tether against a bare-quinn baseline in the same run
     /// (handshakes/s, request round trip p50/p99, pipelined requests/s,
-    /// token resolutions/s) and print each figure and ratio.
+    /// token resolutions/s), the relay against bare MQTT through the same
+    /// broker, and print each figure and ratio.
     Bench {
         /// Print one JSON object.
         #[arg(long)]
@@ -168,6 +169,10 @@ enum Command {
         /// A small run (seconds), for a smoke test; figures are noisy.
         #[arg(long)]
         quick: bool,
+        /// Measure the relay figures through this MQTT broker,
+        /// `mqtt://HOST:PORT`, instead of one embedded for the run.
+        #[arg(long, value_name = "URL", value_parser = parse_broker)]
+        broker: Option<tether_node::RelayConfig>,
     },
     /// The smart-device life cycle on its own: commission a lamp and a camera
     /// over the simulated radio, find them on the LAN, list, rename, reorder
@@ -296,7 +301,11 @@ fn main() -> ExitCode {
                 hub,
                 action,
             } => tasks::run(data_dir, net.into(), json, hub, action).await,
-            Command::Bench { json, quick } => bench(json, quick).await,
+            Command::Bench {
+                json,
+                quick,
+                broker,
+            } => bench(json, quick, broker).await,
             Command::Broker { port } => broker(port).await,
             Command::Pair {
                 json,
@@ -342,12 +351,17 @@ async fn broker(port: u16) -> Result<ExitCode, tether_node::NodeError> {
     }
 }
 
-async fn bench(json: bool, quick: bool) -> Result<ExitCode, tether_node::NodeError> {
-    let config = if quick {
+async fn bench(
+    json: bool,
+    quick: bool,
+    broker: Option<tether_node::RelayConfig>,
+) -> Result<ExitCode, tether_node::NodeError> {
+    let mut config = if quick {
         tether_bench::BenchConfig::quick()
     } else {
         tether_bench::BenchConfig::default()
     };
+    config.broker = broker.map(|b| (b.host, b.port));
     match tether_bench::run(config).await {
         Ok(report) => {
             if json {

@@ -6,23 +6,37 @@ use std::process::ExitCode;
 use tether_bench::{BenchConfig, render_text, run};
 
 const USAGE: &str = "\
-usage: tether-bench [--json] [--quick]
+usage: tether-bench [--json] [--quick] [--broker mqtt://HOST:PORT]
 
 Measures Tether sessions against a bare-quinn baseline in the same process,
 on loopback. Build with --release for meaningful figures.
 
   --json    print the report as JSON instead of a table
   --quick   a small smoke run (figures too small to compare)
+  --broker  measure the relay through this MQTT broker instead of an
+            embedded one
 ";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut json = false;
     let mut config = BenchConfig::default();
-    for arg in std::env::args().skip(1) {
+    let mut broker = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--json" => json = true,
             "--quick" => config = BenchConfig::quick(),
+            "--broker" => {
+                let url = args.next().unwrap_or_default();
+                match tether_relay::RelayConfig::from_url(&url) {
+                    Ok(b) => broker = Some((b.host, b.port)),
+                    Err(e) => {
+                        eprint!("--broker {url:?}: {e}\n\n{USAGE}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -33,6 +47,7 @@ async fn main() -> ExitCode {
             }
         }
     }
+    config.broker = broker;
     if cfg!(debug_assertions) {
         eprintln!("warning: debug build; figures are not comparable (use --release)");
     }
