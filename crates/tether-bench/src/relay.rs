@@ -263,9 +263,8 @@ fn random_topic() -> Result<String, BenchError> {
 }
 
 /// A rumqttc client with the relay socket's own settings
-/// (`RelaySocket::connect`, SPEC §19.5). Keep them in step: rumqttc leaves
-/// Nagle on (`NetworkOptions::set_tcp_nodelay`), as the relay socket does
-/// today; if the relay turns it off, so must this (BENCHMARKS.md, relay).
+/// (`RelaySocket::connect`, SPEC §19.5). Keep them in step: Nagle off
+/// (`NetworkOptions::set_tcp_nodelay`), as the relay socket has it.
 fn mqtt_client(config: &RelayConfig) -> Result<(AsyncClient, EventLoop), BenchError> {
     let mut id = [0u8; 10];
     SystemRandom::new()
@@ -284,6 +283,9 @@ fn mqtt_client(config: &RelayConfig) -> Result<(AsyncClient, EventLoop), BenchEr
     if let Some((user, password)) = &config.login {
         options.set_credentials(user.clone(), password.clone());
     }
+    let mut network = options.network_options();
+    network.set_tcp_nodelay(true);
+    options.set_network_options(network);
     Ok(AsyncClient::new(options, config.outbound_queue.max(16)))
 }
 

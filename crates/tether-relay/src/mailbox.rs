@@ -93,6 +93,7 @@ impl Mailbox {
         if let Some((user, password)) = &config.login {
             options.set_credentials(user.clone(), password.clone());
         }
+        crate::mqtt::no_delay(&mut options);
         let (client, eventloop) = AsyncClient::new(options, 64);
         let (tx, rx) = mpsc::channel(256);
         let (first_tx, first_rx) = oneshot::channel();

@@ -384,6 +384,15 @@ impl Shared {
     }
 }
 
+/// Turns Nagle's algorithm off on the TCP connection to the broker (SPEC
+/// §19.5): QUIC writes small packets back to back, and with Nagle on the
+/// second waits for the broker's delayed ACK (about 40 ms on Linux).
+pub(crate) fn no_delay(options: &mut MqttOptions) {
+    let mut network = options.network_options();
+    network.set_tcp_nodelay(true);
+    options.set_network_options(network);
+}
+
 /// Aborts a task when dropped.
 pub(crate) struct AbortOnDrop(pub(crate) AbortHandle);
 
@@ -436,6 +445,7 @@ impl RelaySocket {
         if let Some((user, password)) = &config.login {
             options.set_credentials(user.clone(), password.clone());
         }
+        no_delay(&mut options);
         let (client, eventloop) = AsyncClient::new(options, config.outbound_queue.max(16));
         let shared = Arc::new(Shared {
             client,

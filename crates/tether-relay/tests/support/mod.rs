@@ -78,7 +78,7 @@ impl Mosquitto {
         // subscriber silently loses messages.
         let config = format!(
             "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_queued_messages 0\nlog_dest stderr\n",
+             max_queued_messages 0\nset_tcp_nodelay true\nlog_dest stderr\n",
             self.port
         );
         std::fs::write(self.config_path(), config).unwrap();
