@@ -673,13 +673,28 @@ async def run(tether, host_kind, narrator, data_dir, broker):
         t = time.monotonic()
         remote = await phone.connect_via_relay()
         remote_status = await remote.read([DOOR_LOCKS[0]])
+        remote.close()
+        # A command left in the car's mailbox (it would wait there if the
+        # car slept), answered with a verified receipt in the phone's own.
+        posted = await phone.post_command(
+            tether.VehicleAction.FLASH_HONK(flash=True, honk=False),
+            tether.new_idempotency_key(),
+            60_000,
+        )
+        reply = await phone.next_mailbox_reply(10_000)
+        answered = (
+            reply is not None
+            and reply.in_reply_to == posted.letter_id
+            and reply.outcome is not None
+            and reply.outcome.state == tether.CommandState.SUCCEEDED
+        )
         narrator.step(
             "remote path",
-            remote.via_relay() and not link.via_relay() and len(remote_status) == 1,
-            f"session through the broker at {broker}; read {remote_status[0].path}",
+            remote.via_relay() and not link.via_relay() and len(remote_status) == 1 and answered,
+            f"session through the broker at {broker}; read {remote_status[0].path}; "
+            f"a flash left in the car's mailbox ran, receipt #{reply.outcome.sequence if answered else '?'}",
             t,
         )
-        remote.close()
 
     # 5. Subscribe: updates arrive through a Python callback.
     t = time.monotonic()

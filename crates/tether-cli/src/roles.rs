@@ -37,6 +37,24 @@ pub(crate) enum PhoneAction {
     Lock,
     /// Unlock the car's doors.
     Unlock,
+    /// Leave a command in the car's mailbox on the broker (`--broker`),
+    /// asleep or not: run once if it reads it within `--valid-for`, never
+    /// after (SPEC §19.12). The answer: `tether phone replies`.
+    Post {
+        /// lock, unlock or flash.
+        #[arg(value_parser = ["lock", "unlock", "flash"])]
+        command: String,
+        /// How long the command stays valid, seconds (at most 7 days).
+        #[arg(long, default_value_t = 600)]
+        valid_for: u64,
+    },
+    /// Print the car's answers waiting in this phone's mailbox (waiting up
+    /// to `--wait` seconds for the first).
+    Replies {
+        /// Seconds to wait for an answer.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+    },
     /// Switch climate control on (with a target) or off.
     Climate {
         /// Target cabin temperature in °C; omit to switch climate off.
@@ -264,6 +282,57 @@ pub(crate) async fn phone(
             }
             return Ok(ExitCode::SUCCESS);
         }
+        PhoneAction::Post { command, valid_for } => {
+            let command = match command.as_str() {
+                "lock" => control::lock(),
+                "unlock" => control::unlock(),
+                _ => control::flash_honk(true, false),
+            };
+            let posted = phone
+                .post_command(
+                    command,
+                    tether_node::new_idempotency_key()?,
+                    Duration::from_secs(valid_for),
+                )
+                .await?;
+            println!(
+                "left in the car's mailbox as letter {} (valid until unix ms {}); \
+                 `tether phone replies` shows the answer",
+                crate::share::hex(&posted.letter_id),
+                posted.not_after_unix_ms
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        PhoneAction::Replies { wait } => {
+            let mut wait = Duration::from_secs(wait);
+            let mut seen = 0;
+            while let Some(reply) = phone.next_mailbox_reply(wait).await? {
+                seen += 1;
+                let what = match reply.answer {
+                    tether_node::MailboxAnswer::Executed(o) => format!(
+                        "{}; signed receipt #{} verified",
+                        o.state
+                            .as_str_name()
+                            .trim_start_matches("COMMAND_STATE_")
+                            .to_lowercase(),
+                        o.sequence
+                    ),
+                    tether_node::MailboxAnswer::Refused { code, message } => format!(
+                        "refused ({}): {message}",
+                        code.as_str_name()
+                            .trim_start_matches("ERROR_CODE_")
+                            .to_lowercase()
+                    ),
+                };
+                println!("letter {}: {what}", crate::share::hex(&reply.in_reply_to));
+                // The first waited for; the rest are already there.
+                wait = Duration::from_millis(500);
+            }
+            if seen == 0 {
+                println!("no answer in the mailbox");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let (link, route) = phone
@@ -285,6 +354,8 @@ pub(crate) async fn phone(
         PhoneAction::Init
         | PhoneAction::Discover { .. }
         | PhoneAction::Devices
+        | PhoneAction::Post { .. }
+        | PhoneAction::Replies { .. }
         | PhoneAction::RemoveDevice { .. } => return Ok(ExitCode::SUCCESS),
     };
     let key = {

@@ -146,6 +146,60 @@ fn head_unit_and_phone_processes_meet_through_the_broker() {
         text.contains("Vehicle.Cabin.Door.Row1.DriverSide.IsLocked") && text.contains("Bool(true)"),
         "{text}"
     );
+    // The car sleeps (its process is gone): a command left in its mailbox
+    // runs when it starts again, and the answer waits for the phone.
+    drop(car);
+    let (ok, text, err) = common::tether(&[
+        "phone",
+        "--data-dir",
+        phone,
+        "--broker",
+        &url,
+        "post",
+        "unlock",
+        "--valid-for",
+        "120",
+    ]);
+    assert!(ok, "{text}{err}");
+    assert!(text.contains("left in the car's mailbox"), "{text}");
+    let mut car = KillOnDrop(
+        tether()
+            .args([
+                "head-unit",
+                "--data-dir",
+                car_dir.path().to_str().unwrap(),
+                "--broker",
+                &url,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = car.0.stdout.take().unwrap();
+    BufReader::new(stdout)
+        .lines()
+        .take(6)
+        .map_while(Result::ok)
+        .find(|l| l.contains("through the broker"))
+        .expect("head unit did not start again");
+    let (ok, text, err) = common::tether(&[
+        "phone",
+        "--data-dir",
+        phone,
+        "--broker",
+        &url,
+        "replies",
+        "--wait",
+        "15",
+    ]);
+    assert!(ok, "{text}{err}");
+    assert!(
+        text.contains("succeeded") && text.contains("receipt"),
+        "{text}"
+    );
+    drop(car);
+
     // Without a broker, --via relay says what is missing.
     let (ok, _, err) = common::tether(&["phone", "--data-dir", phone, "--via", "relay", "status"]);
     assert!(!ok);

@@ -193,6 +193,54 @@ impl Phone {
             .map(|link| Arc::new(VehicleLink::new(link)))
     }
 
+    /// Leaves a command for the car in its mailbox on the broker, whether
+    /// the car is awake or not (SPEC §19.12): sealed and signed end to end,
+    /// run at most once when the car reads it within `valid_for_ms` (1 ms to
+    /// 7 days), never after. `idempotency_key`: 16 bytes (posting again
+    /// with it runs nothing twice). The answer: `nextMailboxReply`.
+    pub async fn post_command(
+        &self,
+        action: crate::records::VehicleAction,
+        idempotency_key: Vec<u8>,
+        valid_for_ms: u64,
+    ) -> Result<crate::records::PostedCommand, TetherError> {
+        let command = action.to_command()?;
+        let key: [u8; 16] =
+            idempotency_key
+                .as_slice()
+                .try_into()
+                .map_err(|_| TetherError::InvalidArgument {
+                    detail: "a mailbox idempotency key is 16 bytes".into(),
+                })?;
+        let inner = self.inner.clone();
+        run(async move {
+            inner
+                .post_command(command, key, Duration::from_millis(valid_for_ms))
+                .await
+                .map(|p| crate::records::PostedCommand {
+                    letter_id: p.letter_id.to_vec(),
+                    not_after_unix_ms: p.not_after_unix_ms,
+                })
+        })
+        .await
+    }
+
+    /// The next answer the car left in this phone's mailbox, waiting at
+    /// most `timeout_ms`; `None` when none came.
+    pub async fn next_mailbox_reply(
+        &self,
+        timeout_ms: u64,
+    ) -> Result<Option<crate::records::MailboxReply>, TetherError> {
+        let inner = self.inner.clone();
+        run(async move {
+            inner
+                .next_mailbox_reply(Duration::from_millis(timeout_ms))
+                .await
+                .map(|r| r.map(Into::into))
+        })
+        .await
+    }
+
     /// Waits until the account's home hub is found on the LAN (at most
     /// `timeout_ms`) and returns its `ip:port`. The hub advertises under
     /// its own key (SPEC §18.8): looking for the car never finds it.

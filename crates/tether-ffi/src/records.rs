@@ -361,6 +361,47 @@ impl From<tether_node::CommandOutcome> for CommandOutcome {
     }
 }
 
+/// A command left in the car's mailbox on the broker (SPEC §19.12).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PostedCommand {
+    /// The letter's id; the car's answer names it (`MailboxReply.inReplyTo`).
+    pub letter_id: Vec<u8>,
+    /// Unix milliseconds after which the car will not run it.
+    pub not_after_unix_ms: u64,
+}
+
+/// What the car answered to a command left in its mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct MailboxReply {
+    /// The letter it answers (`PostedCommand.letterId`).
+    pub in_reply_to: Vec<u8>,
+    /// The outcome with the verified receipt, when the car ran it (or had:
+    /// the same receipt).
+    pub outcome: Option<CommandOutcome>,
+    /// When it did not: the car's error code (`ERROR_CODE_DEADLINE_EXCEEDED`
+    /// when it woke after the deadline) and text.
+    pub refused_code: Option<String>,
+    /// The car's text for a refusal.
+    pub refused_message: Option<String>,
+}
+
+impl From<tether_node::MailboxReply> for MailboxReply {
+    fn from(r: tether_node::MailboxReply) -> Self {
+        let (outcome, refused_code, refused_message) = match r.answer {
+            tether_node::MailboxAnswer::Executed(o) => (Some(o.into()), None, None),
+            tether_node::MailboxAnswer::Refused { code, message } => {
+                (None, Some(code.as_str_name().to_owned()), Some(message))
+            }
+        };
+        Self {
+            in_reply_to: r.in_reply_to.to_vec(),
+            outcome,
+            refused_code,
+            refused_message,
+        }
+    }
+}
+
 /// How often the simulated vehicle actually performed each actuation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
 pub struct Executions {
