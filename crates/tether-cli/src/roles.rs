@@ -317,6 +317,11 @@ pub(crate) async fn phone(
                             .to_lowercase(),
                         o.sequence
                     ),
+                    tether_node::MailboxAnswer::Signals(values) => values
+                        .iter()
+                        .map(|r| format!("{} = {:?}", r.path, r.value))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     tether_node::MailboxAnswer::Refused { code, message } => format!(
                         "refused ({}): {message}",
                         code.as_str_name()

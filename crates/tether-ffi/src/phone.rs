@@ -225,6 +225,28 @@ impl Phone {
         .await
     }
 
+    /// Leaves a subscription to `paths` in the car's mailbox for
+    /// `valid_for_ms` (at most 7 days): the car pushes their values to this
+    /// phone's mailbox, first values then each change, connected or not
+    /// (SPEC §19.12). They come as `MailboxReply.signals`.
+    pub async fn push_subscribe(
+        &self,
+        paths: Vec<String>,
+        valid_for_ms: u64,
+    ) -> Result<crate::records::PostedCommand, TetherError> {
+        let inner = self.inner.clone();
+        run(async move {
+            inner
+                .push_subscribe(paths, Duration::from_millis(valid_for_ms))
+                .await
+                .map(|p| crate::records::PostedCommand {
+                    letter_id: p.letter_id.to_vec(),
+                    not_after_unix_ms: p.not_after_unix_ms,
+                })
+        })
+        .await
+    }
+
     /// The next answer the car left in this phone's mailbox, waiting at
     /// most `timeout_ms`; `None` when none came.
     pub async fn next_mailbox_reply(

@@ -371,7 +371,7 @@ pub struct PostedCommand {
 }
 
 /// What the car answered to a command left in its mailbox.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct MailboxReply {
     /// The letter it answers (`PostedCommand.letterId`).
     pub in_reply_to: Vec<u8>,
@@ -383,14 +383,22 @@ pub struct MailboxReply {
     pub refused_code: Option<String>,
     /// The car's text for a refusal.
     pub refused_message: Option<String>,
+    /// Values pushed for a subscription left with `Phone.pushSubscribe`
+    /// (empty for a command's answer).
+    pub signals: Vec<Reading>,
 }
 
 impl From<tether_node::MailboxReply> for MailboxReply {
     fn from(r: tether_node::MailboxReply) -> Self {
+        let mut signals = Vec::new();
         let (outcome, refused_code, refused_message) = match r.answer {
             tether_node::MailboxAnswer::Executed(o) => (Some(o.into()), None, None),
             tether_node::MailboxAnswer::Refused { code, message } => {
                 (None, Some(code.as_str_name().to_owned()), Some(message))
+            }
+            tether_node::MailboxAnswer::Signals(values) => {
+                signals = values.into_iter().map(Into::into).collect();
+                (None, None, None)
             }
         };
         Self {
@@ -398,6 +406,7 @@ impl From<tether_node::MailboxReply> for MailboxReply {
             outcome,
             refused_code,
             refused_message,
+            signals,
         }
     }
 }

@@ -178,60 +178,179 @@ async fn car_mailbox(
     let own = key.car_mailbox();
     let (mailbox, mut letters) =
         Mailbox::connect(relay, key.client_id(&own), vec![TopicId(own)]).await?;
+    let mailbox = Arc::new(mailbox);
     Ok(tokio::spawn(async move {
+        // Push subscriptions end with this task (their letters stay
+        // unacknowledged, so the broker hands them over again on wake).
+        let mut pushes = tokio::task::JoinSet::new();
         while let Some(delivery) = letters.recv().await {
-            let answer = answer_letter(&key, &own, &credentials, &delivery, &service, &stream_ids);
-            if let Some((to, sealed)) = answer.await {
-                // Posted before the letter is acknowledged: a crash in
-                // between delivers the letter again, and the command log
-                // answers it with the same receipt.
-                let mut posted = false;
-                for wait_ms in [0, 200, 800, 3_000] {
-                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-                    match mailbox
-                        .post(&TopicId(to), sealed.clone(), ANSWER_EXPIRY_S)
-                        .await
-                    {
-                        Ok(()) => {
-                            posted = true;
-                            break;
-                        }
-                        Err(e) => warn!(error = %e, "posting a mailbox answer failed; retrying"),
-                    }
-                }
-                if !posted {
-                    // Not acknowledged: the broker delivers it again later.
-                    continue;
-                }
+            let opened = open_letter(&key, &own, &credentials, &delivery);
+            let Some(letter) = opened else {
+                // Dropped unanswered; acknowledged so it is not resent.
+                let _ = mailbox.ack(&delivery).await;
+                continue;
+            };
+            if let Some(request) = push_request(&letter) {
+                pushes.spawn(push(
+                    Push {
+                        mailbox: mailbox.clone(),
+                        key: key.clone(),
+                        own,
+                        credentials: credentials.clone(),
+                        service: service.clone(),
+                    },
+                    letter,
+                    request,
+                    delivery,
+                    stream_ids.clone(),
+                ));
+                continue;
             }
-            if let Err(e) = mailbox.ack(&delivery).await {
+            let reply = run_letter(&letter, &service, &stream_ids).await;
+            let Some((to, sealed)) = seal_answer(&key, &own, &credentials, &letter, &reply) else {
+                let _ = mailbox.ack(&delivery).await;
+                continue;
+            };
+            // Posted before the letter is acknowledged: a crash in between
+            // delivers the letter again, and the command log answers it
+            // with the same receipt.
+            if post_with_retries(&mailbox, &to, sealed, ANSWER_EXPIRY_S).await
+                && let Err(e) = mailbox.ack(&delivery).await
+            {
                 warn!(error = %e, "acknowledging a letter failed");
             }
         }
+        pushes.abort_all();
     }))
 }
 
-/// Opens one letter and runs it; the answer to post and where, or `None`
-/// for what is dropped unanswered (anything that does not authenticate).
-async fn answer_letter(
+/// Posts with a few retries; whether the broker took it.
+async fn post_with_retries(
+    mailbox: &Mailbox,
+    to: &[u8; MAILBOX_ID_LEN],
+    sealed: Vec<u8>,
+    expiry_s: u32,
+) -> bool {
+    for wait_ms in [0, 200, 800, 3_000] {
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        match mailbox.post(&TopicId(*to), sealed.clone(), expiry_s).await {
+            Ok(()) => return true,
+            Err(e) => warn!(error = %e, "posting a mailbox answer failed; retrying"),
+        }
+    }
+    false
+}
+
+/// What a push subscription needs of the car's mailbox.
+struct Push {
+    mailbox: Arc<Mailbox>,
+    key: MailboxKey,
+    own: [u8; MAILBOX_ID_LEN],
+    credentials: Arc<Credentials>,
+    service: mpsc::UnboundedSender<ServiceInput>,
+}
+
+/// A `Subscribe` letter from a member that may read the car (SPEC
+/// §19.12): the request, when it is one and still valid.
+fn push_request(letter: &OpenedLetter) -> Option<Envelope> {
+    let request = Envelope::decode(letter.contents.payload.as_slice()).ok()?;
+    let subscribe = matches!(
+        &request.body,
+        Some(envelope::Body::Request(tether_proto::v1::Request {
+            kind: Some(request::Kind::Subscribe(_))
+        }))
+    );
+    (subscribe
+        && may_post_commands(letter.sender.role)
+        && unix_ms() <= letter.contents.not_after_unix_ms)
+        .then_some(request)
+}
+
+/// Runs a push subscription until its letter's deadline: every update the
+/// vehicle service sends (the first values, then each change) goes to the
+/// member's mailbox, whether its app is connected or not. The letter is
+/// acknowledged only when the subscription ends, so a car that sleeps and
+/// wakes gets it again from the broker and resumes pushing.
+async fn push(
+    car: Push,
+    letter: OpenedLetter,
+    request: Envelope,
+    delivery: Delivery,
+    stream_ids: Arc<AtomicU64>,
+) {
+    let stream = tether_control::StreamId(stream_ids.fetch_add(1, Ordering::Relaxed));
+    let (writer, mut answers) = mpsc::unbounded_channel();
+    let peer = tether_control::PeerInfo::member(letter.sender.role, SessionId(u64::MAX))
+        .with_principal(Principal::Device(letter.sender.public_key));
+    if car
+        .service
+        .send(ServiceInput::Request {
+            stream,
+            peer,
+            envelope: Box::new(request),
+            writer,
+        })
+        .is_err()
+    {
+        return;
+    }
+    let left_ms = letter.contents.not_after_unix_ms.saturating_sub(unix_ms());
+    let end = tokio::time::sleep(Duration::from_millis(left_ms));
+    tokio::pin!(end);
+    info!("push subscription from a member's mailbox started");
+    loop {
+        tokio::select! {
+            answer = answers.recv() => {
+                let Some(answer) = answer else { break };
+                let last = matches!(answer.body, Some(envelope::Body::Error(_)));
+                let expiry = u32::try_from(
+                    letter.contents.not_after_unix_ms.saturating_sub(unix_ms()).div_ceil(1000),
+                )
+                .unwrap_or(u32::MAX)
+                .max(1);
+                if let Some((to, sealed)) = seal_answer(&car.key, &car.own, &car.credentials, &letter, &answer) {
+                    post_with_retries(&car.mailbox, &to, sealed, expiry).await;
+                }
+                if last {
+                    break;
+                }
+            }
+            () = &mut end => break,
+        }
+    }
+    let _ = car.service.send(ServiceInput::Closed(stream));
+    let _ = car.mailbox.ack(&delivery).await;
+    info!("push subscription ended");
+}
+
+/// Opens a letter that arrived at the car's mailbox; `None` for what does
+/// not authenticate (dropped unanswered).
+fn open_letter(
     key: &MailboxKey,
     own: &[u8; MAILBOX_ID_LEN],
     credentials: &Credentials,
     delivery: &Delivery,
-    service: &mpsc::UnboundedSender<ServiceInput>,
-    stream_ids: &AtomicU64,
-) -> Option<([u8; MAILBOX_ID_LEN], Vec<u8>)> {
+) -> Option<OpenedLetter> {
     if delivery.topic.0 != *own {
         return None;
     }
-    let letter = match key.open(credentials, own, &delivery.payload, unix_now()) {
-        Ok(letter) => letter,
+    match key.open(credentials, own, &delivery.payload, unix_now()) {
+        Ok(letter) => Some(letter),
         Err(e) => {
             debug!(error = %e, "a letter that does not authenticate is dropped");
-            return None;
+            None
         }
-    };
-    let reply = run_letter(&letter, service, stream_ids).await;
+    }
+}
+
+/// Seals `reply` as the car's answer to `letter`, for the sender's mailbox.
+fn seal_answer(
+    key: &MailboxKey,
+    own: &[u8; MAILBOX_ID_LEN],
+    credentials: &Credentials,
+    letter: &OpenedLetter,
+    reply: &Envelope,
+) -> Option<([u8; MAILBOX_ID_LEN], Vec<u8>)> {
     let contents = LetterContents {
         not_after_unix_ms: unix_ms().saturating_add(u64::from(ANSWER_EXPIRY_S) * 1000),
         reply_mailbox: *own,
@@ -277,7 +396,10 @@ async fn run_letter(
         }))
     );
     if !is_command {
-        return error_envelope(ErrorCode::Unsupported, "a mailbox takes commands only");
+        return error_envelope(
+            ErrorCode::Unsupported,
+            "a mailbox takes commands and subscriptions only",
+        );
     }
     let stream = tether_control::StreamId(stream_ids.fetch_add(1, Ordering::Relaxed));
     let (writer, mut answers) = mpsc::unbounded_channel();
@@ -333,11 +455,15 @@ pub struct PostedCommand {
 }
 
 /// What the car answered to a letter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MailboxAnswer {
     /// The command ran (or had run: the same receipt); receipt verified
     /// against the car's certified key.
     Executed(CommandOutcome),
+    /// Signal values pushed for a subscription left in the mailbox
+    /// ([`crate::Phone::push_subscribe`]): the first values, then each
+    /// change, while the subscription is valid.
+    Signals(Vec<crate::Reading>),
     /// The car did not run it, and says why (`DEADLINE_EXCEEDED`: it woke
     /// after the deadline; `PERMISSION_DENIED`...).
     Refused {
@@ -349,7 +475,7 @@ pub enum MailboxAnswer {
 }
 
 /// An answer that came to the phone's mailbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MailboxReply {
     /// The letter it answers.
     pub in_reply_to: [u8; MAILBOX_ID_LEN],
@@ -432,6 +558,36 @@ impl PhoneMailbox {
         })
     }
 
+    pub(crate) async fn post_subscription(
+        &self,
+        credentials: &Credentials,
+        paths: &[String],
+        valid_for: Duration,
+    ) -> Result<PostedCommand, NodeError> {
+        if valid_for.is_zero() || valid_for > MAX_LETTER_VALIDITY {
+            return Err(NodeError::State(
+                "a push subscription is valid for 1 ms to 7 days",
+            ));
+        }
+        let not_after_unix_ms = unix_ms().saturating_add(valid_for.as_millis() as u64);
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let contents = LetterContents {
+            not_after_unix_ms,
+            reply_mailbox: self.own,
+            payload: tether_control::client::subscribe(1, &paths).encode_to_vec(),
+            in_reply_to: None,
+        };
+        let car = self.key.car_mailbox();
+        let (sealed, letter_id) = self.key.seal(credentials, &car, &contents)?;
+        let expiry = u32::try_from(valid_for.as_millis().div_ceil(1000)).unwrap_or(u32::MAX);
+        self.mailbox.post(&TopicId(car), sealed, expiry).await?;
+        Ok(PostedCommand {
+            letter_id,
+            idempotency_key: [0; 16],
+            not_after_unix_ms,
+        })
+    }
+
     /// The next answer from the car, at most `timeout`; `None` when none
     /// came. Letters that do not authenticate, or not from the car, are
     /// dropped.
@@ -480,6 +636,21 @@ impl PhoneMailbox {
                 code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Unspecified),
                 message: e.message,
             },
+            Some(envelope::Body::Response(tether_proto::v1::Response {
+                kind: Some(response::Kind::Signals(values) | response::Kind::Update(values)),
+            })) => {
+                if let Some(pending) = pending {
+                    // A subscription answers many times.
+                    crate::wire::lock(&self.pending).insert(in_reply_to, pending);
+                }
+                MailboxAnswer::Signals(
+                    values
+                        .values
+                        .iter()
+                        .filter_map(crate::Reading::from_proto)
+                        .collect(),
+                )
+            }
             Some(envelope::Body::Response(tether_proto::v1::Response {
                 kind: Some(response::Kind::CommandStatus(status)),
             })) => {

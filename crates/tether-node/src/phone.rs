@@ -584,6 +584,24 @@ impl Phone {
             .await
     }
 
+    /// Leaves a subscription to `paths` in the car's mailbox (SPEC §19.12):
+    /// for `valid_for` (at most 7 days) the car pushes their values to this
+    /// phone's mailbox, the first values and then each change, whether the
+    /// app is connected or not, and again after the car slept and woke.
+    /// They arrive as [`crate::MailboxAnswer::Signals`] from
+    /// [`Phone::next_mailbox_reply`].
+    pub async fn push_subscribe(
+        &self,
+        paths: Vec<String>,
+        valid_for: Duration,
+    ) -> Result<crate::PostedCommand, NodeError> {
+        let credentials = self.credentials()?;
+        self.mailbox()
+            .await?
+            .post_subscription(&credentials, &paths, valid_for)
+            .await
+    }
+
     /// The next answer the car left in this phone's mailbox (a verified
     /// receipt, or why it did not run the command), waiting at most
     /// `timeout`; `None` when none came.

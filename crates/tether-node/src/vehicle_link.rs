@@ -40,7 +40,7 @@ pub struct Reading {
 }
 
 impl Reading {
-    fn from_proto(v: &SignalValue) -> Option<Self> {
+    pub(crate) fn from_proto(v: &SignalValue) -> Option<Self> {
         use signal_value::Value;
         let value = match v.value.as_ref()? {
             Value::BoolValue(b) => SignalData::Bool(*b),
