@@ -525,3 +525,34 @@ async fn r23_a_push_subscription_delivers_changes_and_survives_the_car_sleeping(
     assert!(!pushed_lock(&watch).await, "pushing resumed after the wake");
     car.shutdown().await.unwrap();
 }
+
+/// The home hub on the remote path (SPEC §19.11): the owner manages the
+/// home's super tasks from anywhere, at the hub relay key's rendezvous
+/// (not the car's: looking for one never reaches the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_reaches_the_home_hub_through_the_broker() {
+    let broker = Mosquitto::start();
+    let (owner, car) = owner_and_car(&broker).await;
+    let hub = tether_node::Hub::open(over(&broker)).unwrap();
+    hub.complete_enrollment(
+        &owner
+            .enroll_device(&hub.enrollment_request().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    hub.start(tether_node::Clock::manual(0)).unwrap();
+    hub.serve().unwrap();
+    assert!(
+        owner.connect_hub_via_relay().await.is_err(),
+        "the hub does not answer through the broker until asked to"
+    );
+    hub.serve_relay().await.unwrap();
+    let link = owner.connect_hub_via_relay().await.unwrap();
+    assert!(link.via_relay());
+    assert!(link.tasks().list_tasks().await.unwrap().is_empty());
+    // The car is reached at its own rendezvous, the hub at the hub's.
+    let car_link = owner.connect_via_relay().await.unwrap();
+    assert!(car_link.get(vec![signals::RANGE.into()]).await.is_ok());
+    hub.stop_serving();
+    car.shutdown().await.unwrap();
+}

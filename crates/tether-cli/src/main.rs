@@ -135,6 +135,10 @@ enum Command {
         /// Look for the account's car and follow its events.
         #[arg(long)]
         follow_car: bool,
+        /// An MQTT broker, `mqtt://HOST:PORT`: the hub also answers the
+        /// owner there, from anywhere (SPEC §19.11).
+        #[arg(long, value_name = "URL", value_parser = parse_broker)]
+        broker: Option<tether_node::RelayConfig>,
     },
     /// Commission a simulated lamp over the simulated Bluetooth radio: show
     /// its setup QR code, read it, find the lamp by its advert, pair with
@@ -286,7 +290,18 @@ fn main() -> ExitCode {
                 net,
                 places,
                 follow_car,
-            } => roles::hub(data_dir, enroll_from, net.into(), places, follow_car).await,
+                broker,
+            } => {
+                roles::hub(
+                    data_dir,
+                    enroll_from,
+                    net.into(),
+                    places,
+                    follow_car,
+                    broker,
+                )
+                .await
+            }
             Command::Devices { json, net } => Ok(demo_devices::run(json, net.into()).await),
             Command::Share {
                 data_dir,

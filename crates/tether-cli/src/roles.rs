@@ -182,8 +182,15 @@ pub(crate) async fn hub(
     interfaces: Interfaces,
     places: Vec<String>,
     follow_car: bool,
+    broker: Option<RelayConfig>,
 ) -> Result<ExitCode, NodeError> {
-    let hub = Hub::open(config(data_dir, interfaces, 0))?;
+    let relay = broker
+        .as_ref()
+        .map(|b| format!("mqtt://{}:{}", b.host, b.port));
+    let hub = Hub::open(NodeConfig {
+        relay: broker,
+        ..config(data_dir, interfaces, 0)
+    })?;
     if let Some(phone_dir) = enroll_from {
         hub.complete_enrollment(&enroll_with(
             phone_dir,
@@ -199,11 +206,17 @@ pub(crate) async fn hub(
         hub.define_place(Place::named(place))?;
     }
     let address = hub.serve()?;
+    if relay.is_some() {
+        hub.serve_relay().await?;
+    }
     let devices: Vec<String> = hub.home().state().into_keys().collect();
     println!(
         "hub serving its tasks on {address}; home devices: {}; Ctrl-C to stop",
         devices.join(", ")
     );
+    if let Some(url) = relay {
+        println!("also answering through the broker at {url} (remote path)");
+    }
     if follow_car {
         match hub.discover_car(CAR_SEARCH).await {
             Ok(car) => match hub.connect(car).await {

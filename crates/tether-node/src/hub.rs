@@ -28,7 +28,7 @@ use crate::NodeError;
 use crate::adverts::{Adverts, follow_epochs};
 use crate::automation::{Actuator, AutomationHost, Clock, EffectFuture, Interest};
 use crate::automation_serve::permissions_of;
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, unix_now};
 use crate::wire::lock;
 
 /// The one property of each simulated home device: on/off, or closed for
@@ -179,11 +179,19 @@ struct Serving {
     /// when dropped), moved to a new group key epoch by `epochs`.
     adverts: Arc<tokio::sync::Mutex<Adverts>>,
     epochs: tokio::task::JoinHandle<()>,
+    /// Adds the relay's socket to the listener ([`Hub::serve_relay`]).
+    attacher: tether_session::quic::SocketAttacher,
+    membership: Arc<crate::membership::Membership>,
+    /// The relay socket and the task keeping its rendezvous topics in step.
+    relay: Option<(Arc<tether_relay::RelaySocket>, tokio::task::JoinHandle<()>)>,
 }
 
 impl Drop for Serving {
     fn drop(&mut self) {
         self.epochs.abort();
+        if let Some((_, task)) = &self.relay {
+            task.abort();
+        }
         self.accept.abort();
         self.closer.close();
         // The aborted task may still hold its clone of the adverts for a
@@ -438,6 +446,8 @@ impl Hub {
             address,
         ));
         let closer = listener.closer();
+        let attacher = listener.attacher();
+        let serving_membership = membership.clone();
         let accept = tokio::spawn(async move {
             while let Some(session) = listener.accept().await {
                 tokio::spawn(serve_owner(session, host.clone(), membership.clone()));
@@ -449,8 +459,57 @@ impl Hub {
             closer,
             adverts,
             epochs,
+            attacher,
+            membership: serving_membership,
+            relay: None,
         });
         Ok(address)
+    }
+
+    /// Also answers the owner through the MQTT broker (`NodeConfig::relay`;
+    /// SPEC §19.11): the same listener, at the rendezvous topics of the
+    /// account's hub relay key (and the previous epoch's during its grace),
+    /// so the owner manages the home's tasks from anywhere
+    /// (`Phone::connect_hub_via_relay`). Needs [`Hub::serve`] first.
+    pub async fn serve_relay(&self) -> Result<(), NodeError> {
+        let config = self.config.relay.clone().ok_or(NodeError::NoRelay)?;
+        let (attacher, membership) = {
+            let serving = lock(&self.serving);
+            let s = serving.as_ref().ok_or(NodeError::State("not serving"))?;
+            if s.relay.is_some() {
+                return Ok(());
+            }
+            (s.attacher.clone(), s.membership.clone())
+        };
+        let socket = tether_relay::RelaySocket::connect(config).await?;
+        attacher.attach(socket.clone())?;
+        let keys = |m: &crate::membership::Membership| {
+            let credentials = m.credentials();
+            let mut keys: Vec<[u8; 32]> = credentials
+                .group_key()
+                .map(|k| k.hub_relay_key())
+                .into_iter()
+                .collect();
+            if let Some(previous) = credentials.previous_group_key(unix_now()) {
+                keys.push(previous.hub_relay_key());
+            }
+            keys
+        };
+        socket.listen(&keys(&membership)).await?;
+        let follower = socket.clone();
+        let task = tokio::spawn(async move {
+            let mut epochs = membership.watch_epoch();
+            while epochs.changed().await.is_ok() {
+                if let Err(e) = follower.listen(&keys(&membership)).await {
+                    tracing::warn!(error = %e, "the hub's rendezvous topics could not be renewed");
+                }
+            }
+        });
+        match lock(&self.serving).as_mut() {
+            Some(s) => s.relay = Some((socket, task)),
+            None => task.abort(),
+        }
+        Ok(())
     }
 
     /// The endpoint [`Hub::serve`] opened, while it serves.

@@ -14,6 +14,8 @@ use crate::automation_link::Tasks;
 #[derive(Debug, Clone)]
 pub struct HubLink {
     session: Arc<ClientSession>,
+    /// Over the relay: the reply topic, hung up with the link.
+    relay: Option<Arc<crate::vehicle_link::RelayCall>>,
 }
 
 impl HubLink {
@@ -24,7 +26,18 @@ impl HubLink {
         }
         Ok(Self {
             session: Arc::new(session),
+            relay: None,
         })
+    }
+
+    pub(crate) fn over_relay(mut self, call: crate::vehicle_link::RelayCall) -> Self {
+        self.relay = Some(Arc::new(call));
+        self
+    }
+
+    /// Whether the session runs through the MQTT broker (SPEC §19.11).
+    pub fn via_relay(&self) -> bool {
+        self.relay.is_some()
     }
 
     /// The hub's super tasks: create, list, run, trace, share, accept,

@@ -699,6 +699,21 @@ impl Phone {
         Ok(self.find_first(keys, timeout).await?.address)
     }
 
+    /// Opens a session to the home hub through the broker, from anywhere
+    /// (SPEC §19.11), at the rendezvous of the account's hub relay key.
+    pub async fn connect_hub_via_relay(&self) -> Result<crate::HubLink, NodeError> {
+        let key = self
+            .credentials()?
+            .group_key()
+            .ok_or(NodeError::NotEnrolled)?
+            .hub_relay_key();
+        let remote = self.remote().await?;
+        let call = RelayCall::dial(&remote.socket, &key).await?;
+        let session = remote.connector.connect(call.addr).await?;
+        self.membership()?.sync_on_connect(&session).await?;
+        Ok(crate::HubLink::new(session)?.over_relay(call))
+    }
+
     /// Opens an account-bound session to the home hub at `address`, to
     /// manage its super tasks (SPEC §18.8).
     pub async fn connect_hub(&self, address: SocketAddr) -> Result<crate::HubLink, NodeError> {

@@ -21,7 +21,7 @@ pub use client::{BodyWriter, ClientSession, Connector, ResponseStream};
 pub use error::{CloseCode, SessionError};
 pub use server::{
     CertificateRotator, IncomingRequest, Listener, ListenerCloser, ListenerStats, RequestBody,
-    Responder, ServerSession, SessionCloser, StatsHandle,
+    Responder, ServerSession, SessionCloser, SocketAttacher, StatsHandle,
 };
 
 use crate::handshake::HandshakeConfig;

@@ -133,7 +133,8 @@ pub struct Listener {
     /// every endpoint is closed.
     sender: mpsc::WeakSender<ServerSession>,
     context: Arc<Context>,
-    _accept_loops: Vec<AbortOnDrop>,
+    /// The accept loops of every endpoint; they end with the listener.
+    accept_loops: Arc<std::sync::Mutex<Vec<AbortOnDrop>>>,
 }
 
 /// The endpoints of one listener, shared with its closer and rotator.
@@ -218,7 +219,9 @@ impl Listener {
             sessions,
             sender,
             context,
-            _accept_loops: vec![AbortOnDrop(task.abort_handle())],
+            accept_loops: Arc::new(std::sync::Mutex::new(vec![AbortOnDrop(
+                task.abort_handle(),
+            )])),
         })
     }
 
@@ -233,24 +236,19 @@ impl Listener {
         &mut self,
         socket: Arc<dyn quinn::AsyncUdpSocket>,
     ) -> Result<(), SessionError> {
-        let tx = self.sender.upgrade().ok_or(SessionError::Closed {
-            code: Some(CloseCode::Shutdown),
-            reason: "listener closed".into(),
-        })?;
-        let (cert, key) = tls::ephemeral_certificate()?;
-        let server_config = tls::server_config(&self.context.config, cert, key)?;
-        let endpoint = super::endpoint_on(
-            super::Bind::Socket(socket),
-            Some(server_config),
-            &self.context.config,
-        )?;
-        let task = tokio::spawn(accept_loop(endpoint.clone(), self.context.clone(), tx));
-        self._accept_loops.push(AbortOnDrop(task.abort_handle()));
-        self.endpoints
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(endpoint);
-        Ok(())
+        self.attacher().attach(socket)
+    }
+
+    /// A handle that attaches sockets ([`Listener::attach_socket`]) while
+    /// the listener is elsewhere (moved into its accept task). The
+    /// endpoints it adds end with the listener.
+    pub fn attacher(&self) -> SocketAttacher {
+        SocketAttacher {
+            sender: self.sender.clone(),
+            context: Arc::downgrade(&self.context),
+            endpoints: self.endpoints.clone(),
+            accept_loops: Arc::downgrade(&self.accept_loops),
+        }
     }
 
     /// The share grants this listener admits besides its own account
@@ -306,6 +304,52 @@ impl Listener {
     /// endpoint.
     pub fn close(&self) {
         self.closer().close();
+    }
+}
+
+/// Attaches another socket to a listener from elsewhere
+/// ([`Listener::attacher`]).
+#[derive(Clone)]
+pub struct SocketAttacher {
+    sender: mpsc::WeakSender<ServerSession>,
+    context: std::sync::Weak<Context>,
+    endpoints: Endpoints,
+    accept_loops: std::sync::Weak<std::sync::Mutex<Vec<AbortOnDrop>>>,
+}
+
+impl std::fmt::Debug for SocketAttacher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketAttacher").finish_non_exhaustive()
+    }
+}
+
+impl SocketAttacher {
+    /// As [`Listener::attach_socket`]; fails once the listener is gone.
+    pub fn attach(&self, socket: Arc<dyn quinn::AsyncUdpSocket>) -> Result<(), SessionError> {
+        let gone = || SessionError::Closed {
+            code: Some(CloseCode::Shutdown),
+            reason: "listener closed".into(),
+        };
+        let tx = self.sender.upgrade().ok_or_else(gone)?;
+        let context = self.context.upgrade().ok_or_else(gone)?;
+        let loops = self.accept_loops.upgrade().ok_or_else(gone)?;
+        let (cert, key) = tls::ephemeral_certificate()?;
+        let server_config = tls::server_config(&context.config, cert, key)?;
+        let endpoint = super::endpoint_on(
+            super::Bind::Socket(socket),
+            Some(server_config),
+            &context.config,
+        )?;
+        let task = tokio::spawn(accept_loop(endpoint.clone(), context, tx));
+        loops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(AbortOnDrop(task.abort_handle()));
+        self.endpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(endpoint);
+        Ok(())
     }
 }
 
