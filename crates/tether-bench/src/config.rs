@@ -20,6 +20,11 @@ pub struct BenchConfig {
     pub relay_pipelined_requests: usize,
     /// Cold relay connects timed (`RelaySocket::dial` + a full handshake).
     pub relay_connects: usize,
+    /// One-way delay of the proxy in front of the broker for the
+    /// `relay_wan_rtt_ratio` figure, ms (a nearby cloud broker).
+    pub relay_wan_delay_ms: u64,
+    /// Round trips sampled per side through that proxy.
+    pub relay_wan_samples: usize,
     /// Sequential cold handshakes per side; as many resumed Tether
     /// handshakes are measured too.
     pub handshakes: usize,
@@ -61,6 +66,8 @@ impl Default for BenchConfig {
             relay_rtt_samples: 1_000,
             relay_pipelined_requests: 5_000,
             relay_connects: 20,
+            relay_wan_delay_ms: 5,
+            relay_wan_samples: 200,
             handshakes: 300,
             rtt_warmup: 200,
             rtt_samples: 2_000,
@@ -86,6 +93,8 @@ impl BenchConfig {
             relay_rtt_samples: 20,
             relay_pipelined_requests: 100,
             relay_connects: 2,
+            relay_wan_delay_ms: 1,
+            relay_wan_samples: 10,
             handshakes: 8,
             rtt_warmup: 10,
             rtt_samples: 50,
@@ -133,6 +142,10 @@ impl BenchConfig {
                 "relay_pipelined_requests must be at least 1",
             ),
             (self.relay_connects, "relay_connects must be at least 1"),
+            (
+                self.relay_wan_samples,
+                "relay_wan_samples must be at least 1",
+            ),
         ];
         if let Some((_, why)) = positive.iter().find(|(n, _)| *n == 0) {
             return Err(BenchError::InvalidConfig(why));

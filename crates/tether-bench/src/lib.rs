@@ -85,7 +85,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     // The baseline carries the Tether request and response as framed on a
     // stream (4-byte length each).
     let mqtt_bytes = (tether_request_bytes + 4, tether_response_bytes + 4);
-    let relay = relay::measure_relay(&config, &account, &session_config, mqtt_bytes).await?;
+    let mut relay = relay::measure_relay(&config, &account, &session_config, mqtt_bytes).await?;
     let tokens = measure_tokens(&config, account.discovery_key).await?;
     let upgrades = ota::measure_ota(&config, &session_config).await?;
     let core = {
@@ -119,6 +119,9 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         per_second(commands.tether_pipelined.0, commands.tether_pipelined.1);
     let bare_pipelined_per_s = per_second(commands.bare_pipelined.0, commands.bare_pipelined.1);
 
+    let (mut relay_wan, mut mqtt_wan) = std::mem::take(&mut relay.wan_rtt);
+    let relay_wan_p50_us = percentile_us(&mut relay_wan, 50.0);
+    let mqtt_wan_p50_us = percentile_us(&mut mqtt_wan, 50.0);
     let mut relay_rtt = relay.relay_rtt;
     let mut mqtt_rtt = relay.mqtt_rtt;
     let relay_rtt_p50_us = percentile_us(&mut relay_rtt, 50.0);
@@ -200,6 +203,10 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         mqtt_rtt_p99_us,
         relay_rtt_ratio: ratio(relay_rtt_p50_us, mqtt_rtt_p50_us),
         relay_rtt_p99_ratio: ratio(relay_rtt_p99_us, mqtt_rtt_p99_us),
+        relay_wan_delay_ms: relay.wan_delay.as_secs_f64() * 1000.0,
+        relay_wan_rtt_p50_ms: relay_wan_p50_us / 1000.0,
+        mqtt_wan_rtt_p50_ms: mqtt_wan_p50_us / 1000.0,
+        relay_wan_rtt_ratio: ratio(relay_wan_p50_us, mqtt_wan_p50_us),
         relay_cold_connects: cold_connects.len(),
         relay_cold_connect_ms: relay::median_ms(&mut cold_connects),
         relay_broker_connect_ms: relay::median_ms(&mut broker_connects),

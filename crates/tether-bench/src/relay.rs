@@ -59,6 +59,11 @@ pub(crate) struct Relay {
     pub(crate) broker_connects: Vec<Duration>,
     /// Baseline request and reply payloads, bytes.
     pub(crate) mqtt_bytes: (usize, usize),
+    /// The same round trips with the broker [`Relay::wan_delay`] away each
+    /// way (a delaying TCP proxy in front of it): relay, then bare MQTT.
+    pub(crate) wan_rtt: (Vec<Duration>, Vec<Duration>),
+    /// The one-way delay of those.
+    pub(crate) wan_delay: Duration,
 }
 
 /// Aborts a task when dropped.
@@ -93,14 +98,178 @@ pub(crate) async fn measure_relay(
         ),
         (None, None) => return Err(BenchError::Unexpected("no broker")),
     };
-    let relay_config = RelayConfig::new(host, port);
+    let relay_config = RelayConfig::new(host.clone(), port);
     let result = measure_on(config, account, session_config, &relay_config, mqtt_bytes).await;
+    // Then with the broker a network away: a proxy that holds every chunk
+    // `relay_wan_delay_ms` in each direction (a nearby cloud broker is a
+    // few milliseconds away; on loopback it is microseconds).
+    let wan = async {
+        let delay = Duration::from_millis(config.relay_wan_delay_ms);
+        let proxy = DelayProxy::start((host.clone(), port), delay).await?;
+        let wan_config = RelayConfig::new("127.0.0.1", proxy.port);
+        let sampled = wan_rtt(config, account, session_config, &wan_config, mqtt_bytes).await;
+        drop(proxy);
+        sampled.map(|s| (s, delay))
+    }
+    .await;
     if let Some(b) = embedded {
         b.shutdown().await;
     }
     let mut relay = result?;
+    let (wan_rtt, wan_delay) = wan?;
     relay.broker = broker;
+    relay.wan_rtt = wan_rtt;
+    relay.wan_delay = wan_delay;
     Ok(relay)
+}
+
+/// A TCP proxy on 127.0.0.1 that forwards to `target`, holding every chunk
+/// `delay` before passing it on, in each direction, without serialising
+/// the delays (chunks in flight overlap, as on a link with latency).
+struct DelayProxy {
+    port: u16,
+    _task: AbortOnDrop,
+}
+
+impl DelayProxy {
+    async fn start(target: (String, u16), delay: Duration) -> Result<Self, BenchError> {
+        let listener = tokio::net::TcpListener::bind(crate::tether::LOOPBACK)
+            .await
+            .map_err(|e| BenchError::setup("delay proxy", e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| BenchError::setup("delay proxy", e))?
+            .port();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(server) =
+                        tokio::net::TcpStream::connect((target.0.as_str(), target.1)).await
+                    else {
+                        return;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let up = tokio::spawn(delayed_copy(cr, sw, delay));
+                    let down = tokio::spawn(delayed_copy(sr, cw, delay));
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        Ok(Self {
+            port,
+            _task: AbortOnDrop(task.abort_handle()),
+        })
+    }
+}
+
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((at, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    let mut buf = vec![0; 16 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0
+            || tx
+                .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+        {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Sequential round trips only, relay and bare MQTT, rounds alternating.
+async fn wan_rtt(
+    config: &BenchConfig,
+    account: &tether::Account,
+    session_config: &SessionConfig,
+    relay_config: &RelayConfig,
+    mqtt_bytes: (usize, usize),
+) -> Result<(Vec<Duration>, Vec<Duration>), BenchError> {
+    let relay_key = account
+        .car
+        .group_key()
+        .ok_or(BenchError::Unexpected("a car holds the group key"))?
+        .relay_key();
+    let car_socket = RelaySocket::connect(relay_config.clone())
+        .await
+        .map_err(|e| BenchError::setup("car relay socket", e))?;
+    car_socket
+        .listen(&[relay_key])
+        .await
+        .map_err(|e| BenchError::setup("car rendezvous", e))?;
+    let listener = Listener::bind_socket(
+        car_socket.clone(),
+        account.car.clone(),
+        session_config.clone(),
+    )?;
+    let car_key = DeviceKey::from_pkcs8(account.car.key().pkcs8())
+        .map_err(|e| BenchError::setup("vehicle key", e))?;
+    let _vehicle =
+        AbortOnDrop(tokio::spawn(tether::serve_vehicle(listener, car_key)).abort_handle());
+    let phone_socket = RelaySocket::connect(relay_config.clone())
+        .await
+        .map_err(|e| BenchError::setup("phone relay socket", e))?;
+    let connector = Connector::with_socket(
+        phone_socket.clone(),
+        account.phone.clone(),
+        session_config.clone(),
+    )?;
+    let car_addr = phone_socket
+        .dial(&relay_key)
+        .await
+        .map_err(|e| BenchError::setup("dial the car", e))?;
+    let session = Arc::new(connector.connect(car_addr).await?);
+    let responder = MqttResponder::start(relay_config, mqtt_bytes.1).await?;
+    let requester =
+        Arc::new(MqttRequester::start(relay_config, &responder, mqtt_bytes.0, mqtt_bytes.1).await?);
+    let relay_call = {
+        let session = session.clone();
+        move || {
+            let session = session.clone();
+            async move { tether::call(&session).await }
+        }
+    };
+    let mqtt_call = {
+        let requester = requester.clone();
+        move || {
+            let requester = requester.clone();
+            async move { requester.call().await }
+        }
+    };
+    latencies(3, 0, &relay_call).await?;
+    latencies(3, 0, &mqtt_call).await?;
+    let (mut relay, mut mqtt) = (Vec::new(), Vec::new());
+    for round in 0..config.rounds {
+        let n = share(config.relay_wan_samples, round, config.rounds);
+        for relay_turn in [tether_first(round), !tether_first(round)] {
+            if relay_turn {
+                relay.extend(latencies(0, n, &relay_call).await?);
+            } else {
+                mqtt.extend(latencies(0, n, &mqtt_call).await?);
+            }
+        }
+    }
+    session.close(CloseCode::Normal, "bench done");
+    Ok((relay, mqtt))
 }
 
 async fn measure_on(
@@ -178,6 +347,8 @@ async fn measure_on(
         cold_connects: Vec::with_capacity(config.relay_connects),
         broker_connects: Vec::with_capacity(config.relay_connects),
         mqtt_bytes,
+        wan_rtt: (Vec::new(), Vec::new()),
+        wan_delay: Duration::ZERO,
     };
 
     // Sequential round trips, rounds alternating which side goes first.

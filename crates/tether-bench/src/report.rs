@@ -293,6 +293,16 @@ pub struct BenchReport {
     pub relay_rtt_ratio: f64,
     /// `relay_rtt_p99_us / mqtt_rtt_p99_us`; lower is better.
     pub relay_rtt_p99_ratio: f64,
+    /// One-way delay of the proxy in front of the broker for the figures
+    /// below, ms (a broker a network away, not on loopback).
+    pub relay_wan_delay_ms: f64,
+    /// Small-command round trip over the relay through it, median, ms.
+    pub relay_wan_rtt_p50_ms: f64,
+    /// Bare MQTT request/response through it, median, ms.
+    pub mqtt_wan_rtt_p50_ms: f64,
+    /// `relay_wan_rtt_p50_ms / mqtt_wan_rtt_p50_ms`: what the relay costs
+    /// a user when the broker is a network away; lower is better.
+    pub relay_wan_rtt_ratio: f64,
     /// Cold relay connects timed.
     pub relay_cold_connects: usize,
     /// `RelaySocket::dial` (reply topic subscribed) plus a full Tether
@@ -455,6 +465,13 @@ pub fn render_text(report: &BenchReport) -> String {
         Some(r.mqtt_rtt_p50_us),
         Some(r.relay_rtt_ratio),
         Some(RELAY_RTT_GOAL),
+    );
+    row(
+        "relay RTT p50, broker 5 ms away (ms)",
+        r.relay_wan_rtt_p50_ms,
+        Some(r.mqtt_wan_rtt_p50_ms),
+        Some(r.relay_wan_rtt_ratio),
+        None,
     );
     row(
         "relay RTT p99 (us)",

@@ -79,6 +79,9 @@ async fn quick_run_reports_every_measurement() {
         ("relay_pipelined_ratio", report.relay_pipelined_ratio),
         ("relay_pipelined_per_s", report.relay_pipelined_per_s),
         ("mqtt_pipelined_per_s", report.mqtt_pipelined_per_s),
+        ("relay_wan_rtt_ratio", report.relay_wan_rtt_ratio),
+        ("relay_wan_rtt_p50_ms", report.relay_wan_rtt_p50_ms),
+        ("mqtt_wan_rtt_p50_ms", report.mqtt_wan_rtt_p50_ms),
     ];
     for (name, value) in figures {
         assert!(value.is_finite() && value > 0.0, "{name} = {value}");
@@ -87,6 +90,11 @@ async fn quick_run_reports_every_measurement() {
     assert!(report.bare_rtt_p50_us <= report.bare_rtt_p99_us);
     assert!(report.relay_rtt_p50_us <= report.relay_rtt_p99_us);
     assert!(report.mqtt_rtt_p50_us <= report.mqtt_rtt_p99_us);
+    // Through the delaying proxy every round trip crosses it twice each
+    // way (request and answer): at least 4 one-way delays.
+    assert_eq!(report.relay_wan_delay_ms, config.relay_wan_delay_ms as f64);
+    assert!(report.mqtt_wan_rtt_p50_ms >= 4.0 * report.relay_wan_delay_ms);
+    assert!(report.relay_wan_rtt_p50_ms >= 4.0 * report.relay_wan_delay_ms);
 
     let goal_names: Vec<_> = GOALS.iter().map(|g| g.name).collect();
     let reported: Vec<_> = report.goals_met.keys().copied().collect();
@@ -109,6 +117,7 @@ async fn quick_run_reports_every_measurement() {
         "relay_rtt_ratio",
         "relay_cold_connect_ms",
         "relay_pipelined_ratio",
+        "relay_wan_rtt_ratio",
         "goals_met",
     ] {
         assert!(json.get(key).is_some(), "JSON lacks {key}");
