@@ -556,3 +556,52 @@ async fn the_owner_reaches_the_home_hub_through_the_broker() {
     hub.stop_serving();
     car.shutdown().await.unwrap();
 }
+
+/// The phone walks out of the Wi-Fi (SPEC §19.11): a subscription moves
+/// from the LAN to the relay and keeps delivering; the gap is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r23_a_subscription_moves_to_the_relay_when_the_phone_leaves_the_lan() {
+    let broker = Mosquitto::start();
+    let (owner, car) = owner_and_car(&broker).await;
+    let mut roaming = owner.subscribe_anywhere(
+        vec![signals::DOOR_IS_LOCKED[0].into()],
+        Duration::from_secs(10),
+    );
+    let lock_of = |event: tether_node::RoamEvent| match event {
+        tether_node::RoamEvent::Values(v) => v
+            .iter()
+            .find(|r| r.path == signals::DOOR_IS_LOCKED[0])
+            .map(|r| r.value.clone()),
+        other => panic!("not values: {other:?}"),
+    };
+    assert_eq!(
+        lock_of(roaming.next(&owner).await.unwrap()),
+        Some(SignalData::Bool(false))
+    );
+    assert_ne!(
+        roaming.route(),
+        Some(VehicleRoute::Relay),
+        "on the LAN first"
+    );
+
+    owner.set_lan_available(false); // the phone leaves the Wi-Fi
+    let moved = roaming.next(&owner).await.unwrap();
+    let tether_node::RoamEvent::Moved { route, gap_ms } = moved else {
+        panic!("expected a move, got {moved:?}");
+    };
+    assert_eq!(route, VehicleRoute::Relay);
+    println!("subscription moved from the LAN to the relay: {gap_ms} ms without values");
+    assert_eq!(
+        lock_of(roaming.next(&owner).await.unwrap()),
+        Some(SignalData::Bool(false))
+    );
+    // It keeps delivering: a lock from another session arrives.
+    let link = owner.connect_via_relay().await.unwrap();
+    link.command(control::lock(), &[0x66; 16]).await.unwrap();
+    let pushed = tokio::time::timeout(Duration::from_secs(5), roaming.next(&owner))
+        .await
+        .expect("the change arrives over the relay")
+        .unwrap();
+    assert_eq!(lock_of(pushed), Some(SignalData::Bool(true)));
+    car.shutdown().await.unwrap();
+}

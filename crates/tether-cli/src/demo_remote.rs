@@ -35,7 +35,44 @@ pub(crate) async fn remote_steps(
     n: &mut Narrator,
     extra: &mut serde_json::Value,
 ) -> Result<(), NodeError> {
-    // The phone leaves home: no LAN, the broker only.
+    // The phone walks out of the Wi-Fi with a subscription running: it
+    // moves to the broker and keeps delivering.
+    let t = Instant::now();
+    let mut roaming =
+        owner.subscribe_anywhere(vec![signals::DOOR_IS_LOCKED[0].into()], PUSH_TIMEOUT);
+    let moved = async {
+        roaming.next(owner).await?; // the first values, on the LAN
+        let before = roaming.route();
+        owner.set_lan_available(false);
+        let moved = roaming.next(owner).await?;
+        let values = roaming.next(owner).await?;
+        Ok::<_, NodeError>((before, moved, values))
+    }
+    .await;
+    n.record(
+        "subscription follows off the LAN",
+        t,
+        match moved {
+            Ok((
+                Some(before),
+                tether_node::RoamEvent::Moved {
+                    route: VehicleRoute::Relay,
+                    gap_ms,
+                },
+                tether_node::RoamEvent::Values(_),
+            )) if before != VehicleRoute::Relay => {
+                extra["lan_to_relay_gap_ms"] = json!(gap_ms);
+                Ok(format!(
+                    "the phone left the Wi-Fi: its door-lock subscription moved from the LAN to the broker, {gap_ms} ms without values"
+                ))
+            }
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+    drop(roaming);
+
+    // The phone is away from home: the broker only.
     let t = Instant::now();
     let link = match owner.reach_vehicle_via(Via::Relay, PUSH_TIMEOUT).await {
         Ok((link, _)) => link,
@@ -160,6 +197,7 @@ pub(crate) async fn remote_steps(
 
     // Back home: the automatic path takes the LAN again.
     let t = Instant::now();
+    owner.set_lan_available(true);
     let back = owner.reach_vehicle_via(Via::Auto, PUSH_TIMEOUT).await;
     n.record(
         "phone back on the LAN",

@@ -18,7 +18,7 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
     let steps = report["steps"].as_array().unwrap();
     // Every step of the demo; the lost phone's two, then the sleeping
     // car's two, last (SPEC §3.6, §19.12).
-    assert_eq!(steps.len(), 42, "{report:#}");
+    assert_eq!(steps.len(), 43, "{report:#}");
     for (i, name) in [
         "owner removes a lost phone",
         "car refuses the lost phone",
@@ -28,7 +28,7 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
     .iter()
     .enumerate()
     {
-        assert_eq!(steps[38 + i]["name"], *name, "{report:#}");
+        assert_eq!(steps[39 + i]["name"], *name, "{report:#}");
     }
     for name in [
         "devices reappear on the LAN",
@@ -41,6 +41,7 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
         "owner logs out, co-user stays",
         "owner refused until logged in",
         "revocation cuts the co-user off",
+        "subscription follows off the LAN",
         "phone leaves home, via broker",
         "subscribe and lock via broker",
         "co-user remote, then revoked",

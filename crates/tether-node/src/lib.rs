@@ -86,7 +86,8 @@ pub use tether_relay::{RelayConfig, RelayError};
 pub use tether_session::quic::ListenerStats;
 pub use tether_store::{KeyStore, KeyStoreError, SecretName, StoreError};
 pub use vehicle_link::{
-    CommandOutcome, Reading, SignalData, Subscription, VehicleLink, new_idempotency_key,
+    CommandOutcome, Reading, RoamEvent, RoamingSubscription, SignalData, Subscription, VehicleLink,
+    new_idempotency_key,
 };
 
 /// Builders for the vehicle commands a phone may send (R23; SPEC §8).

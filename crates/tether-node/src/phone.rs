@@ -138,6 +138,12 @@ pub struct Phone {
     /// epoch (SPEC §19.12).
     mailbox: tokio::sync::Mutex<Option<Arc<crate::mailbox::PhoneMailbox>>>,
     membership: Mutex<Option<Arc<crate::membership::Membership>>>,
+    /// Whether the LAN is there (the app's connectivity callback says so:
+    /// [`Phone::set_lan_available`]); while not, `Via::Auto` takes the
+    /// relay at once.
+    lan_available: std::sync::atomic::AtomicBool,
+    /// The LAN sessions handed out, closed when the LAN goes away.
+    lan_sessions: Mutex<Vec<std::sync::Weak<tether_session::quic::ClientSession>>>,
 }
 
 impl std::fmt::Debug for Phone {
@@ -163,6 +169,8 @@ impl Phone {
             connector: OnceCell::new(),
             remote: OnceCell::new(),
             mailbox: tokio::sync::Mutex::default(),
+            lan_available: std::sync::atomic::AtomicBool::new(true),
+            lan_sessions: Mutex::default(),
             membership: Mutex::new(None),
         })
     }
@@ -461,7 +469,39 @@ impl Phone {
         // SPEC §3.6: the newer revocation list (and group key) changes
         // hands at every contact; a refused handshake fails here.
         self.membership()?.sync_on_connect(&session).await?;
-        VehicleLink::new(session)
+        let link = VehicleLink::new(session)?;
+        let mut live = lock(&self.lan_sessions);
+        live.retain(|s| s.strong_count() > 0);
+        live.push(link.weak_session());
+        Ok(link)
+    }
+
+    /// Tells the phone whether it is on a LAN (the app calls it from the
+    /// platform's connectivity callback; SPEC §19.11). Going off the LAN
+    /// closes every LAN session at once, instead of waiting for QUIC's idle
+    /// timeout, so a [`crate::RoamingSubscription`] moves to the relay
+    /// right away; while off, [`Via::Auto`] goes straight to the relay.
+    pub fn set_lan_available(&self, available: bool) {
+        self.lan_available
+            .store(available, std::sync::atomic::Ordering::SeqCst);
+        if !available {
+            for session in lock(&self.lan_sessions).drain(..) {
+                if let Some(session) = session.upgrade() {
+                    session.close(tether_session::quic::CloseCode::Normal, "left the LAN");
+                }
+            }
+        }
+    }
+
+    /// A subscription to `paths` that follows the car across the LAN and
+    /// the relay (SPEC §19.11): see [`crate::RoamingSubscription::next`].
+    /// Each attempt to reach the car takes at most `timeout`.
+    pub fn subscribe_anywhere(
+        &self,
+        paths: Vec<String>,
+        timeout: Duration,
+    ) -> crate::RoamingSubscription {
+        crate::RoamingSubscription::new(paths, timeout)
     }
 
     /// The remote path, connected to the broker on first use.
@@ -635,6 +675,9 @@ impl Phone {
             Via::Lan => self.reach_vehicle_lan(timeout).await,
             Via::Relay => Ok((self.connect_via_relay().await?, VehicleRoute::Relay)),
             Via::Auto if self.config.relay.is_none() => self.reach_vehicle_lan(timeout).await,
+            Via::Auto if !self.lan_available.load(std::sync::atomic::Ordering::SeqCst) => {
+                Ok((self.connect_via_relay().await?, VehicleRoute::Relay))
+            }
             Via::Auto => {
                 let lan = self.reach_vehicle_lan(timeout);
                 let relay = self.connect_via_relay();

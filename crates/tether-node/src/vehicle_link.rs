@@ -134,6 +134,12 @@ impl VehicleLink {
         })
     }
 
+    /// A weak handle on the session, for the phone to close it when the LAN
+    /// goes away.
+    pub(crate) fn weak_session(&self) -> std::sync::Weak<ClientSession> {
+        Arc::downgrade(&self.session)
+    }
+
     /// Marks the link as running over the relay; `call` lives as long as it.
     pub(crate) fn over_relay(mut self, call: RelayCall) -> Self {
         self.relay = Some(Arc::new(call));
@@ -274,4 +280,91 @@ impl Subscription {
 /// it to retry the same command safely (R23).
 pub fn new_idempotency_key() -> Result<[u8; 16], NodeError> {
     crate::config::random_bytes()
+}
+
+/// A subscription that follows the car across paths (SPEC §19.11): when its
+/// session is lost (the phone left the Wi-Fi, [`crate::Phone::set_lan_available`],
+/// or the path died), [`RoamingSubscription::next`] reaches the car again
+/// by whichever path is there and subscribes anew, and says how long the
+/// values were interrupted.
+#[derive(Debug)]
+pub struct RoamingSubscription {
+    paths: Vec<String>,
+    current: Option<(VehicleLink, Subscription, crate::VehicleRoute)>,
+    lost_at: Option<std::time::Instant>,
+    timeout: std::time::Duration,
+    /// The first values after a move, handed out after the `Moved` event.
+    pending: Option<Vec<Reading>>,
+}
+
+/// What a [`RoamingSubscription`] yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoamEvent {
+    /// Values (the first after each subscription, then each change).
+    Values(Vec<Reading>),
+    /// The subscription moved to another session: the path it runs on now,
+    /// and how long no value could arrive (from the loss of the old session
+    /// to the first values on the new one), in milliseconds.
+    Moved {
+        /// The path now.
+        route: crate::VehicleRoute,
+        /// The interruption.
+        gap_ms: u64,
+    },
+}
+
+impl RoamingSubscription {
+    pub(crate) fn new(paths: Vec<String>, timeout: std::time::Duration) -> Self {
+        Self {
+            paths,
+            current: None,
+            lost_at: None,
+            timeout,
+            pending: None,
+        }
+    }
+
+    /// The path the subscription runs on, once running.
+    pub fn route(&self) -> Option<crate::VehicleRoute> {
+        self.current.as_ref().map(|(_, _, r)| *r)
+    }
+
+    /// The next event. A lost session is followed by a new one on any path
+    /// the phone can take (at most the timeout given at the start for each
+    /// attempt); the first values after a move come as `Moved`, then as
+    /// `Values`.
+    pub async fn next(&mut self, phone: &crate::Phone) -> Result<RoamEvent, NodeError> {
+        if let Some(first) = self.pending.take() {
+            return Ok(RoamEvent::Values(first));
+        }
+        loop {
+            if let Some((_, sub, _)) = self.current.as_mut() {
+                match sub.next().await {
+                    Ok(Some(values)) => return Ok(RoamEvent::Values(values)),
+                    Ok(None) | Err(_) => {
+                        self.current = None;
+                        self.lost_at = Some(std::time::Instant::now());
+                        continue;
+                    }
+                }
+            }
+            let (link, route) = phone.reach_vehicle(self.timeout).await?;
+            let mut sub = link.subscribe(self.paths.clone()).await?;
+            let first = sub.next().await?.ok_or(NodeError::UnexpectedResponse(
+                "the subscription ended at once",
+            ))?;
+            self.current = Some((link, sub, route));
+            match self.lost_at.take() {
+                Some(lost) => {
+                    // The first values are delivered with the next call.
+                    self.pending = Some(first);
+                    return Ok(RoamEvent::Moved {
+                        route,
+                        gap_ms: lost.elapsed().as_millis() as u64,
+                    });
+                }
+                None => return Ok(RoamEvent::Values(first)),
+            }
+        }
+    }
 }
