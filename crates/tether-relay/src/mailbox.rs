@@ -21,7 +21,7 @@ use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::mqtt::AbortOnDrop;
+use crate::mqtt::{AbortOnDrop, Failover};
 use crate::topic::{TopicId, TopicPrefix};
 use crate::{RelayConfig, RelayError};
 
@@ -82,18 +82,9 @@ impl Mailbox {
         client_id: String,
         mailboxes: Vec<TopicId>,
     ) -> Result<(Self, mpsc::Receiver<Delivery>), RelayError> {
-        let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
-        options
-            .set_keep_alive(config.keep_alive)
-            .set_clean_start(false)
-            .set_session_expiry_interval(Some(SESSION_EXPIRY_S))
-            .set_manual_acks(true)
-            .set_max_packet_size(Some(MAX_PACKET))
-            .set_connection_timeout(config.connect_timeout.as_secs().max(1));
-        if let Some((user, password)) = &config.login {
-            options.set_credentials(user.clone(), password.clone());
-        }
-        crate::mqtt::no_delay(&mut options);
+        let failover = Failover::new(config);
+        let (host, port) = failover.current();
+        let options = mailbox_options(config, &client_id, host, port);
         let (client, eventloop) = AsyncClient::new(options, 64);
         let (tx, rx) = mpsc::channel(256);
         let (first_tx, first_rx) = oneshot::channel();
@@ -107,7 +98,8 @@ impl Mailbox {
             tx,
             waiters.clone(),
             first_tx,
-            config.max_backoff,
+            Failover::new(config),
+            (config.clone(), client_id),
         ));
         let mailbox = Self {
             client,
@@ -115,7 +107,11 @@ impl Mailbox {
             waiters,
             _task: AbortOnDrop(task.abort_handle()),
         };
-        match tokio::time::timeout(config.connect_timeout, first_rx).await {
+        // Each broker of the list may take the whole connect timeout.
+        let wait = config
+            .connect_timeout
+            .saturating_mul(u32::try_from(config.brokers().len()).unwrap_or(u32::MAX));
+        match tokio::time::timeout(wait, first_rx).await {
             Ok(Ok(Ok(()))) => Ok((mailbox, rx)),
             Ok(Ok(Err(e))) => Err(RelayError::Connect(e)),
             Ok(Err(_)) => Err(RelayError::Closed),
@@ -172,6 +168,25 @@ impl Mailbox {
     }
 }
 
+/// The options of a mailbox's connection to `host:port`: always the same
+/// client id and a persistent session, whichever node of a cluster it is
+/// (SPEC §19.12).
+fn mailbox_options(config: &RelayConfig, client_id: &str, host: &str, port: u16) -> MqttOptions {
+    let mut options = MqttOptions::new(client_id, host, port);
+    options
+        .set_keep_alive(config.keep_alive)
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(SESSION_EXPIRY_S))
+        .set_manual_acks(true)
+        .set_max_packet_size(Some(MAX_PACKET))
+        .set_connection_timeout(config.connect_timeout.as_secs().max(1));
+    if let Some((user, password)) = &config.login {
+        options.set_credentials(user.clone(), password.clone());
+    }
+    crate::mqtt::no_delay(&mut options);
+    options
+}
+
 #[allow(clippy::too_many_arguments)] // one task's whole state
 async fn drive(
     client: AsyncClient,
@@ -181,8 +196,10 @@ async fn drive(
     tx: mpsc::Sender<Delivery>,
     waiters: Waiters,
     first: oneshot::Sender<Result<(), String>>,
-    max_backoff: Duration,
+    mut failover: Failover,
+    (config, client_id): (RelayConfig, String),
 ) {
+    let max_backoff = config.max_backoff;
     const MIN_BACKOFF: Duration = Duration::from_millis(50);
     let mut first = Some(first);
     let mut backoff = MIN_BACKOFF;
@@ -190,6 +207,7 @@ async fn drive(
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = MIN_BACKOFF;
+                failover.connected();
                 // Again on every CONNACK: a broker that lost the session
                 // (restart without persistence) would drop them silently.
                 for t in &topics {
@@ -238,11 +256,18 @@ async fn drive(
             }
             Ok(_) => {}
             Err(e) => {
-                if let Some(f) = first.take() {
+                let next = failover.failed();
+                if failover.exhausted()
+                    && let Some(f) = first.take()
+                {
                     let _ = f.send(Err(e.to_string()));
                     return;
                 }
                 tracing::debug!(error = %e, "mailbox broker connection lost; reconnecting");
+                if let Some((host, port)) = next {
+                    tracing::debug!(host, port, "mailbox fails over to the next broker");
+                    eventloop.options = mailbox_options(&config, &client_id, &host, port);
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(max_backoff.max(MIN_BACKOFF));
             }

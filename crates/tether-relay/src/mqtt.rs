@@ -48,6 +48,10 @@ pub struct RelayConfig {
     pub host: String,
     /// Broker port.
     pub port: u16,
+    /// Further brokers, in order: the other nodes of the same cluster
+    /// (SPEC §19.5). When an attempt to connect fails, the driver moves on
+    /// to the next one, round the list.
+    pub fallbacks: Vec<(String, u16)>,
     /// MQTT keep-alive: a dead link is noticed within about 1.5 times this.
     pub keep_alive: Duration,
     /// How long the first connection to the broker may take.
@@ -77,6 +81,7 @@ impl RelayConfig {
         Self {
             host: host.into(),
             port,
+            fallbacks: Vec::new(),
             keep_alive: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             subscribe_timeout: Duration::from_secs(3),
@@ -88,29 +93,105 @@ impl RelayConfig {
         }
     }
 
-    /// Parses `mqtt://HOST:PORT` (the CLI's `--broker`). TLS (`mqtts://`)
-    /// is not offered yet.
+    /// Parses `mqtt://HOST:PORT` (the CLI's `--broker`), or a
+    /// comma-separated list of the nodes of one cluster,
+    /// `mqtt://H1:P1,H2:P2,…` (each after the first may repeat `mqtt://`):
+    /// the first is [`RelayConfig::host`] and [`RelayConfig::port`], the
+    /// others [`RelayConfig::fallbacks`]. TLS (`mqtts://`) is not offered
+    /// yet.
     pub fn from_url(url: &str) -> Result<Self, RelayError> {
         let rest = url
             .strip_prefix("mqtt://")
             .ok_or(RelayError::BadUrl("the broker URL must start with mqtt://"))?;
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let (host, port) = rest
-            .rsplit_once(':')
-            .ok_or(RelayError::BadUrl("the broker URL needs a port"))?;
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        if host.is_empty() || host.contains(['/', '@', '?', '#']) {
-            return Err(RelayError::BadUrl("the broker URL needs a plain host"));
+        let mut brokers = rest
+            .split(',')
+            .map(|part| host_port(part.strip_prefix("mqtt://").unwrap_or(part)));
+        let (host, port) = brokers
+            .next()
+            .ok_or(RelayError::BadUrl("the broker URL needs a plain host"))??;
+        let mut config = Self::new(host, port);
+        config.fallbacks = brokers.collect::<Result<_, _>>()?;
+        Ok(config)
+    }
+
+    /// Every broker, the first one first.
+    pub fn brokers(&self) -> Vec<(String, u16)> {
+        std::iter::once((self.host.clone(), self.port))
+            .chain(self.fallbacks.iter().cloned())
+            .collect()
+    }
+}
+
+/// One `HOST:PORT` of a broker URL (`[v6]:PORT` too).
+fn host_port(part: &str) -> Result<(String, u16), RelayError> {
+    let part = part.strip_suffix('/').unwrap_or(part);
+    let (host, port) = part
+        .rsplit_once(':')
+        .ok_or(RelayError::BadUrl("the broker URL needs a port"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || host.contains(['/', '@', '?', '#', ',']) {
+        return Err(RelayError::BadUrl("the broker URL needs a plain host"));
+    }
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or(RelayError::BadUrl("the broker port must be 1-65535"))?;
+    Ok((host.to_owned(), port))
+}
+
+/// Which broker of [`RelayConfig::brokers`] a driver connects to (SPEC
+/// §19.5): a connection that was up and is lost is tried again at the same
+/// broker (a surviving cluster node may drop a client once when another
+/// dies); an attempt that fails moves on to the next broker, round the
+/// list.
+pub(crate) struct Failover {
+    brokers: Vec<(String, u16)>,
+    current: usize,
+    up: bool,
+    /// Failed attempts since the last CONNACK.
+    failed: usize,
+}
+
+impl Failover {
+    pub(crate) fn new(config: &RelayConfig) -> Self {
+        Self {
+            brokers: config.brokers(),
+            current: 0,
+            up: false,
+            failed: 0,
         }
-        let port = port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or(RelayError::BadUrl("the broker port must be 1-65535"))?;
-        Ok(Self::new(host, port))
+    }
+
+    pub(crate) fn current(&self) -> (&str, u16) {
+        let (host, port) = &self.brokers[self.current];
+        (host, *port)
+    }
+
+    pub(crate) fn connected(&mut self) {
+        self.up = true;
+        self.failed = 0;
+    }
+
+    /// After an error; returns the broker to try next when it changed.
+    pub(crate) fn failed(&mut self) -> Option<(String, u16)> {
+        if std::mem::take(&mut self.up) {
+            return None;
+        }
+        self.failed += 1;
+        if self.brokers.len() < 2 {
+            return None;
+        }
+        self.current = (self.current + 1) % self.brokers.len();
+        Some(self.brokers[self.current].clone())
+    }
+
+    /// Every broker has failed once in a row without a CONNACK.
+    pub(crate) fn exhausted(&self) -> bool {
+        self.failed >= self.brokers.len()
     }
 }
 
@@ -393,6 +474,27 @@ pub(crate) fn no_delay(options: &mut MqttOptions) {
     options.set_network_options(network);
 }
 
+/// The MQTT options of a relay socket's connection to `host:port`, under a
+/// fresh client id (SPEC §19.6): 20 lower-case hex characters, within MQTT
+/// 3.1.1's 23.
+fn socket_options(config: &RelayConfig, host: &str, port: u16) -> Result<MqttOptions, RelayError> {
+    let client_id = crate::topic::hex(&random::<10>()?);
+    let mut options = MqttOptions::new(client_id, host, port);
+    options
+        .set_keep_alive(config.keep_alive)
+        .set_clean_start(true)
+        .set_max_packet_size(Some(
+            u32::try_from(4 * MAX_ENVELOPE_BYTES + 1024).unwrap_or(u32::MAX),
+        ))
+        .set_connection_timeout(config.connect_timeout.as_secs().max(1))
+        .set_request_channel_capacity(config.outbound_queue.max(16));
+    if let Some((user, password)) = &config.login {
+        options.set_credentials(user.clone(), password.clone());
+    }
+    no_delay(&mut options);
+    Ok(options)
+}
+
 /// Aborts a task when dropped.
 pub(crate) struct AbortOnDrop(pub(crate) AbortHandle);
 
@@ -430,22 +532,9 @@ impl RelaySocket {
     /// Connects to the broker and waits for its first CONNACK. Must be
     /// called inside a tokio runtime.
     pub async fn connect(config: RelayConfig) -> Result<Arc<Self>, RelayError> {
-        // A fresh client id per connection (SPEC §19.6): 20 lower-case hex
-        // characters, within MQTT 3.1.1's 23.
-        let client_id = crate::topic::hex(&random::<10>()?);
-        let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
-        options
-            .set_keep_alive(config.keep_alive)
-            .set_clean_start(true)
-            .set_max_packet_size(Some(
-                u32::try_from(4 * MAX_ENVELOPE_BYTES + 1024).unwrap_or(u32::MAX),
-            ))
-            .set_connection_timeout(config.connect_timeout.as_secs().max(1))
-            .set_request_channel_capacity(config.outbound_queue.max(16));
-        if let Some((user, password)) = &config.login {
-            options.set_credentials(user.clone(), password.clone());
-        }
-        no_delay(&mut options);
+        let failover = Failover::new(&config);
+        let (host, port) = failover.current();
+        let options = socket_options(&config, host, port)?;
         let (client, eventloop) = AsyncClient::new(options, config.outbound_queue.max(16));
         let shared = Arc::new(Shared {
             client,
@@ -457,18 +546,24 @@ impl RelaySocket {
             clock_offset: AtomicI64::new(0),
         });
         let (first_tx, first_rx) = oneshot::channel();
+        let brokers = failover.brokers.len();
         let driver = tokio::spawn(drive(
             shared.clone(),
             eventloop,
             first_tx,
-            config.max_backoff,
+            config.clone(),
+            failover,
         ));
         let rotation = tokio::spawn(rotate(Arc::downgrade(&shared)));
         let tasks = vec![
             AbortOnDrop(driver.abort_handle()),
             AbortOnDrop(rotation.abort_handle()),
         ];
-        match tokio::time::timeout(config.connect_timeout, first_rx).await {
+        // Each broker of the list may take the whole connect timeout.
+        let wait = config
+            .connect_timeout
+            .saturating_mul(u32::try_from(brokers).unwrap_or(u32::MAX));
+        match tokio::time::timeout(wait, first_rx).await {
             Ok(Ok(Ok(()))) => Ok(Arc::new(Self {
                 shared,
                 _tasks: tasks,
@@ -584,12 +679,14 @@ impl RelaySocket {
     }
 }
 
-/// Polls rumqttc's event loop for as long as the socket lives.
+/// Polls rumqttc's event loop for as long as the socket lives, moving on
+/// to the next broker of the list when an attempt fails (SPEC §19.5).
 async fn drive(
     shared: Arc<Shared>,
     mut eventloop: EventLoop,
     first: oneshot::Sender<Result<(), String>>,
-    max_backoff: Duration,
+    config: RelayConfig,
+    mut failover: Failover,
 ) {
     const MIN_BACKOFF: Duration = Duration::from_millis(50);
     let mut first = Some(first);
@@ -598,6 +695,7 @@ async fn drive(
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = MIN_BACKOFF;
+                failover.connected();
                 shared.on_connack();
                 if let Some(f) = first.take() {
                     let _ = f.send(Ok(()));
@@ -612,13 +710,26 @@ async fn drive(
             Ok(_) => {}
             Err(e) => {
                 bump(&shared.counters.disconnects);
-                if let Some(f) = first.take() {
+                let next = failover.failed();
+                if failover.exhausted()
+                    && let Some(f) = first.take()
+                {
                     let _ = f.send(Err(e.to_string()));
                     return;
                 }
                 tracing::debug!(error = %e, "relay broker connection lost; reconnecting");
+                if let Some((host, port)) = next {
+                    // A fresh client id for the new connection (§19.6).
+                    match socket_options(&config, &host, port) {
+                        Ok(options) => {
+                            tracing::debug!(host, port, "relay fails over to the next broker");
+                            eventloop.options = options;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "relay failover skipped"),
+                    }
+                }
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(max_backoff.max(MIN_BACKOFF));
+                backoff = (backoff * 2).min(config.max_backoff.max(MIN_BACKOFF));
             }
         }
     }
@@ -711,5 +822,75 @@ impl AsyncUdpSocket for RelaySocket {
 
     fn may_fragment(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_broker_url_parses_as_before() {
+        let c = RelayConfig::from_url("mqtt://broker.example:1883/").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("broker.example", 1883));
+        assert!(c.fallbacks.is_empty());
+        let c = RelayConfig::from_url("mqtt://[::1]:1884").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 1884));
+    }
+
+    #[test]
+    fn a_comma_separated_url_lists_the_cluster_nodes_in_order() {
+        let c = RelayConfig::from_url("mqtt://127.0.0.1:18830,127.0.0.1:18831,mqtt://[::1]:18832")
+            .unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 18830));
+        assert_eq!(
+            c.fallbacks,
+            vec![("127.0.0.1".to_owned(), 18831), ("::1".to_owned(), 18832)]
+        );
+        assert_eq!(c.brokers().len(), 3);
+    }
+
+    #[test]
+    fn bad_broker_lists_are_typed_errors() {
+        for url in [
+            "tcp://h:1",
+            "mqtt://",
+            "mqtt://h:1,",
+            "mqtt://h:1,,h:2",
+            "mqtt://h:1,h",
+            "mqtt://h:1,h:0",
+            "mqtt://h:1,h:70000",
+            "mqtt://h:1,u@h:2",
+            "mqtt://h:1,mqtts://h:2",
+        ] {
+            assert!(
+                matches!(RelayConfig::from_url(url), Err(RelayError::BadUrl(_))),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn failover_retries_a_lost_broker_once_then_moves_round_the_list() {
+        let c = RelayConfig::from_url("mqtt://a:1,b:2,c:3").unwrap();
+        let mut f = Failover::new(&c);
+        assert_eq!(f.current(), ("a", 1));
+        f.connected();
+        // A lost connection: the same broker again first.
+        assert_eq!(f.failed(), None);
+        assert_eq!(f.current(), ("a", 1));
+        // Its attempt fails: the next ones, round the list.
+        assert_eq!(f.failed(), Some(("b".to_owned(), 2)));
+        assert!(!f.exhausted());
+        assert_eq!(f.failed(), Some(("c".to_owned(), 3)));
+        assert!(!f.exhausted());
+        assert_eq!(f.failed(), Some(("a".to_owned(), 1)));
+        assert!(f.exhausted());
+        f.connected();
+        assert!(!f.exhausted());
+        // One broker: nothing to move to; one failed attempt exhausts it.
+        let mut one = Failover::new(&RelayConfig::new("a", 1));
+        assert_eq!(one.failed(), None);
+        assert!(one.exhausted());
     }
 }
