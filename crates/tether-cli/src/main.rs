@@ -242,6 +242,9 @@ enum Command {
         /// broker otherwise), lan, or relay.
         #[arg(long, value_enum, default_value_t = ViaArg::Auto, global = true)]
         via: ViaArg,
+        /// Print one JSON object instead of text.
+        #[arg(long, global = true)]
+        json: bool,
         #[command(subcommand)]
         action: roles::PhoneAction,
     },
@@ -282,8 +285,9 @@ fn main() -> ExitCode {
                 net,
                 broker,
                 via,
+                json,
                 action,
-            } => roles::phone(data_dir, net.into(), broker, via.into(), action).await,
+            } => roles::phone(data_dir, net.into(), broker, via.into(), json, action).await,
             Command::Hub {
                 data_dir,
                 enroll_from,

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
+use serde_json::json;
 use tether_automation::{LatLon, Place};
 use tether_control::client as control;
 use tether_node::{
@@ -232,11 +233,50 @@ pub(crate) async fn hub(
     Ok(ExitCode::SUCCESS)
 }
 
+fn signal_json(value: &tether_node::SignalData) -> serde_json::Value {
+    use tether_node::SignalData;
+    match value {
+        SignalData::Bool(b) => json!(b),
+        SignalData::Number(n) => json!(n),
+        SignalData::Integer(i) => json!(i),
+        SignalData::Text(t) => json!(t),
+        SignalData::Location {
+            latitude,
+            longitude,
+        } => json!({ "latitude": latitude, "longitude": longitude }),
+    }
+}
+
+fn state_name(state: tether_proto::v1::CommandState) -> String {
+    state
+        .as_str_name()
+        .trim_start_matches("COMMAND_STATE_")
+        .to_lowercase()
+}
+
+fn route_name(route: VehicleRoute) -> &'static str {
+    match route {
+        VehicleRoute::Remembered => "lan_remembered",
+        VehicleRoute::Discovered => "lan_discovered",
+        VehicleRoute::Relay => "relay",
+    }
+}
+
+/// Prints `value` (with `--json`) or `text`.
+fn emit(json_out: bool, value: serde_json::Value, text: impl std::fmt::Display) {
+    if json_out {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
 pub(crate) async fn phone(
     data_dir: PathBuf,
     interfaces: Interfaces,
     broker: Option<RelayConfig>,
     via: Via,
+    json_out: bool,
     action: PhoneAction,
 ) -> Result<ExitCode, NodeError> {
     let phone = Phone::open(NodeConfig {
@@ -246,32 +286,64 @@ pub(crate) async fn phone(
     match action {
         PhoneAction::Init => {
             phone.create_account()?;
-            println!("account created; this phone hosts its authority");
+            emit(
+                json_out,
+                json!({ "account": "created" }),
+                "account created; this phone hosts its authority",
+            );
             return Ok(ExitCode::SUCCESS);
         }
         PhoneAction::Discover { seconds } => {
             let report = phone.discover(Duration::from_secs(seconds)).await?;
+            let mut text = String::new();
             for v in &report.resolved {
-                println!("member at {} (token {})", v.address, v.token);
+                text.push_str(&format!("member at {} (token {})\n", v.address, v.token));
             }
-            println!(
+            text.push_str(&format!(
                 "{} member(s); {} token(s) of other accounts",
                 report.resolved.len(),
                 report.unresolvable
+            ));
+            let members: Vec<_> = report
+                .resolved
+                .iter()
+                .map(|v| json!({ "address": v.address.to_string(), "token": v.token }))
+                .collect();
+            emit(
+                json_out,
+                json!({ "members": members, "unresolvable": report.unresolvable }),
+                text,
             );
             return Ok(ExitCode::SUCCESS);
         }
         PhoneAction::Devices => {
-            for d in phone.account_devices()? {
-                println!(
-                    "{} {:<8} serial {:<4}{}{}",
-                    crate::share::hex(&d.public_key),
-                    d.role,
-                    d.serial,
-                    if d.this_device { " (this phone)" } else { "" },
-                    if d.removed { " removed" } else { "" },
-                );
-            }
+            let devices = phone.account_devices()?;
+            let text: Vec<String> = devices
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} {:<8} serial {:<4}{}{}",
+                        crate::share::hex(&d.public_key),
+                        d.role,
+                        d.serial,
+                        if d.this_device { " (this phone)" } else { "" },
+                        if d.removed { " removed" } else { "" },
+                    )
+                })
+                .collect();
+            let value: Vec<_> = devices
+                .iter()
+                .map(|d| {
+                    json!({
+                        "public_key": crate::share::hex(&d.public_key),
+                        "role": d.role.to_string(),
+                        "serial": d.serial,
+                        "this_device": d.this_device,
+                        "removed": d.removed,
+                    })
+                })
+                .collect();
+            emit(json_out, json!({ "devices": value }), text.join("\n"));
             return Ok(ExitCode::SUCCESS);
         }
         PhoneAction::RemoveDevice { public_key } => {
@@ -280,19 +352,35 @@ pub(crate) async fn phone(
                 return Ok(ExitCode::from(2));
             };
             let removal = phone.remove_device(key)?;
-            println!(
-                "removed; revocation list {} and group key epoch {} (old key accepted until {})",
-                removal.serial, removal.group_key_epoch, removal.grace_until
-            );
             // Hand the list to the car now; other members get it from the
             // car or this phone at their next contact.
-            match phone.discover_vehicle(Duration::from_secs(15)).await {
+            let handed = match phone.discover_vehicle(Duration::from_secs(15)).await {
                 Ok(found) => {
                     phone.connect(found.address).await?;
-                    println!("the car holds the new list");
+                    Ok(())
                 }
-                Err(e) => println!("the car was not reached ({e}); it gets the list next time"),
-            }
+                Err(e) => Err(e.to_string()),
+            };
+            emit(
+                json_out,
+                json!({
+                    "serial": removal.serial,
+                    "group_key_epoch": removal.group_key_epoch,
+                    "grace_until": removal.grace_until,
+                    "car_holds_list": handed.is_ok(),
+                }),
+                format!(
+                    "removed; revocation list {} and group key epoch {} (old key accepted until {})\n{}",
+                    removal.serial,
+                    removal.group_key_epoch,
+                    removal.grace_until,
+                    match &handed {
+                        Ok(()) => "the car holds the new list".to_owned(),
+                        Err(e) =>
+                            format!("the car was not reached ({e}); it gets the list next time"),
+                    }
+                ),
+            );
             return Ok(ExitCode::SUCCESS);
         }
         PhoneAction::Post { command, valid_for } => {
@@ -308,47 +396,66 @@ pub(crate) async fn phone(
                     Duration::from_secs(valid_for),
                 )
                 .await?;
-            println!(
-                "left in the car's mailbox as letter {} (valid until unix ms {}); \
-                 `tether phone replies` shows the answer",
-                crate::share::hex(&posted.letter_id),
-                posted.not_after_unix_ms
+            let letter = crate::share::hex(&posted.letter_id);
+            emit(
+                json_out,
+                json!({ "letter": letter, "not_after_unix_ms": posted.not_after_unix_ms }),
+                format!(
+                    "left in the car's mailbox as letter {letter} (valid until unix ms {}); \
+                     `tether phone replies` shows the answer",
+                    posted.not_after_unix_ms
+                ),
             );
             return Ok(ExitCode::SUCCESS);
         }
         PhoneAction::Replies { wait } => {
             let mut wait = Duration::from_secs(wait);
-            let mut seen = 0;
+            let (mut lines, mut values) = (Vec::new(), Vec::new());
             while let Some(reply) = phone.next_mailbox_reply(wait).await? {
-                seen += 1;
-                let what = match reply.answer {
-                    tether_node::MailboxAnswer::Executed(o) => format!(
-                        "{}; signed receipt #{} verified",
-                        o.state
+                let letter = crate::share::hex(&reply.in_reply_to);
+                let (what, value) = match reply.answer {
+                    tether_node::MailboxAnswer::Executed(o) => (
+                        format!(
+                            "{}; signed receipt #{} verified",
+                            state_name(o.state),
+                            o.sequence
+                        ),
+                        json!({ "letter": letter, "state": state_name(o.state), "sequence": o.sequence }),
+                    ),
+                    tether_node::MailboxAnswer::Signals(readings) => (
+                        readings
+                            .iter()
+                            .map(|r| format!("{} = {:?}", r.path, r.value))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        json!({
+                            "letter": letter,
+                            "signals": readings
+                                .iter()
+                                .map(|r| json!({ "path": r.path, "value": signal_json(&r.value) }))
+                                .collect::<Vec<_>>(),
+                        }),
+                    ),
+                    tether_node::MailboxAnswer::Refused { code, message } => {
+                        let code = code
                             .as_str_name()
-                            .trim_start_matches("COMMAND_STATE_")
-                            .to_lowercase(),
-                        o.sequence
-                    ),
-                    tether_node::MailboxAnswer::Signals(values) => values
-                        .iter()
-                        .map(|r| format!("{} = {:?}", r.path, r.value))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    tether_node::MailboxAnswer::Refused { code, message } => format!(
-                        "refused ({}): {message}",
-                        code.as_str_name()
                             .trim_start_matches("ERROR_CODE_")
-                            .to_lowercase()
-                    ),
+                            .to_lowercase();
+                        (
+                            format!("refused ({code}): {message}"),
+                            json!({ "letter": letter, "refused": code, "message": message }),
+                        )
+                    }
                 };
-                println!("letter {}: {what}", crate::share::hex(&reply.in_reply_to));
+                lines.push(format!("letter {letter}: {what}"));
+                values.push(value);
                 // The first waited for; the rest are already there.
                 wait = Duration::from_millis(500);
             }
-            if seen == 0 {
-                println!("no answer in the mailbox");
+            if lines.is_empty() {
+                lines.push("no answer in the mailbox".into());
             }
+            emit(json_out, json!({ "replies": values }), lines.join("\n"));
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -356,14 +463,25 @@ pub(crate) async fn phone(
     let (link, route) = phone
         .reach_vehicle_via(via, Duration::from_secs(15))
         .await?;
-    if route == VehicleRoute::Relay {
+    if route == VehicleRoute::Relay && !json_out {
         println!("reached the car through the broker (remote path)");
     }
     let command = match action {
         PhoneAction::Status => {
-            for r in link.get(Vec::new()).await? {
-                println!("{:<55} {:?}", r.path, r.value);
-            }
+            let readings = link.get(Vec::new()).await?;
+            let text: Vec<String> = readings
+                .iter()
+                .map(|r| format!("{:<55} {:?}", r.path, r.value))
+                .collect();
+            let signals: serde_json::Map<String, serde_json::Value> = readings
+                .iter()
+                .map(|r| (r.path.clone(), signal_json(&r.value)))
+                .collect();
+            emit(
+                json_out,
+                json!({ "route": route_name(route), "signals": signals }),
+                text.join("\n"),
+            );
             return Ok(ExitCode::SUCCESS);
         }
         PhoneAction::Lock => control::lock(),
@@ -376,32 +494,34 @@ pub(crate) async fn phone(
         | PhoneAction::Replies { .. }
         | PhoneAction::RemoveDevice { .. } => return Ok(ExitCode::SUCCESS),
     };
-    let key = {
-        use ring::rand::SecureRandom;
-        let mut key = vec![0; 16];
-        ring::rand::SystemRandom::new()
-            .fill(&mut key)
-            .map_err(|_| NodeError::Random)?;
-        key
-    };
+    let key = tether_node::new_idempotency_key()?;
     let outcome = link.command(command, &key).await?;
-    let state = outcome
-        .state
-        .as_str_name()
-        .trim_start_matches("COMMAND_STATE_")
-        .to_lowercase();
+    let state = state_name(outcome.state);
     let reason = match outcome.reason {
         tether_proto::v1::CommandReason::Unspecified => String::new(),
-        r => format!(
-            " ({})",
-            r.as_str_name()
-                .trim_start_matches("COMMAND_REASON_")
-                .to_lowercase()
-        ),
+        r => r
+            .as_str_name()
+            .trim_start_matches("COMMAND_REASON_")
+            .to_lowercase(),
     };
-    println!(
-        "{state}{reason}; signed receipt #{} verified",
-        outcome.sequence
+    emit(
+        json_out,
+        json!({
+            "route": route_name(route),
+            "state": state,
+            "reason": if reason.is_empty() { serde_json::Value::Null } else { json!(reason) },
+            "sequence": outcome.sequence,
+            "receipt_verified": true,
+        }),
+        format!(
+            "{state}{}; signed receipt #{} verified",
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({reason})")
+            },
+            outcome.sequence
+        ),
     );
     link.close();
     Ok(

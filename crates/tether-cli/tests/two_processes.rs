@@ -76,6 +76,31 @@ fn head_unit_and_phone_processes_lock_the_car() {
         text.contains("Vehicle.Cabin.Door.Row1.DriverSide.IsLocked") && text.contains("Bool(true)"),
         "{text}"
     );
+
+    // --json: one object per command.
+    let (ok, text, err) = common::tether(&["phone", "--data-dir", phone, "--json", "status"]);
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(
+        status["signals"]["Vehicle.Cabin.Door.Row1.DriverSide.IsLocked"], true,
+        "{status}"
+    );
+    assert!(
+        status["route"].as_str().unwrap().starts_with("lan"),
+        "{status}"
+    );
+    let (ok, text, err) = common::tether(&["phone", "--data-dir", phone, "--json", "unlock"]);
+    assert!(ok, "{err}");
+    let outcome: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(outcome["state"], "succeeded", "{outcome}");
+    assert_eq!(outcome["receipt_verified"], true);
+    let (ok, text, err) = common::tether(&["phone", "--data-dir", phone, "--json", "devices"]);
+    assert!(ok, "{err}");
+    let devices: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert!(
+        devices["devices"].as_array().unwrap().len() >= 2,
+        "{devices}"
+    );
 }
 
 #[path = "../../tether-relay/tests/support/mod.rs"]
