@@ -42,7 +42,7 @@ pub const MAX_INCOMING_PACKET: u32 = 8 * 1024;
 const _: () = assert!(MAX_ENVELOPE_BYTES + 256 < MAX_INCOMING_PACKET as usize);
 
 /// Settings of a relay socket.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RelayConfig {
     /// Broker host name or address.
     pub host: String,
@@ -75,6 +75,18 @@ pub struct RelayConfig {
     pub max_backoff: Duration,
 }
 
+impl std::fmt::Debug for RelayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password never goes into a log line.
+        f.debug_struct("RelayConfig")
+            .field("brokers", &self.brokers())
+            .field("user", &self.login.as_ref().map(|(u, _)| u))
+            .field("keep_alive", &self.keep_alive)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RelayConfig {
     /// Defaults for a broker at `host:port`.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
@@ -103,6 +115,28 @@ impl RelayConfig {
         let rest = url
             .strip_prefix("mqtt://")
             .ok_or(RelayError::BadUrl("the broker URL must start with mqtt://"))?;
+        // `mqtt://USER:PASSWORD@HOST:PORT,...`: the deployment's shared
+        // login (SPEC §19.7; ejabberd refuses empty credentials), the same
+        // for every broker of the list.
+        let (login, rest) = match rest.rsplit_once('@') {
+            Some((userinfo, _)) if userinfo.contains([',', '/']) => {
+                return Err(RelayError::BadUrl(
+                    "a broker login goes once, before the first host",
+                ));
+            }
+            Some((userinfo, hosts)) => {
+                let (user, password) = userinfo.split_once(':').ok_or(RelayError::BadUrl(
+                    "the broker login must be USER:PASSWORD@",
+                ))?;
+                if user.is_empty() || password.is_empty() {
+                    return Err(RelayError::BadUrl(
+                        "the broker login needs a user and a password",
+                    ));
+                }
+                (Some((user.to_owned(), password.to_owned())), hosts)
+            }
+            None => (None, rest),
+        };
         let mut brokers = rest
             .split(',')
             .map(|part| host_port(part.strip_prefix("mqtt://").unwrap_or(part)));
@@ -111,6 +145,7 @@ impl RelayConfig {
             .ok_or(RelayError::BadUrl("the broker URL needs a plain host"))??;
         let mut config = Self::new(host, port);
         config.fallbacks = brokers.collect::<Result<_, _>>()?;
+        config.login = login;
         Ok(config)
     }
 
@@ -848,6 +883,22 @@ mod tests {
             vec![("127.0.0.1".to_owned(), 18831), ("::1".to_owned(), 18832)]
         );
         assert_eq!(c.brokers().len(), 3);
+    }
+
+    #[test]
+    fn a_shared_login_comes_before_the_broker_list() {
+        let c =
+            RelayConfig::from_url("mqtt://fleet:s3cret@127.0.0.1:18830,127.0.0.1:18831").unwrap();
+        assert_eq!(c.login, Some(("fleet".to_owned(), "s3cret".to_owned())));
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 18830));
+        assert_eq!(c.fallbacks.len(), 1);
+        assert!(RelayConfig::from_url("mqtt://h:1").unwrap().login.is_none());
+        for bad in ["mqtt://fleet@h:1", "mqtt://:pw@h:1", "mqtt://u:@h:1"] {
+            assert!(
+                matches!(RelayConfig::from_url(bad), Err(RelayError::BadUrl(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
