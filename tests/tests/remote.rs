@@ -523,6 +523,41 @@ async fn r23_a_push_subscription_delivers_changes_and_survives_the_car_sleeping(
     car.start().await.unwrap();
     // A fresh simulated vehicle after the restart: unlocked again.
     assert!(!pushed_lock(&watch).await, "pushing resumed after the wake");
+    // A command the owner leaves in the mailbox: its receipt reaches the
+    // listening watch too, with the change it made.
+    let posted = owner
+        .post_command(control::lock(), [0x56; 16], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let (mut receipt, mut locked) = (false, false);
+    while !(receipt && locked) {
+        let reply = watch
+            .next_mailbox_reply(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .expect("the watch hears the queued command");
+        match reply.answer {
+            MailboxAnswer::Executed(outcome) => {
+                assert_eq!(reply.in_reply_to, posted.letter_id);
+                assert_eq!(outcome.state, CommandState::Succeeded);
+                receipt = true;
+            }
+            MailboxAnswer::Signals(values) => {
+                locked |= values.iter().any(|r| r.value == SignalData::Bool(true));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        executed(
+            owner
+                .next_mailbox_reply(Duration::from_secs(10))
+                .await
+                .unwrap()
+        )
+        .state,
+        CommandState::Succeeded
+    );
     car.shutdown().await.unwrap();
 }
 

@@ -183,6 +183,9 @@ async fn car_mailbox(
         // Push subscriptions end with this task (their letters stay
         // unacknowledged, so the broker hands them over again on wake).
         let mut pushes = tokio::task::JoinSet::new();
+        // The members with a push subscription running, by its letter:
+        // they hear every queued command's receipt too.
+        let subscribers: Subscribers = Arc::default();
         while let Some(delivery) = letters.recv().await {
             let opened = open_letter(&key, &own, &credentials, &delivery);
             let Some(letter) = opened else {
@@ -198,6 +201,7 @@ async fn car_mailbox(
                         own,
                         credentials: credentials.clone(),
                         service: service.clone(),
+                        subscribers: subscribers.clone(),
                     },
                     letter,
                     request,
@@ -211,6 +215,24 @@ async fn car_mailbox(
                 let _ = mailbox.ack(&delivery).await;
                 continue;
             };
+            // Every other member that listens hears the receipt too (SPEC
+            // §19.12, push): a watch away from the car learns that the
+            // phone's queued unlock ran.
+            let others: Vec<OpenedLetter> = crate::wire::lock(&subscribers)
+                .values()
+                .filter(|s| s.sender.public_key != letter.sender.public_key)
+                .cloned()
+                .collect();
+            for other in &others {
+                let relayed = OpenedLetter {
+                    letter_id: letter.letter_id,
+                    ..other.clone()
+                };
+                if let Some((to, sealed)) = seal_answer(&key, &own, &credentials, &relayed, &reply)
+                {
+                    post_with_retries(&mailbox, &to, sealed, ANSWER_EXPIRY_S).await;
+                }
+            }
             // Posted before the letter is acknowledged: a crash in between
             // delivers the letter again, and the command log answers it
             // with the same receipt.
@@ -248,7 +270,11 @@ struct Push {
     own: [u8; MAILBOX_ID_LEN],
     credentials: Arc<Credentials>,
     service: mpsc::UnboundedSender<ServiceInput>,
+    subscribers: Subscribers,
 }
+
+/// The push subscriptions running, by their letter id.
+type Subscribers = Arc<std::sync::Mutex<std::collections::HashMap<[u8; 16], OpenedLetter>>>;
 
 /// A `Subscribe` letter from a member that may read the car (SPEC
 /// §19.12): the request, when it is one and still valid.
@@ -294,6 +320,7 @@ async fn push(
     {
         return;
     }
+    crate::wire::lock(&car.subscribers).insert(letter.letter_id, letter.clone());
     let left_ms = letter.contents.not_after_unix_ms.saturating_sub(unix_ms());
     let end = tokio::time::sleep(Duration::from_millis(left_ms));
     tokio::pin!(end);
@@ -318,6 +345,7 @@ async fn push(
             () = &mut end => break,
         }
     }
+    crate::wire::lock(&car.subscribers).remove(&letter.letter_id);
     let _ = car.service.send(ServiceInput::Closed(stream));
     let _ = car.mailbox.ack(&delivery).await;
     info!("push subscription ended");
