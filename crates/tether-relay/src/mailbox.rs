@@ -199,14 +199,10 @@ async fn drive(
     mut failover: Failover,
     (config, client_id): (RelayConfig, String),
 ) {
-    let max_backoff = config.max_backoff;
-    const MIN_BACKOFF: Duration = Duration::from_millis(50);
     let mut first = Some(first);
-    let mut backoff = MIN_BACKOFF;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = MIN_BACKOFF;
                 failover.connected();
                 // Again on every CONNACK: a broker that lost the session
                 // (restart without persistence) would drop them silently.
@@ -268,8 +264,7 @@ async fn drive(
                     tracing::debug!(host, port, "mailbox fails over to the next broker");
                     eventloop.options = mailbox_options(&config, &client_id, &host, port);
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(max_backoff.max(MIN_BACKOFF));
+                tokio::time::sleep(failover.next_wait()).await;
             }
         }
     }

@@ -189,7 +189,14 @@ pub(crate) struct Failover {
     up: bool,
     /// Failed attempts since the last CONNACK.
     failed: usize,
+    /// The pause before the next attempt: 50 ms, doubling to
+    /// `RelayConfig::max_backoff`, back to 50 ms at each CONNACK.
+    backoff: Duration,
+    max_backoff: Duration,
 }
+
+/// The first pause between reconnection attempts.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
 
 impl Failover {
     pub(crate) fn new(config: &RelayConfig) -> Self {
@@ -198,7 +205,17 @@ impl Failover {
             current: 0,
             up: false,
             failed: 0,
+            backoff: MIN_BACKOFF,
+            max_backoff: config.max_backoff.max(MIN_BACKOFF),
         }
+    }
+
+    /// How long to wait before the next attempt; each call doubles the
+    /// next wait, up to the configured maximum.
+    pub(crate) fn next_wait(&mut self) -> Duration {
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(self.max_backoff);
+        wait
     }
 
     pub(crate) fn current(&self) -> (&str, u16) {
@@ -209,6 +226,7 @@ impl Failover {
     pub(crate) fn connected(&mut self) {
         self.up = true;
         self.failed = 0;
+        self.backoff = MIN_BACKOFF;
     }
 
     /// After an error; returns the broker to try next when it changed.
@@ -723,13 +741,10 @@ async fn drive(
     config: RelayConfig,
     mut failover: Failover,
 ) {
-    const MIN_BACKOFF: Duration = Duration::from_millis(50);
     let mut first = Some(first);
-    let mut backoff = MIN_BACKOFF;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = MIN_BACKOFF;
                 failover.connected();
                 shared.on_connack();
                 if let Some(f) = first.take() {
@@ -763,8 +778,7 @@ async fn drive(
                         Err(e) => tracing::debug!(error = %e, "relay failover skipped"),
                     }
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(config.max_backoff.max(MIN_BACKOFF));
+                tokio::time::sleep(failover.next_wait()).await;
             }
         }
     }
@@ -943,5 +957,10 @@ mod tests {
         let mut one = Failover::new(&RelayConfig::new("a", 1));
         assert_eq!(one.failed(), None);
         assert!(one.exhausted());
+        // The pauses double up to the maximum, and start over at a CONNACK.
+        let waits: Vec<u64> = (0..7).map(|_| f.next_wait().as_millis() as u64).collect();
+        assert_eq!(waits, [50, 100, 200, 400, 800, 1600, 2000]);
+        f.connected();
+        assert_eq!(f.next_wait(), Duration::from_millis(50));
     }
 }
