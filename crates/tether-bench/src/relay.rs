@@ -196,6 +196,74 @@ async fn delayed_copy(
     let _ = writer.await;
 }
 
+/// A car at its rendezvous through the broker, one phone session to it, and
+/// the bare MQTT request/response baseline through the same broker.
+struct Rig {
+    relay_key: [u8; 32],
+    session: Arc<tether_session::quic::ClientSession>,
+    requester: Arc<MqttRequester>,
+    baseline: MqttResponder,
+    _vehicle: AbortOnDrop,
+}
+
+impl Rig {
+    async fn start(
+        account: &tether::Account,
+        session_config: &SessionConfig,
+        relay_config: &RelayConfig,
+        mqtt_bytes: (usize, usize),
+    ) -> Result<Self, BenchError> {
+        let relay_key = account
+            .car
+            .group_key()
+            .ok_or(BenchError::Unexpected("a car holds the group key"))?
+            .relay_key();
+        // The head unit: one long-lived MQTT connection, at its rendezvous.
+        let car_socket = RelaySocket::connect(relay_config.clone())
+            .await
+            .map_err(|e| BenchError::setup("car relay socket", e))?;
+        car_socket
+            .listen(&[relay_key])
+            .await
+            .map_err(|e| BenchError::setup("car rendezvous", e))?;
+        let listener = Listener::bind_socket(
+            car_socket.clone(),
+            account.car.clone(),
+            session_config.clone(),
+        )?;
+        let car_key = DeviceKey::from_pkcs8(account.car.key().pkcs8())
+            .map_err(|e| BenchError::setup("vehicle key", e))?;
+        let vehicle =
+            AbortOnDrop(tokio::spawn(tether::serve_vehicle(listener, car_key)).abort_handle());
+        // The phone: one session through the broker.
+        let phone_socket = RelaySocket::connect(relay_config.clone())
+            .await
+            .map_err(|e| BenchError::setup("phone relay socket", e))?;
+        let connector = Connector::with_socket(
+            phone_socket.clone(),
+            account.phone.clone(),
+            session_config.clone(),
+        )?;
+        let car_addr = phone_socket
+            .dial(&relay_key)
+            .await
+            .map_err(|e| BenchError::setup("dial the car", e))?;
+        let session = Arc::new(connector.connect(car_addr).await?);
+        // The baseline: bare request/response through the same broker.
+        let baseline = MqttResponder::start(relay_config, mqtt_bytes.1).await?;
+        let requester = Arc::new(
+            MqttRequester::start(relay_config, &baseline, mqtt_bytes.0, mqtt_bytes.1).await?,
+        );
+        Ok(Self {
+            relay_key,
+            session,
+            requester,
+            baseline,
+            _vehicle: vehicle,
+        })
+    }
+}
+
 /// Sequential round trips only, relay and bare MQTT, rounds alternating.
 async fn wan_rtt(
     config: &BenchConfig,
@@ -204,43 +272,9 @@ async fn wan_rtt(
     relay_config: &RelayConfig,
     mqtt_bytes: (usize, usize),
 ) -> Result<(Vec<Duration>, Vec<Duration>), BenchError> {
-    let relay_key = account
-        .car
-        .group_key()
-        .ok_or(BenchError::Unexpected("a car holds the group key"))?
-        .relay_key();
-    let car_socket = RelaySocket::connect(relay_config.clone())
-        .await
-        .map_err(|e| BenchError::setup("car relay socket", e))?;
-    car_socket
-        .listen(&[relay_key])
-        .await
-        .map_err(|e| BenchError::setup("car rendezvous", e))?;
-    let listener = Listener::bind_socket(
-        car_socket.clone(),
-        account.car.clone(),
-        session_config.clone(),
-    )?;
-    let car_key = DeviceKey::from_pkcs8(account.car.key().pkcs8())
-        .map_err(|e| BenchError::setup("vehicle key", e))?;
-    let _vehicle =
-        AbortOnDrop(tokio::spawn(tether::serve_vehicle(listener, car_key)).abort_handle());
-    let phone_socket = RelaySocket::connect(relay_config.clone())
-        .await
-        .map_err(|e| BenchError::setup("phone relay socket", e))?;
-    let connector = Connector::with_socket(
-        phone_socket.clone(),
-        account.phone.clone(),
-        session_config.clone(),
-    )?;
-    let car_addr = phone_socket
-        .dial(&relay_key)
-        .await
-        .map_err(|e| BenchError::setup("dial the car", e))?;
-    let session = Arc::new(connector.connect(car_addr).await?);
-    let responder = MqttResponder::start(relay_config, mqtt_bytes.1).await?;
-    let requester =
-        Arc::new(MqttRequester::start(relay_config, &responder, mqtt_bytes.0, mqtt_bytes.1).await?);
+    let rig = Rig::start(account, session_config, relay_config, mqtt_bytes).await?;
+    let (session, requester) = (rig.session.clone(), rig.requester.clone());
+
     let relay_call = {
         let session = session.clone();
         move || {
@@ -279,49 +313,9 @@ async fn measure_on(
     relay_config: &RelayConfig,
     mqtt_bytes: (usize, usize),
 ) -> Result<Relay, BenchError> {
-    let relay_key = account
-        .car
-        .group_key()
-        .ok_or(BenchError::Unexpected("a car holds the group key"))?
-        .relay_key();
-
-    // The head unit: one long-lived MQTT connection, at its rendezvous.
-    let car_socket = RelaySocket::connect(relay_config.clone())
-        .await
-        .map_err(|e| BenchError::setup("car relay socket", e))?;
-    car_socket
-        .listen(&[relay_key])
-        .await
-        .map_err(|e| BenchError::setup("car rendezvous", e))?;
-    let listener = Listener::bind_socket(
-        car_socket.clone(),
-        account.car.clone(),
-        session_config.clone(),
-    )?;
-    let car_key = DeviceKey::from_pkcs8(account.car.key().pkcs8())
-        .map_err(|e| BenchError::setup("vehicle key", e))?;
-    let _vehicle =
-        AbortOnDrop(tokio::spawn(tether::serve_vehicle(listener, car_key)).abort_handle());
-
-    // The phone: one session through the broker.
-    let phone_socket = RelaySocket::connect(relay_config.clone())
-        .await
-        .map_err(|e| BenchError::setup("phone relay socket", e))?;
-    let connector = Connector::with_socket(
-        phone_socket.clone(),
-        account.phone.clone(),
-        session_config.clone(),
-    )?;
-    let car_addr = phone_socket
-        .dial(&relay_key)
-        .await
-        .map_err(|e| BenchError::setup("dial the car", e))?;
-    let session = Arc::new(connector.connect(car_addr).await?);
-
-    // The baseline: bare request/response through the same broker.
-    let responder = MqttResponder::start(relay_config, mqtt_bytes.1).await?;
-    let requester =
-        Arc::new(MqttRequester::start(relay_config, &responder, mqtt_bytes.0, mqtt_bytes.1).await?);
+    let rig = Rig::start(account, session_config, relay_config, mqtt_bytes).await?;
+    let (relay_key, session, requester) =
+        (rig.relay_key, rig.session.clone(), rig.requester.clone());
 
     let relay_call = {
         let session = session.clone();
@@ -388,8 +382,9 @@ async fn measure_on(
         }
     }
     session.close(CloseCode::Normal, "bench done");
+    // The car stays for the cold connects; the baseline goes.
     drop(requester);
-    drop(responder);
+    drop(rig.baseline);
 
     // Cold connects: a phone that has just reached the broker dials the car
     // and completes a full handshake (no ticket; certificates verified
