@@ -557,28 +557,16 @@ impl PhoneMailbox {
         idempotency_key: [u8; 16],
         valid_for: Duration,
     ) -> Result<PostedCommand, NodeError> {
-        if valid_for.is_zero() || valid_for > MAX_LETTER_VALIDITY {
-            return Err(NodeError::State(
-                "a mailbox command is valid for 1 ms to 7 days",
-            ));
-        }
         let key = tether_control::client::IdempotencyKey::from_bytes(&idempotency_key)
             .ok_or(NodeError::State("idempotency key must be 16 to 32 bytes"))?;
-        let not_after_unix_ms = unix_ms().saturating_add(valid_for.as_millis() as u64);
         let request = tether_control::client::command(1, &key, 0, command);
-        let contents = LetterContents {
-            not_after_unix_ms,
-            reply_mailbox: self.own,
-            payload: request.encode_to_vec(),
-            in_reply_to: None,
-        };
-        let car = self.key.car_mailbox();
-        let (sealed, letter_id) = self.key.seal(credentials, &car, &contents)?;
-        crate::wire::lock(&self.pending).insert(letter_id, (idempotency_key, command));
-        // Whole seconds, rounded up: the broker may drop it once the
-        // deadline passed, never before.
-        let expiry = u32::try_from(valid_for.as_millis().div_ceil(1000)).unwrap_or(u32::MAX);
-        self.mailbox.post(&TopicId(car), sealed, expiry).await?;
+        // Known before it is posted: a `next` already waiting may read the
+        // answer before `post` returns.
+        let (letter_id, not_after_unix_ms) = self
+            .post_to_car(credentials, &request, valid_for, |id| {
+                crate::wire::lock(&self.pending).insert(id, (idempotency_key, command));
+            })
+            .await?;
         Ok(PostedCommand {
             letter_id,
             idempotency_key,
@@ -592,28 +580,51 @@ impl PhoneMailbox {
         paths: &[String],
         valid_for: Duration,
     ) -> Result<PostedCommand, NodeError> {
-        if valid_for.is_zero() || valid_for > MAX_LETTER_VALIDITY {
-            return Err(NodeError::State(
-                "a push subscription is valid for 1 ms to 7 days",
-            ));
-        }
-        let not_after_unix_ms = unix_ms().saturating_add(valid_for.as_millis() as u64);
         let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
-        let contents = LetterContents {
-            not_after_unix_ms,
-            reply_mailbox: self.own,
-            payload: tether_control::client::subscribe(1, &paths).encode_to_vec(),
-            in_reply_to: None,
-        };
-        let car = self.key.car_mailbox();
-        let (sealed, letter_id) = self.key.seal(credentials, &car, &contents)?;
-        let expiry = u32::try_from(valid_for.as_millis().div_ceil(1000)).unwrap_or(u32::MAX);
-        self.mailbox.post(&TopicId(car), sealed, expiry).await?;
+        let request = tether_control::client::subscribe(1, &paths);
+        let (letter_id, not_after_unix_ms) = self
+            .post_to_car(credentials, &request, valid_for, |_| {})
+            .await?;
         Ok(PostedCommand {
             letter_id,
             idempotency_key: [0; 16],
             not_after_unix_ms,
         })
+    }
+
+    /// Seals `request` for the car's mailbox, valid for `valid_for` (1 ms
+    /// to 7 days), tells `sealed` its letter id, and posts it; the letter
+    /// id and deadline. A failed post forgets the pending command again.
+    async fn post_to_car(
+        &self,
+        credentials: &Credentials,
+        request: &Envelope,
+        valid_for: Duration,
+        sealed: impl FnOnce([u8; MAILBOX_ID_LEN]),
+    ) -> Result<([u8; MAILBOX_ID_LEN], u64), NodeError> {
+        if valid_for.is_zero() || valid_for > MAX_LETTER_VALIDITY {
+            return Err(NodeError::State(
+                "a mailbox letter is valid for 1 ms to 7 days",
+            ));
+        }
+        let not_after_unix_ms = unix_ms().saturating_add(valid_for.as_millis() as u64);
+        let contents = LetterContents {
+            not_after_unix_ms,
+            reply_mailbox: self.own,
+            payload: request.encode_to_vec(),
+            in_reply_to: None,
+        };
+        let car = self.key.car_mailbox();
+        let (letter, letter_id) = self.key.seal(credentials, &car, &contents)?;
+        sealed(letter_id);
+        // Whole seconds, rounded up: the broker may drop it once the
+        // deadline passed, never before.
+        let expiry = u32::try_from(valid_for.as_millis().div_ceil(1000)).unwrap_or(u32::MAX);
+        if let Err(e) = self.mailbox.post(&TopicId(car), letter, expiry).await {
+            crate::wire::lock(&self.pending).remove(&letter_id);
+            return Err(e.into());
+        }
+        Ok((letter_id, not_after_unix_ms))
     }
 
     /// The next answer from the car, at most `timeout`; `None` when none
