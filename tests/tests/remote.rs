@@ -10,6 +10,7 @@
 
 #[path = "../../crates/tether-relay/tests/support/mod.rs"]
 mod mosquitto;
+mod support;
 
 use std::time::Duration;
 
@@ -177,12 +178,7 @@ async fn auto_path_prefers_the_lan_and_takes_the_relay_when_the_lan_fails() {
         .unwrap();
     // A phone that has never seen the car on the LAN (nothing remembered)
     // and gives mDNS no time goes through the broker.
-    let away = Phone::open(over(&broker)).unwrap();
-    let request = away
-        .enrollment_request(tether_identity::Role::Phone)
-        .unwrap();
-    away.complete_enrollment(&owner.enroll_device(&request).unwrap())
-        .unwrap();
+    let away = support::member_phone(&owner, tether_identity::Role::Phone, over(&broker));
     let (link, route) = away
         .reach_vehicle_via(Via::Auto, Duration::ZERO)
         .await
@@ -192,13 +188,8 @@ async fn auto_path_prefers_the_lan_and_takes_the_relay_when_the_lan_fails() {
         .await
         .unwrap();
     // Without a broker there is no remote path, and the error says so.
-    let lan_only = Phone::open(NodeConfig::default()).unwrap();
-    let request = lan_only
-        .enrollment_request(tether_identity::Role::Phone)
-        .unwrap();
-    lan_only
-        .complete_enrollment(&owner.enroll_device(&request).unwrap())
-        .unwrap();
+    let lan_only =
+        support::member_phone(&owner, tether_identity::Role::Phone, NodeConfig::default());
     assert!(matches!(
         lan_only.connect_via_relay().await,
         Err(NodeError::NoRelay)
@@ -426,12 +417,7 @@ async fn the_broker_replaying_a_letter_runs_it_once_and_garbage_gets_nothing_r31
 async fn a_letter_under_a_new_group_key_reaches_a_car_that_slept_after_the_rotation() {
     let broker = Mosquitto::start();
     let (owner, car) = owner_and_car(&broker).await;
-    let lost = Phone::open(over(&broker)).unwrap();
-    let request = lost
-        .enrollment_request(tether_identity::Role::Phone)
-        .unwrap();
-    lost.complete_enrollment(&owner.enroll_device(&request).unwrap())
-        .unwrap();
+    let lost = support::member_phone(&owner, tether_identity::Role::Phone, over(&broker));
     owner.remove_device(lost.public_key().unwrap()).unwrap();
     // The owner's next contact hands the list and the new key to the car.
     owner.connect_via_relay().await.unwrap();
@@ -497,13 +483,7 @@ async fn pushed_lock(phone: &Phone) -> bool {
 async fn r23_a_push_subscription_delivers_changes_and_survives_the_car_sleeping() {
     let broker = Mosquitto::start();
     let (owner, car) = owner_and_car(&broker).await;
-    let watch = Phone::open(over(&broker)).unwrap();
-    let request = watch
-        .enrollment_request(tether_identity::Role::Watch)
-        .unwrap();
-    watch
-        .complete_enrollment(&owner.enroll_device(&request).unwrap())
-        .unwrap();
+    let watch = support::member_phone(&owner, tether_identity::Role::Watch, over(&broker));
     watch
         .push_subscribe(
             vec![signals::DOOR_IS_LOCKED[0].into()],
@@ -568,13 +548,7 @@ async fn r23_a_push_subscription_delivers_changes_and_survives_the_car_sleeping(
 async fn the_owner_reaches_the_home_hub_through_the_broker() {
     let broker = Mosquitto::start();
     let (owner, car) = owner_and_car(&broker).await;
-    let hub = tether_node::Hub::open(over(&broker)).unwrap();
-    hub.complete_enrollment(
-        &owner
-            .enroll_device(&hub.enrollment_request().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let hub = support::enrolled_hub(&owner, over(&broker));
     hub.start(tether_node::Clock::manual(0)).unwrap();
     hub.serve().unwrap();
     assert!(

@@ -19,16 +19,6 @@ use tether_node::{Clock, HeadUnit, NodeConfig, Phone, unix_now};
 use tether_proto::v1::{Envelope, ErrorCode, MembershipSync, Request, envelope, request, response};
 use tether_session::quic::{CloseCode, Connector, Listener, SessionError};
 
-/// A phone (or watch) of the owner's account, enrolled by the owner.
-fn member_phone(owner: &Phone, role: Role, config: NodeConfig) -> Phone {
-    let phone = Phone::open(config).unwrap();
-    let request = phone.enrollment_request(role).unwrap();
-    phone
-        .complete_enrollment(&owner.enroll_device(&request).unwrap())
-        .unwrap();
-    phone
-}
-
 /// The tokens that resolve under `keys` within `window`, each with the
 /// index of the key that minted it.
 async fn resolved_tokens(keys: Vec<[u8; 32]>, window: Duration) -> Vec<(usize, String)> {
@@ -81,7 +71,7 @@ async fn r3_removed_phone_is_refused_its_session_closed_and_the_new_token_unreso
     let (owner, car) = support::owner_and_enrolled_car();
     car.start().await.unwrap();
     let address = car.address().await.unwrap();
-    let lost = member_phone(&owner, Role::Phone, NodeConfig::default());
+    let lost = support::member_phone(&owner, Role::Phone, NodeConfig::default());
     let lost_link = lost.connect(address).await.unwrap();
     assert!(lost_link.get(Vec::new()).await.is_ok());
     let devices = owner.account_devices().unwrap();
@@ -136,8 +126,8 @@ async fn offline_watch_catches_up_from_the_car_and_keeps_working() {
     let (owner, car) = support::owner_and_enrolled_car();
     car.start().await.unwrap();
     let address = car.address().await.unwrap();
-    let watch = member_phone(&owner, Role::Watch, NodeConfig::default());
-    let lost = member_phone(&owner, Role::Phone, NodeConfig::default());
+    let watch = support::member_phone(&owner, Role::Watch, NodeConfig::default());
+    let lost = support::member_phone(&owner, Role::Phone, NodeConfig::default());
     owner.remove_device(lost.public_key().unwrap()).unwrap();
     owner.connect(address).await.unwrap();
     assert_eq!(car.revocation_serial(), 1);
@@ -173,8 +163,8 @@ async fn an_old_list_is_ignored_and_a_forged_one_is_refused() {
     let (owner, car) = support::owner_and_enrolled_car();
     car.start().await.unwrap();
     let address = car.address().await.unwrap();
-    let first = member_phone(&owner, Role::Phone, NodeConfig::default());
-    let second = member_phone(&owner, Role::Phone, NodeConfig::default());
+    let first = support::member_phone(&owner, Role::Phone, NodeConfig::default());
+    let second = support::member_phone(&owner, Role::Phone, NodeConfig::default());
     owner.remove_device(first.public_key().unwrap()).unwrap();
     owner.connect(address).await.unwrap();
     // A member asking with serial 0 gets the car's list and key.
@@ -249,7 +239,7 @@ async fn the_list_and_the_new_key_survive_restarts() {
     )
     .unwrap();
     car.start().await.unwrap();
-    let lost = member_phone(&owner, Role::Phone, NodeConfig::default());
+    let lost = support::member_phone(&owner, Role::Phone, NodeConfig::default());
     let address = car.address().await.unwrap();
     owner.remove_device(lost.public_key().unwrap()).unwrap();
     owner.connect(address).await.unwrap();
@@ -278,7 +268,7 @@ async fn the_list_and_the_new_key_survive_restarts() {
     );
     assert!(car.has_grace_advert().await);
     // A device the restarted authority enrolls gets the new key.
-    let late = member_phone(&owner, Role::Watch, NodeConfig::default());
+    let late = support::member_phone(&owner, Role::Watch, NodeConfig::default());
     assert_eq!(late.group_key_epoch().unwrap(), 0);
     late.connect(address).await.unwrap();
     assert_eq!(late.revocation_serial().unwrap(), 1);

@@ -29,6 +29,20 @@ pub(crate) fn enrolled_hub(owner: &Phone, config: NodeConfig) -> Hub {
     hub
 }
 
+/// A phone (or watch) of the owner's account, enrolled by the owner.
+pub(crate) fn member_phone(
+    owner: &Phone,
+    role: tether_identity::Role,
+    config: NodeConfig,
+) -> Phone {
+    let phone = Phone::open(config).unwrap();
+    let request = phone.enrollment_request(role).unwrap();
+    phone
+        .complete_enrollment(&owner.enroll_device(&request).unwrap())
+        .unwrap();
+    phone
+}
+
 /// A new account on a phone, and a car enrolled in it (not started: a test
 /// may set the car's clock first).
 pub(crate) fn owner_and_enrolled_car() -> (Phone, HeadUnit) {
