@@ -311,16 +311,21 @@ async fn a_disconnect_mid_upgrade_resumes_on_a_new_session_from_the_last_acknowl
     })
     .await
     .unwrap();
-    assert_eq!(
-        report.resumed_from, stored,
-        "resumed where the device stood"
+    // A chunk of the first session still in flight on the device may land
+    // after `stored` was read: the device answers where it stands then,
+    // never behind what it had stored and never past the unacknowledged
+    // window.
+    assert!(
+        report.resumed_from >= stored && report.resumed_from <= offset + window,
+        "resumed from {} where the device stood at {stored} (acked {offset})",
+        report.resumed_from
     );
-    assert_eq!(report.bytes_sent, img.len() as u64 - stored);
+    assert_eq!(report.bytes_sent, img.len() as u64 - report.resumed_from);
     assert!(
         report.bytes_sent < img.len() as u64,
         "fewer bytes the second time"
     );
-    assert_eq!(second_events[0].acknowledged, stored);
+    assert_eq!(second_events[0].acknowledged, report.resumed_from);
     assert_eq!(second_events.last().unwrap().percent(), 100.0);
     assert_eq!(rig.target.installed().unwrap().image, img);
 
