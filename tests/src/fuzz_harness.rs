@@ -6,8 +6,8 @@
 //! # Deterministic credentials
 //! Keys come from fixed seeds, not the system RNG, and time and nonces are
 //! fixed, so Ed25519 signatures, membership proofs and sealed tickets are the
-//! same on every run. A committed ClientHello, ServerAuth or certificate
-//! therefore stays valid, and the fuzzer can start from the success paths and
+//! same on every run. Committed hints, a sealed ServerAuth, a ClientAuth or
+//! a certificate therefore stay valid, and the fuzzer can start from the success paths and
 //! mutate from there. [`seeds`] regenerates those inputs from the real
 //! encoders; the replay test checks that the committed copies are current.
 //!
@@ -19,6 +19,10 @@
 //! - `handshake_server`, `handshake_client`: 1 selector byte (see
 //!   [`handshake_server`]), then messages as *records*: 2 bytes big-endian
 //!   length, then that many bytes (a last, short record takes what is left).
+//!   For the responder the first record is the initiator's admission hints
+//!   (its bytes cut into [`HINTS`] hints of [`HINT_LEN`] bytes, missing
+//!   bytes zero); for a full handshake's initiator it is the sealed
+//!   `ServerAuth`. The other records are frames of stream 0.
 //! - `discovery_txt`: TXT RDATA as on the wire (RFC 6763 §6), split into
 //!   properties the way mdns-sd does.
 //! - `vehicle_request`: repeated `control byte, record` (see
@@ -49,7 +53,8 @@ use tether_identity::{
     verify_certificate,
 };
 use tether_proto::v1::{
-    Envelope, HandshakeMessage, Request, envelope, handshake_message::Message as Msg, request,
+    Envelope, HandshakeMessage, RefuseReason, Request, envelope, handshake_message::Message as Msg,
+    request,
 };
 use tether_session::frame::{
     FrameDecoder, FrameError, FrameSplitter, MAX_FRAME_BYTES, Piece, encode_frame,
@@ -72,8 +77,9 @@ pub use relay::relay_envelope;
 mod mailbox;
 pub use mailbox::mailbox_letter;
 use tether_session::handshake::{
-    ClientHandshake, Event, HandshakeConfig, HandshakeError, Output, ResumptionTicket,
-    ServerHandshake, TICKET_LIFETIME_S, TicketKey, decode_message,
+    ANSWER_ENTROPY_LEN, ClientHandshake, Event, HINT_LEN, HINTS, HandshakeConfig, HandshakeError,
+    Hint, HintEntropy, Output, Proven, ResumptionTicket, SEALED_SERVER_AUTH_LEN, ServerHandshake,
+    TICKET_LIFETIME_S, TicketKey, TlsPin, decode_message,
 };
 
 /// A fuzz target's body: takes any bytes, panics only on a bug.
@@ -110,8 +116,12 @@ pub const TARGETS: [(&str, Harness); 22] = [
 pub const NOW: u64 = 1_800_000_000;
 /// The TLS exporter value of every fuzzed connection.
 const EXPORTER: [u8; 32] = [0xe1; 32];
-/// The initiator's nonce in a full handshake.
-const CLIENT_NONCE: [u8; 32] = [0xc1; 32];
+/// The initiator's hint randomness in a full handshake.
+const CLIENT_ENTROPY: HintEntropy = [0xc1; 32];
+/// SHA-256 of the responder's TLS certificate on every fuzzed connection.
+const PIN: TlsPin = [0xe2; 32];
+/// The responder's randomness for its sealed answer.
+const ANSWER_ENTROPY: [u8; ANSWER_ENTROPY_LEN] = [0x52; ANSWER_ENTROPY_LEN];
 /// The initiator's nonce when resuming.
 const RESUME_NONCE: [u8; 32] = [0xc2; 32];
 /// The responder's nonce.
@@ -138,7 +148,8 @@ struct Fixture {
     /// `[other account's, ours]`, the order `resolver` holds them in.
     discovery_keys: [[u8; 32]; 2],
     resolver: TokenResolver,
-    /// Frames of a full handshake, phone to car, at [`NOW`].
+    /// A full handshake, phone to car, at [`NOW`]: `to_server` starts with
+    /// the hints, `to_client` with the sealed `ServerAuth`.
     full: Flights,
     /// Frames of the resumption with `ticket`, at [`NOW`].
     resumed: Flights,
@@ -159,20 +170,16 @@ fn fixture() -> &'static Fixture {
         let car = enroll(&mut authority, device_key(0xa1), Role::Vehicle);
         let phone = enroll(&mut authority, device_key(0xa2), Role::Phone);
         let tickets = Arc::new(TicketKey::new(TICKET_KEY));
-        let mut client = ClientHandshake::new(
-            phone.clone(),
-            EXPORTER,
-            CLIENT_NONCE,
-            &HandshakeConfig::default(),
-        )
-        .expect("a phone holds the group key");
-        let full = drive(&mut client, &mut server(&car, &tickets, 0), NOW);
+        let mut client =
+            ClientHandshake::new(phone.clone(), CLIENT_ENTROPY, &HandshakeConfig::default())
+                .expect("a phone holds the group key");
+        let full = drive(&mut client, &mut server(&car, &tickets, 0), NOW, false);
         let ticket = full
             .ticket
             .clone()
             .expect("a full handshake issues a ticket");
         let mut client = ClientHandshake::resume(phone.clone(), EXPORTER, RESUME_NONCE, &ticket);
-        let resumed = drive(&mut client, &mut server(&car, &tickets, 0), NOW);
+        let resumed = drive(&mut client, &mut server(&car, &tickets, 0), NOW, true);
         let ours = tether_identity::GroupKey::from_bytes(&GROUP_KEY)
             .expect("32 bytes")
             .discovery_key();
@@ -229,15 +236,42 @@ fn server(car: &Arc<Credentials>, tickets: &Arc<TicketKey>, selector: u8) -> Ser
     ServerHandshake::new(
         car.clone(),
         tickets.clone(),
-        EXPORTER,
         SERVER_NONCE,
         &config_for(selector),
     )
 }
 
-/// Drives two cores against each other until neither has output.
-fn drive(client: &mut ClientHandshake, server: &mut ServerHandshake, now: u64) -> Flights {
+/// The hints a responder reads from a record: [`HINTS`] slices of
+/// [`HINT_LEN`] bytes, zeros where the record is short (as
+/// `hints_from_alpn` leaves a missing hint).
+fn hints_of(record: &[u8]) -> [Hint; HINTS] {
+    let mut hints = [[0; HINT_LEN]; HINTS];
+    for (hint, chunk) in hints.iter_mut().zip(record.chunks(HINT_LEN)) {
+        hint[..chunk.len()].copy_from_slice(chunk);
+    }
+    hints
+}
+
+/// Drives two cores against each other until neither has output: the
+/// hints answered, the sealed `ServerAuth` given to a full handshake's
+/// initiator (a resuming one does not read it), then frames of stream 0.
+fn drive(
+    client: &mut ClientHandshake,
+    server: &mut ServerHandshake,
+    now: u64,
+    resuming: bool,
+) -> Flights {
     let mut flights = Flights::default();
+    let hints = client.hints().concat();
+    let sealed = server
+        .answer_hints(&hints_of(&hints), &PIN, &ANSWER_ENTROPY, now)
+        .expect("a fresh responder answers hints");
+    server.set_exporter(EXPORTER);
+    flights.to_server.push(hints);
+    if !resuming {
+        let _ = client.handle_server_auth(&sealed, &PIN, &EXPORTER, now);
+        flights.to_client.push(sealed);
+    }
     loop {
         let mut progressed = false;
         while let Some(bytes) = next_transmit(|| client.poll_output(), &mut flights.ticket) {
@@ -499,12 +533,12 @@ fn now_for(selector: u8) -> u64 {
     }
 }
 
-/// The version range picked by a selector's low 2 bits.
+/// The version range picked by a selector's low 2 bits (0: the default).
 fn config_for(selector: u8) -> HandshakeConfig {
     let (min_version, max_version) = match selector & 3 {
-        0 => (1, 1),
+        0 => (2, 2),
         1 => (1, 2),
-        2 => (2, 2),
+        2 => (1, 1),
         _ => (0, u32::MAX),
     };
     HandshakeConfig {
@@ -532,23 +566,76 @@ fn assert_valid_at(certificate: &VerifiedCertificate, now: u64) {
     );
 }
 
-/// `handshake_server`: the car's responder fed the peer's messages.
+/// `handshake_server`: the car's responder fed the initiator's hints (the
+/// first record), then, once it knows the exporter, the frames of stream 0
+/// (the other records).
 ///
 /// Selector bits 0-1 pick `now` (see `now_for`), bits 2-3 the responder's
-/// version range (`config_for`); the fixture's seeds use selector 0. A
-/// failed responder must queue exactly one small `Refuse` (R3: a non-member
-/// never sees a certificate), and a finished one must refuse everything.
+/// version range (`config_for`); the fixture's seeds use selector 0. Any
+/// hints get an answer of [`SEALED_SERVER_AUTH_LEN`] bytes (R3: the same
+/// for everyone); hints it did not recognise admit nobody by a full
+/// handshake. A failed responder must queue exactly one small `Refuse`, and
+/// a finished one must refuse everything.
 pub fn handshake_server(data: &[u8]) {
-    let Some((&selector, messages)) = data.split_first() else {
+    let Some((&selector, input)) = data.split_first() else {
         return;
     };
     let f = fixture();
     let now = now_for(selector);
     let mut server = server(&f.car, &f.tickets, selector >> 2);
+    let mut messages = records(input);
+    let hints = hints_of(messages.next().unwrap_or_default());
+    let sealed = server
+        .answer_hints(&hints, &PIN, &ANSWER_ENTROPY, now)
+        .expect("answering hints never fails on the peer's input");
+    assert_eq!(
+        sealed.len(),
+        SEALED_SERVER_AUTH_LEN,
+        "R3: one length for all"
+    );
+    assert!(server.has_answered_hello());
+    assert!(matches!(server.poll_output(), Output::Pending));
+    let admitted = server.proven();
+    assert_eq!(admitted != Proven::Nothing, server.matched_hint().is_some());
+    if let Some(hint) = server.matched_hint() {
+        assert!(hints.contains(hint), "matched a hint it was not offered");
+    }
+    let cert = f.car.certificate_message();
+    assert!(
+        !sealed.windows(cert.body.len()).any(|w| w == cert.body),
+        "R3: the certificate travels sealed"
+    );
     let mut finished = false;
-    for message in records(messages) {
+    let mut exporter_set = false;
+    for (i, message) in messages.enumerate() {
         let decoded = decode_handshake(message);
-        let result = server.handle_message(message, now);
+        // SPEC §5.8: a first frame that is an early ResumeHello goes to the
+        // early entry, as the driver routes it; the exporter comes after.
+        let early = i == 0 && matches!(&decoded, Ok(Msg::ResumeHello(h)) if h.early);
+        if !early && !exporter_set {
+            server.set_exporter(EXPORTER);
+            exporter_set = true;
+        }
+        let result = if early {
+            server.handle_early_message(message, now)
+        } else {
+            server.handle_message(message, now)
+        };
+        if early && result.is_ok() {
+            assert!(
+                drain_server(&mut server, now, admitted),
+                "early: authenticated"
+            );
+            server.set_exporter(EXPORTER);
+            exporter_set = true;
+            let Output::Transmit(accept) = server.poll_output() else {
+                panic!("no Accept once the exporter is known");
+            };
+            assert!(matches!(decode_message(&accept), Ok(Msg::Accept(_))));
+            assert!(matches!(server.poll_output(), Output::Pending));
+            finished = true;
+            continue;
+        }
         if finished {
             assert_eq!(result, Err(HandshakeError::Finished));
             assert!(matches!(server.poll_output(), Output::Pending));
@@ -564,26 +651,30 @@ pub fn handshake_server(data: &[u8]) {
             assert!(matches!(decode_message(&refusal), Ok(Msg::Refuse(_))));
             assert!(refusal.len() < 16, "a Refuse says nothing more");
             assert!(matches!(server.poll_output(), Output::Pending));
+            assert_eq!(server.proven(), Proven::Nothing, "a failure proves nothing");
             finished = true;
             continue;
         }
         assert!(decoded.is_ok());
-        assert!(server.has_answered_hello());
-        finished = drain_server(&mut server, now);
+        finished = drain_server(&mut server, now, admitted);
     }
 }
 
-/// Drains the responder; whether it authenticated its peer.
-fn drain_server(server: &mut ServerHandshake, now: u64) -> bool {
+/// Drains the responder; whether it authenticated its peer. A peer whose
+/// hints it did not recognise can only have resumed (R3).
+fn drain_server(server: &mut ServerHandshake, now: u64, admitted: Proven) -> bool {
     let mut authenticated = false;
     for _ in 0..MAX_OUTPUTS {
         match server.poll_output() {
-            Output::Transmit(bytes) => assert!(matches!(
-                decode_message(&bytes),
-                Ok(Msg::ServerAuth(_) | Msg::Accept(_))
-            )),
+            Output::Transmit(bytes) => {
+                assert!(matches!(decode_message(&bytes), Ok(Msg::Accept(_))));
+            }
             Output::Event(Event::Authenticated(peer)) => {
                 assert_valid_at(&peer.certificate, now);
+                assert!(
+                    peer.resumed || admitted != Proven::Nothing,
+                    "R3: a full handshake without a recognised hint"
+                );
                 authenticated = true;
             }
             Output::Event(Event::Ticket(_)) => panic!("a responder got a ticket"),
@@ -593,36 +684,66 @@ fn drain_server(server: &mut ServerHandshake, now: u64) -> bool {
     panic!("the responder never stops producing output");
 }
 
-/// `handshake_client`: the phone's initiator fed the peer's messages.
+/// `handshake_client`: the phone's initiator fed the responder's messages:
+/// in a full handshake the first record is the sealed `ServerAuth` (its
+/// 0.5-RTT data), the others frames of stream 0; a resuming initiator reads
+/// no sealed answer, so every record is a frame.
 ///
 /// Selector bits 0-1 pick `now` (see `now_for`); bit 2 resumes with the
 /// fixture's ticket instead of a full handshake; bits 3-4 pick the
 /// initiator's version range (`config_for`). An error is final.
 pub fn handshake_client(data: &[u8]) {
-    let Some((&selector, messages)) = data.split_first() else {
+    let Some((&selector, input)) = data.split_first() else {
         return;
     };
     let f = fixture();
     let now = now_for(selector);
-    let mut client = if selector & 4 == 0 {
-        ClientHandshake::new(
-            f.phone.clone(),
-            EXPORTER,
-            CLIENT_NONCE,
-            &config_for(selector >> 3),
-        )
-        .expect("a phone holds the group key")
-    } else {
+    let resuming = selector & 4 != 0;
+    let config = config_for(selector >> 3);
+    let mut client = if resuming {
         ClientHandshake::resume(f.phone.clone(), EXPORTER, RESUME_NONCE, &f.ticket)
+    } else {
+        ClientHandshake::new(f.phone.clone(), CLIENT_ENTROPY, &config)
+            .expect("a phone holds the group key")
     };
-    drain_client(&mut client, now);
-    for message in records(messages) {
+    drain_client(&mut client, now, &config);
+    let mut messages = records(input);
+    if !resuming {
+        let sealed = messages.next().unwrap_or_default();
+        match client.handle_server_auth(sealed, &PIN, &EXPORTER, now) {
+            Err(_) => {
+                assert!(client.is_finished(), "an error is final");
+                assert!(matches!(client.poll_output(), Output::Pending));
+            }
+            Ok(()) => {
+                assert_eq!(sealed.len(), SEALED_SERVER_AUTH_LEN);
+                let Output::Transmit(client_auth) = client.poll_output() else {
+                    panic!("an opened ServerAuth is answered with a ClientAuth");
+                };
+                assert!(matches!(
+                    decode_message(&client_auth),
+                    Ok(Msg::ClientAuth(_))
+                ));
+                drain_client(&mut client, now, &config);
+            }
+        }
+    }
+    for message in messages {
         let decoded = decode_handshake(message);
         let was_finished = client.is_finished();
         match client.handle_message(message, now) {
             Err(error) => {
-                if let Err(decode_error) = decoded {
-                    assert_eq!(error, decode_error);
+                if let Err(decode_error) = &decoded {
+                    assert_eq!(&error, decode_error);
+                }
+                if let Ok(Msg::Refuse(refuse)) = &decoded {
+                    assert_eq!(
+                        error,
+                        HandshakeError::Refused(
+                            RefuseReason::try_from(refuse.reason)
+                                .unwrap_or(RefuseReason::Unspecified)
+                        )
+                    );
                 }
                 assert!(client.is_finished(), "an error is final");
                 assert!(matches!(client.poll_output(), Output::Pending));
@@ -630,22 +751,26 @@ pub fn handshake_client(data: &[u8]) {
             Ok(()) => {
                 assert!(!was_finished, "a finished initiator took a message");
                 assert!(decoded.is_ok());
-                drain_client(&mut client, now);
+                drain_client(&mut client, now, &config);
             }
         }
     }
 }
 
-fn drain_client(client: &mut ClientHandshake, now: u64) {
+fn drain_client(client: &mut ClientHandshake, now: u64, config: &HandshakeConfig) {
     for _ in 0..MAX_OUTPUTS {
         match client.poll_output() {
             Output::Transmit(bytes) => assert!(matches!(
                 decode_message(&bytes),
-                Ok(Msg::ClientHello(_) | Msg::ResumeHello(_) | Msg::ClientAuth(_))
+                Ok(Msg::ResumeHello(_) | Msg::ClientAuth(_))
             )),
             Output::Event(Event::Authenticated(peer)) => {
                 if !peer.resumed {
                     assert_valid_at(&peer.certificate, now);
+                    assert!(
+                        (config.min_version..=config.max_version).contains(&peer.version),
+                        "a version outside the range offered"
+                    );
                 }
                 assert!(peer.certificate.role.holds_group_key());
             }
@@ -883,47 +1008,133 @@ pub fn seeds() -> Vec<Seed> {
         frame_input(0, 1, &[0, 0, 0, 0, 0, 0, 0, 1, 9]),
     );
 
-    // Handshakes. A stranger from another account, and a phone offering 2 only.
+    // Handshakes. A stranger from another account; a responder that
+    // answers version 1 only; a phone accepting 1..=2.
     let mut other_authority = authority(0xb0, [0x48; 32]);
     let stranger = enroll(&mut other_authority, device_key(0xb2), Role::Phone);
     let stranger_flights = handshake_flights(&stranger, 0, 0);
-    let v2_flights = handshake_flights(&f.phone, 2, 0);
-    let v1_2_flights = handshake_flights(&f.phone, 1, 1);
-    let hello = &f.full.to_server[0];
+    let v1_flights = handshake_flights(&f.phone, 0, 2);
+    let v1_2_flights = handshake_flights(&f.phone, 1, 0);
+    // A phone that adopted a rotation the car has not seen: its first hint
+    // is under the new key, the second under the car's (the previous).
+    let rotated_flights = {
+        let mut authority = authority(0xa0, GROUP_KEY);
+        let phone = enroll(&mut authority, device_key(0xa3), Role::Phone);
+        let new_key = [0x49; 32];
+        let list = authority
+            .rotate_to(
+                None,
+                &[device_key(0xa4).public_key()],
+                &tether_identity::GroupKey::from_bytes(&new_key).expect("32 bytes"),
+                NOW,
+            )
+            .expect("a fixed rotation");
+        phone
+            .adopt(&list, Some(&new_key))
+            .expect("the list of our authority");
+        handshake_flights(&phone, 0, 0)
+    };
+    let hints = &f.full.to_server[0];
     let client_auth = &f.full.to_server[1];
-    let resume_hello = &f.resumed.to_server[0];
+    let resume_hints = &f.resumed.to_server[0];
+    let resume_hello = &f.resumed.to_server[1];
+    let mut tampered_client_auth = client_auth.clone();
+    if let Some(last) = tampered_client_auth.last_mut() {
+        *last ^= 1;
+    }
+    // Only the second hint survives: a responder on the old epoch's view.
+    let mut second_hint_only = vec![0; HINT_LEN];
+    second_hint_only.extend_from_slice(&hints[HINT_LEN..]);
+    let none = Vec::new();
     let server = |selector: u8, messages: &[&Vec<u8>]| {
         let mut input = vec![selector];
         messages.iter().for_each(|m| input.extend(record(m)));
         input
     };
+    // SPEC §5.8: the same ticket, in an early ResumeHello.
+    let early_hello = match ClientHandshake::resume_early(f.phone.clone(), RESUME_NONCE, &f.ticket)
+        .poll_output()
+    {
+        Output::Transmit(bytes) => bytes,
+        _ => Vec::new(),
+    };
+    let mut early_tampered = early_hello.clone();
+    if let Some(last) = early_tampered.last_mut() {
+        *last ^= 1;
+    }
     let server_seeds = [
-        ("full", server(0, &[hello, client_auth])),
-        ("full_versions_1_2", server(1 << 2, &[hello, client_auth])),
-        ("full_certificate_expired", server(3, &[hello, client_auth])),
-        ("after_done", server(0, &[hello, client_auth, client_auth])),
-        ("resume", server(0, &[resume_hello])),
-        ("resume_before_not_before", server(1, &[resume_hello])),
-        ("resume_ticket_expired", server(2, &[resume_hello])),
-        ("not_a_member", server(0, &[&stranger_flights.to_server[0]])),
-        ("version_2_only", server(0, &[&v2_flights.to_server[0]])),
-        ("client_auth_first", server(0, &[client_auth])),
-        ("garbage", server(0, &[&vec![0xff; 8]])),
-        ("empty_message", server(0, &[&Vec::new()])),
+        ("full", server(0, &[hints, client_auth])),
+        ("resume_early", server(0, &[resume_hints, &early_hello])),
+        (
+            "resume_early_then_more",
+            server(0, &[resume_hints, &early_hello, client_auth]),
+        ),
+        (
+            "resume_early_tampered",
+            server(0, &[resume_hints, &early_tampered]),
+        ),
+        ("full_versions_1_2", server(1 << 2, &[hints, client_auth])),
+        ("full_certificate_expired", server(3, &[hints, client_auth])),
+        ("after_done", server(0, &[hints, client_auth, client_auth])),
+        ("resume", server(0, &[resume_hints, resume_hello])),
+        (
+            "resume_after_member_hints",
+            server(0, &[hints, resume_hello]),
+        ),
+        (
+            "resume_before_not_before",
+            server(1, &[resume_hints, resume_hello]),
+        ),
+        (
+            "resume_ticket_expired",
+            server(2, &[resume_hints, resume_hello]),
+        ),
+        (
+            "not_a_member",
+            server(0, &[&stranger_flights.to_server[0], client_auth]),
+        ),
+        ("no_hints", server(0, &[&none, client_auth])),
+        (
+            "second_hint_only",
+            server(0, &[&second_hint_only, client_auth]),
+        ),
+        (
+            "second_hint_after_rotation",
+            server(
+                0,
+                &[&rotated_flights.to_server[0], &rotated_flights.to_server[1]],
+            ),
+        ),
+        ("hints_only", server(0, &[hints])),
+        ("version_1_responder", server(2 << 2, &[hints, client_auth])),
+        (
+            "client_auth_tampered",
+            server(0, &[hints, &tampered_client_auth]),
+        ),
+        ("client_auth_as_hints", server(0, &[client_auth])),
+        ("garbage", server(0, &[hints, &vec![0xff; 8]])),
+        ("empty_message", server(0, &[hints, &Vec::new()])),
     ];
     for (name, input) in server_seeds {
         add("handshake_server", name, input);
     }
-    let server_auth = &f.full.to_client[0];
+    let sealed = &f.full.to_client[0];
     let accept = &f.full.to_client[1];
+    let refuse = HandshakeMessage {
+        message: Some(Msg::Refuse(tether_proto::v1::Refuse {
+            reason: RefuseReason::NotAccepted as i32,
+        })),
+    }
+    .encode_to_vec();
+    let mut tampered_sealed = sealed.clone();
+    if let Some(byte) = tampered_sealed.get_mut(20) {
+        *byte ^= 1;
+    }
     let client_seeds = [
-        ("full", server(0, &[server_auth, accept])),
-        ("full_not_yet_valid", server(1, &[server_auth, accept])),
-        (
-            "full_certificate_expired",
-            server(3, &[server_auth, accept]),
-        ),
-        ("after_done", server(0, &[server_auth, accept, accept])),
+        ("full", server(0, &[sealed, accept])),
+        ("full_not_yet_valid", server(1, &[sealed, accept])),
+        ("full_certificate_expired", server(3, &[sealed, accept])),
+        ("after_done", server(0, &[sealed, accept, accept])),
         (
             "full_versions_1_2",
             server(
@@ -931,13 +1142,24 @@ pub fn seeds() -> Vec<Seed> {
                 &[&v1_2_flights.to_client[0], &v1_2_flights.to_client[1]],
             ),
         ),
-        ("refused", server(0, &[&stranger_flights.to_client[0]])),
+        (
+            "version_1_responder",
+            server(0, &[&v1_flights.to_client[0]]),
+        ),
+        (
+            "version_1_accepted",
+            server(1 << 3, &[&v1_flights.to_client[0], accept]),
+        ),
+        ("refused", server(0, &[sealed, &refuse])),
+        ("look_alike", server(0, &[&stranger_flights.to_client[0]])),
+        ("sealed_tampered", server(0, &[&tampered_sealed, accept])),
+        (
+            "sealed_truncated",
+            server(0, &[&sealed[..sealed.len() - 1].to_vec()]),
+        ),
         ("accept_first", server(0, &[accept])),
         ("resume", server(4, &[&f.resumed.to_client[0]])),
-        (
-            "resume_refused",
-            server(4, &[&stranger_flights.to_client[0]]),
-        ),
+        ("resume_refused", server(4, &[&refuse])),
     ];
     for (name, input) in client_seeds {
         add("handshake_client", name, input);
@@ -1131,17 +1353,14 @@ fn frame_input(limit: u16, chunking: u8, stream: &[u8]) -> Vec<u8> {
 /// fixture car (`server_config`), at [`NOW`].
 fn handshake_flights(phone: &Arc<Credentials>, client_config: u8, server_config: u8) -> Flights {
     let f = fixture();
-    let mut client = ClientHandshake::new(
-        phone.clone(),
-        EXPORTER,
-        CLIENT_NONCE,
-        &config_for(client_config),
-    )
-    .expect("a phone holds the group key");
+    let mut client =
+        ClientHandshake::new(phone.clone(), CLIENT_ENTROPY, &config_for(client_config))
+            .expect("a phone holds the group key");
     drive(
         &mut client,
         &mut server(&f.car, &f.tickets, server_config),
         NOW,
+        false,
     )
 }
 

@@ -35,7 +35,7 @@ async fn r2_discovery_then_session_then_commands() {
     assert_eq!(Some(found.token.clone()), car.current_token().await);
 
     let link = phone.connect(found.address).await.unwrap();
-    assert_eq!(link.round_trips(), 2);
+    assert_eq!(link.round_trips(), 1, "cold: one round trip (SPEC §5.6)");
     assert_eq!(link.vehicle_key(), car.public_key().unwrap());
 
     let status = link
@@ -140,7 +140,8 @@ async fn subscription_pushes_changes_and_resumed_session_works() {
     link.close();
     let resumed = phone.connect(address).await.unwrap();
     assert!(resumed.resumed());
-    assert_eq!(resumed.round_trips(), 1);
+    // SPEC §5.8: the ResumeHello and the read go as 0-RTT early data.
+    assert_eq!(resumed.round_trips(), 0);
     assert_eq!(
         resumed
             .get(vec![signals::RANGE.into()])
@@ -278,9 +279,18 @@ async fn r2_each_token_rotation_brings_a_new_tls_certificate() {
             .len(),
         1
     );
+    // The next connection tries early data; the car, with a new
+    // certificate and TLS ticket store, refuses it, and the session
+    // authenticates again with a full handshake (SPEC §5.8): it serves.
     let again = phone.connect(address).await.unwrap();
-    assert!(!again.resumed());
-    assert_eq!(again.round_trips(), 2);
+    assert_eq!(
+        again
+            .get(vec![signals::DOOR_IS_LOCKED[0].into()])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     car.shutdown().await.unwrap();
 }
 

@@ -123,7 +123,8 @@ async fn r16_co_user_finds_the_car_by_grant_token_and_keeps_working_after_owner_
         .connect_shared(issued.grant_id, address)
         .await
         .unwrap();
-    assert_eq!(link.round_trips(), 2);
+    // A cold handshake under the grant: QUIC's round trip only (SPEC §5.6).
+    assert_eq!(link.round_trips(), 1);
     assert_eq!(link.vehicle_key(), w.car.public_key().unwrap());
     let status = link
         .get(vec![signals::DOOR_IS_LOCKED[0].into()])
@@ -611,20 +612,25 @@ async fn r16_owner_logout_survives_a_head_unit_restart_until_login() {
     assert!(!car.is_owner_logged_out(), "the log-in was stored");
 }
 
-/// What the car answers to a `ClientHello` made with `admission_key` on a
-/// fresh connection: the decoded reply (a `Refuse`, or the car's
-/// `ServerAuth` with its certificate). The phone refuses an expired invite
-/// before asking the car, so the door is tried with a raw handshake.
-async fn car_answer_to_grant_hello(
+/// What the car answers to admission hints made with `admission_key` on a
+/// fresh connection: its sealed `ServerAuth` (a look-alike when it does not
+/// recognise them) and whether the co-user's core can open it. The phone
+/// refuses an expired invite before asking the car, so the door is tried
+/// with a raw handshake.
+async fn car_answer_to_grant_hints(
     address: std::net::SocketAddr,
     admission_key: [u8; 32],
     owner_authority: [u8; 32],
-) -> tether_proto::v1::handshake_message::Message {
+    entropy: [u8; 32],
+) -> (
+    Vec<u8>,
+    Result<(), tether_session::handshake::HandshakeError>,
+) {
     use tether_identity::{AccountAuthority, Credentials, DeviceKey, LocalAuthority, Role};
     use tether_session::handshake::{
-        ClientHandshake, EXPORTER_LABEL, GrantAccess, HandshakeConfig, Output, decode_message,
+        ClientHandshake, EXPORTER_LABEL, GrantAccess, HandshakeConfig,
     };
-    use tether_session::quic::{Connector, SessionConfig};
+    use tether_session::quic::{Connector, SessionConfig, peer_certificate_pin};
     let now = tether_node::unix_now();
     let mut authority = LocalAuthority::generate().unwrap();
     let key = DeviceKey::generate().unwrap();
@@ -638,39 +644,32 @@ async fn car_answer_to_grant_hello(
         SessionConfig::default(),
     )
     .unwrap();
-    let conn = connector.connect_unauthenticated(address).await.unwrap();
-    let mut exporter = [0; 32];
-    conn.export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
-        .unwrap();
     let access = GrantAccess {
         admission_key,
         owner_authority_public_key: owner_authority,
         expect_device: false,
     };
-    let mut core = ClientHandshake::with_grant(
-        credentials,
-        &access,
-        exporter,
-        [9; 32],
-        &HandshakeConfig::default(),
-    );
-    let Output::Transmit(hello) = core.poll_output() else {
-        panic!("the first output is the ClientHello");
-    };
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send.write_all(&tether_session::encode_frame(&hello))
+    let mut core =
+        ClientHandshake::with_grant(credentials, &access, entropy, &HandshakeConfig::default());
+    let conn = connector
+        .connect_offering(address, core.hints())
         .await
         .unwrap();
+    let mut exporter = [0; 32];
+    conn.export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
+        .unwrap();
+    let pin = peer_certificate_pin(&conn).unwrap();
+    let mut uni = conn.accept_uni().await.unwrap();
     let mut len = [0; 4];
-    recv.read_exact(&mut len).await.unwrap();
-    let mut reply = vec![0; u32::from_be_bytes(len) as usize];
-    recv.read_exact(&mut reply).await.unwrap();
-    decode_message(&reply).unwrap()
+    uni.read_exact(&mut len).await.unwrap();
+    let mut sealed = vec![0; u32::from_be_bytes(len) as usize];
+    uni.read_exact(&mut sealed).await.unwrap();
+    let opened = core.handle_server_auth(&sealed, &pin, &exporter, now);
+    (sealed, opened)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r16_an_expired_grant_is_cut_off_at_its_end_without_any_request() {
-    use tether_proto::v1::handshake_message::Message as Hs;
     let w = world().await;
     let address = w.car.address().await.unwrap();
     let owner_link = w.owner.connect(address).await.unwrap();
@@ -691,7 +690,16 @@ async fn r16_an_expired_grant_is_cut_off_at_its_end_without_any_request() {
     let grant_key = tether_identity::GrantKey::from_bytes(&invite.grant_key).unwrap();
     let owner_authority = w.owner.authority_public_key().unwrap();
 
-    // While the grant stands: found by its token, admitted, served.
+    // While the grant stands: its hint opens the door (the check below
+    // means something), it is found by its token, admitted, served.
+    let (answer, opened) =
+        car_answer_to_grant_hints(address, grant_key.admission_key(), owner_authority, [7; 32])
+            .await;
+    assert_eq!(
+        answer.len(),
+        tether_session::handshake::SEALED_SERVER_AUTH_LEN
+    );
+    assert_eq!(opened, Ok(()));
     w.co_user
         .discover_shared_vehicle(issued.grant_id, Duration::from_secs(15))
         .await
@@ -722,11 +730,19 @@ async fn r16_an_expired_grant_is_cut_off_at_its_end_without_any_request() {
     assert_eq!(w.car.co_user_sessions().await, 0);
     assert!(w.car.active_shares().await.is_empty());
 
-    // The door: the grant's proof gets a bare Refuse, not the car's
-    // certificate (R2, R16).
-    let answer =
-        car_answer_to_grant_hello(address, grant_key.admission_key(), owner_authority).await;
-    assert!(matches!(answer, Hs::Refuse(_)), "{answer:?}");
+    // The door: the grant's hint gets a look-alike that does not open
+    // under the grant key, not the car's certificate (R2, R3, R16).
+    let (answer, opened) =
+        car_answer_to_grant_hints(address, grant_key.admission_key(), owner_authority, [8; 32])
+            .await;
+    assert_eq!(
+        answer.len(),
+        tether_session::handshake::SEALED_SERVER_AUTH_LEN
+    );
+    assert_eq!(
+        opened,
+        Err(tether_session::handshake::HandshakeError::NotAMember)
+    );
 
     // The advert is withdrawn: the grant's token no longer resolves.
     let mut browser = tether_discovery::Browser::start(

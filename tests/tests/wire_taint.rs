@@ -39,9 +39,9 @@ const MDNS_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
 const MDNS_PORT: u16 = 5353;
 /// What Tether's ClientHello carries: constants that name nobody (SPEC §5).
 const EXPECTED_SNI: &str = "tether.invalid";
-const EXPECTED_ALPN: &[u8] = b"tether/1";
+const EXPECTED_ALPN: &[u8] = b"tether/2";
 /// The only TXT record Tether publishes: `v=1` (R2), as DNS rdata.
-const EXPECTED_TXT_RDATA: &[u8] = b"\x03v=1";
+const EXPECTED_TXT_RDATA: &[u8] = b"\x03v=2";
 
 // ---------------------------------------------------------------------------
 // Byte encodings the search looks for (RFC 4648).
@@ -1269,12 +1269,23 @@ async fn r2_no_identifier_crosses_the_wire() {
     // Decryption provably works: each connection's ClientHello is readable
     // and names only Tether's constants.
     let mut client_hellos = 0;
+    let mut hints_seen = std::collections::HashSet::new();
     for stream in observer.streams(Side::Client) {
         for (kind, body) in quic_initial::handshake_messages(&stream) {
             if kind == quic_initial::CLIENT_HELLO {
                 let hello = quic_initial::parse_client_hello(body).unwrap();
                 assert_eq!(hello.server_name.as_deref(), Some(EXPECTED_SNI));
-                assert_eq!(hello.alpn, vec![EXPECTED_ALPN.to_vec()]);
+                // SPEC §5.2: the protocol id, then exactly two admission
+                // hints of one size, fresh on every connection (R2).
+                assert_eq!(hello.alpn.first().map(Vec::as_slice), Some(EXPECTED_ALPN));
+                assert_eq!(hello.alpn.len(), 1 + tether_session::HINTS);
+                for hint in &hello.alpn[1..] {
+                    assert_eq!(hint.len(), tether_session::handshake::HINT_LEN);
+                    assert!(
+                        hints_seen.insert(hint.clone()),
+                        "R2: a hint seen on two connections"
+                    );
+                }
                 client_hellos += 1;
             }
         }

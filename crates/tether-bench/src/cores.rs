@@ -37,7 +37,11 @@ fn core_error(e: tether_session::HandshakeError) -> BenchError {
 }
 
 /// Runs one handshake (full, or resumed with `ticket`) to completion on both
-/// sides and returns the initiator's next ticket.
+/// sides and returns the initiator's next ticket. A full one: the hints
+/// answered with the sealed `ServerAuth`, opened, then `ClientAuth` and
+/// `Accept`; a resumed one: the responder answers the hints as the driver
+/// does (its cost is part of every connection), then `ResumeHello` and
+/// `Accept`.
 fn handshake(
     phone: &Arc<Credentials>,
     car: &Arc<Credentials>,
@@ -47,22 +51,37 @@ fn handshake(
     now: u64,
 ) -> Result<ResumptionTicket, BenchError> {
     let config = HandshakeConfig::default();
-    // Exporter and nonces differ per connection in real life; their values
-    // do not change the work done.
+    // Exporter, pin, nonces and hint randomness differ per connection in
+    // real life; their values do not change the work done.
     let mut exporter = [0x11; 32];
     exporter[..8].copy_from_slice(&round.to_be_bytes());
+    let pin = [0x55; 32];
+    let mut entropy = [0x22; 32];
+    entropy[..8].copy_from_slice(&round.to_be_bytes());
     let mut client = match ticket {
         Some(t) => ClientHandshake::resume(phone.clone(), exporter, [0x22; 32], t),
-        None => ClientHandshake::new(phone.clone(), exporter, [0x22; 32], &config)
-            .map_err(core_error)?,
+        None => ClientHandshake::new(phone.clone(), entropy, &config).map_err(core_error)?,
     };
-    let mut server =
-        ServerHandshake::new(car.clone(), tickets.clone(), exporter, [0x33; 32], &config);
+    let mut server = ServerHandshake::new(car.clone(), tickets.clone(), [0x33; 32], &config);
+    let sealed = server
+        .answer_hints(
+            client.hints(),
+            &pin,
+            &[0x66; tether_session::handshake::ANSWER_ENTROPY_LEN],
+            now,
+        )
+        .map_err(core_error)?;
+    server.set_exporter(exporter);
+    if ticket.is_none() {
+        client
+            .handle_server_auth(&sealed, &pin, &exporter, now)
+            .map_err(core_error)?;
+    }
     let mut to_server = drain(|| client.poll_output()).frames;
     let mut server_done = false;
     let mut next_ticket = None;
-    // A full handshake has three flights, so a few turns always suffice.
-    for _ in 0..4 {
+    // After the sealed answer: ClientAuth (or ResumeHello), then Accept.
+    for _ in 0..3 {
         let mut to_client = Vec::new();
         for frame in to_server.drain(..) {
             server.handle_message(&frame, now).map_err(core_error)?;

@@ -90,7 +90,7 @@ async fn cold_handshakes(
             account.car.peer_certificates().clear();
         }
         let (time, client, server) = tether::handshake(connector, listener, addr).await?;
-        if client.peer().resumed || client.round_trips() < 2 {
+        if client.peer().resumed {
             return Err(BenchError::Unexpected("a cold handshake resumed"));
         }
         total += time;

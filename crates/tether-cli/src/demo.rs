@@ -242,13 +242,14 @@ async fn steps(
     n.record(
         "authenticate",
         t,
-        if link.round_trips() <= 2 {
+        // SPEC §5.6: the first request rides with the TLS Finished.
+        if link.round_trips() <= 1 {
             Ok(format!(
-                "mutual, account-bound; first request after {} round trips",
+                "mutual, account-bound; first request after {} round trip",
                 link.round_trips()
             ))
         } else {
-            Err(format!("{} round trips, goal ≤ 2", link.round_trips()))
+            Err(format!("{} round trips, goal ≤ 1", link.round_trips()))
         },
     );
 
@@ -358,15 +359,16 @@ async fn steps(
     match &resumed {
         Ok(l) => {
             round_trips["resumed"] = json!(l.round_trips());
+            // SPEC §5.8: the resumed read travels as early data.
             let good = l.resumed()
-                && l.round_trips() <= 1
+                && l.round_trips() == 0
                 && l.get(vec![signals::RANGE.into()]).await.is_ok();
             n.record(
                 "reconnect resumes",
                 t,
                 if good {
                     Ok(format!(
-                        "resumed; first request after {} round trip",
+                        "resumed; the first read left with the ClientHello ({} round trips before it)",
                         l.round_trips()
                     ))
                 } else {
@@ -411,9 +413,11 @@ async fn steps(
     n.record(
         "other account is refused",
         t,
+        // SPEC §5.4: the car's certificate was sealed for its own account;
+        // the stranger could not open it and gave up, having seen nothing.
         match attempt {
-            Err(e) if e.is_refused() && after.refused > before.refused => {
-                Ok("refused before the car revealed its certificate".into())
+            Err(e) if e.is_refused() && after.authenticated == before.authenticated => {
+                Ok("not admitted: the car's certificate stayed sealed for its own account".into())
             }
             Err(e) => Err(format!("failed, but not as a refusal: {e}")),
             Ok(_) => Err("a phone of another account was accepted".into()),

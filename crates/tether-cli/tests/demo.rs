@@ -94,8 +94,8 @@ fn demo_json_reports_every_step_ok_with_counted_round_trips() {
             "{task}: {traces:#}"
         );
     }
-    assert_eq!(report["round_trips"]["cold"], 2);
-    assert_eq!(report["round_trips"]["resumed"], 1);
+    assert_eq!(report["round_trips"]["cold"], 1);
+    assert_eq!(report["round_trips"]["resumed"], 0);
     assert_eq!(report["details"]["lock_executions"], 1);
     // The car holds the owner's list: serial 1, group key epoch 1.
     assert_eq!(report["details"]["removal"]["car_serial"], 1);

@@ -158,6 +158,10 @@ pub enum ControlError {
     /// `CLOSING`: the session is shutting down; retry on a new one.
     #[error("closing: {0}")]
     Closing(String),
+    /// A command that arrived as TLS 0-RTT early data: not executed; send
+    /// it again (SPEC §5.8). The session layer never sends one early.
+    #[error("sent too early, not executed: {0}")]
+    TooEarly(String),
     /// `UNSPECIFIED` or a code this build does not know (the peer's bug or a newer peer).
     #[error("error code {code}: {message}")]
     Unknown {
@@ -189,6 +193,7 @@ impl ControlError {
             Ok(ErrorCode::VersionMismatch) => Self::VersionMismatch(m),
             Ok(ErrorCode::IdempotencyConflict) => Self::IdempotencyConflict(m),
             Ok(ErrorCode::Closing) => Self::Closing(m),
+            Ok(ErrorCode::TooEarly) => Self::TooEarly(m),
             Ok(ErrorCode::Unspecified) | Err(_) => Self::Unknown {
                 code: error.code,
                 message: m,
@@ -211,6 +216,7 @@ impl ControlError {
             Self::VersionMismatch(_) => ErrorCode::VersionMismatch,
             Self::IdempotencyConflict(_) => ErrorCode::IdempotencyConflict,
             Self::Closing(_) => ErrorCode::Closing,
+            Self::TooEarly(_) => ErrorCode::TooEarly,
             Self::Unknown { code, .. } => {
                 ErrorCode::try_from(*code).unwrap_or(ErrorCode::Unspecified)
             }

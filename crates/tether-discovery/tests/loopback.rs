@@ -155,7 +155,7 @@ async fn advertised_name_and_txt_carry_nothing_but_token_and_version_r2() {
         .iter()
         .map(|p| p.to_string())
         .collect();
-    assert_eq!(txt, vec!["v=1".to_owned()]);
+    assert_eq!(txt, vec!["v=2".to_owned()]);
 
     let status = daemon.shutdown().unwrap();
     let _ = status.recv_async().await;

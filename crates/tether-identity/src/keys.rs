@@ -166,7 +166,8 @@ impl GroupKey {
         crate::MailboxKey::new(self.derive(b"tether/1 mailbox"))
     }
 
-    /// Key for the handshake's membership proof: HKDF info `tether/1 membership`.
+    /// Key the handshake's admission hints and sealed `ServerAuth` derive from
+    /// (SPEC §5.2): HKDF info `tether/1 membership`.
     pub fn membership_key(&self) -> [u8; 32] {
         self.derive(b"tether/1 membership")
     }

@@ -98,15 +98,18 @@ impl NodeError {
     /// revoked or expired certificate): a `Refuse`, a close as refused, or
     /// `UNAUTHENTICATED` on the first request, which the initiator sends
     /// before the responder has checked its `ClientAuth` and which the
-    /// responder answers so after refusing it (SPEC §5.7).
+    /// responder answers so after refusing it (SPEC §5.7); or a responder
+    /// whose sealed `ServerAuth` opens under none of this node's keys: it
+    /// does not admit us, and we saw nothing of it (SPEC §5.4).
     pub fn is_refused(&self) -> bool {
+        use tether_session::HandshakeError;
         use tether_session::quic::{CloseCode, SessionError};
         match self {
             NodeError::Control(c) => c.code() == Some(tether_proto::v1::ErrorCode::Unauthenticated),
             _ => matches!(
                 self,
                 NodeError::Session(SessionError::Handshake(
-                    tether_session::HandshakeError::Refused(_)
+                    HandshakeError::Refused(_) | HandshakeError::NotAMember
                 )) | NodeError::Session(SessionError::Closed {
                     code: Some(CloseCode::Refused),
                     ..

@@ -281,8 +281,8 @@ async fn phone_and_car_run_a_tether_session_through_the_broker() {
     );
     assert_eq!(
         session.round_trips(),
-        2,
-        "cold: QUIC + one handshake flight"
+        1,
+        "cold: QUIC's own round trip (SPEC §5.6)"
     );
 
     // Request / response.
@@ -477,7 +477,15 @@ async fn strangers_garbage_floods_and_replays_get_nothing_and_members_are_still_
     );
     let stats = car.stats.get();
     assert_eq!(stats.authenticated, 2, "only the member's two sessions");
-    assert_eq!(stats.refused, 1, "the other account's handshake");
+    // SPEC §5.4: the other account's phone could not open the car's sealed
+    // answer and gave up (counted abandoned), having seen no certificate.
+    // Replayed Initials of the member start connections of their own,
+    // which the member's real endpoint resets (abandoned too) or which time
+    // out: none of them authenticated (above).
+    assert!(
+        stats.refused + stats.abandoned >= 1,
+        "the other account's handshake: {stats:?}"
+    );
     // No replayed request was served a second time.
     assert_eq!(
         car.served.load(Ordering::SeqCst),

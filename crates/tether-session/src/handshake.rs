@@ -1,28 +1,40 @@
-//! The account-bound handshake (SPEC §5; R2, R3, R31).
+//! The account-bound handshake, version 2 (SPEC §5; R2, R3, R31).
 //!
 //! This module contains no networking code and does not read the clock or a
-//! random source: the exporter, nonces and `now` come from the caller, so two
-//! cores can be driven against each other deterministically.
+//! random source: the exporter, nonces, the TLS certificate hash and `now`
+//! come from the caller, so two cores can be driven against each other
+//! deterministically.
 //!
 //! ```text
-//!  initiator (client)                         responder (server)
-//!  ── QUIC/TLS 1.3 handshake, ephemeral certificates, ALPN tether/1 ──
-//!  ClientHello{versions, nonce, HMAC_mk(exporter…)}  ──►  checks membership
-//!                                                 ◄──  ServerAuth{cert, sig}
-//!  checks cert + sig
-//!  ClientAuth{cert, sig} + first requests        ──►  checks cert + sig
-//!                                                 ◄──  Accept{ticket}
+//!  initiator (client)                              responder (server)
+//!  TLS ClientHello, ALPN [tether/2, H1, H2]  ──►  H = hint under a key it holds?
+//!                                            ◄──  TLS ServerHello … Finished,
+//!                                                 0.5-RTT: Seal_K(ServerAuth)
+//!  opens it (holds K), checks cert + sig
+//!  TLS Finished, ClientAuth + first requests ──►  checks cert + sig (exporter)
+//!                                            ◄──  Accept{ticket}, responses
 //! ```
 //!
-//! A non-member never sees a certificate: the responder answers a ClientHello
-//! whose membership proof fails with a bare [`Refuse`]. Proofs and signatures
-//! cover the TLS exporter, so nothing relays into another connection.
+//! A hint is a fresh random value and its MAC under the membership key (or
+//! a grant's admission key, or a bound device's key): a non-member sees
+//! random bytes. The responder's `ServerAuth` (its certificate) travels
+//! only sealed under a key derived from the key the hint was made with, so a
+//! non-member — passive, active, or replaying a member's hint — gets bytes
+//! it cannot open, of the same length as everyone else's. `ServerAuth` signs
+//! the hints and the hash of the responder's TLS certificate, whose TLS
+//! `CertificateVerify` proves it live on this connection; `ClientAuth` signs
+//! the TLS exporter. Nothing relays into another connection.
 //!
 //! # Driving a core
-//! Create the core, then loop: drain [`ClientHandshake::poll_output`] until
-//! [`Output::Pending`], sending each `Transmit` as one frame; feed each frame
-//! received to `handle_message`. An error is final; the responder queues a
-//! `Refuse` to send before it reports the error.
+//! Initiator: create the core, offer [`ClientHandshake::hints`] in the TLS
+//! ClientHello, give the sealed `ServerAuth` to
+//! [`ClientHandshake::handle_server_auth`], then loop: drain
+//! [`ClientHandshake::poll_output`] until [`Output::Pending`], sending each
+//! `Transmit` as one frame on stream 0; feed each frame received there to
+//! `handle_message`. Responder: [`ServerHandshake::answer_hints`] gives the
+//! sealed `ServerAuth` to send; once the TLS handshake is complete,
+//! [`ServerHandshake::set_exporter`], then the same loop. An error is final;
+//! the responder queues a `Refuse` to send before it reports the error.
 
 use prost::Message;
 use ring::{aead, digest, hmac};
@@ -30,15 +42,31 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use tether_identity::{CertificateError, Credentials, VerifiedCertificate, verify_signature};
 use tether_proto::v1::{
-    Accept, ClientAuth, ClientHello, DeviceCertificate, HandshakeMessage, Refuse, RefuseReason,
-    ResumeHello, ServerAuth, TicketBody, handshake_message::Message as Msg,
+    Accept, ClientAuth, DeviceCertificate, HandshakeMessage, Refuse, RefuseReason, ResumeHello,
+    ServerAuth, TicketBody, handshake_message::Message as Msg,
 };
 use thiserror::Error;
 
-/// The Tether protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The Tether protocol version this build speaks (the ALPN `tether/2`).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// TLS exporter label (RFC 5705 / RFC 8446 §7.5) the handshake binds to.
-pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-tether/1 handshake";
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-tether/2 handshake";
+/// Bytes of an admission hint: 16 random bytes and a 32-byte HMAC.
+pub const HINT_LEN: usize = HINT_RANDOM_LEN + 32;
+/// Random bytes at the start of a hint.
+pub const HINT_RANDOM_LEN: usize = 16;
+/// How many hints an initiator offers, always (SPEC §5.2).
+pub const HINTS: usize = 2;
+/// The sealed `ServerAuth`'s plaintext is padded to this many bytes, so
+/// every responder's answer has the same length (SPEC §5.3).
+pub const SEALED_PLAINTEXT_LEN: usize = 512;
+/// Bytes of a sealed `ServerAuth`: nonce, padded plaintext, tag.
+pub const SEALED_SERVER_AUTH_LEN: usize = SEAL_NONCE_LEN + SEALED_PLAINTEXT_LEN + 16;
+/// Bytes of the AEAD nonce in front of a sealed `ServerAuth`.
+pub const SEAL_NONCE_LEN: usize = 12;
+/// Randomness the responder needs to answer hints: a seal nonce and a key
+/// for the look-alike answer to hints it does not know.
+pub const ANSWER_ENTROPY_LEN: usize = SEAL_NONCE_LEN + 32;
 /// Length of the exporter value the cores take.
 pub const EXPORTER_LEN: usize = 32;
 /// Length of every handshake nonce.
@@ -48,13 +76,18 @@ pub const MAX_HANDSHAKE_MESSAGE_BYTES: usize = 2048;
 /// Default lifetime of a resumption ticket: 24 hours.
 pub const TICKET_LIFETIME_S: u32 = 24 * 3600;
 
-const TICKET_AAD: &[u8] = b"tether/1 ticket";
+const TICKET_AAD: &[u8] = b"tether/2 ticket";
 const TICKET_NONCE_LEN: usize = 12;
 
 /// The exporter value of one connection.
 pub type Exporter = [u8; EXPORTER_LEN];
 /// A 32-byte random nonce supplied by the driver.
 pub type Nonce = [u8; NONCE_LEN];
+/// SHA-256 of the responder's TLS end-entity certificate (DER) on this
+/// connection.
+pub type TlsPin = [u8; 32];
+/// One admission hint as offered in the ALPN list.
+pub type Hint = [u8; HINT_LEN];
 
 /// Handshake settings shared by both roles.
 #[derive(Debug, Clone)]
@@ -90,10 +123,16 @@ pub enum HandshakeError {
         /// What the core was waiting for.
         expected: &'static str,
     },
-    /// The initiator's membership proof does not verify: not a member of
-    /// this account, or the proof was made for another connection.
+    /// The peer did not prove account membership: the initiator's hints
+    /// name no key the responder holds (or were seen before), or the
+    /// responder's sealed `ServerAuth` does not open under the initiator's
+    /// keys.
     #[error("peer did not prove account membership")]
     NotAMember,
+    /// The responder spoke before it knew the connection's exporter, or
+    /// a message needs it and the driver has not set it.
+    #[error("the connection's exporter is not known yet")]
+    NoExporter,
     /// The peer's certificate was rejected.
     #[error("peer certificate rejected: {0}")]
     Certificate(#[from] CertificateError),
@@ -251,23 +290,21 @@ impl Grantees {
         self.read().is_empty()
     }
 
-    /// The grantee valid at `now` whose admission key verifies `proof` over
-    /// `input`. Every candidate is checked with ring's constant-time verify;
-    /// the validity test comes after, so an expired grant costs the same
-    /// time as a valid one and its proof is refused like a stranger's.
-    fn admit(&self, input: &[u8], proof: &[u8], now: u64) -> Option<Grantee> {
-        self.read()
-            .iter()
-            .find(|g| {
-                hmac::verify(
-                    &hmac::Key::new(hmac::HMAC_SHA256, &g.admission_key),
-                    input,
-                    proof,
-                )
-                .is_ok()
-            })
-            .filter(|g| g.is_valid_at(now))
-            .cloned()
+    /// The grantee valid at `now` whose admission key made one of `hints`,
+    /// with that hint's index. Every candidate is checked against every
+    /// hint (ring's constant-time verify, no short cut); the validity test
+    /// comes after, so an expired grant costs the same time as a valid one
+    /// and its hint is answered like a stranger's.
+    fn admit_hints(&self, hints: &[Hint; HINTS], now: u64) -> Option<(Grantee, usize)> {
+        let mut found = None;
+        for grantee in self.read().iter() {
+            for (i, hint) in hints.iter().enumerate() {
+                if hint_matches(&grantee.admission_key, hint) && found.is_none() {
+                    found = Some((grantee.clone(), i));
+                }
+            }
+        }
+        found.filter(|(g, _)| g.is_valid_at(now))
     }
 }
 
@@ -396,8 +433,20 @@ impl TicketKey {
 
 fn transcript_start(exporter: &Exporter) -> [u8; 32] {
     let mut ctx = digest::Context::new(&digest::SHA256);
-    ctx.update(b"tether/1 transcript\0");
+    ctx.update(b"tether/2 resume transcript\0");
     ctx.update(exporter);
+    finish(ctx)
+}
+
+/// `T0` of a full handshake: the hints offered and the responder's TLS
+/// certificate (SPEC §5.3).
+fn transcript_hints(hints: &[Hint; HINTS], pin: &TlsPin) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(b"tether/2 transcript\0");
+    for hint in hints {
+        ctx.update(hint);
+    }
+    ctx.update(pin);
     finish(ctx)
 }
 
@@ -421,18 +470,113 @@ fn signed_input(label: &[u8], transcript: &[u8; 32]) -> Vec<u8> {
     m
 }
 
-fn membership_input(exporter: &Exporter, min: u32, max: u32, nonce: &[u8]) -> Vec<u8> {
-    let mut m = b"tether/1 client hello\0".to_vec();
+const HINT_LABEL: &[u8] = b"tether/2 hint\0";
+const SEAL_SALT: &[u8] = b"tether/2 server auth";
+const SEAL_AAD: &[u8] = b"tether/2 server auth";
+
+/// A hint under `key`: `random || HMAC-SHA256(key, "tether/2 hint\0" || random)`.
+pub fn make_hint(key: &[u8; 32], random: [u8; HINT_RANDOM_LEN]) -> Hint {
+    let tag = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, key),
+        &hint_input(&random),
+    );
+    let mut hint = [0; HINT_LEN];
+    hint[..HINT_RANDOM_LEN].copy_from_slice(&random);
+    hint[HINT_RANDOM_LEN..].copy_from_slice(tag.as_ref());
+    hint
+}
+
+fn hint_input(random: &[u8]) -> Vec<u8> {
+    let mut m = HINT_LABEL.to_vec();
+    m.extend_from_slice(random);
+    m
+}
+
+/// Whether `hint` was made under `key` (constant time, ring).
+fn hint_matches(key: &[u8; 32], hint: &Hint) -> bool {
+    let (random, tag) = hint.split_at(HINT_RANDOM_LEN);
+    hmac::verify(
+        &hmac::Key::new(hmac::HMAC_SHA256, key),
+        &hint_input(random),
+        tag,
+    )
+    .is_ok()
+}
+
+/// The key a `ServerAuth` answering `hint` is sealed under.
+fn seal_key(key: &[u8; 32], hint: &Hint) -> aead::LessSafeKey {
+    let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, SEAL_SALT).extract(key);
+    let info = [&hint[..]];
+    let okm = prk
+        .expand(&info, &aead::CHACHA20_POLY1305)
+        .expect("32 bytes is within HKDF-SHA256's output limit");
+    aead::LessSafeKey::new(aead::UnboundKey::from(okm))
+}
+
+fn seal_padded(
+    key: &aead::LessSafeKey,
+    nonce: [u8; SEAL_NONCE_LEN],
+    message: &[u8],
+) -> Result<Vec<u8>, HandshakeError> {
+    if message.len() + 2 > SEALED_PLAINTEXT_LEN {
+        return Err(HandshakeError::InvalidMessage(
+            "ServerAuth exceeds the sealed size",
+        ));
+    }
+    let mut plain = Vec::with_capacity(SEALED_SERVER_AUTH_LEN);
+    plain.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    plain.extend_from_slice(message);
+    plain.resize(SEALED_PLAINTEXT_LEN, 0);
+    key.seal_in_place_append_tag(
+        aead::Nonce::assume_unique_for_key(nonce),
+        aead::Aad::from(SEAL_AAD),
+        &mut plain,
+    )
+    .expect("the sealed size is far below the AEAD length limit");
+    let mut out = nonce.to_vec();
+    out.extend(plain);
+    Ok(out)
+}
+
+/// Opens a sealed `ServerAuth`; `None` if `key` is not the one.
+fn open_padded(key: &aead::LessSafeKey, sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() != SEALED_SERVER_AUTH_LEN {
+        return None;
+    }
+    let (nonce, body) = sealed.split_at(SEAL_NONCE_LEN);
+    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut inout = body.to_vec();
+    let plain = key
+        .open_in_place(nonce, aead::Aad::from(SEAL_AAD), &mut inout)
+        .ok()?;
+    let len = usize::from(u16::from_be_bytes([*plain.first()?, *plain.get(1)?]));
+    plain.get(2..2 + len).map(<[u8]>::to_vec)
+}
+
+/// Reads the hints out of a TLS ClientHello's ALPN list: the entries of
+/// [`HINT_LEN`] bytes after the protocol id, at most [`HINTS`]. Missing
+/// hints are all zeros, which match no key.
+pub fn hints_from_alpn<'a>(alpn: impl IntoIterator<Item = &'a [u8]>) -> [Hint; HINTS] {
+    let mut out = [[0; HINT_LEN]; HINTS];
+    let found = alpn.into_iter().filter_map(|p| <Hint>::try_from(p).ok());
+    for (slot, hint) in out.iter_mut().zip(found) {
+        *slot = hint;
+    }
+    out
+}
+
+fn resume_input(exporter: &Exporter, version: u32, ticket: &[u8], nonce: &[u8]) -> Vec<u8> {
+    let mut m = b"tether/2 resume\0".to_vec();
     m.extend_from_slice(exporter);
-    m.extend_from_slice(&min.to_be_bytes());
-    m.extend_from_slice(&max.to_be_bytes());
+    m.extend_from_slice(&version.to_be_bytes());
+    m.extend_from_slice(&(ticket.len() as u32).to_be_bytes());
+    m.extend_from_slice(ticket);
     m.extend_from_slice(nonce);
     m
 }
 
-fn resume_input(exporter: &Exporter, version: u32, ticket: &[u8], nonce: &[u8]) -> Vec<u8> {
-    let mut m = b"tether/1 resume\0".to_vec();
-    m.extend_from_slice(exporter);
+fn early_resume_input(version: u32, ticket: &[u8], nonce: &[u8]) -> Vec<u8> {
+    let mut m = b"tether/2 early resume\0".to_vec();
     m.extend_from_slice(&version.to_be_bytes());
     m.extend_from_slice(&(ticket.len() as u32).to_be_bytes());
     m.extend_from_slice(ticket);
@@ -442,7 +586,7 @@ fn resume_input(exporter: &Exporter, version: u32, ticket: &[u8], nonce: &[u8]) 
 
 fn resumption_secret(exporter: &Exporter, transcript: &[u8; 32]) -> [u8; 32] {
     let prk =
-        ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"tether/1 resumption").extract(exporter);
+        ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"tether/2 resumption").extract(exporter);
     let info = [&transcript[..]];
     let okm = prk
         .expand(&info, ring::hkdf::HKDF_SHA256)
@@ -453,8 +597,32 @@ fn resumption_secret(exporter: &Exporter, transcript: &[u8; 32]) -> [u8; 32] {
     out
 }
 
-const SERVER_SIG: &[u8] = b"tether/1 server signature\0";
-const CLIENT_SIG: &[u8] = b"tether/1 client signature\0";
+const SERVER_SIG: &[u8] = b"tether/2 server signature\0";
+const CLIENT_SIG: &[u8] = b"tether/2 client signature\0";
+
+/// Whether a request may travel as TLS 0-RTT early data and be answered
+/// before the handshake completes (SPEC §5.8): idempotent reads only, whose
+/// replay changes nothing. Every other request waits for the handshake on
+/// the initiator and is refused with `TOO_EARLY` by a responder that gets
+/// it early anyway.
+pub fn may_travel_early(envelope: &tether_proto::v1::Envelope) -> bool {
+    use tether_proto::v1::{Request, envelope::Body, request::Kind};
+    matches!(
+        &envelope.body,
+        Some(Body::Request(Request {
+            kind: Some(
+                Kind::Ping(_)
+                    | Kind::GetSignals(_)
+                    | Kind::Subscribe(_)
+                    | Kind::ListDevices(_)
+                    | Kind::GetDevice(_)
+                    | Kind::WatchDevices(_)
+                    | Kind::ListTasks(_)
+                    | Kind::GetTraces(_)
+            ),
+        }))
+    ) && !envelope.body_follows
+}
 
 /// Decodes one handshake message from untrusted bytes. Never panics.
 pub fn decode_message(bytes: &[u8]) -> Result<Msg, HandshakeError> {
@@ -495,20 +663,27 @@ enum ClientState {
     Failed,
 }
 
+/// The keys the hints were made under: the sealed `ServerAuth` opens under
+/// the one the responder recognised.
 #[derive(Debug)]
 struct ExpectServerAuth {
-    transcript: [u8; 32],
+    /// `(hint index, key)` for each hint made under a key (the others are
+    /// random).
+    keys: Vec<(usize, [u8; 32])>,
     min_version: u32,
     max_version: u32,
 }
 
 #[derive(Debug)]
 struct ExpectAccept {
-    transcript: [u8; 32],
     peer: VerifiedCertificate,
     /// The secret for the next ticket: from the full handshake's transcript,
-    /// or from the ResumeHello transcript when resuming.
-    secret: [u8; 32],
+    /// or from the ResumeHello transcript when resuming. `None` after an
+    /// early ResumeHello until the exporter is known.
+    secret: Option<[u8; 32]>,
+    /// An early ResumeHello, as sent: the secret is made from it and the
+    /// exporter once the TLS handshake is complete (SPEC §5.8).
+    early_hello: Option<Vec<u8>>,
 }
 
 /// The initiator's side of the handshake.
@@ -520,137 +695,123 @@ pub struct ClientHandshake {
     peer_authority: [u8; 32],
     /// The responder must be a smart device, not a member.
     expect_device: bool,
-    exporter: Exporter,
+    hints: [Hint; HINTS],
     state: ClientState,
     out: VecDeque<Output>,
-    flights_waited: u32,
+}
+
+/// Randomness an initiator needs for its hints: 16 bytes per hint.
+pub type HintEntropy = [u8; HINT_RANDOM_LEN * HINTS];
+
+/// Hints under `keys` (first hint under the first key...), the rest made of
+/// `entropy` alone so that every initiator offers [`HINTS`] hints of the
+/// same shape (SPEC §5.2).
+fn hints_for(keys: &[[u8; 32]], entropy: &HintEntropy) -> [Hint; HINTS] {
+    let mut hints = [[0; HINT_LEN]; HINTS];
+    for (i, hint) in hints.iter_mut().enumerate() {
+        let mut random = [0; HINT_RANDOM_LEN];
+        random.copy_from_slice(&entropy[i * HINT_RANDOM_LEN..(i + 1) * HINT_RANDOM_LEN]);
+        *hint = match keys.get(i) {
+            Some(key) => make_hint(key, random),
+            // A look-alike: the random part, and a MAC under a key nobody
+            // holds (derived from the random part itself).
+            None => make_hint(&finish_hash(b"tether/2 no key\0", &random), random),
+        };
+    }
+    hints
+}
+
+fn finish_hash(label: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(label);
+    ctx.update(data);
+    finish(ctx)
 }
 
 impl ClientHandshake {
-    /// Starts a full handshake; the first output is the `ClientHello`.
+    /// Starts a full handshake as a member: the first hint is under the
+    /// membership key, the second under the previous epoch's while this
+    /// member still holds it (SPEC §3.6), so a responder that has not
+    /// caught up with a rotation still admits it.
     pub fn new(
         credentials: Arc<Credentials>,
-        exporter: Exporter,
-        nonce: Nonce,
+        entropy: HintEntropy,
         config: &HandshakeConfig,
     ) -> Result<Self, HandshakeError> {
-        let membership_key = credentials
-            .group_key()
-            .ok_or(HandshakeError::NoGroupKey)?
-            .membership_key();
-        // SPEC §3.6: while this member holds the previous epoch's key, it
-        // proves that one too, so a responder that has not caught up with
-        // the rotation yet still admits it (and then receives the new list
-        // and key). The responder judges the grace period of its own keys.
-        let previous_key = credentials
-            .previous_group_key_until()
-            .map(|(k, _)| k.membership_key());
+        let mut keys = vec![
+            credentials
+                .group_key()
+                .ok_or(HandshakeError::NoGroupKey)?
+                .membership_key(),
+        ];
+        if let Some((previous, _)) = credentials.previous_group_key_until() {
+            keys.push(previous.membership_key());
+        }
         let peer_authority = *credentials.authority_public_key();
-        let mut core = Self::with_proof_key(
+        Ok(Self::with_keys(
             credentials,
             peer_authority,
             false,
-            &membership_key,
-            exporter,
-            nonce,
+            keys,
+            &entropy,
             config,
-        );
-        if let Some(previous_key) = previous_key {
-            core.add_previous_proof(&previous_key, config);
-        }
-        Ok(core)
-    }
-
-    /// Replaces the queued `ClientHello` by one that also carries the proof
-    /// under `previous_key` (SPEC §3.6), and restarts the transcript on it.
-    fn add_previous_proof(&mut self, previous_key: &[u8; 32], config: &HandshakeConfig) {
-        let Some(Output::Transmit(bytes)) = self.out.pop_front() else {
-            return;
-        };
-        let Ok(Msg::ClientHello(mut hello)) = decode_message(&bytes) else {
-            return;
-        };
-        let key = hmac::Key::new(hmac::HMAC_SHA256, previous_key);
-        hello.previous_proof = hmac::sign(
-            &key,
-            &membership_input(
-                &self.exporter,
-                config.min_version,
-                config.max_version,
-                &hello.nonce,
-            ),
-        )
-        .as_ref()
-        .to_vec();
-        let hello = encode(Msg::ClientHello(hello));
-        if let ClientState::ExpectServerAuth(s) = &mut self.state {
-            s.transcript = transcript_next(&transcript_start(&self.exporter), &hello);
-        }
-        self.out.push_front(Output::Transmit(hello));
+        ))
     }
 
     /// Starts a full handshake as a co-user admitted by a share grant
-    /// (SPEC §17.3): the proof is under the grant's admission key and the
-    /// responder must hold a certificate of the owner's account.
+    /// (SPEC §17.3): the hint is under the grant's admission key and the
+    /// responder must hold a certificate of the owner's account. Also
+    /// reaches a bound device with [`GrantAccess::device`].
     pub fn with_grant(
         credentials: Arc<Credentials>,
         access: &GrantAccess,
-        exporter: Exporter,
-        nonce: Nonce,
+        entropy: HintEntropy,
         config: &HandshakeConfig,
     ) -> Self {
-        Self::with_proof_key(
+        Self::with_keys(
             credentials,
             access.owner_authority_public_key,
             access.expect_device,
-            &access.admission_key,
-            exporter,
-            nonce,
+            vec![access.admission_key],
+            &entropy,
             config,
         )
     }
 
-    fn with_proof_key(
+    fn with_keys(
         credentials: Arc<Credentials>,
         peer_authority: [u8; 32],
         expect_device: bool,
-        proof_key: &[u8; 32],
-        exporter: Exporter,
-        nonce: Nonce,
+        keys: Vec<[u8; 32]>,
+        entropy: &HintEntropy,
         config: &HandshakeConfig,
     ) -> Self {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, proof_key);
-        let proof = hmac::sign(
-            &key,
-            &membership_input(&exporter, config.min_version, config.max_version, &nonce),
-        );
-        let hello = encode(Msg::ClientHello(ClientHello {
-            min_version: config.min_version,
-            max_version: config.max_version,
-            nonce: nonce.to_vec(),
-            membership_proof: proof.as_ref().to_vec(),
-            previous_proof: Vec::new(),
-        }));
-        let transcript = transcript_next(&transcript_start(&exporter), &hello);
+        let hints = hints_for(&keys, entropy);
         Self {
             credentials,
             peer_authority,
             expect_device,
-            exporter,
+            hints,
             state: ClientState::ExpectServerAuth(ExpectServerAuth {
-                transcript,
+                keys: keys.into_iter().enumerate().collect(),
                 min_version: config.min_version,
                 max_version: config.max_version,
             }),
-            out: VecDeque::from([Output::Transmit(hello)]),
-            flights_waited: 0,
+            out: VecDeque::new(),
         }
+    }
+
+    /// The hints to offer in the TLS ClientHello's ALPN list, after the
+    /// protocol id (SPEC §5.2).
+    pub fn hints(&self) -> &[Hint; HINTS] {
+        &self.hints
     }
 
     /// Resumes with a ticket. The driver must first have checked that the
     /// connection's TLS certificate is the one pinned with the ticket
     /// (SPEC §5.5). The peer counts as authenticated at once, so requests
-    /// may follow the `ResumeHello` in the same flight.
+    /// may follow the `ResumeHello` in the same flight. The responder's
+    /// sealed `ServerAuth` on this connection is not needed.
     pub fn resume(
         credentials: Arc<Credentials>,
         exporter: Exporter,
@@ -668,6 +829,7 @@ impl ClientHandshake {
             ticket: ticket.ticket.clone(),
             nonce: nonce.to_vec(),
             proof: proof.as_ref().to_vec(),
+            early: false,
         }));
         let transcript = transcript_next(&transcript_start(&exporter), &hello);
         let secret = resumption_secret(&exporter, &transcript);
@@ -683,25 +845,86 @@ impl ClientHandshake {
             credentials,
             peer_authority,
             expect_device,
-            exporter,
+            hints: [[0; HINT_LEN]; HINTS],
             state: ClientState::ExpectAccept(ExpectAccept {
-                transcript,
                 peer: ticket.peer.clone(),
-                secret,
+                secret: Some(secret),
+                early_hello: None,
             }),
             out: VecDeque::from([
                 Output::Transmit(hello),
                 Output::Event(Event::Authenticated(peer)),
             ]),
-            flights_waited: 0,
         }
     }
 
-    /// How many peer flights the initiator waited for before it could send
-    /// its first request (1 for a full handshake, 0 when resuming). Add the
-    /// QUIC handshake's own round trip for the total (SPEC §5.6).
+    /// Resumes with a ticket in TLS 0-RTT early data, before the TLS
+    /// handshake (and so the exporter) exists (SPEC §5.8): the proof covers
+    /// the version, ticket and nonce; the TLS early secret, which only the
+    /// holder of the single-use TLS ticket of that responder has, keeps it
+    /// from anyone else, and the responder's single-use TLS ticket store
+    /// refuses a replay. Only idempotent reads may follow before the
+    /// handshake completes. Call [`ClientHandshake::set_exporter`] once it
+    /// has, before feeding the `Accept`.
+    pub fn resume_early(
+        credentials: Arc<Credentials>,
+        nonce: Nonce,
+        ticket: &ResumptionTicket,
+    ) -> Self {
+        let version = PROTOCOL_VERSION;
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &ticket.secret);
+        let proof = hmac::sign(&key, &early_resume_input(version, &ticket.ticket, &nonce));
+        let hello = encode(Msg::ResumeHello(ResumeHello {
+            version,
+            ticket: ticket.ticket.clone(),
+            nonce: nonce.to_vec(),
+            proof: proof.as_ref().to_vec(),
+            early: true,
+        }));
+        let peer = PeerIdentity {
+            certificate: ticket.peer.clone(),
+            resumed: true,
+            version,
+            grant: None,
+        };
+        let peer_authority = *credentials.authority_public_key();
+        let expect_device = ticket.peer.role == tether_identity::Role::Device;
+        Self {
+            credentials,
+            peer_authority,
+            expect_device,
+            hints: [[0; HINT_LEN]; HINTS],
+            state: ClientState::ExpectAccept(ExpectAccept {
+                peer: ticket.peer.clone(),
+                secret: None,
+                early_hello: Some(hello.clone()),
+            }),
+            out: VecDeque::from([
+                Output::Transmit(hello),
+                Output::Event(Event::Authenticated(peer)),
+            ]),
+        }
+    }
+
+    /// After an early resumption: the connection's exporter, once this
+    /// side's TLS handshake is complete. The next ticket's secret binds to
+    /// it. Does nothing otherwise.
+    pub fn set_exporter(&mut self, exporter: &Exporter) {
+        if let ClientState::ExpectAccept(s) = &mut self.state
+            && s.secret.is_none()
+            && let Some(hello) = &s.early_hello
+        {
+            let transcript = transcript_next(&transcript_start(exporter), hello);
+            s.secret = Some(resumption_secret(exporter, &transcript));
+        }
+    }
+
+    /// How many responder flights the initiator waited for beyond QUIC's
+    /// own before it could send its first request: none in version 2, cold
+    /// or resumed, since the sealed `ServerAuth` rides with the responder's
+    /// TLS flight (SPEC §5.6).
     pub fn flights_waited(&self) -> u32 {
-        self.flights_waited
+        0
     }
 
     /// Whether the handshake completed (ticket received) or failed.
@@ -714,7 +937,52 @@ impl ClientHandshake {
         self.out.pop_front().unwrap_or(Output::Pending)
     }
 
-    /// Handles one frame from the responder. `now` is Unix seconds.
+    /// Handles the responder's sealed `ServerAuth` (its 0.5-RTT data), once
+    /// this side's TLS handshake is complete: `pin` is the hash of the
+    /// responder's TLS certificate on this connection and `exporter` its
+    /// exporter. On success the `ClientAuth` to send and the authenticated
+    /// peer are queued. `now` is Unix seconds.
+    pub fn handle_server_auth(
+        &mut self,
+        sealed: &[u8],
+        pin: &TlsPin,
+        exporter: &Exporter,
+        now: u64,
+    ) -> Result<(), HandshakeError> {
+        let state = std::mem::replace(&mut self.state, ClientState::Failed);
+        let ClientState::ExpectServerAuth(s) = state else {
+            return Err(match state {
+                ClientState::Done | ClientState::Failed => HandshakeError::Finished,
+                _ => HandshakeError::UnexpectedMessage { expected: "Accept" },
+            });
+        };
+        if sealed.len() > MAX_HANDSHAKE_MESSAGE_BYTES {
+            return Err(HandshakeError::InvalidMessage("too large"));
+        }
+        // Every key is tried (no short cut); one opens it or the responder
+        // holds none of them.
+        let mut opened = None;
+        for (i, key) in &s.keys {
+            let Some(hint) = self.hints.get(*i) else {
+                continue;
+            };
+            if let Some(plain) = open_padded(&seal_key(key, hint), sealed) {
+                opened.get_or_insert(plain);
+            }
+        }
+        let bytes = opened.ok_or(HandshakeError::NotAMember)?;
+        let Msg::ServerAuth(auth) = decode_message(&bytes)? else {
+            return Err(HandshakeError::UnexpectedMessage {
+                expected: "ServerAuth",
+            });
+        };
+        let next = self.check_server_auth(s, auth, &bytes, pin, exporter, now)?;
+        self.state = ClientState::ExpectAccept(next);
+        Ok(())
+    }
+
+    /// Handles one frame from the responder on stream 0 (`Accept` or
+    /// `Refuse`). `now` is Unix seconds.
     pub fn handle_message(&mut self, bytes: &[u8], now: u64) -> Result<(), HandshakeError> {
         let state = std::mem::replace(&mut self.state, ClientState::Failed);
         let message = decode_message(bytes)?;
@@ -724,29 +992,25 @@ impl ClientHandshake {
             ));
         }
         self.state = match state {
-            ClientState::ExpectServerAuth(s) => {
-                let Msg::ServerAuth(auth) = message else {
-                    return Err(HandshakeError::UnexpectedMessage {
-                        expected: "ServerAuth",
-                    });
-                };
-                self.flights_waited += 1;
-                ClientState::ExpectAccept(self.handle_server_auth(s, auth, bytes, now)?)
+            ClientState::ExpectServerAuth(_) => {
+                return Err(HandshakeError::UnexpectedMessage {
+                    expected: "the sealed ServerAuth",
+                });
             }
             ClientState::ExpectAccept(s) => {
                 let Msg::Accept(accept) = message else {
                     return Err(HandshakeError::UnexpectedMessage { expected: "Accept" });
                 };
+                let secret = s.secret.ok_or(HandshakeError::NoExporter)?;
                 if !accept.resumption_ticket.is_empty() {
                     self.out
                         .push_back(Output::Event(Event::Ticket(ResumptionTicket {
                             ticket: accept.resumption_ticket,
-                            secret: s.secret,
+                            secret,
                             not_after: now.saturating_add(u64::from(accept.ticket_lifetime_s)),
                             peer: s.peer,
                         })));
                 }
-                let _ = s.transcript;
                 ClientState::Done
             }
             ClientState::Done | ClientState::Failed => return Err(HandshakeError::Finished),
@@ -754,11 +1018,13 @@ impl ClientHandshake {
         Ok(())
     }
 
-    fn handle_server_auth(
+    fn check_server_auth(
         &mut self,
         s: ExpectServerAuth,
         auth: ServerAuth,
         bytes: &[u8],
+        pin: &TlsPin,
+        exporter: &Exporter,
         now: u64,
     ) -> Result<ExpectAccept, HandshakeError> {
         if auth.version < s.min_version || auth.version > s.max_version {
@@ -788,15 +1054,20 @@ impl ClientHandshake {
         {
             return Err(HandshakeError::Revoked);
         }
+        // The signature covers our hints and the TLS certificate of this
+        // connection, whose CertificateVerify proved it live: a ServerAuth
+        // lifted from another connection fails here.
+        let t0 = transcript_hints(&self.hints, pin);
         let unsigned = encode(Msg::ServerAuth(ServerAuth {
             signature: Vec::new(),
             ..auth.clone()
         }));
-        let signed = signed_input(SERVER_SIG, &transcript_next(&s.transcript, &unsigned));
+        let signed = signed_input(SERVER_SIG, &transcript_next(&t0, &unsigned));
         if !verify_signature(&peer.public_key, &signed, &auth.signature) {
             return Err(HandshakeError::BadSignature);
         }
-        let transcript = transcript_next(&s.transcript, bytes);
+        // From here on the transcript also covers the exporter.
+        let transcript = transcript_next(&transcript_next(&t0, bytes), exporter);
 
         let certificate = Some(self.credentials.certificate_message().clone());
         let unsigned = encode(Msg::ClientAuth(ClientAuth {
@@ -816,7 +1087,7 @@ impl ClientHandshake {
             signature,
         }));
         let transcript = transcript_next(&transcript, &client_auth);
-        let secret = resumption_secret(&self.exporter, &transcript);
+        let secret = resumption_secret(exporter, &transcript);
         self.out.push_back(Output::Transmit(client_auth));
         self.out
             .push_back(Output::Event(Event::Authenticated(PeerIdentity {
@@ -826,9 +1097,9 @@ impl ClientHandshake {
                 grant: None,
             })));
         Ok(ExpectAccept {
-            transcript,
             peer,
-            secret,
+            secret: Some(secret),
+            early_hello: None,
         })
     }
 }
@@ -837,15 +1108,30 @@ impl ClientHandshake {
 
 #[derive(Debug)]
 enum ServerState {
-    ExpectHello,
-    ExpectClientAuth(ExpectClientAuth),
+    ExpectHints,
+    ExpectClient(ExpectClient),
+    /// Authenticated by an early ResumeHello; the `Accept` (its ticket binds
+    /// to the exporter) waits for [`ServerHandshake::set_exporter`].
+    AwaitExporter(AwaitExporter),
     Done,
     Failed,
 }
 
 #[derive(Debug)]
-struct ExpectClientAuth {
-    transcript: [u8; 32],
+struct AwaitExporter {
+    peer: VerifiedCertificate,
+    grant: Option<[u8; GRANT_ID_LEN]>,
+    hello: Vec<u8>,
+    /// When the early hello was checked: the ticket's lifetime counts from
+    /// then.
+    now: u64,
+}
+
+#[derive(Debug)]
+struct ExpectClient {
+    /// The transcript after the `ServerAuth`, when a hint was recognised
+    /// (a `ClientAuth` may follow); `None` when only a `ResumeHello` can.
+    transcript: Option<[u8; 32]>,
     version: u32,
     /// Set when the initiator was admitted by a grant, not as a member.
     grantee: Option<Grantee>,
@@ -860,11 +1146,12 @@ pub struct ServerHandshake {
     /// A bound device's admission key, proven by members instead of the
     /// membership key (the device holds no group key: SPEC §12.6).
     device_key: Option<[u8; 32]>,
-    exporter: Exporter,
+    exporter: Option<Exporter>,
     nonce: Nonce,
     config: HandshakeConfig,
     state: ServerState,
     proven: Proven,
+    matched_hint: Option<Hint>,
     out: VecDeque<Output>,
 }
 
@@ -874,21 +1161,21 @@ pub struct ServerHandshake {
 pub enum Proven {
     /// Nothing yet, or it failed.
     Nothing,
-    /// Its `ClientHello` verified under the membership key (or the bound
-    /// device's key): it holds the account's secret.
+    /// A hint under the membership key (or the bound device's key): it
+    /// holds the account's secret, or replays a hint of someone who does
+    /// (the driver refuses hints it has seen: SPEC §5.7).
     Member,
-    /// Its `ClientHello` verified under a share grant's admission key: a
-    /// co-user (or whoever holds the grant key), not a member.
+    /// A hint under a share grant's admission key: a co-user (or whoever
+    /// holds the grant key), not a member.
     Grantee,
 }
 
 impl ServerHandshake {
-    /// A responder waiting for a `ClientHello` or `ResumeHello`. `nonce` must
-    /// be fresh random bytes for this connection.
+    /// A responder waiting for the initiator's hints. `nonce` must be fresh
+    /// random bytes for this connection.
     pub fn new(
         credentials: Arc<Credentials>,
         tickets: Arc<TicketKey>,
-        exporter: Exporter,
         nonce: Nonce,
         config: &HandshakeConfig,
     ) -> Self {
@@ -897,18 +1184,19 @@ impl ServerHandshake {
             tickets,
             grantees: Arc::default(),
             device_key: None,
-            exporter,
+            exporter: None,
             nonce,
             config: config.clone(),
-            state: ServerState::ExpectHello,
+            state: ServerState::ExpectHints,
             proven: Proven::Nothing,
+            matched_hint: None,
             out: VecDeque::new(),
         }
     }
 
-    /// Makes this responder a bound smart device (SPEC §12.6): members prove
-    /// `device_key` (derived from the device secret) instead of the
-    /// membership key, since a device holds no group key.
+    /// Makes this responder a bound smart device (SPEC §12.6): members make
+    /// their hint under `device_key` (derived from the device secret)
+    /// instead of the membership key, since a device holds no group key.
     pub fn as_device(mut self, device_key: [u8; 32]) -> Self {
         self.device_key = Some(device_key);
         self
@@ -925,21 +1213,201 @@ impl ServerHandshake {
         self.out.pop_front().unwrap_or(Output::Pending)
     }
 
-    /// Whether the responder has sent its first reply (so the initiator may
+    /// Whether the responder has answered the hints (so the initiator may
     /// legitimately have requests in flight).
     pub fn has_answered_hello(&self) -> bool {
-        !matches!(self.state, ServerState::ExpectHello)
+        !matches!(self.state, ServerState::ExpectHints)
     }
 
-    /// What the initiator has proven so far: the key its `ClientHello` was
-    /// made with. A driver uses it to decide which half-finished handshakes
-    /// a flood may evict (SPEC §5.7).
+    /// What the initiator has proven so far: the key its hint was made
+    /// with. A driver uses it to decide which half-finished handshakes a
+    /// flood may evict (SPEC §5.7).
     pub fn proven(&self) -> Proven {
         self.proven
     }
 
-    /// Handles one frame from the initiator. On error a `Refuse` is queued
-    /// (send it, then close) and the core is finished. `now` is Unix seconds.
+    /// The hint this responder recognised, if any: a driver remembers it
+    /// so that a replay of it is answered like a stranger's (SPEC §5.7).
+    pub fn matched_hint(&self) -> Option<&Hint> {
+        self.matched_hint.as_ref()
+    }
+
+    /// Answers the initiator's hints (from its TLS ClientHello) with the
+    /// sealed `ServerAuth` to send as 0.5-RTT data: this node's certificate
+    /// and a signature over the hints and `pin` (the hash of this
+    /// connection's TLS certificate), sealed under a key derived from the
+    /// key a hint was made with (R3: nobody else can read it). Hints it
+    /// does not recognise get [`SEALED_SERVER_AUTH_LEN`] bytes of the same
+    /// shape that nobody can open. Never fails on the peer's input.
+    pub fn answer_hints(
+        &mut self,
+        hints: &[Hint; HINTS],
+        pin: &TlsPin,
+        entropy: &[u8; ANSWER_ENTROPY_LEN],
+        now: u64,
+    ) -> Result<Vec<u8>, HandshakeError> {
+        if !matches!(self.state, ServerState::ExpectHints) {
+            return Err(HandshakeError::UnexpectedMessage {
+                expected: "nothing: the hints are answered",
+            });
+        }
+        let mut seal_nonce = [0; SEAL_NONCE_LEN];
+        seal_nonce.copy_from_slice(&entropy[..SEAL_NONCE_LEN]);
+        let version = self.config.max_version;
+        let (matched, grantee) = self.recognise(hints, now);
+        self.state = ServerState::ExpectClient(ExpectClient {
+            transcript: None,
+            version,
+            grantee: grantee.clone(),
+        });
+        let Some((index, key)) = matched else {
+            // A look-alike: zeros sealed under a key nobody holds.
+            let mut dummy = [0; 32];
+            dummy.copy_from_slice(&entropy[SEAL_NONCE_LEN..]);
+            let key = aead::LessSafeKey::new(
+                aead::UnboundKey::new(&aead::CHACHA20_POLY1305, &dummy)
+                    .expect("32 bytes is the ChaCha20-Poly1305 key length"),
+            );
+            return seal_padded(&key, seal_nonce, &[]);
+        };
+        let hint = hints[index];
+        let t0 = transcript_hints(hints, pin);
+        let mut auth = ServerAuth {
+            version,
+            nonce: self.nonce.to_vec(),
+            certificate: Some(self.credentials.certificate_message().clone()),
+            signature: Vec::new(),
+        };
+        let unsigned = encode(Msg::ServerAuth(auth.clone()));
+        auth.signature = self
+            .credentials
+            .key()
+            .sign(&signed_input(SERVER_SIG, &transcript_next(&t0, &unsigned)))
+            .to_vec();
+        let server_auth = encode(Msg::ServerAuth(auth));
+        let sealed = seal_padded(&seal_key(&key, &hint), seal_nonce, &server_auth)?;
+        self.state = ServerState::ExpectClient(ExpectClient {
+            transcript: Some(transcript_next(&t0, &server_auth)),
+            version,
+            grantee: grantee.clone(),
+        });
+        self.proven = match grantee {
+            Some(_) => Proven::Grantee,
+            None => Proven::Member,
+        };
+        self.matched_hint = Some(hint);
+        Ok(sealed)
+    }
+
+    /// The hint (index) and key this responder recognises, and the grantee
+    /// when it is a grant's. R3: this is all that is checked before
+    /// anything about this node is sealed for the initiator. SPEC §3.6:
+    /// during a rotation's grace period the previous epoch's membership key
+    /// is tried too. Every pair is verified; none short-cuts the others.
+    fn recognise(
+        &self,
+        hints: &[Hint; HINTS],
+        now: u64,
+    ) -> (Option<(usize, [u8; 32])>, Option<Grantee>) {
+        let member_keys: Vec<[u8; 32]> = match (self.device_key, self.credentials.group_key()) {
+            (Some(key), _) => vec![key],
+            (None, Some(current)) => {
+                let mut keys = vec![current.membership_key()];
+                if let Some(previous) = self.credentials.previous_group_key(now) {
+                    keys.push(previous.membership_key());
+                }
+                keys
+            }
+            (None, None) => Vec::new(),
+        };
+        let mut member = None;
+        for key in &member_keys {
+            for (i, hint) in hints.iter().enumerate() {
+                if hint_matches(key, hint) && member.is_none() {
+                    member = Some((i, *key));
+                }
+            }
+        }
+        // R16: a co-user's hint is under the grant's admission key, checked
+        // just as early; a revoked grant is no longer in the table, and an
+        // expired one admits nobody (`now` is the driver's clock).
+        let granted = self.grantees.admit_hints(hints, now);
+        match (member, granted) {
+            (Some(m), _) => (Some(m), None),
+            (None, Some((g, i))) => (Some((i, g.admission_key)), Some(g)),
+            (None, None) => (None, None),
+        }
+    }
+
+    /// Gives the core the connection's TLS exporter, once the TLS handshake
+    /// is complete on this side; `ClientAuth` and `ResumeHello` bind to it.
+    /// After an early resumption it queues the `Accept` with the next
+    /// ticket.
+    pub fn set_exporter(&mut self, exporter: Exporter) {
+        self.exporter = Some(exporter);
+        if matches!(self.state, ServerState::AwaitExporter(_)) {
+            let ServerState::AwaitExporter(s) =
+                std::mem::replace(&mut self.state, ServerState::Done)
+            else {
+                return;
+            };
+            let transcript = transcript_next(&transcript_start(&exporter), &s.hello);
+            let secret = resumption_secret(&exporter, &transcript);
+            self.send_ticket(&s.peer, secret, s.grant, s.now);
+        }
+    }
+
+    /// Handles the first frame on stream 0 when it arrived as TLS 0-RTT
+    /// early data (SPEC §5.8): only an early `ResumeHello` is accepted, and
+    /// the peer counts as authenticated at once; the `Accept` follows
+    /// [`ServerHandshake::set_exporter`]. On error a `Refuse` is queued.
+    pub fn handle_early_message(&mut self, bytes: &[u8], now: u64) -> Result<(), HandshakeError> {
+        let state = std::mem::replace(&mut self.state, ServerState::Failed);
+        let result = match (state, decode_message(bytes)) {
+            (ServerState::ExpectClient(_), Ok(Msg::ResumeHello(hello))) if hello.early => {
+                self.check_resume(&hello, now).map(|(peer, grant)| {
+                    self.out
+                        .push_back(Output::Event(Event::Authenticated(PeerIdentity {
+                            certificate: peer.clone(),
+                            resumed: true,
+                            version: hello.version,
+                            grant,
+                        })));
+                    ServerState::AwaitExporter(AwaitExporter {
+                        peer,
+                        grant,
+                        hello: bytes.to_vec(),
+                        now,
+                    })
+                })
+            }
+            (ServerState::Done | ServerState::Failed, _) => Err(HandshakeError::Finished),
+            (_, Err(e)) => Err(e),
+            (_, Ok(_)) => Err(HandshakeError::UnexpectedMessage {
+                expected: "an early ResumeHello",
+            }),
+        };
+        match result {
+            Ok(next) => {
+                self.state = next;
+                Ok(())
+            }
+            Err(HandshakeError::Finished) => Err(HandshakeError::Finished),
+            Err(e) => {
+                self.proven = Proven::Nothing;
+                self.out.clear();
+                self.out
+                    .push_back(Output::Transmit(encode(Msg::Refuse(Refuse {
+                        reason: e.refuse_reason() as i32,
+                    }))));
+                Err(e)
+            }
+        }
+    }
+
+    /// Handles one frame from the initiator on stream 0. On error a
+    /// `Refuse` is queued (send it, then close) and the core is finished.
+    /// `now` is Unix seconds.
     pub fn handle_message(&mut self, bytes: &[u8], now: u64) -> Result<(), HandshakeError> {
         let state = std::mem::replace(&mut self.state, ServerState::Failed);
         if matches!(state, ServerState::Done | ServerState::Failed) {
@@ -969,126 +1437,57 @@ impl ServerHandshake {
         now: u64,
     ) -> Result<ServerState, HandshakeError> {
         let message = decode_message(bytes)?;
+        let exporter = self.exporter.ok_or(HandshakeError::NoExporter)?;
         match (state, message) {
-            (ServerState::ExpectHello, Msg::ClientHello(hello)) => {
-                self.handle_hello(hello, bytes, now)
+            (ServerState::ExpectClient(_), Msg::ResumeHello(hello)) => {
+                self.handle_resume(hello, bytes, &exporter, now)
             }
-            (ServerState::ExpectHello, Msg::ResumeHello(hello)) => {
-                self.handle_resume(hello, bytes, now)
+            (
+                ServerState::ExpectClient(ExpectClient {
+                    transcript: Some(transcript),
+                    version,
+                    grantee,
+                }),
+                Msg::ClientAuth(auth),
+            ) => {
+                let s = ExpectClientAuth {
+                    transcript: transcript_next(&transcript, &exporter),
+                    version,
+                    grantee,
+                };
+                self.handle_client_auth(s, auth, bytes, &exporter, now)
             }
-            (ServerState::ExpectHello, _) => Err(HandshakeError::UnexpectedMessage {
-                expected: "ClientHello or ResumeHello",
+            // A ClientAuth after hints this node did not recognise: the
+            // initiator is no member (R3).
+            (ServerState::ExpectClient(_), Msg::ClientAuth(_)) => Err(HandshakeError::NotAMember),
+            (ServerState::ExpectClient(_), _) => Err(HandshakeError::UnexpectedMessage {
+                expected: "ClientAuth or ResumeHello",
             }),
-            (ServerState::ExpectClientAuth(s), Msg::ClientAuth(auth)) => {
-                self.handle_client_auth(s, auth, bytes, now)
-            }
-            (ServerState::ExpectClientAuth(_), _) => Err(HandshakeError::UnexpectedMessage {
-                expected: "ClientAuth",
+            (ServerState::ExpectHints, _) => Err(HandshakeError::UnexpectedMessage {
+                expected: "the hints first",
+            }),
+            (ServerState::AwaitExporter(_), _) => Err(HandshakeError::UnexpectedMessage {
+                expected: "nothing: authenticated early",
             }),
             (ServerState::Done | ServerState::Failed, _) => Err(HandshakeError::Finished),
         }
     }
+}
 
-    fn handle_hello(
-        &mut self,
-        hello: ClientHello,
-        bytes: &[u8],
-        now: u64,
-    ) -> Result<ServerState, HandshakeError> {
-        nonce_of(&hello.nonce)?;
-        // R3: membership is checked first, before anything about this node
-        // is revealed. Constant-time comparison (ring's hmac::verify).
-        // SPEC §3.6: during a rotation's grace period the previous epoch's
-        // membership key is accepted too (a member that was offline proves
-        // the old key), and an initiator's `previous_proof` is tried, so a
-        // responder that has not caught up still admits a member with the
-        // new key. Every pair is verified; none short-cuts the others.
-        let member_keys: Vec<[u8; 32]> = match self.device_key {
-            Some(key) => vec![key],
-            None => {
-                let current = self
-                    .credentials
-                    .group_key()
-                    .ok_or(HandshakeError::NoGroupKey)?
-                    .membership_key();
-                let mut keys = vec![current];
-                if let Some(previous) = self.credentials.previous_group_key(now) {
-                    keys.push(previous.membership_key());
-                }
-                keys
-            }
-        };
-        let input = membership_input(
-            &self.exporter,
-            hello.min_version,
-            hello.max_version,
-            &hello.nonce,
-        );
-        let mut proofs = vec![&hello.membership_proof];
-        if self.device_key.is_none() && !hello.previous_proof.is_empty() {
-            proofs.push(&hello.previous_proof);
-        }
-        let mut member = false;
-        for key in &member_keys {
-            let key = hmac::Key::new(hmac::HMAC_SHA256, key);
-            for proof in &proofs {
-                member |= hmac::verify(&key, &input, proof).is_ok();
-            }
-        }
-        // R16: a co-user proves the grant's admission key instead, checked
-        // just as early; a revoked grant is no longer in the table, and an
-        // expired one admits nobody (`now` is the driver's clock).
-        let grantee = match member {
-            true => None,
-            false => Some(
-                self.grantees
-                    .admit(&input, &hello.membership_proof, now)
-                    .ok_or(HandshakeError::NotAMember)?,
-            ),
-        };
-        let version = hello.max_version.min(self.config.max_version);
-        if version < hello.min_version.max(self.config.min_version) {
-            return Err(HandshakeError::VersionMismatch {
-                min: hello.min_version,
-                max: hello.max_version,
-                got: self.config.max_version,
-            });
-        }
-        let transcript = transcript_next(&transcript_start(&self.exporter), bytes);
-        let mut auth = ServerAuth {
-            version,
-            nonce: self.nonce.to_vec(),
-            certificate: Some(self.credentials.certificate_message().clone()),
-            signature: Vec::new(),
-        };
-        let unsigned = encode(Msg::ServerAuth(auth.clone()));
-        auth.signature = self
-            .credentials
-            .key()
-            .sign(&signed_input(
-                SERVER_SIG,
-                &transcript_next(&transcript, &unsigned),
-            ))
-            .to_vec();
-        let server_auth = encode(Msg::ServerAuth(auth));
-        let transcript = transcript_next(&transcript, &server_auth);
-        self.out.push_back(Output::Transmit(server_auth));
-        self.proven = match grantee {
-            Some(_) => Proven::Grantee,
-            None => Proven::Member,
-        };
-        Ok(ServerState::ExpectClientAuth(ExpectClientAuth {
-            transcript,
-            version,
-            grantee,
-        }))
-    }
+#[derive(Debug)]
+struct ExpectClientAuth {
+    transcript: [u8; 32],
+    version: u32,
+    grantee: Option<Grantee>,
+}
 
+impl ServerHandshake {
     fn handle_client_auth(
         &mut self,
         s: ExpectClientAuth,
         auth: ClientAuth,
         bytes: &[u8],
+        exporter: &Exporter,
         now: u64,
     ) -> Result<ServerState, HandshakeError> {
         let cert = certificate_of(auth.certificate.as_ref())?;
@@ -1126,7 +1525,7 @@ impl ServerHandshake {
             return Err(HandshakeError::BadSignature);
         }
         let transcript = transcript_next(&s.transcript, bytes);
-        let secret = resumption_secret(&self.exporter, &transcript);
+        let secret = resumption_secret(exporter, &transcript);
         let grant = s.grantee.map(|g| g.grant_id);
         self.accept(peer, secret, s.version, false, grant, now);
         Ok(ServerState::Done)
@@ -1136,8 +1535,61 @@ impl ServerHandshake {
         &mut self,
         hello: ResumeHello,
         bytes: &[u8],
+        exporter: &Exporter,
         now: u64,
     ) -> Result<ServerState, HandshakeError> {
+        // An early hello carries no exporter binding: it is accepted only as
+        // early data, where the TLS early secret keeps it (SPEC §5.8).
+        if hello.early {
+            return Err(HandshakeError::ResumptionRefused);
+        }
+        let (peer, grant) = self.check_resume_bound(&hello, exporter, now)?;
+        let transcript = transcript_next(&transcript_start(exporter), bytes);
+        let secret = resumption_secret(exporter, &transcript);
+        self.accept(peer, secret, hello.version, true, grant, now);
+        Ok(ServerState::Done)
+    }
+
+    /// The checks of SPEC §5.5 for an early `ResumeHello` (§5.8): the proof
+    /// without the exporter.
+    fn check_resume(
+        &self,
+        hello: &ResumeHello,
+        now: u64,
+    ) -> Result<(VerifiedCertificate, Option<[u8; GRANT_ID_LEN]>), HandshakeError> {
+        self.check_ticket(hello, now, |secret| {
+            tag_verifies(
+                secret,
+                &early_resume_input(hello.version, &hello.ticket, &hello.nonce),
+                &hello.proof,
+            )
+        })
+    }
+
+    fn check_resume_bound(
+        &self,
+        hello: &ResumeHello,
+        exporter: &Exporter,
+        now: u64,
+    ) -> Result<(VerifiedCertificate, Option<[u8; GRANT_ID_LEN]>), HandshakeError> {
+        self.check_ticket(hello, now, |secret| {
+            tag_verifies(
+                secret,
+                &resume_input(exporter, hello.version, &hello.ticket, &hello.nonce),
+                &hello.proof,
+            )
+        })
+    }
+
+    /// Opens the ticket, checks the proof with `proof_ok` under its
+    /// secret, then its lifetime, grant, certificate and the revocation
+    /// list (SPEC §5.5).
+    fn check_ticket(
+        &self,
+        hello: &ResumeHello,
+        now: u64,
+        proof_ok: impl FnOnce(&[u8; 32]) -> bool,
+    ) -> Result<(VerifiedCertificate, Option<[u8; GRANT_ID_LEN]>), HandshakeError> {
         nonce_of(&hello.nonce)?;
         if hello.version < self.config.min_version || hello.version > self.config.max_version {
             return Err(HandshakeError::VersionMismatch {
@@ -1155,13 +1607,9 @@ impl ServerHandshake {
             .as_slice()
             .try_into()
             .map_err(|_| HandshakeError::ResumptionRefused)?;
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &secret);
-        hmac::verify(
-            &key,
-            &resume_input(&self.exporter, hello.version, &hello.ticket, &hello.nonce),
-            &hello.proof,
-        )
-        .map_err(|_| HandshakeError::ResumptionRefused)?;
+        if !proof_ok(&secret) {
+            return Err(HandshakeError::ResumptionRefused);
+        }
         if now > body.not_after {
             return Err(HandshakeError::ResumptionRefused);
         }
@@ -1185,18 +1633,18 @@ impl ServerHandshake {
         let peer_body = body.peer.ok_or(HandshakeError::ResumptionRefused)?;
         let peer = VerifiedCertificate::from_body(&peer_body)?;
         // The certificate may have expired since the ticket was issued.
-        if now > peer.not_after || now < peer.not_before {
+        if now > peer.not_after {
             return Err(HandshakeError::Certificate(CertificateError::Expired));
+        }
+        if now < peer.not_before {
+            return Err(HandshakeError::Certificate(CertificateError::NotYetValid));
         }
         // SPEC §3.6: a ticket issued to a device removed since resumes
         // nothing (the list is checked on every resumption).
         if grant.is_none() && self.credentials.is_revoked(&peer.public_key) {
             return Err(HandshakeError::Revoked);
         }
-        let transcript = transcript_next(&transcript_start(&self.exporter), bytes);
-        let secret = resumption_secret(&self.exporter, &transcript);
-        self.accept(peer, secret, hello.version, true, grant, now);
-        Ok(ServerState::Done)
+        Ok((peer, grant))
     }
 
     fn accept(
@@ -1205,6 +1653,24 @@ impl ServerHandshake {
         secret: [u8; 32],
         version: u32,
         resumed: bool,
+        grant: Option<[u8; GRANT_ID_LEN]>,
+        now: u64,
+    ) {
+        self.send_ticket(&peer, secret, grant, now);
+        self.out
+            .push_back(Output::Event(Event::Authenticated(PeerIdentity {
+                certificate: peer,
+                resumed,
+                version,
+                grant,
+            })));
+    }
+
+    /// Queues the `Accept` with a fresh ticket for `peer`.
+    fn send_ticket(
+        &mut self,
+        peer: &VerifiedCertificate,
+        secret: [u8; 32],
         grant: Option<[u8; GRANT_ID_LEN]>,
         now: u64,
     ) {
@@ -1226,12 +1692,10 @@ impl ServerHandshake {
                 resumption_ticket: ticket,
                 ticket_lifetime_s: lifetime,
             }))));
-        self.out
-            .push_back(Output::Event(Event::Authenticated(PeerIdentity {
-                certificate: peer,
-                resumed,
-                version,
-                grant,
-            })));
     }
+}
+
+/// Whether `tag` is HMAC-SHA256 under `key` over `data` (constant time, ring).
+fn tag_verifies(key: &[u8; 32], data: &[u8], tag: &[u8]) -> bool {
+    hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, key), data, tag).is_ok()
 }

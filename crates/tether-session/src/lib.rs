@@ -11,9 +11,9 @@ pub mod handshake;
 
 pub use frame::{FrameDecoder, FrameError, FrameSplitter, MAX_FRAME_BYTES, Piece, encode_frame};
 pub use handshake::{
-    ClientHandshake, Event, GRANT_ID_LEN, GrantAccess, Grantee, Grantees, HandshakeConfig,
+    ClientHandshake, Event, GRANT_ID_LEN, GrantAccess, Grantee, Grantees, HINTS, HandshakeConfig,
     HandshakeError, Output, PROTOCOL_VERSION, PeerIdentity, Proven, ResumptionTicket,
-    ServerHandshake, TicketKey,
+    ServerHandshake, TicketKey, may_travel_early,
 };
 
 #[cfg(feature = "quic")]

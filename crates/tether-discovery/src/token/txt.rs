@@ -1,8 +1,8 @@
 //! The TXT rule: an advertisement says which protocol version it speaks and
 //! nothing else (R2).
 
-/// The protocol version this crate advertises.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this crate advertises: the handshake's (SPEC §4, §5.1).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The only TXT key Tether publishes or accepts.
 pub const TXT_VERSION_KEY: &str = "v";
@@ -97,9 +97,9 @@ mod tests {
     #[test]
     fn txt_round_trips_the_version() {
         let props = txt_properties(PROTOCOL_VERSION);
-        assert_eq!(props, vec![("v".to_owned(), "1".to_owned())]);
+        assert_eq!(props, vec![("v".to_owned(), "2".to_owned())]);
         let parsed = parse_txt(props.iter().map(|(k, v)| (k.as_str(), Some(v.as_bytes()))));
-        assert_eq!(parsed, Ok(1));
+        assert_eq!(parsed, Ok(2));
         assert_eq!(parse(&[("v", Some("4294967295"))]), Ok(u32::MAX));
     }
 

@@ -11,6 +11,7 @@ use prost::Message;
 use prost::bytes::Bytes;
 use tether_identity::Credentials;
 use tether_proto::v1::{Envelope, ErrorCode, envelope};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::stream::{
@@ -21,8 +22,8 @@ use super::{
     unix_now,
 };
 use crate::handshake::{
-    ClientHandshake, Event, GrantAccess, MAX_HANDSHAKE_MESSAGE_BYTES, Output, PeerIdentity,
-    ResumptionTicket,
+    ClientHandshake, Event, GrantAccess, HintEntropy, MAX_HANDSHAKE_MESSAGE_BYTES, Output,
+    PeerIdentity, ResumptionTicket, may_travel_early,
 };
 
 /// Whose session a ticket resumes: a member's (`None`), or one admitted
@@ -40,8 +41,13 @@ pub struct Connector {
     endpoint: quinn::Endpoint,
     credentials: Arc<Credentials>,
     config: SessionConfig,
-    client_config: quinn::ClientConfig,
+    /// The TLS configuration each connection's own (with its hints) is
+    /// cloned from.
+    tls: rustls::ClientConfig,
+    transport: Arc<quinn::TransportConfig>,
     tickets: TicketCache,
+    /// TLS tickets per responder and admission, for early data (SPEC §5.8).
+    tls_tickets: Arc<Mutex<HashMap<TicketScope, Arc<dyn rustls::client::ClientSessionStore>>>>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -82,20 +88,23 @@ impl Connector {
         credentials: Arc<Credentials>,
         config: SessionConfig,
     ) -> Result<Self, SessionError> {
-        let client_config = tls::client_config(&config)?;
+        let tls = tls::client_tls()?;
         let endpoint = super::endpoint_on(bind, None, &config)?;
         Ok(Self {
             endpoint,
             credentials,
+            transport: Arc::new(config.client_transport()),
             config,
-            client_config,
+            tls,
             tickets: Arc::default(),
+            tls_tickets: Arc::default(),
         })
     }
 
-    /// Forgets every resumption ticket.
+    /// Forgets every resumption ticket, Tether's and TLS's.
     pub fn forget_tickets(&self) {
         lock(&self.tickets).clear();
+        lock(&self.tls_tickets).clear();
     }
 
     /// Whether a ticket is held for `addr`.
@@ -110,9 +119,20 @@ impl Connector {
         &self,
         addr: SocketAddr,
     ) -> Result<quinn::Connection, SessionError> {
-        let connecting =
-            self.endpoint
-                .connect_with(self.client_config.clone(), addr, SERVER_NAME)?;
+        self.connect_offering(addr, &[]).await
+    }
+
+    /// Opens a QUIC connection offering exactly these hints and runs no
+    /// handshake: what a stranger (random hints) or a replayer (someone
+    /// else's) can do. For tests of the responder only.
+    #[doc(hidden)]
+    pub async fn connect_offering(
+        &self,
+        addr: SocketAddr,
+        hints: &[crate::handshake::Hint],
+    ) -> Result<quinn::Connection, SessionError> {
+        let config = tls::client_config_with(&self.tls, hints, &self.transport, None)?;
+        let connecting = self.endpoint.connect_with(config, addr, SERVER_NAME)?;
         connecting.await.map_err(SessionError::from_connection)
     }
 
@@ -135,21 +155,75 @@ impl Connector {
         self.connect_as(addr, None).await
     }
 
+    /// The TLS ticket store for `scope`: each responder's tickets apart, as
+    /// every responder has the same constant name (SPEC §5.8).
+    fn tls_tickets(&self, scope: TicketScope) -> Arc<dyn rustls::client::ClientSessionStore> {
+        lock(&self.tls_tickets)
+            .entry(scope)
+            .or_insert_with(|| Arc::new(rustls::client::ClientSessionMemoryCache::new(4)))
+            .clone()
+    }
+
     async fn connect_as(
         &self,
         addr: SocketAddr,
         grant: Option<&GrantAccess>,
     ) -> Result<ClientSession, SessionError> {
         let deadline = Instant::now() + self.config.handshake_timeout;
-        let connecting =
-            self.endpoint
-                .connect_with(self.client_config.clone(), addr, SERVER_NAME)?;
+        let mut entropy: HintEntropy = [0; _];
+        super::fill_random(&mut entropy)?;
+        // The hints are offered whether or not a ticket is held: whether it
+        // resumes is known only once the TLS certificate is (SPEC §5.5).
+        let core = match grant {
+            Some(access) => ClientHandshake::with_grant(
+                self.credentials.clone(),
+                access,
+                entropy,
+                &self.config.handshake,
+            ),
+            None => {
+                ClientHandshake::new(self.credentials.clone(), entropy, &self.config.handshake)?
+            }
+        };
+        let scope = (addr, grant.map(|g| g.admission_key));
+        let client_config = tls::client_config_with(
+            &self.tls,
+            core.hints(),
+            &self.transport,
+            Some(self.tls_tickets(scope)),
+        )?;
+        let mut connecting = self
+            .endpoint
+            .connect_with(client_config, addr, SERVER_NAME)?;
+        // A Tether ticket for this responder, not expired, of a responder
+        // not removed from the account (SPEC §3.6).
+        let held = lock(&self.tickets).remove(&scope).filter(|(t, _)| {
+            t.not_after > unix_now() && !self.credentials.is_revoked(&t.peer.public_key)
+        });
+        // SPEC §5.8: with a TLS ticket of this responder too, resume in
+        // early data at once.
+        if let Some(held) = held.clone() {
+            match connecting.into_0rtt() {
+                Ok((conn, accepted)) => {
+                    return self.early(conn, accepted, scope, held, core).await;
+                }
+                Err(back) => connecting = back,
+            }
+        }
         let conn = tokio::time::timeout_at(deadline, connecting)
             .await
             .map_err(|_| SessionError::HandshakeTimeout)?
             .map_err(SessionError::from_connection)?;
-        match tokio::time::timeout_at(deadline, self.authenticate(addr, &conn, grant)).await {
-            Ok(Ok(session)) => Ok(session),
+        let auth = self.auth();
+        match tokio::time::timeout_at(deadline, auth.authenticate(&conn, scope, core, held)).await {
+            Ok(Ok((peer, round_trips))) => Ok(ClientSession {
+                conn: conn.clone(),
+                peer,
+                round_trips,
+                config: self.config.clone(),
+                next_id: AtomicU64::new(1),
+                early: None,
+            }),
             Ok(Err(e)) => {
                 conn.close((CloseCode::Refused as u32).into(), b"handshake failed");
                 Err(e)
@@ -164,43 +238,154 @@ impl Connector {
         }
     }
 
+    fn auth(&self) -> Auth {
+        Auth {
+            credentials: self.credentials.clone(),
+            tickets: self.tickets.clone(),
+            deadline: self.config.handshake_timeout,
+        }
+    }
+
+    /// An early resumption (SPEC §5.8): the `ResumeHello` and any read go in
+    /// 0-RTT data, the session is returned before the TLS handshake
+    /// completes. Once it has, the next ticket is kept; if the responder
+    /// refused the early data, the session authenticates again on the same
+    /// connection (resumed or full, as for any connection).
+    async fn early(
+        &self,
+        conn: quinn::Connection,
+        accepted: quinn::ZeroRttAccepted,
+        scope: TicketScope,
+        held: (ResumptionTicket, [u8; 32]),
+        fallback: ClientHandshake,
+    ) -> Result<ClientSession, SessionError> {
+        let (ticket, pin) = held.clone();
+        let mut core =
+            ClientHandshake::resume_early(self.credentials.clone(), random_nonce()?, &ticket);
+        let (mut send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(SessionError::from_connection)?;
+        let peer = flush_handshake(|| core.poll_output(), &mut send)
+            .await?
+            .ok_or(SessionError::InvalidMessage(
+                "early resumption queued no peer",
+            ))?;
+        let _ = send.finish();
+        let (state_tx, state_rx) = watch::channel(Early::Pending);
+        let auth = self.auth();
+        let expected = peer.certificate.public_key;
+        let background = conn.clone();
+        tokio::spawn(async move {
+            let conn = background;
+            let was_accepted = accepted.await;
+            if conn.close_reason().is_some() {
+                let _ = state_tx.send(Early::Failed);
+                return;
+            }
+            if was_accepted {
+                let _ = state_tx.send(Early::Confirmed);
+                let Ok(exporter) = exporter(&conn) else {
+                    return;
+                };
+                core.set_exporter(&exporter);
+                let new_pin = tls::peer_certificate_pin(&conn).unwrap_or(pin);
+                let mut reader = FrameReader::new(recv, MAX_HANDSHAKE_MESSAGE_BYTES);
+                read_tickets(&mut reader, &mut core, &auth.tickets, scope, new_pin).await;
+                return;
+            }
+            // Refused early data (a responder that restarted, say): its
+            // streams are gone; authenticate again, in 1-RTT.
+            let again = tokio::time::timeout(
+                auth.deadline,
+                auth.authenticate(&conn, scope, fallback, Some(held)),
+            )
+            .await;
+            match again {
+                Ok(Ok((peer, _))) if peer.certificate.public_key == expected => {
+                    let _ = state_tx.send(Early::Confirmed);
+                }
+                _ => {
+                    conn.close((CloseCode::Refused as u32).into(), b"handshake failed");
+                    let _ = state_tx.send(Early::Failed);
+                }
+            }
+        });
+        Ok(ClientSession {
+            conn,
+            peer,
+            round_trips: 0,
+            config: self.config.clone(),
+            next_id: AtomicU64::new(1),
+            early: Some(state_rx),
+        })
+    }
+}
+
+/// Where an early (0-RTT) session stands (SPEC §5.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Early {
+    /// The TLS handshake is not complete: only reads may go.
+    Pending,
+    /// Complete, and the session authenticated.
+    Confirmed,
+    /// The connection closed, or authenticating again failed.
+    Failed,
+}
+
+/// What authenticating a connection needs, apart from the connector.
+#[derive(Clone)]
+struct Auth {
+    credentials: Arc<Credentials>,
+    tickets: TicketCache,
+    deadline: Duration,
+}
+
+impl Auth {
+    /// Authenticates `conn` once its TLS handshake is complete: resumes
+    /// with `held` if the responder's TLS certificate matches its pin (SPEC
+    /// §5.5), else runs the full handshake of `core` with the sealed
+    /// `ServerAuth`. Returns the peer and the round trips counted.
     async fn authenticate(
         &self,
-        addr: SocketAddr,
         conn: &quinn::Connection,
-        grant: Option<&GrantAccess>,
-    ) -> Result<ClientSession, SessionError> {
+        scope: TicketScope,
+        mut core: ClientHandshake,
+        held: Option<(ResumptionTicket, [u8; 32])>,
+    ) -> Result<(PeerIdentity, u32), SessionError> {
         let exporter = exporter(conn)?;
         let pin = tls::peer_certificate_pin(conn);
-        let scope = (addr, grant.map(|g| g.admission_key));
-        let held = lock(&self.tickets).remove(&scope);
         // SPEC §5.5: resume only over the TLS certificate the responder bound
         // to the earlier full handshake, so requests may follow at once.
-        // A responder removed from the account (SPEC §3.6) is not resumed.
-        let ticket = held.filter(|(t, p)| {
-            Some(*p) == pin
-                && t.not_after > unix_now()
-                && !self.credentials.is_revoked(&t.peer.public_key)
-        });
-        let nonce = random_nonce()?;
-        let mut core = match (&ticket, grant) {
+        let ticket = held.filter(|(_, p)| Some(*p) == pin);
+        match (&ticket, pin) {
             (Some((t, _)), _) => {
-                ClientHandshake::resume(self.credentials.clone(), exporter, nonce, t)
+                core =
+                    ClientHandshake::resume(self.credentials.clone(), exporter, random_nonce()?, t);
             }
-            (None, Some(access)) => ClientHandshake::with_grant(
-                self.credentials.clone(),
-                access,
-                exporter,
-                nonce,
-                &self.config.handshake,
-            ),
-            (None, None) => ClientHandshake::new(
-                self.credentials.clone(),
-                exporter,
-                nonce,
-                &self.config.handshake,
-            )?,
-        };
+            (None, Some(pin)) => {
+                // The sealed ServerAuth came with the responder's TLS flight.
+                let uni = conn
+                    .accept_uni()
+                    .await
+                    .map_err(SessionError::from_connection)?;
+                let mut reader = FrameReader::new(uni, MAX_HANDSHAKE_MESSAGE_BYTES);
+                let sealed = match reader.next().await {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => {
+                        return Err(SessionError::InvalidMessage("no ServerAuth"));
+                    }
+                    Err(SessionError::Read(quinn::ReadError::ConnectionLost(e))) => {
+                        return Err(SessionError::from_connection(e));
+                    }
+                    Err(e) => return Err(e),
+                };
+                core.handle_server_auth(&sealed, &pin, &exporter, unix_now())?;
+            }
+            (None, None) => {
+                return Err(SessionError::InvalidMessage("no TLS certificate"));
+            }
+        }
         let (mut send, recv) = conn
             .open_bi()
             .await
@@ -227,29 +412,34 @@ impl Connector {
         if let Some(pin) = pin {
             let tickets = self.tickets.clone();
             tokio::spawn(async move {
-                while let Ok(Some(frame)) = reader.next().await {
-                    if core.handle_message(&frame, unix_now()).is_err() {
-                        break;
-                    }
-                    loop {
-                        match core.poll_output() {
-                            Output::Event(Event::Ticket(ticket)) => {
-                                lock(&tickets).insert(scope, (ticket, pin));
-                            }
-                            Output::Pending => break,
-                            Output::Event(_) | Output::Transmit(_) => {}
-                        }
-                    }
-                }
+                read_tickets(&mut reader, &mut core, &tickets, scope, pin).await;
             });
         }
-        Ok(ClientSession {
-            conn: conn.clone(),
-            peer,
-            round_trips,
-            config: self.config.clone(),
-            next_id: AtomicU64::new(1),
-        })
+        Ok((peer, round_trips))
+    }
+}
+
+/// Reads the responder's `Accept` on stream 0 and keeps its ticket.
+async fn read_tickets(
+    reader: &mut FrameReader,
+    core: &mut ClientHandshake,
+    tickets: &TicketCache,
+    scope: TicketScope,
+    pin: [u8; 32],
+) {
+    while let Ok(Some(frame)) = reader.next().await {
+        if core.handle_message(&frame, unix_now()).is_err() {
+            break;
+        }
+        loop {
+            match core.poll_output() {
+                Output::Event(Event::Ticket(ticket)) => {
+                    lock(tickets).insert(scope, (ticket, pin));
+                }
+                Output::Pending => break,
+                Output::Event(_) | Output::Transmit(_) => {}
+            }
+        }
     }
 }
 
@@ -261,6 +451,8 @@ pub struct ClientSession {
     round_trips: u32,
     config: SessionConfig,
     next_id: AtomicU64,
+    /// On an early session (SPEC §5.8): where its TLS handshake stands.
+    early: Option<watch::Receiver<Early>>,
 }
 
 impl std::fmt::Debug for ClientSession {
@@ -291,6 +483,7 @@ impl ClientSession {
     /// Sends a request on a new stream. A `request_id` of 0 is replaced by
     /// the next free id. The stream yields the responses.
     pub async fn request(&self, mut envelope: Envelope) -> Result<ResponseStream, SessionError> {
+        self.ready_for(may_travel_early(&envelope)).await?;
         if envelope.request_id == 0 {
             envelope.request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         }
@@ -315,6 +508,8 @@ impl ClientSession {
         &self,
         mut envelope: Envelope,
     ) -> Result<(BodyWriter, ResponseStream), SessionError> {
+        // A body is never early data.
+        self.ready_for(false).await?;
         if envelope.request_id == 0 {
             envelope.request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         }
@@ -337,6 +532,19 @@ impl ClientSession {
     /// Sends a request and returns its first response; an error envelope
     /// becomes [`SessionError::Remote`].
     pub async fn call(&self, envelope: Envelope) -> Result<Envelope, SessionError> {
+        match self.call_once(envelope.clone()).await {
+            // A read sent as early data that the responder refused (SPEC
+            // §5.8): nothing was executed; once the session has
+            // authenticated again it goes once more, in 1-RTT.
+            Err(e) if e.is_early_data_rejected() && self.early.is_some() => {
+                self.ready_for(false).await?;
+                self.call_once(envelope).await
+            }
+            other => other,
+        }
+    }
+
+    async fn call_once(&self, envelope: Envelope) -> Result<Envelope, SessionError> {
         let mut stream = self.request(envelope).await?;
         let first = stream.next().await?.ok_or(SessionError::InvalidMessage(
             "stream ended without a response",
@@ -346,6 +554,40 @@ impl ClientSession {
         // (tokio's timeout polls the inner future once before the timer.)
         let _ = tokio::time::timeout(Duration::ZERO, stream.next()).await;
         Ok(first)
+    }
+
+    /// Whether this session began in early data (SPEC §5.8) and its TLS
+    /// handshake is not complete yet.
+    pub fn is_early(&self) -> bool {
+        self.early
+            .as_ref()
+            .is_some_and(|e| *e.borrow() == Early::Pending)
+    }
+
+    /// Waits, on an early session whose TLS handshake is not complete, until
+    /// it is — unless `early_ok` (an idempotent read, SPEC §5.8). Fails if
+    /// the session could not authenticate after refused early data.
+    async fn ready_for(&self, early_ok: bool) -> Result<(), SessionError> {
+        let Some(early) = &self.early else {
+            return Ok(());
+        };
+        if early_ok && *early.borrow() == Early::Pending {
+            return Ok(());
+        }
+        let mut early = early.clone();
+        let state = *early
+            .wait_for(|s| *s != Early::Pending)
+            .await
+            .map_err(|_| SessionError::InvalidMessage("early session dropped"))?;
+        match state {
+            Early::Confirmed | Early::Pending => Ok(()),
+            Early::Failed => Err(match self.conn.close_reason() {
+                Some(reason) => SessionError::from_connection(reason),
+                None => {
+                    SessionError::Handshake(crate::handshake::HandshakeError::ResumptionRefused)
+                }
+            }),
+        }
     }
 
     /// Sends raw payload bytes as one frame, skipping the local size check.
@@ -496,6 +738,12 @@ impl ResponseStream {
     /// The request's id.
     pub fn request_id(&self) -> u64 {
         self.request_id
+    }
+
+    /// Whether the request's stream was opened in TLS 0-RTT early data
+    /// (SPEC §5.8).
+    pub fn was_early(&self) -> bool {
+        self.reader.is_0rtt()
     }
 
     /// The next response; `Ok(None)` when the responder finished the stream.

@@ -118,6 +118,17 @@ pub enum SessionError {
 }
 
 impl SessionError {
+    /// Whether this is quinn's report that the responder refused the
+    /// early data the request travelled in (SPEC §5.8): nothing of it was
+    /// executed.
+    pub fn is_early_data_rejected(&self) -> bool {
+        matches!(
+            self,
+            SessionError::Read(quinn::ReadError::ZeroRttRejected)
+                | SessionError::Write(quinn::WriteError::ZeroRttRejected)
+        )
+    }
+
     /// Maps a connection error, turning our own close codes into `Closed`.
     pub(crate) fn from_connection(e: quinn::ConnectionError) -> Self {
         match e {

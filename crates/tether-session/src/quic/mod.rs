@@ -3,9 +3,11 @@
 //! one task per connection and per stream.
 //!
 //! TLS runs with an ephemeral, identity-free certificate made at start-up
-//! and replaceable at each token rotation (rcgen, Ed25519), ALPN `tether/1`
-//! and the constant SNI [`SERVER_NAME`]; who is who is settled by the
-//! account-bound handshake inside, bound to the TLS exporter (R2, R3).
+//! and replaceable at each token rotation (rcgen, Ed25519), ALPN `tether/2`
+//! followed by the initiator's admission hints, and the constant SNI
+//! [`SERVER_NAME`]; who is who is settled by the account-bound handshake,
+//! whose `ServerAuth` rides sealed in the responder's TLS flight (0.5-RTT)
+//! and whose `ClientAuth` binds to the TLS exporter (R2, R3; SPEC §5).
 
 mod client;
 mod error;
@@ -66,8 +68,9 @@ pub fn peer_certificate_pin(conn: &quinn::Connection) -> Option<[u8; 32]> {
     tls::peer_certificate_pin(conn)
 }
 
-/// ALPN protocol id.
-pub const ALPN: &[u8] = b"tether/1";
+/// ALPN protocol id: the protocol version (SPEC §5.1). A `tether/1` peer
+/// finds no protocol in common and TLS refuses it.
+pub const ALPN: &[u8] = b"tether/2";
 /// The SNI every client sends: constant, so it names nobody (R2).
 pub const SERVER_NAME: &str = "tether.invalid";
 
@@ -132,6 +135,15 @@ impl SessionConfig {
         t.max_idle_timeout(quinn::IdleTimeout::try_from(self.idle_timeout).ok());
         t.max_concurrent_bidi_streams(self.max_concurrent_streams.into());
         t.max_concurrent_uni_streams(0u32.into());
+        t
+    }
+
+    /// The initiator's transport: as [`SessionConfig::transport`], and one
+    /// unidirectional stream the responder opens for its sealed
+    /// `ServerAuth` (SPEC §5.2).
+    fn client_transport(&self) -> quinn::TransportConfig {
+        let mut t = self.transport();
+        t.max_concurrent_uni_streams(1u32.into());
         t
     }
 
@@ -240,12 +252,16 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 pub(crate) fn random_nonce() -> Result<[u8; 32], SessionError> {
-    use ring::rand::SecureRandom;
     let mut n = [0; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut n)
-        .map_err(|_| SessionError::Random)?;
+    fill_random(&mut n)?;
     Ok(n)
+}
+
+pub(crate) fn fill_random(out: &mut [u8]) -> Result<(), SessionError> {
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(out)
+        .map_err(|_| SessionError::Random)
 }
 
 pub(crate) fn exporter(

@@ -2,7 +2,7 @@
 //! deadline and a cap on unauthenticated connections, then serves request
 //! streams.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,8 @@ use super::stream::{
 use super::{Bind, CloseCode, SessionConfig, SessionError, exporter, random_nonce, tls, unix_now};
 use crate::frame::{FrameError, FrameSplitter, Piece};
 use crate::handshake::{
-    Grantees, MAX_HANDSHAKE_MESSAGE_BYTES, PeerIdentity, Proven, ServerHandshake, TicketKey,
+    ANSWER_ENTROPY_LEN, Grantees, HINTS, Hint, MAX_HANDSHAKE_MESSAGE_BYTES, PeerIdentity, Proven,
+    ServerHandshake, TicketKey, may_travel_early,
 };
 
 /// How long a responder waits for the end of a request stream after the
@@ -117,8 +118,49 @@ struct Context {
     /// Set when this listener is a bound smart device (SPEC §12.6).
     device_key: Option<[u8; 32]>,
     config: SessionConfig,
+    /// The transport of a connection until it authenticates (R31).
+    transport: Arc<quinn::TransportConfig>,
     pending: Pending,
     counters: Counters,
+    recent_hints: RecentHints,
+}
+
+/// The hints recognised lately (SPEC §5.7): a replay of one is answered
+/// like a stranger's, so a replayed member hint proves nothing and holds
+/// no slot a member's would. Bounded; the oldest is forgotten first.
+struct RecentHints(Mutex<(HashSet<Hint>, VecDeque<Hint>)>);
+
+/// How many recognised hints a listener remembers.
+const RECENT_HINTS: usize = 4096;
+
+impl RecentHints {
+    fn new() -> Self {
+        Self(Mutex::new((HashSet::new(), VecDeque::new())))
+    }
+
+    /// `hints` with every one seen before replaced by zeros (no key makes
+    /// those).
+    fn filter(&self, mut hints: [Hint; HINTS]) -> [Hint; HINTS] {
+        let seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for hint in &mut hints {
+            if seen.0.contains(hint) {
+                *hint = [0; crate::handshake::HINT_LEN];
+            }
+        }
+        hints
+    }
+
+    fn insert(&self, hint: Hint) {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.0.insert(hint) {
+            seen.1.push_back(hint);
+            if seen.1.len() > RECENT_HINTS
+                && let Some(old) = seen.1.pop_front()
+            {
+                seen.0.remove(&old);
+            }
+        }
+    }
 }
 
 /// A bound responder endpoint. Authenticated sessions come out of
@@ -137,14 +179,29 @@ pub struct Listener {
     accept_loops: Arc<std::sync::Mutex<Vec<AbortOnDrop>>>,
 }
 
-/// The endpoints of one listener, shared with its closer and rotator.
-type Endpoints = Arc<std::sync::Mutex<Vec<quinn::Endpoint>>>;
+/// One endpoint's TLS certificate and configuration, replaced at each
+/// rotation.
+type SharedTls = Arc<std::sync::RwLock<tls::ServerTls>>;
 
-fn endpoints_of(endpoints: &Endpoints) -> Vec<quinn::Endpoint> {
+/// The endpoints of one listener, shared with its closer and rotator.
+type Endpoints = Arc<std::sync::Mutex<Vec<(quinn::Endpoint, SharedTls)>>>;
+
+fn endpoints_of(endpoints: &Endpoints) -> Vec<(quinn::Endpoint, SharedTls)> {
     endpoints
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone()
+}
+
+/// A new endpoint over `bind` with a fresh certificate.
+fn tls_endpoint(
+    bind: Bind,
+    config: &SessionConfig,
+) -> Result<(quinn::Endpoint, SharedTls), SessionError> {
+    let server_tls = tls::ServerTls::generate()?;
+    let server_config = server_tls.quinn_config(&Arc::new(config.server_transport()))?;
+    let endpoint = super::endpoint_on(bind, Some(server_config), config)?;
+    Ok((endpoint, Arc::new(std::sync::RwLock::new(server_tls))))
 }
 
 impl std::fmt::Debug for Listener {
@@ -194,9 +251,7 @@ impl Listener {
         config: SessionConfig,
         device_key: Option<[u8; 32]>,
     ) -> Result<Self, SessionError> {
-        let (cert, key) = tls::ephemeral_certificate()?;
-        let server_config = tls::server_config(&config, cert, key)?;
-        let endpoint = super::endpoint_on(bind, Some(server_config), &config)?;
+        let (endpoint, server_tls) = tls_endpoint(bind, &config)?;
         let ticket_key = random_nonce()?;
         let context = Arc::new(Context {
             credentials,
@@ -207,14 +262,21 @@ impl Listener {
                 entries: Mutex::new(VecDeque::new()),
                 cap: config.max_unauthenticated.max(1),
             },
+            transport: Arc::new(config.server_transport()),
             config,
             counters: Counters::default(),
+            recent_hints: RecentHints::new(),
         });
         let (tx, sessions) = mpsc::channel(16);
         let sender = tx.downgrade();
-        let task = tokio::spawn(accept_loop(endpoint.clone(), context.clone(), tx));
+        let task = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            server_tls.clone(),
+            context.clone(),
+            tx,
+        ));
         Ok(Self {
-            endpoints: Arc::new(std::sync::Mutex::new(vec![endpoint.clone()])),
+            endpoints: Arc::new(std::sync::Mutex::new(vec![(endpoint.clone(), server_tls)])),
             endpoint,
             sessions,
             sender,
@@ -333,14 +395,13 @@ impl SocketAttacher {
         let tx = self.sender.upgrade().ok_or_else(gone)?;
         let context = self.context.upgrade().ok_or_else(gone)?;
         let loops = self.accept_loops.upgrade().ok_or_else(gone)?;
-        let (cert, key) = tls::ephemeral_certificate()?;
-        let server_config = tls::server_config(&context.config, cert, key)?;
-        let endpoint = super::endpoint_on(
-            super::Bind::Socket(socket),
-            Some(server_config),
-            &context.config,
-        )?;
-        let task = tokio::spawn(accept_loop(endpoint.clone(), context, tx));
+        let (endpoint, server_tls) = tls_endpoint(super::Bind::Socket(socket), &context.config)?;
+        let task = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            server_tls.clone(),
+            context,
+            tx,
+        ));
         loops
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -348,7 +409,7 @@ impl SocketAttacher {
         self.endpoints
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(endpoint);
+            .push((endpoint, server_tls));
         Ok(())
     }
 }
@@ -367,7 +428,7 @@ impl std::fmt::Debug for ListenerCloser {
 impl ListenerCloser {
     /// Closes every connection and stops accepting, on every endpoint.
     pub fn close(&self) {
-        for endpoint in endpoints_of(&self.0) {
+        for (endpoint, _) in endpoints_of(&self.0) {
             endpoint.close((CloseCode::Shutdown as u32).into(), b"shutting down");
         }
     }
@@ -395,10 +456,14 @@ impl CertificateRotator {
     pub fn rotate(&self) -> Result<(), SessionError> {
         // One certificate per endpoint: the LAN and the relay path stay
         // unlinkable by it (R2).
-        for endpoint in endpoints_of(&self.endpoints) {
-            let (cert, key) = tls::ephemeral_certificate()?;
-            let server_config = tls::server_config(&self.config, cert, key)?;
-            endpoint.set_server_config(Some(server_config));
+        for (endpoint, server_tls) in endpoints_of(&self.endpoints) {
+            let fresh = tls::ServerTls::generate()?;
+            endpoint.set_server_config(Some(
+                fresh.quinn_config(&Arc::new(self.config.server_transport()))?,
+            ));
+            *server_tls
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
         }
         Ok(())
     }
@@ -433,6 +498,7 @@ impl StatsHandle {
 
 async fn accept_loop(
     endpoint: quinn::Endpoint,
+    server_tls: SharedTls,
     context: Arc<Context>,
     tx: mpsc::Sender<ServerSession>,
 ) {
@@ -466,7 +532,13 @@ async fn accept_loop(
                 }
             }
         }
-        let task = tokio::spawn(handshake_task(id, incoming, context.clone(), tx.clone()));
+        let task = tokio::spawn(handshake_task(
+            id,
+            incoming,
+            server_tls.clone(),
+            context.clone(),
+            tx.clone(),
+        ));
         entries.push_back(PendingEntry {
             id,
             proven: Proven::Nothing,
@@ -479,22 +551,75 @@ async fn accept_loop(
 async fn handshake_task(
     id: u64,
     incoming: quinn::Incoming,
+    server_tls: SharedTls,
     context: Arc<Context>,
     tx: mpsc::Sender<ServerSession>,
 ) {
     let deadline = Instant::now() + context.config.handshake_timeout;
     let result = async {
-        let connecting = incoming.accept().map_err(SessionError::from_connection)?;
-        let conn = tokio::time::timeout_at(deadline, connecting)
+        let (slot, server_config, pin) = {
+            let server_tls = server_tls
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (slot, config) = server_tls.for_connection(&context.transport)?;
+            (slot, config, server_tls.pin)
+        };
+        let mut connecting = incoming
+            .accept_with(server_config)
+            .map_err(SessionError::from_connection)?;
+        // The ClientHello is read: its hints are in the slot.
+        tokio::time::timeout_at(deadline, connecting.handshake_data())
             .await
             .map_err(|_| SessionError::HandshakeTimeout)?
             .map_err(SessionError::from_connection)?;
+        let hints = context.recent_hints.filter(
+            slot.take()
+                .unwrap_or([[0; crate::handshake::HINT_LEN]; HINTS]),
+        );
+        let mut core = ServerHandshake::new(
+            context.credentials.clone(),
+            context.tickets.clone(),
+            random_nonce()?,
+            &context.config.handshake,
+        )
+        .with_grantees(context.grantees.clone());
+        if let Some(device_key) = context.device_key {
+            core = core.as_device(device_key);
+        }
+        let mut entropy = [0; ANSWER_ENTROPY_LEN];
+        super::fill_random(&mut entropy)?;
+        let sealed = core.answer_hints(&hints, &pin, &entropy, unix_now())?;
+        if let Some(hint) = core.matched_hint() {
+            context.recent_hints.insert(*hint);
+        }
+        context.pending.set_proven(id, core.proven());
+        // SPEC §5.2: the sealed ServerAuth goes out as 0.5-RTT data, with
+        // this side's TLS flight; it is readable only by whoever holds the
+        // key the hint was made with (R3).
+        let Ok((conn, connected)) = connecting.into_0rtt() else {
+            return Err(SessionError::InvalidMessage("no 0.5-RTT on a server"));
+        };
         context.pending.set_connection(id, &conn);
+        let mut uni = conn
+            .open_uni()
+            .await
+            .map_err(SessionError::from_connection)?;
+        write_frame(&mut uni, &sealed, MAX_HANDSHAKE_MESSAGE_BYTES).await?;
+        let _ = uni.finish();
         let (auth_tx, auth_rx) = watch::channel(AuthState::Pending);
         let (answering, mut answered) = mpsc::channel::<()>(1);
         let authenticated = tokio::time::timeout_at(
             deadline,
-            authenticate(id, &conn, &context, auth_tx.clone(), auth_rx, answering),
+            authenticate(
+                id,
+                &conn,
+                connected,
+                &context,
+                core,
+                auth_tx.clone(),
+                auth_rx,
+                answering,
+            ),
         )
         .await;
         let (code, reason, error) = match authenticated {
@@ -560,15 +685,17 @@ const FAILURE_ANSWER_GRACE: std::time::Duration = std::time::Duration::from_mill
 /// Runs the handshake on stream 0 while `accept_streams` holds the request
 /// streams. `auth_tx` tells those whether to serve; `answering` is cloned
 /// into each request task (see `handshake_task`).
+#[allow(clippy::too_many_arguments)]
 async fn authenticate(
     id: u64,
     conn: &quinn::Connection,
+    connected: quinn::ZeroRttAccepted,
     context: &Context,
+    mut core: ServerHandshake,
     auth_tx: watch::Sender<AuthState>,
     auth_rx: watch::Receiver<AuthState>,
     answering: mpsc::Sender<()>,
 ) -> Result<ServerSession, SessionError> {
-    let exporter = exporter(conn)?;
     let (mut send, recv) = conn
         .accept_bi()
         .await
@@ -582,18 +709,8 @@ async fn authenticate(
         answering,
     ));
     let acceptor = AbortOnDrop(acceptor.abort_handle());
-    let mut core = ServerHandshake::new(
-        context.credentials.clone(),
-        context.tickets.clone(),
-        exporter,
-        random_nonce()?,
-        &context.config.handshake,
-    )
-    .with_grantees(context.grantees.clone());
-    if let Some(device_key) = context.device_key {
-        core = core.as_device(device_key);
-    }
     let mut reader = FrameReader::new(recv, MAX_HANDSHAKE_MESSAGE_BYTES);
+    let mut connected = Some(connected);
     loop {
         let frame = match reader.next().await {
             Ok(Some(frame)) => frame,
@@ -607,7 +724,57 @@ async fn authenticate(
             }
             Err(e) => return Err(e),
         };
-        let result = core.handle_message(&frame, unix_now());
+        // SPEC §5.8: a first frame in 0-RTT early data can only be an
+        // early ResumeHello; the session is authenticated before the TLS
+        // handshake completes, and the Accept waits for the exporter. An
+        // early ResumeHello whose 0-RTT packets were lost comes again in
+        // 1-RTT packets (its stream then does not count as early): the same.
+        let early = connected.is_some() && (reader.is_0rtt() || is_early_hello(&frame));
+        let result = match (early, connected.take()) {
+            (true, Some(connected)) => {
+                let result = core.handle_early_message(&frame, unix_now());
+                if result.is_ok() {
+                    let peer = flush_handshake(|| core.poll_output(), &mut send).await?;
+                    if let Some(peer) = peer {
+                        widen_after_authentication(conn, &context.config);
+                        let _ = auth_tx.send(AuthState::Authenticated);
+                        let handshake = conn.clone();
+                        tokio::spawn(async move {
+                            connected.await;
+                            if handshake.close_reason().is_some() {
+                                return;
+                            }
+                            if let Ok(exporter) = exporter(&handshake) {
+                                core.set_exporter(exporter);
+                                let _ = flush_handshake(|| core.poll_output(), &mut send).await;
+                            }
+                            let _ = send.finish();
+                        });
+                        return Ok(ServerSession {
+                            conn: conn.clone(),
+                            peer,
+                            requests,
+                            max_frame_bytes: context.config.max_frame_bytes,
+                            _acceptor: acceptor,
+                            _auth: auth_tx,
+                        });
+                    }
+                }
+                result
+            }
+            (_, pending) => {
+                if let Some(connected) = pending {
+                    // 1-RTT data arrives only once the handshake is
+                    // complete; this returns at once.
+                    connected.await;
+                    if let Some(reason) = conn.close_reason() {
+                        return Err(SessionError::from_connection(reason));
+                    }
+                    core.set_exporter(exporter(conn)?);
+                }
+                core.handle_message(&frame, unix_now())
+            }
+        };
         let peer = flush_handshake(|| core.poll_output(), &mut send).await?;
         if let Err(e) = result {
             let _ = auth_tx.send(AuthState::Failed);
@@ -631,6 +798,14 @@ async fn authenticate(
             });
         }
     }
+}
+
+/// Whether `frame` is an early `ResumeHello` (SPEC §5.8).
+fn is_early_hello(frame: &[u8]) -> bool {
+    matches!(
+        crate::handshake::decode_message(frame),
+        Ok(tether_proto::v1::handshake_message::Message::ResumeHello(hello)) if hello.early
+    )
 }
 
 /// Lifts the limits an unauthenticated connection runs under
@@ -659,7 +834,10 @@ async fn accept_streams(
 ) {
     while let Ok((send, recv)) = conn.accept_bi().await {
         let mut reader = FrameReader::new(recv, limit);
-        let first = if *auth.borrow() == AuthState::Authenticated {
+        // An early stream (SPEC §5.8) takes the slow path, which checks
+        // that it carries a read.
+        let early = reader.is_0rtt();
+        let first = if *auth.borrow() == AuthState::Authenticated && !early {
             poll_once(reader.next())
         } else {
             None
@@ -845,6 +1023,25 @@ async fn read_request(
             return;
         }
     };
+    // SPEC §5.8: from early data, only an idempotent read is served; the
+    // rest is refused unexecuted (a replay of early data must change
+    // nothing).
+    if reader.is_0rtt() && !may_travel_early(&envelope) {
+        reader.stop();
+        let _ = write_frame(
+            &mut send,
+            &error_envelope(
+                envelope.request_id,
+                ErrorCode::TooEarly,
+                "not executed: sent as early data; send it again",
+            )
+            .encode_to_vec(),
+            limit,
+        )
+        .await;
+        let _ = send.finish();
+        return;
+    }
     let (request, tail) = incoming_request(envelope, send, reader, limit);
     if requests.send(request).await.is_ok()
         && let Some(tail) = tail

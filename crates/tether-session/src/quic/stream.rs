@@ -51,6 +51,11 @@ impl FrameReader {
         }
     }
 
+    /// Whether the stream was opened in TLS 0-RTT early data (SPEC §5.8).
+    pub(crate) fn is_0rtt(&self) -> bool {
+        self.recv.is_0rtt()
+    }
+
     /// Tells the peer we will read no more.
     pub(crate) fn stop(&mut self) {
         let _ = self.recv.stop(0u32.into());
