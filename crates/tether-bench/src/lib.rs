@@ -14,7 +14,7 @@
 //! | small-command RTT | `ClientSession::call` with a vehicle Get, answered by a [`tether_control::VehicleService`] | a stream carrying 32 bytes, echoed |
 //! | pipelined commands/s | the same call, many in flight on one session | the same echo, as many in flight on one connection |
 //! | token resolutions/s | parse a heard label and try every held discovery key | — |
-//! | firmware upgrade MiB/s | `tether_node::send_firmware` of an image to an `OtaTarget` (SPEC §15.1): one request whose body is the image, stored and hashed as it arrives | the same bytes on one stream, stored and counted |
+//! | firmware upgrade MiB/s | `tether_node::send_firmware` of an image to an `OtaTarget` (SPEC §15.1): one request whose body is the image, stored and hashed as it arrives | the expected SHA-256 and the same bytes on one stream, stored and hashed as they arrive, the digest checked |
 //! | pairing stress | scan, connect, SPAKE2, sealed Wi-Fi credentials, report over a 5 %-loss simulated radio; success rate and p50/p99 in simulated radio time | — |
 //! | relay small-command RTT | the same call over a relay session (SPEC §19: QUIC in MQTT publishes) through a broker | bare MQTT 5 request/response of the same framed sizes, QoS 0, through the same broker, rumqttc with the relay's settings |
 //! | relay pipelined commands/s | the same call, many in flight on one relay session | the same request/response, as many in flight |

@@ -74,11 +74,12 @@ pub const PAIRING_GOAL: Goal = Goal {
     at_least: true,
 };
 /// Firmware-upgrade throughput over a session, Tether over one bare quinn
-/// stream: at least 0.8 (issue 4, R15).
+/// stream whose receiver hashes the image too: at least 0.9 (issue 4, R15;
+/// raised from 0.8 when the baseline began to hash, issue 19, item 4).
 pub const OTA_GOAL: Goal = Goal {
     name: "ota_throughput",
     ratio: "ota_ratio",
-    bound: 0.8,
+    bound: 0.9,
     at_least: true,
 };
 /// Super-task event dispatch p99 with 10 000 tasks installed, µs: under 50
@@ -250,7 +251,9 @@ pub struct BenchReport {
     /// `OtaTarget`: start, chunk requests in a window, SHA-256, install),
     /// median MiB/s of the timed transfers.
     pub ota_mib_s: f64,
-    /// The same image on one bare quinn stream, median MiB/s.
+    /// The same image on one bare quinn stream, stored and SHA-256-hashed
+    /// by the receiver as it arrives and checked against the expected
+    /// digest, median MiB/s.
     pub bare_mib_s: f64,
     /// Median over rounds of the upgrade's throughput over the bare
     /// stream's, each pair run back to back; higher is better.
