@@ -52,6 +52,9 @@ pub struct BenchConfig {
     /// Signal events dispatched to the super-task engine per setup (10 000
     /// and 100 unrelated tasks installed beside the interested ones).
     pub dispatch_events: usize,
+    /// Idle sessions held open at once per side (Tether sessions, bare quinn
+    /// connections) for `idle_session_bytes`.
+    pub idle_sessions: usize,
     /// Each measurement is split into this many rounds that alternate
     /// which side goes first, so drift on a shared machine (another build,
     /// a noisy neighbour) hits both sides alike.
@@ -79,6 +82,7 @@ impl Default for BenchConfig {
             ota_image_bytes: 16 * 1024 * 1024,
             ota_transfers: 7,
             dispatch_events: 50_000,
+            idle_sessions: 200,
             rounds: 10,
         }
     }
@@ -106,6 +110,7 @@ impl BenchConfig {
             ota_image_bytes: 1024 * 1024,
             ota_transfers: 2,
             dispatch_events: 2_000,
+            idle_sessions: 20,
             rounds: 2,
         }
     }
@@ -133,6 +138,7 @@ impl BenchConfig {
             (self.ota_image_bytes, "ota_image_bytes must be at least 1"),
             (self.ota_transfers, "ota_transfers must be at least 1"),
             (self.dispatch_events, "dispatch_events must be at least 1"),
+            (self.idle_sessions, "idle_sessions must be at least 1"),
             (
                 self.relay_rtt_samples,
                 "relay_rtt_samples must be at least 1",

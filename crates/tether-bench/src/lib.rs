@@ -14,11 +14,12 @@
 //! | small-command RTT | `ClientSession::call` with a vehicle Get, answered by a [`tether_control::VehicleService`] | a stream carrying 32 bytes, echoed |
 //! | pipelined commands/s | the same call, many in flight on one session | the same echo, as many in flight on one connection |
 //! | token resolutions/s | parse a heard label and try every held discovery key | — |
-//! | firmware upgrade MiB/s | `tether_node::send_firmware` of an image to an `OtaTarget` (SPEC §15.1): one request whose body is the image, stored and hashed as it arrives | the same bytes on one stream, stored and counted |
+//! | firmware upgrade MiB/s | `tether_node::send_firmware` of an image to an `OtaTarget` (SPEC §15.1): one request whose body is the image, stored and hashed as it arrives | the expected SHA-256 and the same bytes on one stream, stored and hashed as they arrive, the digest checked |
 //! | pairing stress | scan, connect, SPAKE2, sealed Wi-Fi credentials, report over a 5 %-loss simulated radio; success rate and p50/p99 in simulated radio time | — |
 //! | relay small-command RTT | the same call over a relay session (SPEC §19: QUIC in MQTT publishes) through a broker | bare MQTT 5 request/response of the same framed sizes, QoS 0, through the same broker, rumqttc with the relay's settings |
 //! | relay pipelined commands/s | the same call, many in flight on one relay session | the same request/response, as many in flight |
 //! | relay cold connect | `RelaySocket::dial` + `Connector::connect` (no ticket) until the phone holds the session | — |
+//! | idle session heap | `n` idle authenticated sessions held open, both ends in this process; heap growth per session, counted by [`CountingAllocator`] if installed (`idle_session_bytes`: Tether's minus bare quinn's) | `n` idle connections, the same way |
 //! | super-task dispatch | one signal event through `tether_automation::Engine` until drained, with 10 000 and with 100 unrelated tasks installed (`dispatch_p99_us`, `dispatch_unrelated_ratio`) | — |
 //!
 //! Goals ([`GOALS`]) are reported in [`BenchReport::goals_met`], never
@@ -42,6 +43,8 @@ mod config;
 mod cores;
 mod error;
 mod handshakes;
+mod heap;
+mod idle;
 mod measure;
 mod ota;
 mod pairing;
@@ -56,10 +59,11 @@ use tether_session::quic::SessionConfig;
 
 pub use config::BenchConfig;
 pub use error::{BenchError, BoxError};
+pub use heap::CountingAllocator;
 pub use report::{
-    BenchReport, DISPATCH_P99_GOAL, DISPATCH_UNRELATED_GOAL, GOALS, Goal, HANDSHAKE_GOAL, OTA_GOAL,
-    PAIRING_GOAL, PIPELINED_GOAL, RELAY_PIPELINED_GOAL, RELAY_RTT_GOAL, RTT_P50_GOAL, RTT_P99_GOAL,
-    render_text,
+    BenchReport, DISPATCH_P99_GOAL, DISPATCH_UNRELATED_GOAL, GOALS, Goal, HANDSHAKE_GOAL,
+    IDLE_SESSION_GOAL, OTA_GOAL, PAIRING_GOAL, PIPELINED_GOAL, RELAY_PIPELINED_GOAL,
+    RELAY_RTT_GOAL, RTT_P50_GOAL, RTT_P99_GOAL, render_text,
 };
 
 use commands::measure_commands;
@@ -79,6 +83,9 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     let session_config = SessionConfig::default();
     let account = tether::Account::generate()?;
 
+    // First, while nothing else has run: the heap figure counts the whole
+    // process.
+    let idle = idle::measure_idle(config.idle_sessions, &account, &session_config).await?;
     let handshakes = measure_handshakes(&config, &account, &session_config).await?;
     let commands = measure_commands(&config, &account, &session_config).await?;
     let (tether_request_bytes, tether_response_bytes) = tether::small_command_sizes()?;
@@ -215,6 +222,15 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         relay_pipelined_per_s,
         mqtt_pipelined_per_s,
         relay_pipelined_ratio: ratio(relay_pipelined_per_s, mqtt_pipelined_per_s),
+        tether_idle_session_bytes: idle
+            .as_ref()
+            .map(|i| i.tether_bytes as f64 / config.idle_sessions as f64),
+        bare_idle_connection_bytes: idle
+            .as_ref()
+            .map(|i| i.bare_bytes as f64 / config.idle_sessions as f64),
+        idle_session_bytes: idle
+            .as_ref()
+            .map(|i| (i.tether_bytes - i.bare_bytes) as f64 / config.idle_sessions as f64),
         goals_met: Default::default(),
         config,
     };

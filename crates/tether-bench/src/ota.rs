@@ -9,7 +9,14 @@
 //! request with the device's acknowledgements in a window, the device's
 //! storing and SHA-256, and the finish. The bare side hands the image to
 //! quinn as one shared buffer, as the upgrade hands over its chunks (no
-//! copy on either side); the receiver stores it and answers its length.
+//! copy on either side), after the image's expected SHA-256 (32 bytes, as
+//! the manifest carries it to the device). Its receiver does what every
+//! verified transfer must (issue 19, item 4): it stores each chunk and
+//! hashes it as it arrives (`ring::digest::Context`, straight from the
+//! buffer QUIC received it in), then compares the digest with the expected
+//! one and answers the image's length, or [`DIGEST_MISMATCH`] if it
+//! differs. Like with like: the device's SHA-256 is no longer the only hash
+//! in the comparison.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +37,11 @@ const MODEL: u16 = 0xbe7c;
 /// The vehicle battery level the head unit reports (above the R15 gate).
 const BATTERY_PERCENT: u8 = 90;
 const MIB: f64 = 1024.0 * 1024.0;
+/// The baseline receiver's answer when the image's SHA-256 is not the one
+/// announced (no image is this long).
+const DIGEST_MISMATCH: u64 = u64::MAX;
+/// Length of the SHA-256 that precedes the image on a baseline stream.
+const DIGEST_BYTES: usize = 32;
 
 /// Throughput of each transfer, MiB/s, in the order run.
 pub(crate) struct OtaThroughput {
@@ -65,9 +77,7 @@ fn signed_manifest(vendor: &DeviceKey, image: &[u8], version: String) -> OtaMani
         product_model: u32::from(MODEL),
         version,
         size: image.len() as u64,
-        sha256: ring::digest::digest(&ring::digest::SHA256, image)
-            .as_ref()
-            .to_vec(),
+        sha256: sha256(image).to_vec(),
         signature: Vec::new(),
     };
     manifest.signature = vendor
@@ -142,11 +152,12 @@ pub(crate) async fn measure_ota(
                     out.tether_mib_s.push(mib_per_s(image.len(), elapsed));
                 }
             } else {
-                // A copy of the image, made before timing starts as for the
-                // upgrade's input.
+                // A copy of the image and its digest, made before timing
+                // starts as for the upgrade's input and manifest.
                 let input = Bytes::from(image.clone());
+                let digest = sha256(&image);
                 let start = Instant::now();
-                bare_transfer(&conn, input).await?;
+                bare_transfer(&conn, digest, input).await?;
                 let elapsed = start.elapsed();
                 if timed {
                     out.bare_mib_s.push(mib_per_s(image.len(), elapsed));
@@ -166,8 +177,15 @@ pub(crate) async fn measure_ota(
     Ok(out)
 }
 
-/// The baseline's receiver: on every stream of every connection, stores
-/// what arrives until the end and answers its length (8 bytes, big endian).
+fn sha256(image: &[u8]) -> [u8; DIGEST_BYTES] {
+    let mut out = [0u8; DIGEST_BYTES];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, image).as_ref());
+    out
+}
+
+/// The baseline's receiver: on every stream of every connection, reads the
+/// expected SHA-256, then stores and hashes what arrives until the end, and
+/// answers its length (8 bytes, big endian), or [`DIGEST_MISMATCH`].
 async fn serve_sink(server: quinn::Endpoint) {
     while let Some(incoming) = server.accept().await {
         tokio::spawn(async move {
@@ -182,30 +200,53 @@ async fn serve_sink(server: quinn::Endpoint) {
 }
 
 async fn sink_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    // Stored as the device stores an image: appended to one buffer.
+    let mut expected = Vec::with_capacity(DIGEST_BYTES);
+    // Stored as the device stores an image: appended to one buffer, and
+    // hashed chunk by chunk from QUIC's own buffers as it arrives.
     let mut image = Vec::new();
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
     loop {
         match recv.read_chunk(usize::MAX, true).await {
-            Ok(Some(chunk)) => image.extend_from_slice(&chunk.bytes),
+            Ok(Some(chunk)) => {
+                let mut bytes = &chunk.bytes[..];
+                if expected.len() < DIGEST_BYTES {
+                    let take = bytes.len().min(DIGEST_BYTES - expected.len());
+                    expected.extend_from_slice(&bytes[..take]);
+                    bytes = &bytes[take..];
+                }
+                hash.update(bytes);
+                image.extend_from_slice(bytes);
+            }
             Ok(None) => break,
             Err(_) => return,
         }
     }
-    let len = (image.len() as u64).to_be_bytes();
-    if send.write_all(&len).await.is_ok() {
+    let answer = if hash.finish().as_ref() == expected.as_slice() {
+        image.len() as u64
+    } else {
+        DIGEST_MISMATCH
+    };
+    if send.write_all(&answer.to_be_bytes()).await.is_ok() {
         let _ = send.finish();
     }
 }
 
-/// The image on one new stream, then the receiver's answer. The image is
-/// handed to quinn as one shared buffer, without a copy, as
+/// `digest`, then the image, on one new stream, then the receiver's answer.
+/// The image is handed to quinn as one shared buffer, without a copy, as
 /// `send_firmware` hands over its chunks.
-async fn bare_transfer(conn: &quinn::Connection, image: Bytes) -> Result<(), BenchError> {
+async fn bare_transfer(
+    conn: &quinn::Connection,
+    digest: [u8; DIGEST_BYTES],
+    image: Bytes,
+) -> Result<(), BenchError> {
     let len = image.len();
     let (mut send, mut recv) = conn
         .open_bi()
         .await
         .map_err(|e| BenchError::baseline("open stream", e))?;
+    send.write_all(&digest)
+        .await
+        .map_err(|e| BenchError::baseline("write", e))?;
     send.write_chunk(image)
         .await
         .map_err(|e| BenchError::baseline("write", e))?;
@@ -215,6 +256,11 @@ async fn bare_transfer(conn: &quinn::Connection, image: Bytes) -> Result<(), Ben
         .read_to_end(8)
         .await
         .map_err(|e| BenchError::baseline("read", e))?;
+    if answer == DIGEST_MISMATCH.to_be_bytes() {
+        return Err(BenchError::Unexpected(
+            "the baseline receiver's SHA-256 differs from the image's",
+        ));
+    }
     if answer != (len as u64).to_be_bytes() {
         return Err(BenchError::Unexpected("the baseline receiver lost bytes"));
     }
@@ -258,6 +304,30 @@ pub(crate) fn median_ratio(tether: &[f64], bare: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bare_receiver_checks_the_sha256_of_what_it_received() {
+        let config = SessionConfig::default();
+        let server = bare::server(&config).unwrap();
+        let addr = server.local_addr().unwrap();
+        let _sink = AbortOnDrop(tokio::spawn(serve_sink(server)).abort_handle());
+        let client = bare::Client::new(&config).unwrap();
+        let conn = client.connect(addr).await.unwrap();
+        let image: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+
+        let right = sha256(&image);
+        bare_transfer(&conn, right, Bytes::from(image.clone()))
+            .await
+            .unwrap();
+
+        let mut wrong = right;
+        wrong[31] ^= 1;
+        let refused = bare_transfer(&conn, wrong, Bytes::from(image)).await;
+        assert!(
+            matches!(refused, Err(BenchError::Unexpected(why)) if why.contains("SHA-256")),
+            "{refused:?}"
+        );
+    }
 
     #[test]
     fn medians_of_odd_and_even_counts() {

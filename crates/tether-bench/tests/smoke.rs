@@ -1,7 +1,11 @@
 //! A quick run over real loopback sockets: every measurement completes and
 //! the report is well formed. No timing is asserted.
 
-use tether_bench::{BenchConfig, GOALS, render_text, run};
+use tether_bench::{BenchConfig, CountingAllocator, GOALS, render_text, run};
+
+// As the binary does, so the idle-session heap figure is measured here too.
+#[global_allocator]
+static HEAP: CountingAllocator = CountingAllocator;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_run_reports_every_measurement() {
@@ -44,6 +48,17 @@ async fn quick_run_reports_every_measurement() {
     assert_eq!(report.mqtt_response_bytes, report.tether_response_bytes + 4);
     assert!(report.relay_broker.starts_with("embedded"));
     assert_eq!(report.bare_runs_mib_s.len(), config.ota_transfers);
+    // Idle sessions (issue 19, item 3): measured, since the counting
+    // allocator is installed; each side keeps some heap per session.
+    let (Some(tether), Some(bare), Some(extra)) = (
+        report.tether_idle_session_bytes,
+        report.bare_idle_connection_bytes,
+        report.idle_session_bytes,
+    ) else {
+        panic!("idle session heap not measured: {report:?}");
+    };
+    assert!(tether > 0.0 && bare > 0.0, "tether {tether}, bare {bare}");
+    assert!((extra - (tether - bare)).abs() <= 1e-6 * tether, "{extra}");
 
     let figures = [
         ("handshake_ratio", report.handshake_ratio),
@@ -118,6 +133,8 @@ async fn quick_run_reports_every_measurement() {
         "relay_cold_connect_ms",
         "relay_pipelined_ratio",
         "relay_wan_rtt_ratio",
+        "idle_session_bytes",
+        "tether_idle_session_bytes",
         "goals_met",
     ] {
         assert!(json.get(key).is_some(), "JSON lacks {key}");
@@ -130,4 +147,5 @@ async fn quick_run_reports_every_measurement() {
     assert!(text.contains("relay RTT p50 (us)"));
     assert!(text.contains("relay pipelined commands/s"));
     assert!(text.contains("relay cold connect (ms)"));
+    assert!(text.contains("idle session heap (KiB)"));
 }

@@ -3,7 +3,12 @@
 
 use std::process::ExitCode;
 
-use tether_bench::{BenchConfig, render_text, run};
+use tether_bench::{BenchConfig, CountingAllocator, render_text, run};
+
+/// Counts live heap bytes while the idle-session measurement runs
+/// (`idle_session_bytes`); the plain system allocator otherwise.
+#[global_allocator]
+static HEAP: CountingAllocator = CountingAllocator;
 
 const USAGE: &str = "\
 usage: tether-bench [--json] [--quick] [--broker mqtt://HOST:PORT]

@@ -61,11 +61,17 @@ pub enum TokenError {
 /// It carries nothing but a random nonce and a truncated HMAC of it: no MAC
 /// address, device id, account id, VIN or name. Two tokens minted with fresh
 /// nonces cannot be linked without the discovery key.
+///
+/// A token is a plain value (no heap): parsing a heard label allocates
+/// nothing, which matters for a member that hears many adverts (issue 19).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct DiscoveryToken {
     nonce: [u8; NONCE_BYTES],
     tag: [u8; TAG_BYTES],
-    label: String,
+    /// The label's bytes: always [`TOKEN_LABEL_CHARS`] lower-case hex
+    /// digits (every constructor writes or checks exactly that), so always
+    /// UTF-8.
+    label: [u8; TOKEN_LABEL_CHARS],
 }
 
 impl DiscoveryToken {
@@ -85,31 +91,39 @@ impl DiscoveryToken {
     /// Anything else (upper case, wrong length, non-hex, non-ASCII) is a
     /// typed error, never a panic.
     pub fn parse(label: &str) -> Result<Self, TokenError> {
-        let bytes = label.as_bytes();
-        if bytes.len() != TOKEN_LABEL_CHARS {
-            return Err(TokenError::Length { found: bytes.len() });
-        }
+        let bytes: &[u8; TOKEN_LABEL_CHARS] = label
+            .as_bytes()
+            .try_into()
+            .map_err(|_| TokenError::Length { found: label.len() })?;
+        // One table look-up per character and one check for the whole label;
+        // the offending offset is looked for only on the error path.
         let mut raw = [0u8; NONCE_BYTES + TAG_BYTES];
-        for (i, out) in raw.iter_mut().enumerate() {
-            let hi = hex_value(bytes[2 * i]).ok_or(TokenError::NotLowerHex { offset: 2 * i })?;
-            let lo =
-                hex_value(bytes[2 * i + 1]).ok_or(TokenError::NotLowerHex { offset: 2 * i + 1 })?;
-            *out = (hi << 4) | lo;
+        let mut invalid = 0u8;
+        for (out, pair) in raw.iter_mut().zip(bytes.chunks_exact(2)) {
+            let hi = HEX_VALUE[usize::from(pair[0])];
+            let lo = HEX_VALUE[usize::from(pair[1])];
+            invalid |= hi | lo;
+            *out = (hi << 4) | (lo & 0x0f);
         }
-        let mut nonce = [0u8; NONCE_BYTES];
-        let mut tag = [0u8; TAG_BYTES];
-        nonce.copy_from_slice(&raw[..NONCE_BYTES]);
-        tag.copy_from_slice(&raw[NONCE_BYTES..]);
+        if invalid & NOT_HEX != 0 {
+            let offset = bytes
+                .iter()
+                .position(|&b| HEX_VALUE[usize::from(b)] == NOT_HEX)
+                .unwrap_or(0);
+            return Err(TokenError::NotLowerHex { offset });
+        }
+        let (nonce, tag) = split(raw);
         Ok(Self {
             nonce,
             tag,
-            label: label.to_owned(),
+            label: *bytes,
         })
     }
 
     /// The DNS label: [`TOKEN_LABEL_CHARS`] lower-case hex characters.
     pub fn label(&self) -> &str {
-        &self.label
+        // Lower-case hex is ASCII: this never falls back.
+        std::str::from_utf8(&self.label).unwrap_or_default()
     }
 
     /// The random nonce the token was minted from.
@@ -123,10 +137,13 @@ impl DiscoveryToken {
     }
 
     fn from_parts(nonce: [u8; NONCE_BYTES], tag: [u8; TAG_BYTES]) -> Self {
-        let mut label = String::with_capacity(TOKEN_LABEL_CHARS);
-        for byte in nonce.iter().chain(tag.iter()) {
-            label.push(hex_digit(byte >> 4));
-            label.push(hex_digit(byte & 0x0f));
+        let mut label = [0u8; TOKEN_LABEL_CHARS];
+        for (out, byte) in label
+            .chunks_exact_mut(2)
+            .zip(nonce.iter().chain(tag.iter()))
+        {
+            out[0] = HEX_DIGITS[usize::from(byte >> 4)];
+            out[1] = HEX_DIGITS[usize::from(byte & 0x0f)];
         }
         Self { nonce, tag, label }
     }
@@ -135,13 +152,15 @@ impl DiscoveryToken {
 impl std::fmt::Debug for DiscoveryToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The label is public (it is broadcast); nothing secret to hide.
-        f.debug_tuple("DiscoveryToken").field(&self.label).finish()
+        f.debug_tuple("DiscoveryToken")
+            .field(&self.label())
+            .finish()
     }
 }
 
 impl std::fmt::Display for DiscoveryToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.label)
+        f.write_str(self.label())
     }
 }
 
@@ -149,6 +168,11 @@ impl std::fmt::Display for DiscoveryToken {
 fn compute_tag(key: &hmac::Key, nonce: &[u8; NONCE_BYTES]) -> [u8; TAG_BYTES] {
     let mut ctx = hmac::Context::with_key(key);
     ctx.update(TOKEN_CONTEXT);
+    finish_tag(ctx, nonce)
+}
+
+/// The tag from an HMAC context that has absorbed [`TOKEN_CONTEXT`] already.
+fn finish_tag(mut ctx: hmac::Context, nonce: &[u8; NONCE_BYTES]) -> [u8; TAG_BYTES] {
     ctx.update(nonce);
     let full = ctx.sign();
     let mut tag = [0u8; TAG_BYTES];
@@ -156,17 +180,30 @@ fn compute_tag(key: &hmac::Key, nonce: &[u8; NONCE_BYTES]) -> [u8; TAG_BYTES] {
     tag
 }
 
-fn hex_digit(nibble: u8) -> char {
-    char::from(b"0123456789abcdef"[usize::from(nibble & 0x0f)])
+fn split(raw: [u8; NONCE_BYTES + TAG_BYTES]) -> ([u8; NONCE_BYTES], [u8; TAG_BYTES]) {
+    let mut nonce = [0u8; NONCE_BYTES];
+    let mut tag = [0u8; TAG_BYTES];
+    nonce.copy_from_slice(&raw[..NONCE_BYTES]);
+    tag.copy_from_slice(&raw[NONCE_BYTES..]);
+    (nonce, tag)
 }
 
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Marks a byte that is not a lower-case hex digit in [`HEX_VALUE`]; no
+/// digit's value has this bit.
+const NOT_HEX: u8 = 0x80;
+
+/// The value of each lower-case hex digit, [`NOT_HEX`] for every other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 16 {
+        table[HEX_DIGITS[i] as usize] = i as u8;
+        i += 1;
     }
-}
+    table
+};
 
 #[cfg(test)]
 mod tests {
