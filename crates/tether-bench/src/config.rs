@@ -25,6 +25,9 @@ pub struct BenchConfig {
     pub relay_wan_delay_ms: u64,
     /// Round trips sampled per side through that proxy.
     pub relay_wan_samples: usize,
+    /// Cold and resumed connect-then-read sequences timed through it
+    /// (`cold_read_round_trips`, `resumed_read_round_trips`).
+    pub relay_wan_reads: usize,
     /// Sequential cold handshakes per side; as many resumed Tether
     /// handshakes are measured too.
     pub handshakes: usize,
@@ -71,6 +74,7 @@ impl Default for BenchConfig {
             relay_connects: 20,
             relay_wan_delay_ms: 5,
             relay_wan_samples: 200,
+            relay_wan_reads: 10,
             handshakes: 300,
             rtt_warmup: 200,
             rtt_samples: 2_000,
@@ -99,6 +103,7 @@ impl BenchConfig {
             relay_connects: 2,
             relay_wan_delay_ms: 1,
             relay_wan_samples: 10,
+            relay_wan_reads: 2,
             handshakes: 8,
             rtt_warmup: 10,
             rtt_samples: 50,

@@ -61,9 +61,10 @@ pub use config::BenchConfig;
 pub use error::{BenchError, BoxError};
 pub use heap::CountingAllocator;
 pub use report::{
-    BenchReport, DISPATCH_P99_GOAL, DISPATCH_UNRELATED_GOAL, GOALS, Goal, HANDSHAKE_GOAL,
-    IDLE_SESSION_GOAL, OTA_GOAL, PAIRING_GOAL, PIPELINED_GOAL, RELAY_PIPELINED_GOAL,
-    RELAY_RTT_GOAL, RTT_P50_GOAL, RTT_P99_GOAL, render_text,
+    BenchReport, DISPATCH_P99_GOAL, DISPATCH_UNRELATED_GOAL, FIRST_CONTACT_GOAL, GOALS, Goal,
+    HANDSHAKE_GOAL, IDLE_SESSION_GOAL, OTA_GOAL, PAIRING_GOAL, PIPELINED_GOAL,
+    RELAY_PIPELINED_GOAL, RELAY_RTT_GOAL, RESUMED_READ_GOAL, RTT_P50_GOAL, RTT_P99_GOAL,
+    render_text,
 };
 
 use commands::measure_commands;
@@ -126,6 +127,9 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         per_second(commands.tether_pipelined.0, commands.tether_pipelined.1);
     let bare_pipelined_per_s = per_second(commands.bare_pipelined.0, commands.bare_pipelined.1);
 
+    let (mut cold_reads, mut resumed_reads) = std::mem::take(&mut relay.wan_reads);
+    let cold_read_us = percentile_us(&mut cold_reads, 50.0);
+    let resumed_read_us = percentile_us(&mut resumed_reads, 50.0);
     let (mut relay_wan, mut mqtt_wan) = std::mem::take(&mut relay.wan_rtt);
     let relay_wan_p50_us = percentile_us(&mut relay_wan, 50.0);
     let mqtt_wan_p50_us = percentile_us(&mut mqtt_wan, 50.0);
@@ -214,6 +218,10 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         relay_wan_rtt_p50_ms: relay_wan_p50_us / 1000.0,
         mqtt_wan_rtt_p50_ms: mqtt_wan_p50_us / 1000.0,
         relay_wan_rtt_ratio: ratio(relay_wan_p50_us, mqtt_wan_p50_us),
+        cold_read_ms: cold_read_us / 1000.0,
+        resumed_read_ms: resumed_read_us / 1000.0,
+        cold_read_round_trips: ratio(cold_read_us, mqtt_wan_p50_us),
+        resumed_read_round_trips: ratio(resumed_read_us, mqtt_wan_p50_us),
         relay_cold_connects: cold_connects.len(),
         relay_cold_connect_ms: relay::median_ms(&mut cold_connects),
         relay_broker_connect_ms: relay::median_ms(&mut broker_connects),

@@ -64,6 +64,10 @@ pub(crate) struct Relay {
     pub(crate) wan_rtt: (Vec<Duration>, Vec<Duration>),
     /// The one-way delay of those.
     pub(crate) wan_delay: Duration,
+    /// Over the same delayed broker, `connect` until the answer to one read
+    /// has arrived: cold (no ticket), then resumed (both tickets held, so
+    /// the read travels as early data, SPEC §5.8).
+    pub(crate) wan_reads: (Vec<Duration>, Vec<Duration>),
 }
 
 /// Aborts a task when dropped.
@@ -109,16 +113,17 @@ pub(crate) async fn measure_relay(
         let wan_config = RelayConfig::new("127.0.0.1", proxy.port);
         let sampled = wan_rtt(config, account, session_config, &wan_config, mqtt_bytes).await;
         drop(proxy);
-        sampled.map(|s| (s, delay))
+        sampled.map(|(rtt, reads)| (rtt, reads, delay))
     }
     .await;
     if let Some(b) = embedded {
         b.shutdown().await;
     }
     let mut relay = result?;
-    let (wan_rtt, wan_delay) = wan?;
+    let (wan_rtt, wan_reads, wan_delay) = wan?;
     relay.broker = broker;
     relay.wan_rtt = wan_rtt;
+    relay.wan_reads = wan_reads;
     relay.wan_delay = wan_delay;
     Ok(relay)
 }
@@ -200,6 +205,9 @@ async fn delayed_copy(
 /// the bare MQTT request/response baseline through the same broker.
 struct Rig {
     relay_key: [u8; 32],
+    /// The phone's connector and the car's address on the relay.
+    connector: Connector,
+    car_addr: std::net::SocketAddr,
     session: Arc<tether_session::quic::ClientSession>,
     requester: Arc<MqttRequester>,
     baseline: MqttResponder,
@@ -256,6 +264,8 @@ impl Rig {
         );
         Ok(Self {
             relay_key,
+            connector,
+            car_addr,
             session,
             requester,
             baseline,
@@ -265,13 +275,19 @@ impl Rig {
 }
 
 /// Sequential round trips only, relay and bare MQTT, rounds alternating.
+/// Relay and bare MQTT round trips; cold and resumed connect-to-answer.
+type WanSamples = (
+    (Vec<Duration>, Vec<Duration>),
+    (Vec<Duration>, Vec<Duration>),
+);
+
 async fn wan_rtt(
     config: &BenchConfig,
     account: &tether::Account,
     session_config: &SessionConfig,
     relay_config: &RelayConfig,
     mqtt_bytes: (usize, usize),
-) -> Result<(Vec<Duration>, Vec<Duration>), BenchError> {
+) -> Result<WanSamples, BenchError> {
     let rig = Rig::start(account, session_config, relay_config, mqtt_bytes).await?;
     let (session, requester) = (rig.session.clone(), rig.requester.clone());
 
@@ -302,8 +318,36 @@ async fn wan_rtt(
             }
         }
     }
+    // Round trips from `connect` to the first answer, counted in time:
+    // cold (QUIC's round trip, then the read's), then resumed with both
+    // tickets (the read leaves with the ClientHello).
+    let (mut cold, mut resumed) = (Vec::new(), Vec::new());
+    for _ in 0..config.relay_wan_reads {
+        rig.connector.forget_tickets();
+        cold.push(connect_and_read(&rig, false).await?);
+        resumed.push(connect_and_read(&rig, true).await?);
+    }
     session.close(CloseCode::Normal, "bench done");
-    Ok((relay, mqtt))
+    Ok(((relay, mqtt), (cold, resumed)))
+}
+
+/// One `connect` and one read on it, timed until the answer; waits for
+/// the next ticket (untimed) before closing.
+async fn connect_and_read(rig: &Rig, expect_early: bool) -> Result<Duration, BenchError> {
+    let start = tokio::time::Instant::now();
+    let session = rig.connector.connect(rig.car_addr).await?;
+    tether::call(&session).await?;
+    let time = start.elapsed();
+    if expect_early != (session.round_trips() == 0) {
+        return Err(BenchError::Unexpected(if expect_early {
+            "a resumed read did not travel as early data"
+        } else {
+            "a cold connect resumed"
+        }));
+    }
+    tether::ticket_arrived(&rig.connector, rig.car_addr).await?;
+    session.close(CloseCode::Normal, "bench");
+    Ok(time)
 }
 
 async fn measure_on(
@@ -342,6 +386,7 @@ async fn measure_on(
         broker_connects: Vec::with_capacity(config.relay_connects),
         mqtt_bytes,
         wan_rtt: (Vec::new(), Vec::new()),
+        wan_reads: (Vec::new(), Vec::new()),
         wan_delay: Duration::ZERO,
     };
 

@@ -17,6 +17,12 @@ mod roles;
 mod share;
 mod tasks;
 
+/// Counts live heap bytes only while `tether bench` measures idle sessions
+/// (`idle_session_bytes`); otherwise the system allocator plus one relaxed
+/// load per allocation.
+#[global_allocator]
+static HEAP: tether_bench::CountingAllocator = tether_bench::CountingAllocator;
+
 /// Tether joins a car's head unit, its owner's phone and the smart home into
 /// one trusted, private network.
 #[derive(Debug, Parser)]

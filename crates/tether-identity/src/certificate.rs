@@ -208,7 +208,37 @@ impl CertificateCache {
         Ok(verified)
     }
 
-    /// Forgets every certificate (a benchmark's first contact).
+    /// Whether `signature` by `public_key` over `message` verifies, without
+    /// verifying it again when these exact bytes verified before (a
+    /// responder's static binding of its TLS key, SPEC §5.3). Only
+    /// signatures that verified are remembered, with the certificates.
+    pub fn verify_signature(&self, public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(b"tether/1 verified signature\0");
+        for part in [public_key, message, signature] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
+        let mut key = [0; 32];
+        key.copy_from_slice(ctx.finish().as_ref());
+        if self.lock().contains(&key) {
+            return true;
+        }
+        if !crate::verify_signature(public_key, message, signature) {
+            return false;
+        }
+        let mut digests = self.lock();
+        if !digests.contains(&key) {
+            if digests.len() >= CERTIFICATE_CACHE_ENTRIES {
+                digests.pop_front();
+            }
+            digests.push_back(key);
+        }
+        true
+    }
+
+    /// Forgets every certificate and signature (a benchmark's first
+    /// contact).
     pub fn clear(&self) {
         self.lock().clear();
     }

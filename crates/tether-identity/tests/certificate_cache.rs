@@ -94,3 +94,27 @@ fn the_cache_keeps_at_most_its_bound() {
     cache.clear();
     assert!(cache.is_empty());
 }
+
+/// A responder's static TLS binding signature (SPEC §5.3): remembered once
+/// it verified, for those exact bytes only; a bad one is never remembered.
+#[test]
+fn a_verified_signature_is_remembered_and_a_bad_one_never() {
+    let key = DeviceKey::generate().unwrap();
+    let public = key.public_key();
+    let message = b"tether/2 server binding\0pin";
+    let good = key.sign(message).to_vec();
+    let mut bad = good.clone();
+    bad[0] ^= 1;
+    let cache = CertificateCache::default();
+    assert!(!cache.verify_signature(&public, message, &bad));
+    assert!(cache.is_empty(), "a failed check is not remembered");
+    assert!(cache.verify_signature(&public, message, &good));
+    assert_eq!(cache.len(), 1);
+    assert!(cache.verify_signature(&public, message, &good));
+    assert_eq!(cache.len(), 1, "remembered once");
+    // Other bytes still go through the real check.
+    assert!(!cache.verify_signature(&public, b"another message", &good));
+    assert!(!cache.verify_signature(&public, message, &bad));
+    cache.clear();
+    assert!(cache.is_empty());
+}

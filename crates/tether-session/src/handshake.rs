@@ -597,7 +597,26 @@ fn resumption_secret(exporter: &Exporter, transcript: &[u8; 32]) -> [u8; 32] {
     out
 }
 
-const SERVER_SIG: &[u8] = b"tether/2 server signature\0";
+const SERVER_BINDING: &[u8] = b"tether/2 server binding\0";
+
+/// What a responder signs to bind its device key to a TLS certificate:
+/// `"tether/2 server binding\0" || P || u32be(version)` (SPEC §5.3).
+pub fn server_binding_input(pin: &TlsPin, version: u32) -> Vec<u8> {
+    let mut m = SERVER_BINDING.to_vec();
+    m.extend_from_slice(pin);
+    m.extend_from_slice(&version.to_be_bytes());
+    m
+}
+
+/// The responder's signature binding its device key to the TLS
+/// certificate with hash `pin` (`ServerAuth.signature`, SPEC §5.3). Static
+/// per certificate: a driver signs it once per certificate.
+pub fn sign_server_binding(credentials: &Credentials, pin: &TlsPin, version: u32) -> Vec<u8> {
+    credentials
+        .key()
+        .sign(&server_binding_input(pin, version))
+        .to_vec()
+}
 const CLIENT_SIG: &[u8] = b"tether/2 client signature\0";
 
 /// Whether a request may travel as TLS 0-RTT early data and be answered
@@ -1054,18 +1073,21 @@ impl ClientHandshake {
         {
             return Err(HandshakeError::Revoked);
         }
-        // The signature covers our hints and the TLS certificate of this
-        // connection, whose CertificateVerify proved it live: a ServerAuth
-        // lifted from another connection fails here.
-        let t0 = transcript_hints(&self.hints, pin);
-        let unsigned = encode(Msg::ServerAuth(ServerAuth {
-            signature: Vec::new(),
-            ..auth.clone()
-        }));
-        let signed = signed_input(SERVER_SIG, &transcript_next(&t0, &unsigned));
-        if !verify_signature(&peer.public_key, &signed, &auth.signature) {
+        // The signature binds the responder's device key to the TLS
+        // certificate of this connection, whose CertificateVerify proved
+        // its key live here (SPEC §5.3): a ServerAuth lifted from another
+        // connection, or shown over another TLS key, fails here. It is the
+        // same for every connection to that certificate, so one verified
+        // before is not verified again (the same bytes, cached).
+        let signed = server_binding_input(pin, auth.version);
+        if !self.credentials.peer_certificates().verify_signature(
+            &peer.public_key,
+            &signed,
+            &auth.signature,
+        ) {
             return Err(HandshakeError::BadSignature);
         }
+        let t0 = transcript_hints(&self.hints, pin);
         // From here on the transcript also covers the exporter.
         let transcript = transcript_next(&transcript_next(&t0, bytes), exporter);
 
@@ -1152,6 +1174,9 @@ pub struct ServerHandshake {
     state: ServerState,
     proven: Proven,
     matched_hint: Option<Hint>,
+    /// [`sign_server_binding`] for this connection's TLS certificate, made
+    /// once per certificate by the driver; signed here when absent.
+    binding: Option<Vec<u8>>,
     out: VecDeque<Output>,
 }
 
@@ -1190,8 +1215,17 @@ impl ServerHandshake {
             state: ServerState::ExpectHints,
             proven: Proven::Nothing,
             matched_hint: None,
+            binding: None,
             out: VecDeque::new(),
         }
+    }
+
+    /// Uses `binding` ([`sign_server_binding`] of this node for the TLS
+    /// certificate whose hash the driver passes to `answer_hints`) instead
+    /// of signing it for every connection.
+    pub fn with_binding(mut self, binding: Vec<u8>) -> Self {
+        self.binding = Some(binding);
+        self
     }
 
     /// Makes this responder a bound smart device (SPEC §12.6): members make
@@ -1272,19 +1306,16 @@ impl ServerHandshake {
         };
         let hint = hints[index];
         let t0 = transcript_hints(hints, pin);
-        let mut auth = ServerAuth {
+        let signature = match &self.binding {
+            Some(binding) => binding.clone(),
+            None => sign_server_binding(&self.credentials, pin, version),
+        };
+        let server_auth = encode(Msg::ServerAuth(ServerAuth {
             version,
             nonce: self.nonce.to_vec(),
             certificate: Some(self.credentials.certificate_message().clone()),
-            signature: Vec::new(),
-        };
-        let unsigned = encode(Msg::ServerAuth(auth.clone()));
-        auth.signature = self
-            .credentials
-            .key()
-            .sign(&signed_input(SERVER_SIG, &transcript_next(&t0, &unsigned)))
-            .to_vec();
-        let server_auth = encode(Msg::ServerAuth(auth));
+            signature,
+        }));
         let sealed = seal_padded(&seal_key(&key, &hint), seal_nonce, &server_auth)?;
         self.state = ServerState::ExpectClient(ExpectClient {
             transcript: Some(transcript_next(&t0, &server_auth)),

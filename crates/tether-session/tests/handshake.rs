@@ -342,10 +342,17 @@ fn tampered_messages_are_rejected_in_each_direction() {
     let tickets = Arc::new(TicketKey::new([9; 32]));
     let cfg = HandshakeConfig::default();
     // Flip the last byte of each message in turn: the second hint (the
-    // first still admits, but the ServerAuth signs the hints the responder
-    // saw), the sealed ServerAuth's tag, the ClientAuth's signature.
+    // first still admits, but both ends' transcripts cover the hints, so
+    // the ClientAuth signature fails at the responder), the sealed
+    // ServerAuth's tag, the ClientAuth's signature.
     for (leg, expect_client, expect_server) in [
-        (Leg::Hints, Some(HandshakeError::BadSignature), None),
+        (
+            Leg::Hints,
+            Some(HandshakeError::Refused(
+                tether_proto::v1::RefuseReason::NotAccepted,
+            )),
+            Some(HandshakeError::BadSignature),
+        ),
         (Leg::ToClient(0), Some(HandshakeError::NotAMember), None),
         (
             Leg::ToServer(0),
@@ -445,7 +452,9 @@ fn r3_a_known_peer_is_still_checked_for_expiry_and_its_signature() {
     };
     let log = handshake(NOW, Link::direct());
     assert!(log.client_peer.is_some() && log.server_peer.is_some());
-    assert_eq!(phone.peer_certificates().len(), 1);
+    // The phone remembers the car's certificate and its TLS binding
+    // signature (SPEC §5.3); the car, the phone's certificate.
+    assert_eq!(phone.peer_certificates().len(), 2);
     assert_eq!(car.peer_certificates().len(), 1);
 
     // Again, from the caches: the same peers.

@@ -22,7 +22,7 @@ use super::{Bind, CloseCode, SessionConfig, SessionError, exporter, random_nonce
 use crate::frame::{FrameError, FrameSplitter, Piece};
 use crate::handshake::{
     ANSWER_ENTROPY_LEN, Grantees, HINTS, Hint, MAX_HANDSHAKE_MESSAGE_BYTES, PeerIdentity, Proven,
-    ServerHandshake, TicketKey, may_travel_early,
+    ServerHandshake, TicketKey, may_travel_early, sign_server_binding,
 };
 
 /// How long a responder waits for the end of a request stream after the
@@ -557,32 +557,51 @@ async fn handshake_task(
 ) {
     let deadline = Instant::now() + context.config.handshake_timeout;
     let result = async {
-        let (slot, server_config, pin) = {
+        let (slot, server_config, pin, binding) = {
             let server_tls = server_tls
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let (slot, config) = server_tls.for_connection(&context.transport)?;
-            (slot, config, server_tls.pin)
+            (slot, config, server_tls.pin, server_tls.binding.clone())
         };
         let mut connecting = incoming
             .accept_with(server_config)
             .map_err(SessionError::from_connection)?;
-        // The ClientHello is read: its hints are in the slot.
-        tokio::time::timeout_at(deadline, connecting.handshake_data())
-            .await
-            .map_err(|_| SessionError::HandshakeTimeout)?
-            .map_err(SessionError::from_connection)?;
-        let hints = context.recent_hints.filter(
-            slot.take()
-                .unwrap_or([[0; crate::handshake::HINT_LEN]; HINTS]),
-        );
+        // quinn reads the first Initial inside `accept_with`, so the hints
+        // are usually in the slot already: answering at once lets the
+        // sealed ServerAuth leave right behind the TLS flight. A
+        // ClientHello split over several Initials is waited for.
+        let hints = match slot.take() {
+            Some(hints) => Some(hints),
+            None => {
+                tokio::time::timeout_at(deadline, connecting.handshake_data())
+                    .await
+                    .map_err(|_| SessionError::HandshakeTimeout)?
+                    .map_err(SessionError::from_connection)?;
+                slot.take()
+            }
+        };
+        let hints = context
+            .recent_hints
+            .filter(hints.unwrap_or([[0; crate::handshake::HINT_LEN]; HINTS]));
         let mut core = ServerHandshake::new(
             context.credentials.clone(),
             context.tickets.clone(),
             random_nonce()?,
             &context.config.handshake,
         )
-        .with_grantees(context.grantees.clone());
+        .with_grantees(context.grantees.clone())
+        .with_binding(
+            binding
+                .get_or_init(|| {
+                    sign_server_binding(
+                        &context.credentials,
+                        &pin,
+                        context.config.handshake.max_version,
+                    )
+                })
+                .clone(),
+        );
         if let Some(device_key) = context.device_key {
             core = core.as_device(device_key);
         }

@@ -63,6 +63,12 @@ pub(crate) struct ServerTls {
     certified: Arc<CertifiedKey>,
     /// SHA-256 of the certificate: what `ServerAuth` signs (SPEC §5.3).
     pub(crate) pin: TlsPin,
+    /// The listener's binding signature for this certificate, made on
+    /// first use (one Ed25519 signature per certificate, not per
+    /// connection).
+    pub(crate) binding: Arc<std::sync::OnceLock<Vec<u8>>>,
+    /// The quinn settings each connection's configuration starts from.
+    quinn: quinn::ServerConfig,
 }
 
 impl ServerTls {
@@ -99,7 +105,10 @@ impl ServerTls {
         tls.cert_resolver = slot.clone();
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| SessionError::Tls(e.to_string()))?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        // The endpoint's retry-token key and settings, this connection's
+        // resolver: no new key is drawn per connection.
+        let mut server = self.quinn.clone();
+        server.crypto = Arc::new(crypto);
         server.transport_config(transport.clone());
         Ok((slot, Arc::new(server)))
     }
@@ -134,10 +143,14 @@ fn server_tls(
     tls.send_tls13_tickets = 1;
     // QUIC allows only "any amount" or none (RFC 9001 §4.6.1).
     tls.max_early_data_size = u32::MAX;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.clone())
+        .map_err(|e| SessionError::Tls(e.to_string()))?;
     Ok(ServerTls {
         base: tls,
         certified,
         pin,
+        binding: Arc::default(),
+        quinn: quinn::ServerConfig::with_crypto(Arc::new(crypto)),
     })
 }
 
