@@ -26,8 +26,8 @@ impl VehicleLink {
 
 #[uniffi::export]
 impl VehicleLink {
-    /// Round trips before the first request could be sent: 2 cold, 1
-    /// resumed (SPEC §5.6).
+    /// Round trips before the first request could be sent: 1 cold, 0
+    /// resumed in early data (1 without a TLS ticket) (SPEC §5.6, §5.8).
     pub fn round_trips(&self) -> u32 {
         self.inner.round_trips()
     }

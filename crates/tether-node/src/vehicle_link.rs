@@ -152,8 +152,9 @@ impl VehicleLink {
         self.relay.is_some()
     }
 
-    /// Round trips before the first request could be sent (2 cold, 1
-    /// resumed), counted by the session layer (SPEC §5.6).
+    /// Round trips before the first request could be sent (1 cold, 0
+    /// resumed in early data, 1 without a TLS ticket), counted by the
+    /// session layer (SPEC §5.6, §5.8).
     pub fn round_trips(&self) -> u32 {
         self.session.round_trips()
     }
