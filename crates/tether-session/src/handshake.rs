@@ -401,30 +401,11 @@ impl TicketKey {
     }
 
     fn seal(&self, nonce: [u8; TICKET_NONCE_LEN], body: &TicketBody) -> Vec<u8> {
-        let mut inout = body.encode_to_vec();
-        self.0
-            .seal_in_place_append_tag(
-                aead::Nonce::assume_unique_for_key(nonce),
-                aead::Aad::from(TICKET_AAD),
-                &mut inout,
-            )
-            .expect("ticket bodies are far below the AEAD length limit");
-        let mut out = nonce.to_vec();
-        out.extend(inout);
-        out
+        seal_prefixed(&self.0, nonce, TICKET_AAD, body.encode_to_vec())
     }
 
     fn open(&self, ticket: &[u8]) -> Option<TicketBody> {
-        if ticket.len() < TICKET_NONCE_LEN + aead::CHACHA20_POLY1305.tag_len() {
-            return None;
-        }
-        let (nonce, sealed) = ticket.split_at(TICKET_NONCE_LEN);
-        let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let mut inout = sealed.to_vec();
-        let plain = self
-            .0
-            .open_in_place(nonce, aead::Aad::from(TICKET_AAD), &mut inout)
-            .ok()?;
+        let plain = open_prefixed(&self.0, TICKET_AAD, ticket)?;
         TicketBody::decode(&plain[..]).ok()
     }
 }
@@ -527,15 +508,41 @@ fn seal_padded(
     plain.extend_from_slice(&(message.len() as u16).to_be_bytes());
     plain.extend_from_slice(message);
     plain.resize(SEALED_PLAINTEXT_LEN, 0);
+    Ok(seal_prefixed(key, nonce, SEAL_AAD, plain))
+}
+
+/// `nonce || ChaCha20-Poly1305-Seal(key, nonce, aad, plain)`.
+fn seal_prefixed(
+    key: &aead::LessSafeKey,
+    nonce: [u8; 12],
+    aad: &[u8],
+    mut plain: Vec<u8>,
+) -> Vec<u8> {
     key.seal_in_place_append_tag(
         aead::Nonce::assume_unique_for_key(nonce),
-        aead::Aad::from(SEAL_AAD),
+        aead::Aad::from(aad),
         &mut plain,
     )
-    .expect("the sealed size is far below the AEAD length limit");
+    .expect("tickets and seals are far below the AEAD length limit");
     let mut out = nonce.to_vec();
     out.extend(plain);
-    Ok(out)
+    out
+}
+
+/// Opens what [`seal_prefixed`] made; `None` if it does not open.
+fn open_prefixed(key: &aead::LessSafeKey, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < 12 + aead::CHACHA20_POLY1305.tag_len() {
+        return None;
+    }
+    let (nonce, body) = sealed.split_at(12);
+    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut inout = body.to_vec();
+    let plain = key
+        .open_in_place(nonce, aead::Aad::from(aad), &mut inout)
+        .ok()?;
+    let len = plain.len();
+    inout.truncate(len);
+    Some(inout)
 }
 
 /// Opens a sealed `ServerAuth`; `None` if `key` is not the one.
@@ -543,12 +550,7 @@ fn open_padded(key: &aead::LessSafeKey, sealed: &[u8]) -> Option<Vec<u8>> {
     if sealed.len() != SEALED_SERVER_AUTH_LEN {
         return None;
     }
-    let (nonce, body) = sealed.split_at(SEAL_NONCE_LEN);
-    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
-    let mut inout = body.to_vec();
-    let plain = key
-        .open_in_place(nonce, aead::Aad::from(SEAL_AAD), &mut inout)
-        .ok()?;
+    let plain = open_prefixed(key, SEAL_AAD, sealed)?;
     let len = usize::from(u16::from_be_bytes([*plain.first()?, *plain.get(1)?]));
     plain.get(2..2 + len).map(<[u8]>::to_vec)
 }
@@ -852,14 +854,27 @@ impl ClientHandshake {
         }));
         let transcript = transcript_next(&transcript_start(&exporter), &hello);
         let secret = resumption_secret(&exporter, &transcript);
+        Self::resuming(credentials, ticket, hello, Some(secret))
+    }
+
+    /// A core that has sent `hello` (a `ResumeHello`) and counts the
+    /// ticket's peer as authenticated; the next ticket's secret is
+    /// `secret`, or made from `hello` and the exporter later (early).
+    fn resuming(
+        credentials: Arc<Credentials>,
+        ticket: &ResumptionTicket,
+        hello: Vec<u8>,
+        secret: Option<[u8; 32]>,
+    ) -> Self {
         let peer = PeerIdentity {
             certificate: ticket.peer.clone(),
             resumed: true,
-            version,
+            version: PROTOCOL_VERSION,
             grant: None,
         };
         let peer_authority = *credentials.authority_public_key();
         let expect_device = ticket.peer.role == tether_identity::Role::Device;
+        let early_hello = secret.is_none().then(|| hello.clone());
         Self {
             credentials,
             peer_authority,
@@ -867,8 +882,8 @@ impl ClientHandshake {
             hints: [[0; HINT_LEN]; HINTS],
             state: ClientState::ExpectAccept(ExpectAccept {
                 peer: ticket.peer.clone(),
-                secret: Some(secret),
-                early_hello: None,
+                secret,
+                early_hello,
             }),
             out: VecDeque::from([
                 Output::Transmit(hello),
@@ -900,29 +915,7 @@ impl ClientHandshake {
             proof: proof.as_ref().to_vec(),
             early: true,
         }));
-        let peer = PeerIdentity {
-            certificate: ticket.peer.clone(),
-            resumed: true,
-            version,
-            grant: None,
-        };
-        let peer_authority = *credentials.authority_public_key();
-        let expect_device = ticket.peer.role == tether_identity::Role::Device;
-        Self {
-            credentials,
-            peer_authority,
-            expect_device,
-            hints: [[0; HINT_LEN]; HINTS],
-            state: ClientState::ExpectAccept(ExpectAccept {
-                peer: ticket.peer.clone(),
-                secret: None,
-                early_hello: Some(hello.clone()),
-            }),
-            out: VecDeque::from([
-                Output::Transmit(hello),
-                Output::Event(Event::Authenticated(peer)),
-            ]),
-        }
+        Self::resuming(credentials, ticket, hello, None)
     }
 
     /// After an early resumption: the connection's exporter, once this

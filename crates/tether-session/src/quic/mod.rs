@@ -49,6 +49,21 @@ pub mod raw_config {
         tls::client_config(config)
     }
 
+    /// The same, offering exactly `alpn` (a version-1 peer, or one with
+    /// other hints), for tests of version negotiation (SPEC §5.1).
+    pub fn client_offering(
+        config: &SessionConfig,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<quinn::ClientConfig, SessionError> {
+        let mut tls = tls::client_tls()?;
+        tls.alpn_protocols = alpn;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| SessionError::Tls(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+        client.transport_config(std::sync::Arc::new(config.client_transport()));
+        Ok(client)
+    }
+
     /// An endpoint bound at `addr` on a UDP socket set up as the driver's
     /// are (buffer sizes from `config`); a server when `server` is given.
     pub fn endpoint(

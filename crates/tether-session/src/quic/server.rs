@@ -755,8 +755,6 @@ async fn authenticate(
                 if result.is_ok() {
                     let peer = flush_handshake(|| core.poll_output(), &mut send).await?;
                     if let Some(peer) = peer {
-                        widen_after_authentication(conn, &context.config);
-                        let _ = auth_tx.send(AuthState::Authenticated);
                         let handshake = conn.clone();
                         tokio::spawn(async move {
                             connected.await;
@@ -769,14 +767,7 @@ async fn authenticate(
                             }
                             let _ = send.finish();
                         });
-                        return Ok(ServerSession {
-                            conn: conn.clone(),
-                            peer,
-                            requests,
-                            max_frame_bytes: context.config.max_frame_bytes,
-                            _acceptor: acceptor,
-                            _auth: auth_tx,
-                        });
+                        return Ok(admitted(conn, context, peer, requests, acceptor, auth_tx));
                     }
                 }
                 result
@@ -805,17 +796,30 @@ async fn authenticate(
         context.pending.set_proven(id, core.proven());
         if let Some(peer) = peer {
             let _ = send.finish();
-            widen_after_authentication(conn, &context.config);
-            let _ = auth_tx.send(AuthState::Authenticated);
-            return Ok(ServerSession {
-                conn: conn.clone(),
-                peer,
-                requests,
-                max_frame_bytes: context.config.max_frame_bytes,
-                _acceptor: acceptor,
-                _auth: auth_tx,
-            });
+            return Ok(admitted(conn, context, peer, requests, acceptor, auth_tx));
         }
+    }
+}
+
+/// The session of an authenticated peer: its limits lifted (R31) and its
+/// held requests released.
+fn admitted(
+    conn: &quinn::Connection,
+    context: &Context,
+    peer: PeerIdentity,
+    requests: mpsc::Receiver<IncomingRequest>,
+    acceptor: AbortOnDrop,
+    auth_tx: watch::Sender<AuthState>,
+) -> ServerSession {
+    widen_after_authentication(conn, &context.config);
+    let _ = auth_tx.send(AuthState::Authenticated);
+    ServerSession {
+        conn: conn.clone(),
+        peer,
+        requests,
+        max_frame_bytes: context.config.max_frame_bytes,
+        _acceptor: acceptor,
+        _auth: auth_tx,
     }
 }
 
