@@ -464,13 +464,18 @@ impl std::fmt::Debug for ClientSession {
 }
 
 impl ClientSession {
-    /// Who is on the other end.
+    /// Who is on the other end. On a session that began in early data
+    /// (SPEC §5.8) it says how the session began (`resumed`); if the
+    /// responder refused the early data, the session authenticated again
+    /// with the same responder key, and [`ClientSession::is_early`] turns
+    /// false either way.
     pub fn peer(&self) -> &PeerIdentity {
         &self.peer
     }
 
     /// Round trips before the first request could be sent: 1 for QUIC's
-    /// own handshake plus the handshake core's counted flights (SPEC §5.6).
+    /// own handshake plus the handshake core's counted flights, or 0 for a
+    /// session begun in early data (SPEC §5.6, §5.8).
     pub fn round_trips(&self) -> u32 {
         self.round_trips
     }
