@@ -262,18 +262,60 @@ impl Connector {
         let (ticket, pin) = held.clone();
         let mut core =
             ClientHandshake::resume_early(self.credentials.clone(), random_nonce()?, &ticket);
-        let (mut send, recv) = conn
-            .open_bi()
-            .await
-            .map_err(SessionError::from_connection)?;
-        let peer = flush_handshake(|| core.poll_output(), &mut send)
-            .await?
-            .ok_or(SessionError::InvalidMessage(
-                "early resumption queued no peer",
-            ))?;
-        let _ = send.finish();
-        let (state_tx, state_rx) = watch::channel(Early::Pending);
         let auth = self.auth();
+        let sent = async {
+            let (mut send, recv) = conn
+                .open_bi()
+                .await
+                .map_err(SessionError::from_connection)?;
+            let peer = flush_handshake(|| core.poll_output(), &mut send)
+                .await?
+                .ok_or(SessionError::InvalidMessage(
+                    "early resumption queued no peer",
+                ))?;
+            let _ = send.finish();
+            Ok::<_, SessionError>((recv, peer))
+        }
+        .await;
+        let (recv, peer) = match sent {
+            Ok(sent) => sent,
+            // The responder refused the early data before the ResumeHello
+            // had left (a fast link): authenticate in 1-RTT now, as the
+            // background below would have.
+            Err(e) if e.is_early_data_rejected() => {
+                let again = tokio::time::timeout(auth.deadline, async {
+                    accepted.await;
+                    auth.authenticate(&conn, scope, fallback, Some(held)).await
+                })
+                .await;
+                return match again {
+                    Ok(Ok((peer, round_trips))) => Ok(ClientSession {
+                        conn,
+                        peer,
+                        round_trips,
+                        config: self.config.clone(),
+                        next_id: AtomicU64::new(1),
+                        early: None,
+                    }),
+                    Ok(Err(e)) => {
+                        conn.close((CloseCode::Refused as u32).into(), b"handshake failed");
+                        Err(e)
+                    }
+                    Err(_) => {
+                        conn.close(
+                            (CloseCode::HandshakeTimeout as u32).into(),
+                            b"handshake timeout",
+                        );
+                        Err(SessionError::HandshakeTimeout)
+                    }
+                };
+            }
+            Err(e) => {
+                conn.close((CloseCode::Refused as u32).into(), b"handshake failed");
+                return Err(e);
+            }
+        };
+        let (state_tx, state_rx) = watch::channel(Early::Pending);
         let expected = peer.certificate.public_key;
         let background = conn.clone();
         tokio::spawn(async move {
