@@ -215,9 +215,22 @@ impl Connector {
             .map_err(|_| SessionError::HandshakeTimeout)?
             .map_err(SessionError::from_connection)?;
         let auth = self.auth();
-        match tokio::time::timeout_at(deadline, auth.authenticate(&conn, scope, core, held)).await {
+        let result = tokio::time::timeout_at(deadline, auth.authenticate(&conn, scope, core, held))
+            .await
+            .map_err(|_| SessionError::HandshakeTimeout);
+        self.session_or_close(conn, result)
+    }
+
+    /// The session once authenticated, or the connection closed with the
+    /// failure's code (1 refused, 2 timeout).
+    fn session_or_close(
+        &self,
+        conn: quinn::Connection,
+        result: Result<Result<(PeerIdentity, u32), SessionError>, SessionError>,
+    ) -> Result<ClientSession, SessionError> {
+        match result {
             Ok(Ok((peer, round_trips))) => Ok(ClientSession {
-                conn: conn.clone(),
+                conn,
                 peer,
                 round_trips,
                 config: self.config.clone(),
@@ -228,12 +241,12 @@ impl Connector {
                 conn.close((CloseCode::Refused as u32).into(), b"handshake failed");
                 Err(e)
             }
-            Err(_) => {
+            Err(e) => {
                 conn.close(
                     (CloseCode::HandshakeTimeout as u32).into(),
                     b"handshake timeout",
                 );
-                Err(SessionError::HandshakeTimeout)
+                Err(e)
             }
         }
     }
@@ -287,28 +300,9 @@ impl Connector {
                     accepted.await;
                     auth.authenticate(&conn, scope, fallback, Some(held)).await
                 })
-                .await;
-                return match again {
-                    Ok(Ok((peer, round_trips))) => Ok(ClientSession {
-                        conn,
-                        peer,
-                        round_trips,
-                        config: self.config.clone(),
-                        next_id: AtomicU64::new(1),
-                        early: None,
-                    }),
-                    Ok(Err(e)) => {
-                        conn.close((CloseCode::Refused as u32).into(), b"handshake failed");
-                        Err(e)
-                    }
-                    Err(_) => {
-                        conn.close(
-                            (CloseCode::HandshakeTimeout as u32).into(),
-                            b"handshake timeout",
-                        );
-                        Err(SessionError::HandshakeTimeout)
-                    }
-                };
+                .await
+                .map_err(|_| SessionError::HandshakeTimeout);
+                return self.session_or_close(conn, again);
             }
             Err(e) => {
                 conn.close((CloseCode::Refused as u32).into(), b"handshake failed");
