@@ -1411,6 +1411,15 @@ impl ServerHandshake {
                 expected: "an early ResumeHello",
             }),
         };
+        self.settle(result)
+    }
+
+    /// Takes the next state, or on an error (except `Finished`) queues the
+    /// one `Refuse` and proves nothing from then on (SPEC §5.4).
+    fn settle(
+        &mut self,
+        result: Result<ServerState, HandshakeError>,
+    ) -> Result<(), HandshakeError> {
         match result {
             Ok(next) => {
                 self.state = next;
@@ -1437,21 +1446,8 @@ impl ServerHandshake {
         if matches!(state, ServerState::Done | ServerState::Failed) {
             return Err(HandshakeError::Finished);
         }
-        match self.step(state, bytes, now) {
-            Ok(next) => {
-                self.state = next;
-                Ok(())
-            }
-            Err(e) => {
-                self.proven = Proven::Nothing;
-                self.out.clear();
-                self.out
-                    .push_back(Output::Transmit(encode(Msg::Refuse(Refuse {
-                        reason: e.refuse_reason() as i32,
-                    }))));
-                Err(e)
-            }
-        }
+        let result = self.step(state, bytes, now);
+        self.settle(result)
     }
 
     fn step(
