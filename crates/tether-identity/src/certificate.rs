@@ -208,6 +208,22 @@ impl CertificateCache {
         Ok(verified)
     }
 
+    /// Every check of [`CertificateCache::verify`] but the authority's
+    /// signature: format, account and validity window at `now`. What an
+    /// initiator may check before it answers a responder whose seal has
+    /// already proved it holds the admission key (SPEC §5.3); the signature
+    /// is checked by `verify` afterwards, before the session is used.
+    pub fn check_unsigned(
+        &self,
+        cert: &DeviceCertificate,
+        authority_public_key: &[u8],
+        now: u64,
+    ) -> Result<VerifiedCertificate, CertificateError> {
+        let verified = check_body(cert, authority_public_key)?;
+        check_validity(&verified, now)?;
+        Ok(verified)
+    }
+
     /// Whether `signature` by `public_key` over `message` verifies, without
     /// verifying it again when these exact bytes verified before (a
     /// responder's static binding of its TLS key, SPEC §5.3). Only

@@ -679,6 +679,9 @@ fn certificate_of(cert: Option<&DeviceCertificate>) -> Result<&DeviceCertificate
 #[derive(Debug)]
 enum ClientState {
     ExpectServerAuth(ExpectServerAuth),
+    /// The `ClientAuth` is queued; the responder's signatures are checked
+    /// next, by [`ClientHandshake::verify_responder`] (SPEC §5.3).
+    VerifyResponder(Box<VerifyResponder>),
     ExpectAccept(ExpectAccept),
     Done,
     Failed,
@@ -693,6 +696,18 @@ struct ExpectServerAuth {
     keys: Vec<(usize, [u8; 32])>,
     min_version: u32,
     max_version: u32,
+}
+
+/// What the opened `ServerAuth` still has to prove: the authority's
+/// signature on the responder's certificate and the responder's binding of
+/// its TLS key (SPEC §5.3).
+#[derive(Debug)]
+struct VerifyResponder {
+    certificate: DeviceCertificate,
+    binding: Vec<u8>,
+    signature: Vec<u8>,
+    version: u32,
+    next: ExpectAccept,
 }
 
 #[derive(Debug)]
@@ -954,7 +969,36 @@ impl ClientHandshake {
     /// responder's TLS certificate on this connection and `exporter` its
     /// exporter. On success the `ClientAuth` to send and the authenticated
     /// peer are queued. `now` is Unix seconds.
+    ///
+    /// The same as [`ClientHandshake::open_server_auth`] followed by
+    /// [`ClientHandshake::verify_responder`], except that nothing is queued
+    /// unless both succeed.
     pub fn handle_server_auth(
+        &mut self,
+        sealed: &[u8],
+        pin: &TlsPin,
+        exporter: &Exporter,
+        now: u64,
+    ) -> Result<(), HandshakeError> {
+        let queued = self.out.len();
+        self.open_server_auth(sealed, pin, exporter, now)?;
+        if let Err(e) = self.verify_responder(now) {
+            self.out.truncate(queued);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The first half of [`ClientHandshake::handle_server_auth`]: opens the
+    /// sealed `ServerAuth`, checks everything in it but its two signatures
+    /// (version, certificate format, account, validity, role, revocation),
+    /// and queues the `ClientAuth`. The seal has proved that the responder
+    /// holds the key a hint was made under, so the `ClientAuth` may leave
+    /// now, while [`ClientHandshake::verify_responder`] checks the
+    /// signatures (SPEC §5.3): the driver sends it first and verifies
+    /// during its flight. Nothing may be sent after it, and no peer is
+    /// reported, until `verify_responder` succeeded.
+    pub fn open_server_auth(
         &mut self,
         sealed: &[u8],
         pin: &TlsPin,
@@ -988,7 +1032,62 @@ impl ClientHandshake {
                 expected: "ServerAuth",
             });
         };
-        let next = self.check_server_auth(s, auth, &bytes, pin, exporter, now)?;
+        let pending = self.check_server_auth(s, auth, &bytes, pin, exporter, now)?;
+        self.state = ClientState::VerifyResponder(Box::new(pending));
+        Ok(())
+    }
+
+    /// Whether [`ClientHandshake::verify_responder`] is due: the
+    /// `ClientAuth` is queued and the responder's signatures not checked.
+    pub fn awaits_verification(&self) -> bool {
+        matches!(self.state, ClientState::VerifyResponder(_))
+    }
+
+    /// The second half of [`ClientHandshake::handle_server_auth`]: checks
+    /// the authority's signature on the responder's certificate and the
+    /// responder's binding of its TLS key (each skipped when the same bytes
+    /// verified before, SPEC §5.4), then queues the authenticated peer.
+    /// `now` is Unix seconds.
+    pub fn verify_responder(&mut self, now: u64) -> Result<(), HandshakeError> {
+        let state = std::mem::replace(&mut self.state, ClientState::Failed);
+        let ClientState::VerifyResponder(pending) = state else {
+            return Err(match state {
+                ClientState::Done | ClientState::Failed => HandshakeError::Finished,
+                _ => HandshakeError::UnexpectedMessage {
+                    expected: "the sealed ServerAuth",
+                },
+            });
+        };
+        let VerifyResponder {
+            certificate,
+            binding,
+            signature,
+            version,
+            next,
+        } = *pending;
+        let cache = self.credentials.peer_certificates();
+        let peer = cache.verify(&certificate, &self.peer_authority, now)?;
+        // The same certificate as checked before the ClientAuth left
+        // (`check_server_auth`); only its signature was not.
+        if peer != next.peer {
+            return Err(HandshakeError::InvalidMessage("certificate changed"));
+        }
+        // The signature binds the responder's device key to the TLS
+        // certificate of this connection, whose CertificateVerify proved
+        // its key live here (SPEC §5.3): a ServerAuth lifted from another
+        // connection, or shown over another TLS key, fails here. It is the
+        // same for every connection to that certificate, so one verified
+        // before is not verified again (the same bytes, cached).
+        if !cache.verify_signature(&peer.public_key, &binding, &signature) {
+            return Err(HandshakeError::BadSignature);
+        }
+        self.out
+            .push_back(Output::Event(Event::Authenticated(PeerIdentity {
+                certificate: peer,
+                resumed: false,
+                version,
+                grant: None,
+            })));
         self.state = ClientState::ExpectAccept(next);
         Ok(())
     }
@@ -1007,6 +1106,11 @@ impl ClientHandshake {
             ClientState::ExpectServerAuth(_) => {
                 return Err(HandshakeError::UnexpectedMessage {
                     expected: "the sealed ServerAuth",
+                });
+            }
+            ClientState::VerifyResponder(_) => {
+                return Err(HandshakeError::UnexpectedMessage {
+                    expected: "nothing before the responder is verified",
                 });
             }
             ClientState::ExpectAccept(s) => {
@@ -1038,7 +1142,7 @@ impl ClientHandshake {
         pin: &TlsPin,
         exporter: &Exporter,
         now: u64,
-    ) -> Result<ExpectAccept, HandshakeError> {
+    ) -> Result<VerifyResponder, HandshakeError> {
         if auth.version < s.min_version || auth.version > s.max_version {
             return Err(HandshakeError::VersionMismatch {
                 min: s.min_version,
@@ -1048,10 +1152,12 @@ impl ClientHandshake {
         }
         nonce_of(&auth.nonce)?;
         let cert = certificate_of(auth.certificate.as_ref())?;
-        // A certificate verified before skips only its signature check.
-        let peer = self
-            .credentials
-            .verify_peer_certificate(cert, &self.peer_authority, now)?;
+        // Everything but the signature, which `verify_responder` checks
+        // while the ClientAuth travels.
+        let peer =
+            self.credentials
+                .peer_certificates()
+                .check_unsigned(cert, &self.peer_authority, now)?;
         let role_ok = if self.expect_device {
             peer.role == tether_identity::Role::Device
         } else {
@@ -1066,20 +1172,7 @@ impl ClientHandshake {
         {
             return Err(HandshakeError::Revoked);
         }
-        // The signature binds the responder's device key to the TLS
-        // certificate of this connection, whose CertificateVerify proved
-        // its key live here (SPEC §5.3): a ServerAuth lifted from another
-        // connection, or shown over another TLS key, fails here. It is the
-        // same for every connection to that certificate, so one verified
-        // before is not verified again (the same bytes, cached).
-        let signed = server_binding_input(pin, auth.version);
-        if !self.credentials.peer_certificates().verify_signature(
-            &peer.public_key,
-            &signed,
-            &auth.signature,
-        ) {
-            return Err(HandshakeError::BadSignature);
-        }
+        let binding = server_binding_input(pin, auth.version);
         let t0 = transcript_hints(&self.hints, pin);
         // From here on the transcript also covers the exporter.
         let transcript = transcript_next(&transcript_next(&t0, bytes), exporter);
@@ -1104,17 +1197,16 @@ impl ClientHandshake {
         let transcript = transcript_next(&transcript, &client_auth);
         let secret = resumption_secret(exporter, &transcript);
         self.out.push_back(Output::Transmit(client_auth));
-        self.out
-            .push_back(Output::Event(Event::Authenticated(PeerIdentity {
-                certificate: peer.clone(),
-                resumed: false,
-                version: auth.version,
-                grant: None,
-            })));
-        Ok(ExpectAccept {
-            peer,
-            secret: Some(secret),
-            early_hello: None,
+        Ok(VerifyResponder {
+            certificate: cert.clone(),
+            binding,
+            signature: auth.signature,
+            version: auth.version,
+            next: ExpectAccept {
+                peer,
+                secret: Some(secret),
+                early_hello: None,
+            },
         })
     }
 }

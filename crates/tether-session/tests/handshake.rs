@@ -495,6 +495,94 @@ fn r3_a_known_peer_is_still_checked_for_expiry_and_its_signature() {
     assert!(forged.server_peer.is_none());
 }
 
+/// SPEC §5.3: once the seal has opened (the responder holds the key), the
+/// initiator's `ClientAuth` may leave before the responder's signatures
+/// are checked, but no peer is reported, and nothing else goes, until they
+/// verify; and a failed check in the one-call form queues nothing.
+#[test]
+fn r2_the_client_auth_leaves_before_the_responders_signatures_but_nothing_after_them() {
+    let mut acct = Account::new();
+    let car = acct.member(Role::Vehicle);
+    let phone = acct.member(Role::Phone);
+    let tickets = Arc::new(TicketKey::new([9; 32]));
+    let cfg = HandshakeConfig::default();
+    let answer = |client: &ClientHandshake| {
+        let mut server = responder(&car, &tickets, &cfg);
+        let sealed = server
+            .answer_hints(client.hints(), &PIN, &ANSWER_ENTROPY, NOW)
+            .unwrap();
+        server.set_exporter(EXPORTER);
+        (server, sealed)
+    };
+
+    // Split: the ClientAuth is queued, no peer yet.
+    let mut client = member_client(&phone, &cfg);
+    let (mut server, sealed) = answer(&client);
+    client
+        .open_server_auth(&sealed, &PIN, &EXPORTER, NOW)
+        .unwrap();
+    assert!(client.awaits_verification());
+    let Output::Transmit(client_auth) = client.poll_output() else {
+        panic!("the ClientAuth is queued first");
+    };
+    assert!(matches!(client.poll_output(), Output::Pending));
+    // An Accept cannot be taken before the responder is verified.
+    server.handle_message(&client_auth, NOW).unwrap();
+    let Output::Transmit(accept) = server.poll_output() else {
+        panic!("the responder accepts the ClientAuth");
+    };
+    let mut early = member_client(&phone, &cfg);
+    let (_, early_sealed) = answer(&early);
+    early
+        .open_server_auth(&early_sealed, &PIN, &EXPORTER, NOW)
+        .unwrap();
+    assert!(matches!(
+        early.handle_message(&accept, NOW),
+        Err(HandshakeError::UnexpectedMessage { .. })
+    ));
+    // Verified: the peer, then the Accept as usual.
+    client.verify_responder(NOW).unwrap();
+    assert!(!client.awaits_verification());
+    let Output::Event(Event::Authenticated(peer)) = client.poll_output() else {
+        panic!("the peer is reported once verified");
+    };
+    assert_eq!(peer.certificate.role, Role::Vehicle);
+    client.handle_message(&accept, NOW).unwrap();
+
+    // A binding for another TLS certificate: the seal opens (the key is
+    // held), the ClientAuth is queued, the check fails, no peer.
+    let mut client = member_client(&phone, &cfg);
+    let (_, sealed) = answer(&client);
+    client
+        .open_server_auth(&sealed, &[0x72; 32], &EXPORTER, NOW)
+        .unwrap();
+    assert!(matches!(client.poll_output(), Output::Transmit(_)));
+    assert_eq!(
+        client.verify_responder(NOW),
+        Err(HandshakeError::BadSignature)
+    );
+    assert!(matches!(client.poll_output(), Output::Pending));
+    assert!(client.is_finished());
+
+    // The one-call form with the same failure queues nothing at all.
+    let mut client = member_client(&phone, &cfg);
+    let (_, sealed) = answer(&client);
+    assert_eq!(
+        client.handle_server_auth(&sealed, &[0x72; 32], &EXPORTER, NOW),
+        Err(HandshakeError::BadSignature)
+    );
+    assert!(matches!(client.poll_output(), Output::Pending));
+
+    // A sealed answer under no key we hold opens nothing and queues nothing.
+    let mut client = member_client(&phone, &cfg);
+    assert_eq!(
+        client.open_server_auth(&[0; SEALED_SERVER_AUTH_LEN], &PIN, &EXPORTER, NOW),
+        Err(HandshakeError::NotAMember)
+    );
+    assert!(matches!(client.poll_output(), Output::Pending));
+    assert_eq!(client.verify_responder(NOW), Err(HandshakeError::Finished));
+}
+
 #[test]
 fn expired_client_certificate_is_refused() {
     let mut acct = Account::new();

@@ -416,7 +416,10 @@ impl Auth {
                     }
                     Err(e) => return Err(e),
                 };
-                core.handle_server_auth(&sealed, &pin, &exporter, unix_now())?;
+                // The ClientAuth leaves first; the responder's signatures
+                // are verified while it travels, before any request
+                // (SPEC §5.3).
+                core.open_server_auth(&sealed, &pin, &exporter, unix_now())?;
             }
             (None, None) => {
                 return Err(SessionError::InvalidMessage("no TLS certificate"));
@@ -430,6 +433,10 @@ impl Auth {
         let peer = loop {
             if let Some(peer) = flush_handshake(|| core.poll_output(), &mut send).await? {
                 break peer;
+            }
+            if core.awaits_verification() {
+                core.verify_responder(unix_now())?;
+                continue;
             }
             let frame = match reader.next().await {
                 Ok(Some(frame)) => frame,
