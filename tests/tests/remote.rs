@@ -541,6 +541,67 @@ async fn r23_a_push_subscription_delivers_changes_and_survives_the_car_sleeping(
     car.shutdown().await.unwrap();
 }
 
+/// Push without a subscription (SPEC §19.12): the receipt of a command the
+/// owner leaves in the car's mailbox also reaches the account's watch,
+/// which the car has heard from once and which left nothing in the mailbox
+/// — across the car's sleep, since the car remembers whom it heard. A
+/// phone of the account the car never heard from gets nothing (the car
+/// holds no list of the enrolled devices).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r23_a_queued_commands_receipt_reaches_every_member_the_car_has_heard() {
+    let broker = Mosquitto::start();
+    let (owner, car) = owner_and_car(&broker).await;
+    let watch = support::member_phone(&owner, tether_identity::Role::Watch, over(&broker));
+    let unheard = support::member_phone(&owner, tether_identity::Role::Phone, over(&broker));
+    // The watch meets the car once, then only keeps its mailbox.
+    let link = watch.connect_via_relay().await.unwrap();
+    link.get(vec![signals::RANGE.into()]).await.unwrap();
+    link.close();
+    for member in [&watch, &unheard] {
+        assert!(
+            member
+                .next_mailbox_reply(Duration::from_millis(200))
+                .await
+                .unwrap()
+                .is_none(),
+            "nothing waits yet"
+        );
+    }
+    // The car sleeps and wakes: it still knows the watch.
+    car.shutdown().await.unwrap();
+    car.start().await.unwrap();
+    let posted = owner
+        .post_command(control::lock(), [0x57; 16], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let reply = watch
+        .next_mailbox_reply(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("the watch hears the owner's queued command");
+    assert_eq!(reply.in_reply_to, posted.letter_id);
+    assert_eq!(executed(Some(reply)).state, CommandState::Succeeded);
+    assert_eq!(
+        executed(
+            owner
+                .next_mailbox_reply(Duration::from_secs(10))
+                .await
+                .unwrap()
+        )
+        .state,
+        CommandState::Succeeded
+    );
+    assert!(
+        unheard
+            .next_mailbox_reply(Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_none(),
+        "a member the car never heard from is not written to"
+    );
+    car.shutdown().await.unwrap();
+}
+
 /// The home hub on the remote path (SPEC §19.11): the owner manages the
 /// home's super tasks from anywhere, at the hub relay key's rendezvous
 /// (not the car's: looking for one never reaches the other).

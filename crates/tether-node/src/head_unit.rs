@@ -258,6 +258,9 @@ impl HeadUnit {
             None => None,
         };
         let stream_ids = Arc::new(AtomicU64::new(1));
+        // The phones and watches a queued command's receipt reaches
+        // (SPEC §19.12, push).
+        let members = crate::members::KnownMembers::load(self.store.clone())?;
         // Commands left while the car slept (SPEC §19.12): its persistent
         // mailbox session delivers them now.
         let mailbox = match &self.config.relay {
@@ -267,6 +270,7 @@ impl HeadUnit {
                     membership.clone(),
                     service_tx.clone(),
                     stream_ids.clone(),
+                    members.clone(),
                 )
                 .await?,
             ),
@@ -299,6 +303,9 @@ impl HeadUnit {
                     info!("member session closed: the owner is logged out");
                     session.close(CloseCode::Normal, "logged out");
                     continue;
+                }
+                if session.peer().grant.is_none() {
+                    members.heard(&session.peer().certificate, unix_now());
                 }
                 tokio::spawn(serve_session(
                     session,

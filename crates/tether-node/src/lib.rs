@@ -37,6 +37,7 @@ mod head_unit;
 mod hub;
 mod hub_link;
 mod mailbox;
+mod members;
 mod membership;
 mod ota;
 mod phone;

@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::NodeError;
 use crate::config::unix_now;
+use crate::members::KnownMembers;
 use crate::serve::ServiceInput;
 use crate::vehicle_link::CommandOutcome;
 
@@ -77,6 +78,7 @@ pub(crate) async fn serve_car_mailbox(
     membership: Arc<crate::membership::Membership>,
     service: mpsc::UnboundedSender<ServiceInput>,
     stream_ids: Arc<AtomicU64>,
+    members: Arc<KnownMembers>,
 ) -> Result<CarMailbox, NodeError> {
     let credentials = membership.credentials().clone();
     let served = tokio::sync::watch::Sender::new(credentials.group_key_epoch());
@@ -89,6 +91,7 @@ pub(crate) async fn serve_car_mailbox(
             credentials.clone(),
             service.clone(),
             stream_ids.clone(),
+            members.clone(),
         )
         .await?,
     );
@@ -99,6 +102,7 @@ pub(crate) async fn serve_car_mailbox(
             credentials.clone(),
             service.clone(),
             stream_ids.clone(),
+            members.clone(),
         )
         .await
         .ok()
@@ -120,6 +124,7 @@ pub(crate) async fn serve_car_mailbox(
                 credentials,
                 service.clone(),
                 stream_ids.clone(),
+                members.clone(),
             )
             .await
             {
@@ -173,6 +178,7 @@ async fn car_mailbox(
     credentials: Arc<Credentials>,
     service: mpsc::UnboundedSender<ServiceInput>,
     stream_ids: Arc<AtomicU64>,
+    members: Arc<KnownMembers>,
 ) -> Result<tokio::task::JoinHandle<()>, NodeError> {
     let key = group_key.mailbox_key();
     let own = key.car_mailbox();
@@ -193,6 +199,7 @@ async fn car_mailbox(
                 let _ = mailbox.ack(&delivery).await;
                 continue;
             };
+            members.heard(&letter.sender, unix_now());
             if let Some(request) = push_request(&letter) {
                 pushes.spawn(push(
                     Push {
@@ -223,13 +230,31 @@ async fn car_mailbox(
                 .filter(|s| s.sender.public_key != letter.sender.public_key)
                 .cloned()
                 .collect();
-            for other in &others {
-                let relayed = OpenedLetter {
+            // And every other phone and watch of the account the car has
+            // heard from, listening or not: the broker keeps the answer in
+            // its mailbox session until it next connects.
+            let mut except: Vec<_> = others.iter().map(|o| o.sender.public_key).collect();
+            except.push(letter.sender.public_key);
+            let absent = members
+                .recipients(&credentials, &except)
+                .into_iter()
+                .map(|member| OpenedLetter {
+                    contents: LetterContents {
+                        reply_mailbox: key.member_mailbox(&member),
+                        ..letter.contents.clone()
+                    },
+                    ..letter.clone()
+                });
+            let relayed: Vec<OpenedLetter> = others
+                .iter()
+                .map(|other| OpenedLetter {
                     letter_id: letter.letter_id,
                     ..other.clone()
-                };
-                if let Some((to, sealed)) = seal_answer(&key, &own, &credentials, &relayed, &reply)
-                {
+                })
+                .chain(absent)
+                .collect();
+            for relayed in &relayed {
+                if let Some((to, sealed)) = seal_answer(&key, &own, &credentials, relayed, &reply) {
                     post_with_retries(&mailbox, &to, sealed, ANSWER_EXPIRY_S).await;
                 }
             }

@@ -305,8 +305,9 @@ pub struct AccountDeviceRecord {
 }
 
 impl Store {
-    /// Records a device the authority enrolled (a re-enrollment of the same
-    /// key replaces the record and clears a removal).
+    /// Records a device the authority enrolled, or on a car a phone or
+    /// watch of the account it heard from (SPEC §19.12); a second record of
+    /// the same key replaces the first and clears a removal.
     pub fn record_account_device(
         &mut self,
         public_key: &[u8; PUBLIC_KEY_LEN],
