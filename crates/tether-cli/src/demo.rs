@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tether_control::client as control;
 use tether_control::signals;
-use tether_identity::{AccountAuthority, EnrollmentError, EnrollmentGrant, EnrollmentRequest};
 use tether_node::{
     CommandOutcome, HeadUnit, Interfaces, LocalIdentifiers, NodeConfig, NodeError, Phone, Reading,
     ShareOptions, SharePermission, SignalData,
@@ -433,10 +432,7 @@ async fn steps(
 
     // 10. Smart devices: commissioned over the simulated radio, back on the
     //     LAN, managed and upgraded through the car (issue 4).
-    let mut authority = PhoneAuthority {
-        public_key: phone.authority_public_key()?,
-        phone: &phone,
-    };
+    let mut authority = phone.authority()?;
     let link = phone.connect(found.address).await?;
     let devices =
         crate::demo_devices::device_steps(config, &phone, &car, &link, &mut authority, n, extra)
@@ -662,30 +658,6 @@ async fn share_steps(
     );
     owner_link.close();
     Ok(())
-}
-
-/// The phone's account authority, as the car reaches it while it
-/// commissions a device (local mode: the phone is beside the car).
-pub(crate) struct PhoneAuthority<'a> {
-    pub(crate) phone: &'a Phone,
-    pub(crate) public_key: [u8; 32],
-}
-
-impl AccountAuthority for PhoneAuthority<'_> {
-    fn public_key(&self) -> [u8; 32] {
-        self.public_key
-    }
-
-    fn enroll(
-        &mut self,
-        request: &EnrollmentRequest,
-        _now: u64,
-    ) -> Result<EnrollmentGrant, EnrollmentError> {
-        self.phone.enroll_device(request).map_err(|e| match e {
-            NodeError::Enrollment(e) => e,
-            _ => EnrollmentError::Malformed("the phone's authority is unavailable"),
-        })
-    }
 }
 
 fn states(o: &CommandOutcome) -> String {

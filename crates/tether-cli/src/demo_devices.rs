@@ -124,10 +124,7 @@ pub(crate) async fn run(json: bool, interfaces: tether_node::Interfaces) -> std:
         car.complete_enrollment(&phone.enroll_device(&car.enrollment_request()?)?)?;
         let address = car.start().await?;
         let link = phone.connect(address).await?;
-        let mut authority = crate::demo::PhoneAuthority {
-            public_key: phone.authority_public_key()?,
-            phone: &phone,
-        };
+        let mut authority = phone.authority()?;
         let devices = device_steps(
             &config,
             &phone,

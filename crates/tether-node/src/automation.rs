@@ -1292,3 +1292,21 @@ fn info_of(inner: &Inner, id: TaskId) -> Option<TaskInfo> {
 fn names_device(task: &Task, device: &DeviceId) -> bool {
     tether_automation::template::devices_named(task).contains(device)
 }
+
+/// A vehicle signal's value as a task sees it. Texts are bounded like a
+/// task's own, so its trace stays readable. A position is never a task's
+/// input (R10): geofences are evaluated from it, and it goes no further.
+pub(crate) fn task_value(
+    value: tether_proto::v1::signal_value::Value,
+) -> Option<tether_automation::Value> {
+    use tether_proto::v1::signal_value::Value as V;
+    match value {
+        V::BoolValue(b) => Some(tether_automation::Value::Bool(b)),
+        V::DoubleValue(d) => Some(tether_automation::Value::Double(d)),
+        V::IntValue(i) => Some(tether_automation::Value::Int(i)),
+        V::StringValue(s) if s.len() <= tether_automation::MAX_MESSAGE_BYTES => {
+            Some(tether_automation::Value::Text(s))
+        }
+        V::StringValue(_) | V::Location(_) => None,
+    }
+}

@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 
 use crate::NodeError;
 use crate::automation::AutomationHost;
-use crate::automation_car::{
+use crate::automation_catalogue::{
     car_catalogue, device_spec, from_device_value, task_device_id, to_device_value,
 };
 use crate::config::random_bytes;

@@ -299,7 +299,7 @@ impl Hub {
     /// its position, R10) and the home's devices.
     fn catalogue(&self) -> Catalogue {
         self.home
-            .catalogue_onto(crate::automation_car::vehicle_catalogue())
+            .catalogue_onto(crate::automation_catalogue::vehicle_catalogue())
     }
 
     /// Someone at home switched `device`: the home's tasks hear of it
@@ -726,7 +726,7 @@ fn apply_signals(host: &Arc<AutomationHost>, reply: pb::Envelope) {
     };
     for signal in values {
         // A position is never a hub's (R10): the car does not send one.
-        if let Some(value) = signal.value.and_then(crate::automation_car::task_value) {
+        if let Some(value) = signal.value.and_then(crate::automation::task_value) {
             let _ = host.handle_signal(&signal.path, value);
         }
     }

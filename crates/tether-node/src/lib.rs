@@ -25,6 +25,7 @@
 mod adverts;
 mod automation;
 mod automation_car;
+mod automation_catalogue;
 mod automation_link;
 mod automation_serve;
 mod config;
@@ -68,7 +69,8 @@ pub use ota::{
     send_firmware,
 };
 pub use phone::{
-    AccountDevice, DiscoveredVehicle, DiscoveryReport, Phone, Removal, VehicleRoute, Via,
+    AccountDevice, DiscoveredVehicle, DiscoveryReport, Phone, PhoneAuthority, Removal,
+    VehicleRoute, Via,
 };
 pub use share::{HeldShare, IssuedShare, ShareOptions};
 /// The super-task model and its wire forms, for the layers above the node

@@ -399,6 +399,18 @@ impl Phone {
             .ok_or(NodeError::NoAuthority)
     }
 
+    /// This phone's account authority as a car reaches it while it
+    /// commissions a device beside the phone (SPEC §12): enrollments go
+    /// through [`Phone::enroll_device`], so they are stored and listed like
+    /// any other. [`NodeError::NoAuthority`] on a phone that does not host
+    /// the account's authority.
+    pub fn authority(&self) -> Result<PhoneAuthority<'_>, NodeError> {
+        Ok(PhoneAuthority {
+            public_key: self.authority_public_key()?,
+            phone: self,
+        })
+    }
+
     fn credentials(&self) -> Result<Arc<Credentials>, NodeError> {
         lock(&self.credentials)
             .clone()
@@ -934,4 +946,36 @@ pub(crate) async fn find_member(
         address: SocketAddr::new(ip, resolved.port),
         token: resolved.token,
     })
+}
+
+/// The account authority a phone hosts, lent to a car that commissions a
+/// device (from [`Phone::authority`]).
+pub struct PhoneAuthority<'a> {
+    phone: &'a Phone,
+    public_key: [u8; 32],
+}
+
+impl std::fmt::Debug for PhoneAuthority<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhoneAuthority").finish_non_exhaustive()
+    }
+}
+
+impl AccountAuthority for PhoneAuthority<'_> {
+    fn public_key(&self) -> [u8; 32] {
+        self.public_key
+    }
+
+    fn enroll(
+        &mut self,
+        request: &EnrollmentRequest,
+        _now: u64,
+    ) -> Result<EnrollmentGrant, tether_identity::EnrollmentError> {
+        self.phone.enroll_device(request).map_err(|e| match e {
+            NodeError::Enrollment(e) => e,
+            _ => {
+                tether_identity::EnrollmentError::Malformed("the phone's authority is unavailable")
+            }
+        })
+    }
 }

@@ -78,7 +78,7 @@ impl SignalFeed {
         for path in wanted {
             let Some(value) = tether_control::signals::lookup(&path)
                 .and_then(|signal| service.backend().read(signal))
-                .and_then(crate::automation_car::task_value)
+                .and_then(crate::automation::task_value)
             else {
                 continue;
             };
@@ -107,7 +107,7 @@ impl SignalFeed {
         let read = |path: &str| {
             signals::lookup(path)
                 .and_then(|signal| service.backend().read(signal))
-                .and_then(crate::automation_car::task_value)
+                .and_then(crate::automation::task_value)
         };
         let locked = states
             .contains(&VehicleState::Locking)

@@ -1,0 +1,121 @@
+//! The node's modules import one another without a circle (issue 14): a
+//! module (a file of `src/`, or a folder with everything under it) that
+//! names `crate::other` depends on `other`, and no dependency leads back.
+//! The CLI's modules are held to the same rule.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on I/O failures
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+type Graph = BTreeMap<String, BTreeSet<String>>;
+
+/// Every `crate::name` in `text`.
+fn crate_paths(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.match_indices("crate::").filter_map(|(at, _)| {
+        let rest = &text[at + "crate::".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        (!name.is_empty()).then_some(name)
+    })
+}
+
+fn collect(dir: &Path, module: &str, graph: &mut Graph) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect(&path, module, graph);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            graph
+                .entry(module.to_owned())
+                .or_default()
+                .extend(crate_paths(&text));
+        }
+    }
+}
+
+fn module_graph(src: &Path) -> Graph {
+    let mut graph = Graph::new();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if name == "lib" || name == "main" {
+            continue;
+        }
+        if path.is_dir() {
+            collect(&path, &name, &mut graph);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            graph.entry(name).or_default().extend(crate_paths(&text));
+        }
+    }
+    let names: BTreeSet<String> = graph.keys().cloned().collect();
+    for (name, deps) in graph.iter_mut() {
+        deps.retain(|d| names.contains(d) && d != name);
+    }
+    graph
+}
+
+/// A circle through `start`, if there is one.
+fn circle_through(graph: &Graph, start: &str) -> Option<Vec<String>> {
+    let mut stack = vec![(start.to_owned(), vec![start.to_owned()])];
+    let mut seen = BTreeSet::new();
+    while let Some((at, path)) = stack.pop() {
+        for next in &graph[&at] {
+            if next == start {
+                let mut circle = path.clone();
+                circle.push(start.to_owned());
+                return Some(circle);
+            }
+            if seen.insert(next.clone()) {
+                let mut longer = path.clone();
+                longer.push(next.clone());
+                stack.push((next.clone(), longer));
+            }
+        }
+    }
+    None
+}
+
+fn assert_no_circle(src: &Path) {
+    let graph = module_graph(src);
+    assert!(graph.len() > 3, "modules found in {}", src.display());
+    for name in graph.keys() {
+        if let Some(circle) = circle_through(&graph, name) {
+            panic!(
+                "{}: modules import each other in a circle: {}",
+                src.display(),
+                circle.join(" -> ")
+            );
+        }
+    }
+}
+
+#[test]
+fn the_nodes_modules_import_each_other_without_a_circle() {
+    assert_no_circle(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+}
+
+#[test]
+fn the_clis_modules_import_each_other_without_a_circle() {
+    assert_no_circle(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../tether-cli/src"));
+}
+
+#[test]
+fn a_circle_is_found() {
+    let graph: Graph = [("a", "b"), ("b", "c"), ("c", "a"), ("d", "a")]
+        .into_iter()
+        .fold(Graph::new(), |mut g, (from, to)| {
+            g.entry(from.into()).or_default().insert(to.into());
+            g.entry(to.into()).or_default();
+            g
+        });
+    assert_eq!(
+        circle_through(&graph, "a").unwrap(),
+        ["a", "b", "c", "a"].map(String::from)
+    );
+    assert!(circle_through(&graph, "d").is_none());
+}
