@@ -254,6 +254,8 @@ async fn early_data_the_car_refuses_is_sent_again_after_a_full_handshake() {
         other => panic!("not a pong: {other:?}"),
     }
     assert!(!session.is_early());
+    // It says how it authenticated in the end: a full handshake.
+    assert!(!session.peer().resumed);
     // A command on it runs normally.
     let err = session.call(command()).await.unwrap_err();
     assert!(matches!(

@@ -236,6 +236,7 @@ impl Connector {
                 config: self.config.clone(),
                 next_id: AtomicU64::new(1),
                 early: None,
+                again: Arc::default(),
             }),
             Ok(Err(e)) => {
                 conn.close((CloseCode::Refused as u32).into(), b"handshake failed");
@@ -312,6 +313,8 @@ impl Connector {
         let (state_tx, state_rx) = watch::channel(Early::Pending);
         let expected = peer.certificate.public_key;
         let background = conn.clone();
+        let again: Arc<std::sync::OnceLock<PeerIdentity>> = Arc::default();
+        let fallback_peer = again.clone();
         tokio::spawn(async move {
             let conn = background;
             let was_accepted = accepted.await;
@@ -339,6 +342,9 @@ impl Connector {
             .await;
             match again {
                 Ok(Ok((peer, _))) if peer.certificate.public_key == expected => {
+                    // Before the state changes, so that whoever sees it
+                    // confirmed sees this peer.
+                    let _ = fallback_peer.set(peer);
                     let _ = state_tx.send(Early::Confirmed);
                 }
                 _ => {
@@ -354,6 +360,7 @@ impl Connector {
             config: self.config.clone(),
             next_id: AtomicU64::new(1),
             early: Some(state_rx),
+            again,
         })
     }
 }
@@ -496,6 +503,9 @@ pub struct ClientSession {
     next_id: AtomicU64,
     /// On an early session (SPEC §5.8): where its TLS handshake stands.
     early: Option<watch::Receiver<Early>>,
+    /// On an early session whose early data the responder refused: the
+    /// peer as the handshake run again on the connection authenticated it.
+    again: Arc<std::sync::OnceLock<PeerIdentity>>,
 }
 
 impl std::fmt::Debug for ClientSession {
@@ -508,12 +518,13 @@ impl std::fmt::Debug for ClientSession {
 
 impl ClientSession {
     /// Who is on the other end. On a session that began in early data
-    /// (SPEC §5.8) it says how the session began (`resumed`); if the
-    /// responder refused the early data, the session authenticated again
-    /// with the same responder key, and [`ClientSession::is_early`] turns
-    /// false either way.
+    /// (SPEC §5.8) it is the resumed peer until the responder refused the
+    /// early data and the session authenticated again on the connection
+    /// (same responder key, required): from then on it is the peer as that
+    /// handshake authenticated it (`resumed` false after a full one).
+    /// [`ClientSession::is_early`] turns false either way.
     pub fn peer(&self) -> &PeerIdentity {
-        &self.peer
+        self.again.get().unwrap_or(&self.peer)
     }
 
     /// Round trips before the first request could be sent: 1 for QUIC's
