@@ -232,6 +232,40 @@ async fn r3_a_replayed_member_hint_gets_only_a_look_alike() {
     assert_eq!(session.peer().certificate.role, Role::Vehicle);
 }
 
+/// SPEC §5.8: the responder's TLS ticket (for early data) goes only to a
+/// connection whose hint it recognised: a stranger, or a replayer of a
+/// member's hint, gets none, so a flood of them neither fills the
+/// responder's ticket store nor evicts the members' tickets (R31).
+#[tokio::test]
+async fn r31_only_a_recognised_hint_earns_a_tls_ticket() {
+    let w = world();
+    let (addr, _) = car(&w.car);
+    let phone = connector(&w.phone);
+    let wait = std::time::Duration::from_millis(500);
+    let hints = *member_core(&w.phone, random()).hints();
+    assert!(
+        phone.tls_ticket_offered(addr, &hints, wait).await.unwrap(),
+        "a member's connection gets its ticket"
+    );
+    // The same hints again: a replay, answered like a stranger's.
+    assert!(!phone.tls_ticket_offered(addr, &hints, wait).await.unwrap());
+    let stranger = connector(&w.stranger);
+    let strangers = *member_core(&w.stranger, random()).hints();
+    assert!(
+        !stranger
+            .tls_ticket_offered(addr, &strangers, wait)
+            .await
+            .unwrap()
+    );
+    let noise: Vec<Hint> = (0..2).map(|_| random()).collect();
+    assert!(
+        !stranger
+            .tls_ticket_offered(addr, &noise, wait)
+            .await
+            .unwrap()
+    );
+}
+
 #[tokio::test]
 async fn r3_the_answers_to_a_member_and_to_a_stranger_have_the_same_length() {
     let w = world();

@@ -136,6 +136,42 @@ impl Connector {
         connecting.await.map_err(SessionError::from_connection)
     }
 
+    /// Opens a QUIC connection offering exactly these hints, runs no
+    /// handshake, and tells whether the responder's TLS ticket arrived
+    /// within `wait` (SPEC §5.8: only a connection whose hint it recognised
+    /// gets one). For tests of the responder only.
+    #[doc(hidden)]
+    pub async fn tls_ticket_offered(
+        &self,
+        addr: SocketAddr,
+        hints: &[crate::handshake::Hint],
+        wait: Duration,
+    ) -> Result<bool, SessionError> {
+        let store = Arc::new(rustls::client::ClientSessionMemoryCache::new(4));
+        let config =
+            tls::client_config_with(&self.tls, hints, &self.transport, Some(store.clone()))?;
+        let conn = self
+            .endpoint
+            .connect_with(config, addr, SERVER_NAME)?
+            .await
+            .map_err(SessionError::from_connection)?;
+        let name = rustls::pki_types::ServerName::try_from(SERVER_NAME)
+            .map_err(|e| SessionError::Tls(e.to_string()))?;
+        let give_up = Instant::now() + wait;
+        let held = loop {
+            use rustls::client::ClientSessionStore;
+            if store.take_tls13_ticket(&name).is_some() {
+                break true;
+            }
+            if Instant::now() >= give_up {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        conn.close(0u32.into(), b"probe");
+        Ok(held)
+    }
+
     /// Connects as a co-user admitted by a share grant (SPEC §17.3): the
     /// full handshake proves the grant's admission key and checks the car's
     /// certificate under the owner's authority. Tickets from such a session

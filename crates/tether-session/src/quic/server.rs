@@ -610,6 +610,7 @@ async fn handshake_task(
         let sealed = core.answer_hints(&hints, &pin, &entropy, unix_now())?;
         if let Some(hint) = core.matched_hint() {
             context.recent_hints.insert(*hint);
+            slot.admit();
         }
         context.pending.set_proven(id, core.proven());
         // SPEC §5.2: the sealed ServerAuth goes out as 0.5-RTT data, with

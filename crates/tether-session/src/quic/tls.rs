@@ -6,6 +6,7 @@
 //! (SPEC §5.2). Each incoming connection gets a server configuration of its
 //! own whose certificate resolver keeps the hints it saw for the driver.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -100,9 +101,17 @@ impl ServerTls {
         let slot = Arc::new(HintSlot {
             certified: self.certified.clone(),
             hints: Mutex::new(None),
+            admitted: AtomicBool::new(false),
         });
         let mut tls = self.base.clone();
         tls.cert_resolver = slot.clone();
+        // SPEC §5.8: a TLS ticket only for a connection whose hint was
+        // recognised; a stranger's flood neither fills the store nor evicts
+        // the members' tickets.
+        tls.session_storage = Arc::new(AdmittedOnly {
+            inner: self.base.session_storage.clone(),
+            slot: slot.clone(),
+        });
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| SessionError::Tls(e.to_string()))?;
         // The endpoint's retry-token key and settings, this connection's
@@ -134,6 +143,7 @@ fn server_tls(
         .with_cert_resolver(Arc::new(HintSlot {
             certified: certified.clone(),
             hints: Mutex::new(None),
+            admitted: AtomicBool::new(false),
         }));
     tls.alpn_protocols = vec![ALPN.to_vec()];
     // SPEC §5.8: one TLS ticket per connection, kept by this endpoint
@@ -160,6 +170,37 @@ fn server_tls(
 pub(crate) struct HintSlot {
     certified: Arc<CertifiedKey>,
     hints: Mutex<Option<[Hint; HINTS]>>,
+    /// Set once the responder recognised one of the hints: only then does
+    /// the connection get a TLS ticket ([`AdmittedOnly`]).
+    admitted: AtomicBool,
+}
+
+/// The endpoint's TLS ticket store, seen from one connection: a ticket is
+/// stored, and so issued (rustls sends none it could not store), only once
+/// the responder recognised the connection's hint (SPEC §5.8). rustls
+/// issues it on the initiator's TLS Finished, after the hints were answered.
+#[derive(Debug)]
+struct AdmittedOnly {
+    inner: Arc<dyn rustls::server::StoresServerSessions>,
+    slot: Arc<HintSlot>,
+}
+
+impl rustls::server::StoresServerSessions for AdmittedOnly {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.slot.admitted.load(Ordering::SeqCst) && self.inner.put(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.inner.get(key)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.inner.take(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        self.inner.can_cache()
+    }
 }
 
 impl HintSlot {
@@ -167,6 +208,12 @@ impl HintSlot {
     /// a ClientHello without them); `None` before the ClientHello is read.
     pub(crate) fn take(&self) -> Option<[Hint; HINTS]> {
         self.hints.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The responder recognised a hint: this connection may get a TLS
+    /// ticket.
+    pub(crate) fn admit(&self) {
+        self.admitted.store(true, Ordering::SeqCst);
     }
 }
 
