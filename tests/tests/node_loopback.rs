@@ -291,6 +291,15 @@ async fn r2_each_token_rotation_brings_a_new_tls_certificate() {
             .len(),
         1
     );
+    // A subscription opened in early data the car refuses is opened again
+    // by itself: its reader sees values, not the refusal.
+    assert_ne!(car.rotate_token().await.unwrap(), token);
+    let third = phone.connect(address).await.unwrap();
+    let mut sub = third
+        .subscribe(vec![signals::DOOR_IS_LOCKED[0].into()])
+        .await
+        .unwrap();
+    assert_eq!(sub.next().await.unwrap().unwrap().len(), 1);
     car.shutdown().await.unwrap();
 }
 

@@ -267,3 +267,29 @@ async fn early_data_the_car_refuses_is_sent_again_after_a_full_handshake() {
     ));
     assert_eq!(car.executed.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_stream_opened_in_refused_early_data_is_opened_again_after_the_handshake() {
+    let (car_creds, phone) = setup();
+    let car = car(car_creds).await;
+    let connector = warmed(&phone, car.addr).await;
+    car.rotator.rotate().unwrap();
+    let session = early_session(&connector, car.addr).await;
+    let mut stream = session.request(ping(b"sub")).await.unwrap();
+    // The rotation drops the car's TLS ticket store: the stream went as
+    // early data and the car refused it (SPEC §5.8).
+    assert!(stream.was_early());
+    let err = stream.next().await.unwrap_err();
+    assert!(err.is_early_data_rejected(), "{err:?}");
+    let mut again = session.request_after_early(ping(b"sub")).await.unwrap();
+    assert!(!again.was_early());
+    match again.next().await.unwrap().map(|e| e.body) {
+        Some(Some(envelope::Body::Response(Response {
+            kind: Some(response::Kind::Pong(p)),
+        }))) => assert_eq!(p.payload, b"sub"),
+        other => panic!("not a pong: {other:?}"),
+    }
+    assert!(!session.peer().resumed, "the full handshake ran after it");
+    // Only the second stream reached the application.
+    assert_eq!(car.pings.load(Ordering::SeqCst), 2);
+}

@@ -639,6 +639,20 @@ impl ClientSession {
         }
     }
 
+    /// Sends a request once the session is past its early data (SPEC
+    /// §5.8): what a reader does when the responder refused the early
+    /// request it sent (a subscription opened early, whose stream reported
+    /// [`SessionError::is_early_data_rejected`]). Nothing of the refused
+    /// request was executed. On a session that never was early, the same
+    /// as [`ClientSession::request`].
+    pub async fn request_after_early(
+        &self,
+        envelope: Envelope,
+    ) -> Result<ResponseStream, SessionError> {
+        self.ready_for(false).await?;
+        self.request(envelope).await
+    }
+
     async fn call_once(&self, envelope: Envelope) -> Result<Envelope, SessionError> {
         let mut stream = self.request(envelope).await?;
         let first = stream.next().await?.ok_or(SessionError::InvalidMessage(
