@@ -602,6 +602,122 @@ async fn r23_a_queued_commands_receipt_reaches_every_member_the_car_has_heard() 
     car.shutdown().await.unwrap();
 }
 
+/// A co-user's mailbox (SPEC §19.12; R16, R23): under its grant's own
+/// mailbox key it leaves a command for the sleeping car, which runs it once
+/// on waking within the grant's scope; what the grant does not cover is
+/// refused; the owner's devices do not hear the co-user's commands, nor
+/// the co-user the owner's; after revocation the car no longer reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r16_a_co_user_leaves_commands_in_its_grants_mailbox_until_revoked() {
+    let broker = Mosquitto::start();
+    let (owner, car) = owner_and_car(&broker).await;
+    let co_user = Phone::open(over(&broker)).unwrap();
+    co_user.create_account().unwrap();
+    let owner_link = owner.connect_via_relay().await.unwrap();
+    let issued = owner
+        .share(
+            &owner_link,
+            co_user.authority_public_key().unwrap(),
+            &ShareOptions {
+                permissions: vec![SharePermission::VehicleControl],
+                devices: Vec::new(),
+                valid_for_s: 3600,
+                nickname: "Ana".into(),
+            },
+        )
+        .await
+        .unwrap();
+    co_user.accept_invite(&issued.invite).unwrap();
+    let grant = issued.grant_id;
+    // The car sleeps; the co-user leaves an unlock for it.
+    car.shutdown().await.unwrap();
+    let posted = co_user
+        .post_shared_command(
+            grant,
+            control::unlock(),
+            [0x61; 16],
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    car.start().await.unwrap();
+    let reply = co_user
+        .next_shared_mailbox_reply(grant, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.as_ref().map(|r| r.in_reply_to),
+        Some(posted.letter_id)
+    );
+    let first = executed(reply);
+    assert_eq!(first.state, CommandState::Succeeded);
+    assert_eq!(car.executions().await.unwrap().unlock, 1);
+    // Posted again with the same key: the same receipt, not run again.
+    co_user
+        .post_shared_command(
+            grant,
+            control::unlock(),
+            [0x61; 16],
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let again = executed(
+        co_user
+            .next_shared_mailbox_reply(grant, Duration::from_secs(10))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(again.receipt, first.receipt);
+    assert_eq!(car.executions().await.unwrap().unlock, 1);
+    // The owner's phone, which the car has heard, is not told of it.
+    assert!(
+        owner
+            .next_mailbox_reply(Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_none(),
+        "a co-user's command reached the owner's mailbox"
+    );
+    // Reading the car is outside this grant: refused, by name.
+    co_user
+        .push_subscribe_shared(
+            grant,
+            vec![signals::DOOR_IS_LOCKED[0].into()],
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    match co_user
+        .next_shared_mailbox_reply(grant, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("the car answers")
+        .answer
+    {
+        MailboxAnswer::Refused { code, .. } => assert_eq!(code, ErrorCode::PermissionDenied),
+        other => panic!("a push outside the grant's scope ran: {other:?}"),
+    }
+    // Revoked: the car no longer reads the grant's mailbox. (The owner's
+    // session ended with the car's sleep.)
+    let owner_link = owner.connect_via_relay().await.unwrap();
+    owner.revoke_share(&owner_link, grant).await.unwrap();
+    co_user
+        .post_shared_command(grant, control::lock(), [0x62; 16], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        co_user
+            .next_shared_mailbox_reply(grant, Duration::from_millis(1500))
+            .await
+            .unwrap()
+            .is_none(),
+        "a revoked co-user's letter was answered"
+    );
+    assert_eq!(car.executions().await.unwrap().lock, 0);
+    car.shutdown().await.unwrap();
+}
+
 /// The home hub on the remote path (SPEC §19.11): the owner manages the
 /// home's super tasks from anywhere, at the hub relay key's rendezvous
 /// (not the car's: looking for one never reaches the other).

@@ -158,6 +158,22 @@ pub(crate) async fn remote_steps(
             .command(control::unlock(), &[0x53; 16])
             .await
             .is_err();
+        // Its grant's own mailbox (SPEC §19.12): a subscription left there
+        // is pushed to the co-user's mailbox, app connected or not.
+        co_user
+            .push_subscribe_shared(
+                issued.grant_id,
+                vec![signals::RANGE.into()],
+                Duration::from_secs(60),
+            )
+            .await?;
+        let pushed = matches!(
+            co_user
+                .next_shared_mailbox_reply(issued.grant_id, PUSH_TIMEOUT)
+                .await?
+                .map(|r| r.answer),
+            Some(MailboxAnswer::Signals(values)) if values.len() == 1
+        );
         let closed_sessions = owner.revoke_share(&link, issued.grant_id).await?;
         let closed = tokio::time::timeout(PUSH_TIMEOUT, co_link.session().closed())
             .await
@@ -172,6 +188,7 @@ pub(crate) async fn remote_steps(
         Ok::<_, NodeError>((
             read.len(),
             refused,
+            pushed,
             closed_sessions,
             closed,
             matches!(again, Ok(Ok(_))),
@@ -182,11 +199,11 @@ pub(crate) async fn remote_steps(
         "co-user remote, then revoked",
         t,
         match shared {
-            Ok((1, true, 1, true, false)) => Ok(
-                "the co-user read the car through the broker, was refused a command outside the grant; the revocation closed its session and its next attempt found no car".into(),
+            Ok((1, true, true, 1, true, false)) => Ok(
+                "the co-user read the car through the broker, was refused a command outside the grant, and got the range pushed to its grant's mailbox; the revocation closed its session and its next attempt found no car".into(),
             ),
             Ok(other) => Err(format!(
-                "(read, refused, closed by revoke, closed, came back) = {other:?}"
+                "(read, refused, pushed, closed by revoke, closed, came back) = {other:?}"
             )),
             Err(e) => Err(e.to_string()),
         },

@@ -233,16 +233,39 @@ impl MailboxKey {
         sealed: &[u8],
         now: u64,
     ) -> Result<OpenedLetter, LetterError> {
+        let letter = self.open_under(
+            credentials,
+            credentials.authority_public_key(),
+            mailbox,
+            sealed,
+            now,
+        )?;
+        if credentials.is_revoked(&letter.sender.public_key) {
+            return Err(LetterError::Revoked);
+        }
+        Ok(letter)
+    }
+
+    /// Opens a letter of a share grant's mailbox (SPEC §19.12, co-users):
+    /// the sender's certificate must be valid at `now` under `authority`,
+    /// the **other** account's authority (the grantee's, when the car reads
+    /// a co-user's letter; the owner's, when the co-user reads the car's
+    /// answer). No revocation list is consulted: the reader holds none of
+    /// that account; the grant itself is what the owner revokes.
+    pub fn open_under(
+        &self,
+        credentials: &Credentials,
+        authority: &[u8],
+        mailbox: &[u8; MAILBOX_ID_LEN],
+        sealed: &[u8],
+        now: u64,
+    ) -> Result<OpenedLetter, LetterError> {
         let letter = self.unseal(mailbox, sealed)?;
         let cert = letter
             .sender
             .as_ref()
             .ok_or(LetterError::Malformed("no sender"))?;
-        let sender =
-            credentials.verify_peer_certificate(cert, credentials.authority_public_key(), now)?;
-        if credentials.is_revoked(&sender.public_key) {
-            return Err(LetterError::Revoked);
-        }
+        let sender = credentials.verify_peer_certificate(cert, authority, now)?;
         if !verify_signature(
             &sender.public_key,
             &[SIGNATURE_CONTEXT, &letter.body].concat(),
@@ -420,6 +443,43 @@ mod tests {
             key.open(&car, &mailbox, &sealed, now()),
             Err(LetterError::Certificate(_))
         ));
+    }
+
+    #[test]
+    fn r16_a_co_users_letter_opens_under_its_own_authority_in_the_grants_mailbox_only() {
+        let mut owner = LocalAuthority::generate().unwrap();
+        let car = member(&mut owner, Role::Vehicle);
+        let mut grantee = LocalAuthority::generate().unwrap();
+        let co_user = member(&mut grantee, Role::Phone);
+        let grant = crate::GrantKey::generate().unwrap();
+        let key = grant.mailbox_key();
+        let mailbox = key.car_mailbox();
+        // Nothing of the grant's mailboxes is the account's.
+        let account = car.group_key().unwrap().mailbox_key();
+        assert_ne!(mailbox, account.car_mailbox());
+        assert_ne!(key.client_id(&mailbox), account.client_id(&mailbox));
+        let (sealed, id) = key.seal(&co_user, &mailbox, &contents()).unwrap();
+        // The car checks the co-user's certificate under the grantee's
+        // authority, not its own account's.
+        let opened = key
+            .open_under(&car, &grantee.public_key(), &mailbox, &sealed, now())
+            .unwrap();
+        assert_eq!(opened.letter_id, id);
+        assert_eq!(opened.sender.public_key, co_user.certificate().public_key);
+        assert!(matches!(
+            key.open(&car, &mailbox, &sealed, now()),
+            Err(LetterError::Certificate(_))
+        ));
+        // The account's key does not open it, nor another grant's.
+        assert_eq!(
+            account.open_under(&car, &grantee.public_key(), &mailbox, &sealed, now()),
+            Err(LetterError::Unsealed)
+        );
+        let other = crate::GrantKey::generate().unwrap().mailbox_key();
+        assert_eq!(
+            other.open_under(&car, &grantee.public_key(), &mailbox, &sealed, now()),
+            Err(LetterError::Unsealed)
+        );
     }
 
     #[test]

@@ -136,6 +136,19 @@ impl GrantKey {
     pub fn relay_key(&self) -> [u8; 32] {
         hkdf_sha256(b"tether/1 grant key", &self.0, b"tether/1 grant relay")
     }
+
+    /// Key of this grant's mailboxes on an MQTT relay (SPEC §19.12): the
+    /// car's mailbox for the grantee's letters and the grantee's devices'
+    /// own, named and sealed as the account's are. HKDF info `tether/1
+    /// grant mailbox`: the co-user never learns the owner's mailbox key,
+    /// and two grants' mailboxes share nothing.
+    pub fn mailbox_key(&self) -> crate::MailboxKey {
+        crate::MailboxKey::new(hkdf_sha256(
+            b"tether/1 grant key",
+            &self.0,
+            b"tether/1 grant mailbox",
+        ))
+    }
 }
 
 /// A grant whose signature, format and validity have been checked.

@@ -272,6 +272,7 @@ impl HeadUnit {
                     service_tx.clone(),
                     stream_ids.clone(),
                     members.clone(),
+                    shares.clone(),
                 )
                 .await?,
             ),

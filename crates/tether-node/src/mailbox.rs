@@ -16,7 +16,8 @@ use std::time::Duration;
 use prost::Message;
 use tether_control::{Principal, SessionId};
 use tether_identity::{
-    Credentials, LetterContents, MAILBOX_ID_LEN, MailboxKey, OpenedLetter, Role, may_post_commands,
+    Credentials, LetterContents, MAILBOX_ID_LEN, MailboxKey, OpenedLetter, Role, SharePermission,
+    may_post_commands,
 };
 use tether_proto::v1::{
     CommandReason, CommandReceipt, CommandState, Envelope, ErrorCode, VehicleCommand, envelope,
@@ -30,6 +31,7 @@ use crate::NodeError;
 use crate::config::unix_now;
 use crate::members::KnownMembers;
 use crate::serve::ServiceInput;
+use crate::share::{Gate, ShareRegistry};
 use crate::vehicle_link::CommandOutcome;
 
 /// The longest a letter may be valid: the broker keeps a mailbox's session
@@ -79,36 +81,46 @@ pub(crate) async fn serve_car_mailbox(
     service: mpsc::UnboundedSender<ServiceInput>,
     stream_ids: Arc<AtomicU64>,
     members: Arc<KnownMembers>,
+    shares: Arc<ShareRegistry>,
 ) -> Result<CarMailbox, NodeError> {
     let credentials = membership.credentials().clone();
     let served = tokio::sync::watch::Sender::new(credentials.group_key_epoch());
     let served_rx = served.subscribe();
     let key = credentials.group_key().ok_or(NodeError::NotEnrolled)?;
+    let account = Audience::Account(members.clone());
     let mut current = AbortOnDrop(
         car_mailbox(
             relay,
-            key,
+            key.mailbox_key(),
+            account.clone(),
             credentials.clone(),
             service.clone(),
             stream_ids.clone(),
-            members.clone(),
         )
         .await?,
     );
     let mut previous = match credentials.previous_group_key(unix_now()) {
         Some(old) => car_mailbox(
             relay,
-            old,
+            old.mailbox_key(),
+            account.clone(),
             credentials.clone(),
             service.clone(),
             stream_ids.clone(),
-            members.clone(),
         )
         .await
         .ok()
         .map(AbortOnDrop),
         None => None,
     };
+    // Each share grant's mailbox (SPEC §19.12, co-users).
+    let grants = tokio::spawn(follow_grant_mailboxes(
+        relay.clone(),
+        membership.clone(),
+        shares,
+        service.clone(),
+        stream_ids.clone(),
+    ));
     let relay = relay.clone();
     let watched = membership.clone();
     let task = tokio::spawn(async move {
@@ -120,11 +132,11 @@ pub(crate) async fn serve_car_mailbox(
             };
             match car_mailbox(
                 &relay,
-                key,
+                key.mailbox_key(),
+                account.clone(),
                 credentials,
                 service.clone(),
                 stream_ids.clone(),
-                members.clone(),
             )
             .await
             {
@@ -142,6 +154,7 @@ pub(crate) async fn serve_car_mailbox(
     });
     Ok(CarMailbox {
         task,
+        grants,
         served: served_rx,
         membership: watched,
     })
@@ -150,6 +163,8 @@ pub(crate) async fn serve_car_mailbox(
 /// The car's mailbox sessions, for the head unit to stop.
 pub(crate) struct CarMailbox {
     task: tokio::task::JoinHandle<()>,
+    /// The share grants' mailboxes.
+    grants: tokio::task::JoinHandle<()>,
     /// The group key epoch whose mailbox is open.
     served: tokio::sync::watch::Receiver<u32>,
     membership: Arc<crate::membership::Membership>,
@@ -167,20 +182,111 @@ impl CarMailbox {
         )
         .await;
         self.task.abort();
+        self.grants.abort();
     }
 }
 
-/// One mailbox session of the car under `group_key`, and the task that
-/// answers its letters.
+/// Whose letters a mailbox session of the car reads (SPEC §19.12).
+#[derive(Clone)]
+enum Audience {
+    /// The account's phones and watches, under the group key's mailbox
+    /// key; the members the car heard from are remembered for push.
+    Account(Arc<KnownMembers>),
+    /// A share grant's co-user, under the grant's mailbox key: its
+    /// certificates verify under its own account's authority, and each
+    /// letter passes the grant's scope as a session's request would (R16).
+    Grant {
+        grant_id: [u8; 16],
+        grantee_authority: [u8; 32],
+        shares: Arc<ShareRegistry>,
+    },
+}
+
+impl Audience {
+    fn open(
+        &self,
+        key: &MailboxKey,
+        own: &[u8; MAILBOX_ID_LEN],
+        credentials: &Credentials,
+        delivery: &Delivery,
+    ) -> Option<OpenedLetter> {
+        if delivery.topic.0 != *own {
+            return None;
+        }
+        let opened = match self {
+            Audience::Account(_) => key.open(credentials, own, &delivery.payload, unix_now()),
+            Audience::Grant {
+                grantee_authority, ..
+            } => key.open_under(
+                credentials,
+                grantee_authority,
+                own,
+                &delivery.payload,
+                unix_now(),
+            ),
+        };
+        match opened {
+            Ok(letter) => Some(letter),
+            Err(e) => {
+                debug!(error = %e, "a letter that does not authenticate is dropped");
+                None
+            }
+        }
+    }
+
+    /// Who the sender is to the vehicle service, or the refusal to answer
+    /// (a co-user's request outside its grant's scope, or a grant no longer
+    /// in force).
+    fn admit(
+        &self,
+        letter: &OpenedLetter,
+    ) -> Result<tether_control::PeerInfo, (ErrorCode, &'static str)> {
+        let role = letter.sender.role;
+        match self {
+            // Keyed by the sender's device, as its sessions are: a retry
+            // over a session with the same key gets the same receipt
+            // (SPEC §8.3).
+            Audience::Account(_) => Ok(tether_control::PeerInfo::member(role, SessionId(u64::MAX))
+                .with_principal(Principal::Device(letter.sender.public_key))),
+            Audience::Grant {
+                grant_id, shares, ..
+            } => {
+                let request = Envelope::decode(letter.contents.payload.as_slice())
+                    .map_err(|_| (ErrorCode::BadRequest, "the letter holds no envelope"))?;
+                match shares.gate(role, Some(grant_id), &request, unix_now()) {
+                    Gate::Forward => Ok(tether_control::PeerInfo::co_user(
+                        role,
+                        SessionId(u64::MAX),
+                        shares.grant_allows(grant_id, SharePermission::VehicleLocation),
+                    )
+                    // A co-user's commands are keyed by its grant, as on
+                    // its sessions (SPEC §8.3).
+                    .with_principal(Principal::Grant(*grant_id))),
+                    Gate::Deny(message) => Err((ErrorCode::PermissionDenied, message)),
+                    Gate::Share(_) => Err((
+                        ErrorCode::PermissionDenied,
+                        "a co-user may not manage share grants",
+                    )),
+                    Gate::Expired => Err((
+                        ErrorCode::PermissionDenied,
+                        "the share grant is no longer in force",
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// One mailbox session of the car under `key` for `audience`, and the
+/// task that answers its letters.
 async fn car_mailbox(
     relay: &RelayConfig,
-    group_key: tether_identity::GroupKey,
+    key: MailboxKey,
+    audience: Audience,
     credentials: Arc<Credentials>,
     service: mpsc::UnboundedSender<ServiceInput>,
     stream_ids: Arc<AtomicU64>,
-    members: Arc<KnownMembers>,
 ) -> Result<tokio::task::JoinHandle<()>, NodeError> {
-    let key = group_key.mailbox_key();
     let own = key.car_mailbox();
     let (mailbox, mut letters) =
         Mailbox::connect(relay, key.client_id(&own), vec![TopicId(own)]).await?;
@@ -193,14 +299,17 @@ async fn car_mailbox(
         // they hear every queued command's receipt too.
         let subscribers: Subscribers = Arc::default();
         while let Some(delivery) = letters.recv().await {
-            let opened = open_letter(&key, &own, &credentials, &delivery);
+            let opened = audience.open(&key, &own, &credentials, &delivery);
             let Some(letter) = opened else {
                 // Dropped unanswered; acknowledged so it is not resent.
                 let _ = mailbox.ack(&delivery).await;
                 continue;
             };
-            members.heard(&letter.sender, unix_now());
-            if let Some(request) = push_request(&letter) {
+            if let Audience::Account(members) = &audience {
+                members.heard(&letter.sender, unix_now());
+            }
+            let admitted = audience.admit(&letter);
+            if let (Ok(peer), Some(request)) = (&admitted, push_request(&letter)) {
                 pushes.spawn(push(
                     Push {
                         mailbox: mailbox.clone(),
@@ -210,21 +319,25 @@ async fn car_mailbox(
                         service: service.clone(),
                         subscribers: subscribers.clone(),
                     },
-                    letter,
+                    (letter, *peer),
                     request,
                     delivery,
                     stream_ids.clone(),
                 ));
                 continue;
             }
-            let reply = run_letter(&letter, &service, &stream_ids).await;
+            let reply = match admitted {
+                Ok(peer) => run_letter(&letter, peer, &service, &stream_ids).await,
+                Err((code, message)) => error_envelope(code, message),
+            };
             let Some((to, sealed)) = seal_answer(&key, &own, &credentials, &letter, &reply) else {
                 let _ = mailbox.ack(&delivery).await;
                 continue;
             };
             // Every other member that listens hears the receipt too (SPEC
             // §19.12, push): a watch away from the car learns that the
-            // phone's queued unlock ran.
+            // phone's queued unlock ran. A grant's listeners are its
+            // co-user's own devices only.
             let others: Vec<OpenedLetter> = crate::wire::lock(&subscribers)
                 .values()
                 .filter(|s| s.sender.public_key != letter.sender.public_key)
@@ -232,19 +345,24 @@ async fn car_mailbox(
                 .collect();
             // And every other phone and watch of the account the car has
             // heard from, listening or not: the broker keeps the answer in
-            // its mailbox session until it next connects.
+            // its mailbox session until it next connects. Never to a
+            // co-user: the owner's commands are not theirs to see.
             let mut except: Vec<_> = others.iter().map(|o| o.sender.public_key).collect();
             except.push(letter.sender.public_key);
-            let absent = members
-                .recipients(&credentials, &except)
-                .into_iter()
-                .map(|member| OpenedLetter {
-                    contents: LetterContents {
-                        reply_mailbox: key.member_mailbox(&member),
-                        ..letter.contents.clone()
-                    },
-                    ..letter.clone()
-                });
+            let absent: Vec<OpenedLetter> = match &audience {
+                Audience::Account(members) => members
+                    .recipients(&credentials, &except)
+                    .into_iter()
+                    .map(|member| OpenedLetter {
+                        contents: LetterContents {
+                            reply_mailbox: key.member_mailbox(&member),
+                            ..letter.contents.clone()
+                        },
+                        ..letter.clone()
+                    })
+                    .collect(),
+                Audience::Grant { .. } => Vec::new(),
+            };
             let relayed: Vec<OpenedLetter> = others
                 .iter()
                 .map(|other| OpenedLetter {
@@ -269,6 +387,58 @@ async fn car_mailbox(
         }
         pushes.abort_all();
     }))
+}
+
+/// Follows the grants in force (SPEC §19.12, co-users): one mailbox
+/// session per grant, opened when it is installed (and at start), closed
+/// when it ends. Tells the registry which are open, so installing a grant
+/// returns once its mailbox can queue letters.
+async fn follow_grant_mailboxes(
+    relay: RelayConfig,
+    membership: Arc<crate::membership::Membership>,
+    shares: Arc<ShareRegistry>,
+    service: mpsc::UnboundedSender<ServiceInput>,
+    stream_ids: Arc<AtomicU64>,
+) {
+    let mut open: std::collections::HashMap<[u8; 16], AbortOnDrop> =
+        std::collections::HashMap::new();
+    let mut changes = shares.watch_relay_keys();
+    loop {
+        changes.mark_unchanged();
+        let wanted = shares.mailboxes();
+        // A revoked or expired grant's mailbox is no longer read: its
+        // co-user's letters wait unanswered until the broker drops them.
+        open.retain(|id, _| wanted.iter().any(|w| w.grant_id == *id));
+        for grant in wanted {
+            if open.contains_key(&grant.grant_id) {
+                continue;
+            }
+            let audience = Audience::Grant {
+                grant_id: grant.grant_id,
+                grantee_authority: grant.grantee_authority,
+                shares: shares.clone(),
+            };
+            match car_mailbox(
+                &relay,
+                grant.key,
+                audience,
+                membership.credentials().clone(),
+                service.clone(),
+                stream_ids.clone(),
+            )
+            .await
+            {
+                Ok(task) => {
+                    open.insert(grant.grant_id, AbortOnDrop(task));
+                }
+                Err(e) => warn!(error = %e, "no mailbox for a share grant"),
+            }
+        }
+        shares.mailboxes_open(open.keys().copied().collect());
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Posts with a few retries; whether the broker took it.
@@ -324,15 +494,13 @@ fn push_request(letter: &OpenedLetter) -> Option<Envelope> {
 /// wakes gets it again from the broker and resumes pushing.
 async fn push(
     car: Push,
-    letter: OpenedLetter,
+    (letter, peer): (OpenedLetter, tether_control::PeerInfo),
     request: Envelope,
     delivery: Delivery,
     stream_ids: Arc<AtomicU64>,
 ) {
     let stream = tether_control::StreamId(stream_ids.fetch_add(1, Ordering::Relaxed));
     let (writer, mut answers) = mpsc::unbounded_channel();
-    let peer = tether_control::PeerInfo::member(letter.sender.role, SessionId(u64::MAX))
-        .with_principal(Principal::Device(letter.sender.public_key));
     if car
         .service
         .send(ServiceInput::Request {
@@ -376,26 +544,6 @@ async fn push(
     info!("push subscription ended");
 }
 
-/// Opens a letter that arrived at the car's mailbox; `None` for what does
-/// not authenticate (dropped unanswered).
-fn open_letter(
-    key: &MailboxKey,
-    own: &[u8; MAILBOX_ID_LEN],
-    credentials: &Credentials,
-    delivery: &Delivery,
-) -> Option<OpenedLetter> {
-    if delivery.topic.0 != *own {
-        return None;
-    }
-    match key.open(credentials, own, &delivery.payload, unix_now()) {
-        Ok(letter) => Some(letter),
-        Err(e) => {
-            debug!(error = %e, "a letter that does not authenticate is dropped");
-            None
-        }
-    }
-}
-
 /// Seals `reply` as the car's answer to `letter`, for the sender's mailbox.
 fn seal_answer(
     key: &MailboxKey,
@@ -423,11 +571,11 @@ fn seal_answer(
 /// session would run (SPEC §8), and returns the final answer.
 async fn run_letter(
     letter: &OpenedLetter,
+    peer: tether_control::PeerInfo,
     service: &mpsc::UnboundedSender<ServiceInput>,
     stream_ids: &AtomicU64,
 ) -> Envelope {
-    let role = letter.sender.role;
-    if !may_post_commands(role) {
+    if !may_post_commands(letter.sender.role) {
         return error_envelope(ErrorCode::PermissionDenied, "this role sends no commands");
     }
     // The car's own clock decides; the broker cannot extend a deadline
@@ -456,10 +604,6 @@ async fn run_letter(
     }
     let stream = tether_control::StreamId(stream_ids.fetch_add(1, Ordering::Relaxed));
     let (writer, mut answers) = mpsc::unbounded_channel();
-    // Keyed by the sender's device, as its sessions are: a retry over a
-    // session with the same key gets the same receipt (SPEC §8.3).
-    let peer = tether_control::PeerInfo::member(role, SessionId(u64::MAX))
-        .with_principal(Principal::Device(letter.sender.public_key));
     if service
         .send(ServiceInput::Request {
             stream,
@@ -551,6 +695,9 @@ pub(crate) struct PhoneMailbox {
     /// letter id → (idempotency key, command), to check each receipt is
     /// for what was asked.
     pub(crate) pending: std::sync::Mutex<Pending>,
+    /// For a share grant's mailbox (a co-user's): the owner's authority,
+    /// under which the car's certificate verifies. `None`: the account's.
+    pub(crate) owner_authority: Option<[u8; 32]>,
 }
 
 impl PhoneMailbox {
@@ -562,6 +709,32 @@ impl PhoneMailbox {
             .group_key()
             .ok_or(NodeError::NotEnrolled)?
             .mailbox_key();
+        Self::connect(relay, credentials, key, None).await
+    }
+
+    /// A co-user's mailbox under a share grant (SPEC §19.12): the grant's
+    /// mailbox key; the car's answers verify under the owner's authority.
+    pub(crate) async fn open_shared(
+        relay: &RelayConfig,
+        credentials: &Credentials,
+        grant_key: &tether_identity::GrantKey,
+        owner_authority: [u8; 32],
+    ) -> Result<Self, NodeError> {
+        Self::connect(
+            relay,
+            credentials,
+            grant_key.mailbox_key(),
+            Some(owner_authority),
+        )
+        .await
+    }
+
+    async fn connect(
+        relay: &RelayConfig,
+        credentials: &Credentials,
+        key: MailboxKey,
+        owner_authority: Option<[u8; 32]>,
+    ) -> Result<Self, NodeError> {
         let own = key.member_mailbox(&credentials.certificate().public_key);
         let (mailbox, letters) =
             Mailbox::connect(relay, key.client_id(&own), vec![TopicId(own)]).await?;
@@ -572,6 +745,7 @@ impl PhoneMailbox {
             mailbox,
             letters: tokio::sync::Mutex::new(letters),
             pending: std::sync::Mutex::default(),
+            owner_authority,
         })
     }
 
@@ -678,10 +852,16 @@ impl PhoneMailbox {
     }
 
     fn read(&self, credentials: &Credentials, delivery: &Delivery) -> Option<MailboxReply> {
-        let letter = match self
-            .key
-            .open(credentials, &self.own, &delivery.payload, unix_now())
-        {
+        let opened = match &self.owner_authority {
+            None => self
+                .key
+                .open(credentials, &self.own, &delivery.payload, unix_now()),
+            Some(owner) => {
+                self.key
+                    .open_under(credentials, owner, &self.own, &delivery.payload, unix_now())
+            }
+        };
+        let letter = match opened {
             Ok(l) => l,
             Err(e) => {
                 debug!(error = %e, "a letter that does not authenticate is dropped");

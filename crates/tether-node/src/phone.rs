@@ -137,6 +137,9 @@ pub struct Phone {
     /// The phone's mailbox session, opened anew under a new group key
     /// epoch (SPEC §19.12).
     mailbox: tokio::sync::Mutex<Option<Arc<crate::mailbox::PhoneMailbox>>>,
+    /// (Co-user) one mailbox session per share grant held, by grant id.
+    shared_mailboxes:
+        tokio::sync::Mutex<std::collections::HashMap<[u8; 16], Arc<crate::mailbox::PhoneMailbox>>>,
     membership: Mutex<Option<Arc<crate::membership::Membership>>>,
     /// Whether the LAN is there (the app's connectivity callback says so:
     /// [`Phone::set_lan_available`]); while not, `Via::Auto` takes the
@@ -169,6 +172,7 @@ impl Phone {
             connector: OnceCell::new(),
             remote: OnceCell::new(),
             mailbox: tokio::sync::Mutex::default(),
+            shared_mailboxes: tokio::sync::Mutex::default(),
             lan_available: std::sync::atomic::AtomicBool::new(true),
             lan_sessions: Mutex::default(),
             membership: Mutex::new(None),
@@ -663,6 +667,80 @@ impl Phone {
     ) -> Result<Option<crate::MailboxReply>, NodeError> {
         let credentials = self.credentials()?;
         self.mailbox().await?.next(&credentials, timeout).await
+    }
+
+    /// (Co-user) this phone's mailbox under a share grant, connected on
+    /// first use (SPEC §19.12).
+    async fn shared_mailbox(
+        &self,
+        grant_id: &[u8; 16],
+    ) -> Result<Arc<crate::mailbox::PhoneMailbox>, NodeError> {
+        let relay = self.config.relay.clone().ok_or(NodeError::NoRelay)?;
+        let invite = self.invite(grant_id)?;
+        let credentials = self.credentials()?;
+        let mut slots = self.shared_mailboxes.lock().await;
+        if let Some(open) = slots.get(grant_id) {
+            return Ok(open.clone());
+        }
+        let fresh = Arc::new(
+            crate::mailbox::PhoneMailbox::open_shared(
+                &relay,
+                &credentials,
+                &invite.grant_key,
+                invite.owner_authority_public_key,
+            )
+            .await?,
+        );
+        slots.insert(*grant_id, fresh.clone());
+        Ok(fresh)
+    }
+
+    /// (Co-user) [`Phone::post_command`] under the share grant `grant_id`
+    /// (SPEC §19.12): the letter goes to the grant's mailbox of the car,
+    /// which runs it only within the grant's scope and validity (R16) and
+    /// answers in this phone's mailbox under the grant:
+    /// [`Phone::next_shared_mailbox_reply`].
+    pub async fn post_shared_command(
+        &self,
+        grant_id: [u8; 16],
+        command: tether_proto::v1::VehicleCommand,
+        idempotency_key: [u8; 16],
+        valid_for: Duration,
+    ) -> Result<crate::PostedCommand, NodeError> {
+        let credentials = self.credentials()?;
+        self.shared_mailbox(&grant_id)
+            .await?
+            .post(&credentials, command, idempotency_key, valid_for)
+            .await
+    }
+
+    /// (Co-user) [`Phone::push_subscribe`] under the share grant
+    /// `grant_id`: the car pushes the values its grant covers.
+    pub async fn push_subscribe_shared(
+        &self,
+        grant_id: [u8; 16],
+        paths: Vec<String>,
+        valid_for: Duration,
+    ) -> Result<crate::PostedCommand, NodeError> {
+        let credentials = self.credentials()?;
+        self.shared_mailbox(&grant_id)
+            .await?
+            .post_subscription(&credentials, &paths, valid_for)
+            .await
+    }
+
+    /// (Co-user) the next answer the car left in this phone's mailbox
+    /// under the share grant `grant_id`, at most `timeout`.
+    pub async fn next_shared_mailbox_reply(
+        &self,
+        grant_id: [u8; 16],
+        timeout: Duration,
+    ) -> Result<Option<crate::MailboxReply>, NodeError> {
+        let credentials = self.credentials()?;
+        self.shared_mailbox(&grant_id)
+            .await?
+            .next(&credentials, timeout)
+            .await
     }
 
     /// [`Phone::reach_vehicle_via`] with [`Via::Auto`].

@@ -141,15 +141,30 @@ pub(crate) struct ShareRegistry {
     /// The car's advert, whose key each grant's advert replaces.
     advert: AdvertiserConfig,
     advertisers: Mutex<HashMap<[u8; GRANT_ID_LEN], Advertiser>>,
-    /// Each grant's relay key (SPEC §17.1, §19.2): the car answers at its
-    /// rendezvous topics while the grant is in force.
-    relay_keys: Mutex<HashMap<[u8; GRANT_ID_LEN], [u8; 32]>>,
+    /// Each grant's key (SPEC §17.1): the car answers at its relay
+    /// rendezvous topics (§19.2) and reads its mailbox (§19.12) while the
+    /// grant is in force.
+    relay_keys: Mutex<HashMap<[u8; GRANT_ID_LEN], GrantKey>>,
     /// Bumped whenever `relay_keys` changes.
     relay_changed: tokio::sync::watch::Sender<u64>,
+    /// The grants whose mailbox the car reads on the relay (SPEC §19.12);
+    /// `None` while no relay mailbox follows the grants.
+    mailboxes_open:
+        tokio::sync::watch::Sender<Option<std::collections::HashSet<[u8; GRANT_ID_LEN]>>>,
     /// One timer per grant in force, ending it at its `not_after` (R16).
     expiries: Mutex<HashMap<[u8; GRANT_ID_LEN], tokio::task::AbortHandle>>,
     /// This registry, for the expiry timers (which must not keep it alive).
     this: Weak<ShareRegistry>,
+}
+
+/// A grant's mailbox on the relay (SPEC §19.12): where its co-user leaves
+/// letters for the car.
+#[derive(Clone)]
+pub(crate) struct GrantMailbox {
+    pub(crate) grant_id: [u8; GRANT_ID_LEN],
+    pub(crate) key: tether_identity::MailboxKey,
+    /// The co-user account's authority, under which its certificates verify.
+    pub(crate) grantee_authority: [u8; 32],
 }
 
 /// Unregisters a session when its serving task ends.
@@ -201,6 +216,7 @@ impl ShareRegistry {
             advertisers: Mutex::default(),
             relay_keys: Mutex::default(),
             relay_changed: tokio::sync::watch::Sender::new(0),
+            mailboxes_open: tokio::sync::watch::Sender::new(None),
             expiries: Mutex::default(),
             this: this.clone(),
         });
@@ -234,10 +250,11 @@ impl ShareRegistry {
         if let Some(old) = lock(&self.advertisers).insert(grant.grant_id, advertiser) {
             drop(old);
         }
-        lock(&self.relay_keys).insert(grant.grant_id, key.relay_key());
-        self.relay_changed.send_modify(|n| *n += 1);
         let (grant_id, not_after) = (grant.grant_id, grant.not_after);
         lock(&self.grants).insert(grant.grant_id, grant);
+        // After the grant: a watcher reading `mailboxes` finds both.
+        lock(&self.relay_keys).insert(grant_id, key.clone());
+        self.relay_changed.send_modify(|n| *n += 1);
         self.expire_at(grant_id, not_after);
         Ok(())
     }
@@ -410,6 +427,7 @@ impl ShareRegistry {
                 let grant_id = grant.grant_id;
                 self.admit(grant, &key)
                     .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+                self.until_mailbox_open(&grant_id).await;
                 info!("share grant installed");
                 Ok(ShareGrantStatus {
                     grant_id: grant_id.to_vec(),
@@ -507,7 +525,46 @@ impl ShareRegistry {
 
     /// The relay keys of the grants in force (SPEC §19.2).
     pub(crate) fn relay_keys(&self) -> Vec<[u8; 32]> {
-        lock(&self.relay_keys).values().copied().collect()
+        lock(&self.relay_keys)
+            .values()
+            .map(GrantKey::relay_key)
+            .collect()
+    }
+
+    /// The mailboxes of the grants in force (SPEC §19.12, co-users): each
+    /// grant's id, mailbox key and grantee authority.
+    pub(crate) fn mailboxes(&self) -> Vec<GrantMailbox> {
+        let keys = lock(&self.relay_keys);
+        let grants = lock(&self.grants);
+        keys.iter()
+            .filter_map(|(id, key)| {
+                grants.get(id).map(|g| GrantMailbox {
+                    grant_id: *id,
+                    key: key.mailbox_key(),
+                    grantee_authority: g.grantee_authority_public_key,
+                })
+            })
+            .collect()
+    }
+
+    /// The car's mailbox reports which grants' mailboxes it reads.
+    pub(crate) fn mailboxes_open(&self, open: std::collections::HashSet<[u8; GRANT_ID_LEN]>) {
+        self.mailboxes_open.send_replace(Some(open));
+    }
+
+    /// Waits (at most 2 s) until the car reads `grant_id`'s mailbox on the
+    /// relay, if it has a relay: installing a grant then returns once the
+    /// broker queues its co-user's letters (SPEC §19.12).
+    async fn until_mailbox_open(&self, grant_id: &[u8; GRANT_ID_LEN]) {
+        let mut open = self.mailboxes_open.subscribe();
+        if open.borrow().is_none() {
+            return;
+        }
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            open.wait_for(|o| o.as_ref().is_none_or(|o| o.contains(grant_id))),
+        )
+        .await;
     }
 
     /// Changes whenever a grant's relay key comes or goes.
