@@ -154,6 +154,9 @@ pub struct CommissionPlan {
 pub struct Commissioned {
     /// The certificate the authority issued for the device.
     pub certificate: VerifiedCertificate,
+    /// The same certificate, encoded as the device holds it
+    /// (`DeviceCertificate`), for the binding record.
+    pub certificate_message: Vec<u8>,
     /// The secret shared with the device from this pairing (SPEC §12.6):
     /// keep it with the binding record to reach the device on the LAN.
     pub device_secret: [u8; 32],
@@ -189,7 +192,7 @@ struct Attempts {
     /// The device confirmed its binding on an earlier link: its
     /// certificate, and the device secret of the pairing it was bound
     /// under (the one the device keeps, SPEC §12.6).
-    bound: Option<(VerifiedCertificate, [u8; 32])>,
+    bound: Option<(VerifiedCertificate, [u8; 32], Vec<u8>)>,
 }
 
 impl Attempts {
@@ -243,7 +246,7 @@ async fn commission_once<L: Link>(
     };
     progress(CommissionStage::Paired);
 
-    let (certificate, device_secret) = match &state.bound {
+    let (certificate, device_secret, certificate_message) = match &state.bound {
         // Bound on an earlier link: this pairing only carries the
         // credentials.
         Some(bound) => bound.clone(),
@@ -257,9 +260,10 @@ async fn commission_once<L: Link>(
             channel.send(&grant).await?;
             let result = channel.recv(timeouts.pairing, "binding result").await?;
             let certificate = binding.handle_result(&result)?;
-            state.bound = Some((certificate.clone(), key.device_secret()));
+            let message = binding.granted_certificate().to_vec();
+            state.bound = Some((certificate.clone(), key.device_secret(), message.clone()));
             progress(CommissionStage::Bound);
-            (certificate, key.device_secret())
+            (certificate, key.device_secret(), message)
         }
     };
 
@@ -274,6 +278,7 @@ async fn commission_once<L: Link>(
     let outcome = provisioning.handle_status(&report)?;
     Ok(Commissioned {
         certificate,
+        certificate_message,
         device_secret,
         outcome,
     })

@@ -12,13 +12,14 @@ use tether_control::signals;
 use tether_devices::{CAMERA_PRODUCT_MODEL, LAMP_PRODUCT_MODEL, camera_model, lamp_model};
 use tether_identity::{AccountAuthority, DeviceKey};
 use tether_node::{
-    CommissionedDevice, DeviceInfo, DeviceNode, HeadUnit, NodeConfig, NodeError, OtaTransferError,
-    Phone, SignalData, VehicleLink,
+    CommissionReport, CommissionRequest, DeviceInfo, DeviceNode, HeadUnit, NetworkOutcome,
+    NodeConfig, NodeError, OtaTransferError, Phone, SetupCode, SignalData, SimulatedAccessory,
+    VehicleLink,
 };
 use tether_proto::v1::{DeviceValue, OtaManifest, PropertyValue, device_value};
 
 use crate::narrate::Narrator;
-use crate::pair::{SimDevice, commission_simulated};
+use crate::pair::home;
 use crate::progress;
 
 /// How long the car browses for its bound devices.
@@ -69,19 +70,6 @@ pub(crate) async fn wait_for(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
-}
-
-fn commissioned(device: &SimDevice, name: &str) -> CommissionedDevice {
-    use tether_proto::prost::Message;
-    CommissionedDevice {
-        device_key: device.credentials.key().public_key(),
-        certificate: device.credentials.certificate_message().encode_to_vec(),
-        serial: device.commissioned.certificate.serial,
-        product_model: device.product_model,
-        name: name.into(),
-        ssid: Some(b"Tether Demo Home".to_vec()),
-        device_secret: device.commissioned.device_secret,
-    }
 }
 
 fn signed_manifest(vendor: &DeviceKey, image: &[u8], version: &str) -> OtaManifest {
@@ -196,43 +184,49 @@ pub(crate) async fn device_steps(
         ),
     ] {
         let t = Instant::now();
-        match commission_simulated(model, authority).await {
-            Ok(device)
-                if device.commissioned.outcome == tether_pairing::provision::Outcome::Joined =>
-            {
+        // The device powers on unprovisioned and shows its code; the head
+        // unit reads it and commissions it (SPEC §12, §13).
+        let commissioned = async {
+            let device = SimulatedAccessory::power_on(model, &[home()], 0.0)?;
+            let qr = device.setup_qr()?;
+            let report = car
+                .commission(
+                    &device.central(),
+                    authority,
+                    &CommissionRequest::new(SetupCode::parse(&qr)?, name, home()),
+                    |_| {},
+                )
+                .await?;
+            Ok::<_, NodeError>((device, qr, report))
+        }
+        .await;
+        match commissioned {
+            Ok((device, qr, report)) if report.outcome == NetworkOutcome::Joined => {
                 if !n.json
-                    && let Ok(qr) = crate::pair::render_qr(&device.qr)
+                    && let Ok(art) = crate::pair::render_qr(&qr)
                 {
-                    println!(
-                        "{name}'s setup code, as the head unit shows it ({}):\n{qr}",
-                        device.qr
-                    );
+                    println!("{name}'s setup code, as the head unit shows it ({qr}):\n{art}");
                 }
-                car.add_commissioned(&commissioned(&device, name), tether_node::unix_now())
-                    .await?;
                 n.record(
                     step,
                     t,
                     Ok(format!(
                         "setup QR read, SPAKE2 paired, bound to the owner's account (certificate #{}, no group key), joined Wi-Fi",
-                        device.commissioned.certificate.serial
+                        report.serial
                     )),
                 );
-                made.push(device);
+                made.push((device, report));
             }
-            Ok(device) => {
+            Ok((_, _, report)) => {
                 n.record(
                     step,
                     t,
-                    Err(format!(
-                        "the device reported {:?}",
-                        device.commissioned.outcome
-                    )),
+                    Err(format!("the device reported {:?}", report.outcome)),
                 );
                 return Ok(None);
             }
             Err(e) => {
-                n.record(step, t, Err(e));
+                n.record(step, t, Err(e.to_string()));
                 return Ok(None);
             }
         }
@@ -243,21 +237,16 @@ pub(crate) async fn device_steps(
     // 2. They join the LAN and come back, found by their own tokens.
     let t = Instant::now();
     let vendor = DeviceKey::generate()?;
-    let open = |model, credentials: &tether_identity::Credentials, secret| {
+    let open = |model, (device, _): &(SimulatedAccessory, CommissionReport)| {
         let node = DeviceNode::open(config.clone(), model, "1.0.0", vendor.public_key())?;
-        node.install_binding(credentials, secret)?;
+        let binding = device
+            .take_binding()
+            .ok_or(NodeError::State("the device kept no binding"))?;
+        node.install(&binding)?;
         Ok::<_, NodeError>(node)
     };
-    let lamp = open(
-        lamp_model(),
-        &lamp_device.credentials,
-        lamp_device.commissioned.device_secret,
-    )?;
-    let camera = open(
-        camera_model(),
-        &camera_device.credentials,
-        camera_device.commissioned.device_secret,
-    )?;
+    let lamp = open(lamp_model(), &lamp_device)?;
+    let camera = open(camera_model(), &camera_device)?;
     lamp.start().await?;
     camera.start().await?;
     let online = car.scan_devices(DEVICE_SCAN).await?;
@@ -426,7 +415,7 @@ pub(crate) async fn device_steps(
     Ok(Some(DemoDevices {
         lamp,
         camera,
-        lamp_key: lamp_device.credentials.key().public_key(),
+        lamp_key: lamp_device.1.device_key,
     }))
 }
 

@@ -1,36 +1,24 @@
 //! `tether pair`: commission a simulated lamp over the simulated Bluetooth
-//! radio (SPEC §12, §13). The lamp shows its setup QR code and manual code;
-//! the head unit reads the code, finds the lamp by its advert, pairs with
-//! SPAKE2 and hands it sealed Wi-Fi credentials until it reports "joined".
+//! radio (SPEC §12, §13), through the node (`HeadUnit::commission`). The
+//! lamp shows its setup QR code and manual code; the head unit reads the
+//! code, finds the lamp by its advert, pairs with SPAKE2, binds it with the
+//! owner phone's authority and hands it sealed Wi-Fi credentials until it
+//! reports "joined".
 
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::json;
-use tether_ble::advert::{Advert, FLAG_PAIRING_OPEN};
-use tether_ble::commission::{
-    CommissionError, CommissionPlan, CommissionStage, CommissionTimeouts, Commissioned,
-    commission_peripheral,
-};
-use tether_ble::radio::{Central, PeripheralId};
-use tether_ble::sim::{SimAir, SimCentral, SimConfig, SimPeripheral};
-use tether_ble::sim_device::{SharedLog, SimCommissionee};
-use tether_identity::{AccountAuthority, LocalAuthority};
-use tether_pairing::pake::PairingError;
-use tether_pairing::provision::{Credentials, Network, Outcome, Security};
-use tether_pairing::setup::{
-    FLAG_BLE, ManualCode, SetupPayload, parse_manual_code, random_passcode,
+use tether_node::{
+    CommissionProgress, CommissionReport, CommissionRequest, HeadUnit, HomeNetwork, NetworkOutcome,
+    NodeConfig, NodeError, Phone, SetupCode, SimulatedAccessory,
 };
 
 use crate::narrate::Narrator;
 
 /// The simulated lamp's product model.
 const LAMP_MODEL: u16 = 0x1a2b;
-/// ATT MTU of the simulated links.
-const MTU: u16 = 185;
-/// How long the head unit scans for the lamp.
-const SCAN_WINDOW: Duration = Duration::from_millis(500);
 
 /// Options of `tether pair`.
 #[derive(Debug, Clone, Copy)]
@@ -47,129 +35,12 @@ pub(crate) struct PairOptions {
     pub(crate) drop_link: bool,
 }
 
-/// What the pairing step did besides pairing.
-#[derive(Default)]
-struct AttemptLog {
-    /// Links reconnected after a drop.
-    reconnections: u32,
-}
-
-fn random<const N: usize>() -> Result<[u8; N], String> {
-    let mut out = [0; N];
-    SystemRandom::new()
-        .fill(&mut out)
-        .map_err(|_| "the system random source failed".to_owned())?;
-    Ok(out)
-}
-
-fn home() -> Credentials {
-    Credentials {
+/// The demo's home network.
+pub(crate) fn home() -> HomeNetwork {
+    HomeNetwork {
         ssid: b"Tether Demo Home".to_vec(),
         passphrase: b"demo passphrase 1".to_vec(),
-        security: Security::Wpa2Personal,
-        network: Network::Home,
     }
-}
-
-/// The code the head unit read: the full payload (QR) or the manual code.
-enum ReadCode {
-    Qr(SetupPayload),
-    Manual(ManualCode),
-}
-
-impl ReadCode {
-    fn passcode(&self) -> u32 {
-        match self {
-            ReadCode::Qr(p) => p.passcode,
-            ReadCode::Manual(m) => m.passcode,
-        }
-    }
-
-    /// Whether an unprovisioned advert may be the device of this code: the
-    /// QR holds the whole 12-bit discriminator, the manual code its top 4
-    /// bits (SPEC §12.1).
-    fn matches(&self, advert: &Advert) -> bool {
-        let Advert::Unprovisioned {
-            product_model,
-            discriminator,
-            ..
-        } = *advert
-        else {
-            return false;
-        };
-        match self {
-            ReadCode::Qr(p) => p.discriminator == discriminator && p.product_model == product_model,
-            ReadCode::Manual(m) => u16::from(m.short_discriminator) == discriminator >> 8,
-        }
-    }
-}
-
-/// A lamp's setup payload as it boots unprovisioned: a random passcode and
-/// discriminator, never derived from a MAC or serial (R2, R6).
-fn new_lamp_payload() -> Result<SetupPayload, String> {
-    new_payload(LAMP_MODEL)
-}
-
-/// The setup payload of a device of `product_model` as it boots
-/// unprovisioned.
-fn new_payload(product_model: u16) -> Result<SetupPayload, String> {
-    Ok(SetupPayload {
-        version: 0,
-        product_model,
-        discriminator: u16::from_be_bytes(random()?) & 0x0fff,
-        flags: FLAG_BLE,
-        passcode: random_passcode(random()?),
-    })
-}
-
-/// A simulated air with `loss`, and the lamp of `payload` advertising on it.
-fn lamp_on_air(
-    payload: &SetupPayload,
-    loss: f64,
-) -> Result<(SimAir, SimPeripheral, SharedLog), String> {
-    let air = SimAir::new(SimConfig {
-        loss: loss.clamp(0.0, 0.5),
-        latency: Duration::from_millis(3),
-        jitter: Duration::from_millis(2),
-        seed: u64::from_le_bytes(random()?),
-        mtu: MTU,
-        ..SimConfig::default()
-    });
-    let networks = [(home().ssid, home().passphrase)];
-    let (lamp, log) = SimCommissionee::new(
-        payload.passcode,
-        MTU,
-        &networks,
-        u64::from_le_bytes(random()?),
-    )
-    .map_err(|e| e.to_string())?;
-    let peripheral = air.add_peripheral(Box::new(lamp));
-    let advert = Advert::Unprovisioned {
-        product_model: payload.product_model,
-        discriminator: payload.discriminator,
-        flags: FLAG_PAIRING_OPEN,
-    };
-    peripheral.set_advert(Some(advert.encode().map_err(|e| e.to_string())?));
-    Ok((air, peripheral, log))
-}
-
-/// Scans and returns the first peripheral whose advert matches `code`, with
-/// its RSSI.
-async fn find_lamp(
-    central: &SimCentral,
-    code: &ReadCode,
-) -> Result<Option<(PeripheralId, Option<i16>)>, String> {
-    Ok(central
-        .scan(SCAN_WINDOW)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .find(|r| {
-            r.tether_data()
-                .map(Advert::decode)
-                .is_some_and(|a| a.is_ok_and(|a| code.matches(&a)))
-        })
-        .map(|r| (r.id, r.rssi)))
 }
 
 pub(crate) fn render_qr(text: &str) -> Result<String, String> {
@@ -219,14 +90,14 @@ async fn narrate(
     // The lamp boots unprovisioned: a random passcode and discriminator,
     // never derived from a MAC or serial (R2, R6).
     let t = Instant::now();
-    let payload = (|| {
-        let payload = new_lamp_payload()?;
-        let qr = payload.to_qr_string().map_err(|e| e.to_string())?;
-        let manual = payload.manual_code().map_err(|e| e.to_string())?;
-        Ok::<_, String>((payload, qr, manual))
-    })();
-    let Ok((payload, qr, manual)) =
-        payload.map_err(|e| n.record("lamp shows its setup code", t, Err(e)))
+    let shown =
+        SimulatedAccessory::power_on(LAMP_MODEL, &[home()], options.loss).and_then(|lamp| {
+            let qr = lamp.setup_qr()?;
+            let manual = lamp.manual_code()?;
+            Ok((lamp, qr, manual))
+        });
+    let Ok((lamp, qr, manual)) =
+        shown.map_err(|e| n.record("lamp shows its setup code", t, Err(e.to_string())))
     else {
         return Err(());
     };
@@ -246,19 +117,15 @@ async fn narrate(
 
     // The head unit reads the code.
     let t = Instant::now();
-    let read = if options.manual {
-        parse_manual_code(&manual).map(ReadCode::Manual)
-    } else {
-        SetupPayload::from_qr_string(&qr).map(ReadCode::Qr)
-    };
-    let Ok(read) = read.map_err(|e| n.record("head unit reads the code", t, Err(e.to_string())))
+    let read = SetupCode::parse(if options.manual { &manual } else { &qr });
+    let Ok(code) = read.map_err(|e| n.record("head unit reads the code", t, Err(e.to_string())))
     else {
         return Err(());
     };
     n.record(
         "head unit reads the code",
         t,
-        Ok(if options.manual {
+        Ok(if code.is_manual() {
             "manual code, check digit ok"
         } else {
             "QR string"
@@ -266,154 +133,37 @@ async fn narrate(
         .into()),
     );
 
-    // The lamp advertises on the simulated air.
-    let (air, peripheral, log) = match lamp_on_air(&payload, options.loss) {
-        Ok(on_air) => on_air,
-        Err(e) => {
-            n.record("lamp advertises", Instant::now(), Err(e));
-            return Err(());
-        }
-    };
-
-    // Scan and pick the lamp by its advert.
-    let t = Instant::now();
-    let central = air.central();
-    let found = find_lamp(&central, &read).await;
-    let id: PeripheralId = match found {
-        Ok(Some((id, rssi))) => {
-            n.record(
-                "scan finds the lamp",
-                t,
-                Ok(match rssi {
-                    Some(dbm) => format!("unprovisioned advert matches the code, RSSI {dbm} dBm"),
-                    None => "unprovisioned advert matches the code".to_owned(),
-                }),
-            );
-            id
-        }
-        Ok(None) => {
-            n.record("scan finds the lamp", t, Err("no matching advert".into()));
-            return Err(());
-        }
-        Err(e) => {
-            n.record("scan finds the lamp", t, Err(e));
-            return Err(());
-        }
-    };
-
-    // The account authority (in local mode it lives on the owner's phone;
-    // here it stands in for it).
-    let Ok(mut authority) = LocalAuthority::generate() else {
-        n.record(
-            "pair, bind and provision",
-            Instant::now(),
-            Err("cannot make the account authority".into()),
-        );
-        return Err(());
-    };
-    // Fresh randomness for each attempt's SPAKE2 and binding nonce.
-    let Ok(seeds) = (0..3)
-        .map(|_| random::<32>())
-        .collect::<Result<Vec<_>, _>>()
-    else {
-        n.record(
-            "pair and provision",
-            Instant::now(),
-            Err("the system random source failed".into()),
-        );
-        return Err(());
-    };
-
-    if options.wrong_first {
-        let t = Instant::now();
-        let wrong = if read.passcode() == 1 {
-            2
-        } else {
-            read.passcode() - 1
-        };
-        let first = attempt(&central, &id, wrong, seeds[0], &mut authority, None).await;
-        n.record(
-            "a mistyped passcode is refused",
-            t,
-            match first {
-                Err(CommissionError::Pairing(PairingError::WrongPasscode)) => {
-                    Ok("wrong passcode; the lamp counted the attempt (R6)".into())
-                }
-                other => Err(format!("expected a wrong-passcode refusal, got {other:?}")),
-            },
-        );
-        let t = Instant::now();
-        let second = attempt(
-            &central,
-            &id,
-            read.passcode(),
-            seeds[1],
-            &mut authority,
-            None,
-        )
-        .await;
-        n.record(
-            "an immediate retry must wait",
-            t,
-            match second {
-                Err(CommissionError::Pairing(PairingError::RetryLater { retry_after_s })) => {
-                    tokio::time::sleep(Duration::from_secs(u64::from(retry_after_s))).await;
-                    Ok(format!(
-                        "the lamp asked to wait {retry_after_s} s (backoff)"
-                    ))
-                }
-                other => Err(format!("expected a backoff, got {other:?}")),
-            },
-        );
+    // The owner's phone hosts the account authority; the car commissions.
+    let nodes = async {
+        let owner = Phone::open(NodeConfig::default())?;
+        owner.create_account()?;
+        let car = HeadUnit::open(NodeConfig::default())?;
+        car.complete_enrollment(&owner.enroll_device(&car.enrollment_request()?)?)?;
+        car.start().await?;
+        Ok::<_, NodeError>((owner, car))
     }
-
-    // Pair and provision.
-    let t = Instant::now();
-    let mut attempt_log = AttemptLog::default();
-    let result = attempt(
-        &central,
-        &id,
-        read.passcode(),
-        seeds[2],
-        &mut authority,
-        options.drop_link.then_some((&peripheral, &mut attempt_log)),
-    )
     .await;
-    let reconnected = match attempt_log.reconnections {
-        0 => String::new(),
-        1 => "; the link dropped once and was reconnected".to_owned(),
-        n => format!("; the link dropped and was reconnected {n} times"),
+    let (owner, car) = match nodes {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            n.record("scan finds the lamp", Instant::now(), Err(e.to_string()));
+            return Err(());
+        }
     };
-    n.record(
-        "pair, bind and provision",
-        t,
-        match &result {
-            Ok(Commissioned {
-                outcome: Outcome::Joined,
-                certificate,
-                ..
-            }) => Ok(format!(
-                "SPAKE2 paired; bound as a device (certificate #{}, no group key); sealed Wi-Fi credentials sent{reconnected}",
-                certificate.serial
-            )),
-            other => Err(format!("{other:?}")),
-        },
-    );
+    let result = commission_steps(n, options, &lamp, &code, &owner, &car).await;
+    let _ = car.shutdown().await;
+    let reconnections = result?;
     let t = Instant::now();
-    let joined = log
-        .lock()
-        .map(|l| l.joined.iter().any(|c| c.ssid == home().ssid))
-        .unwrap_or(false);
     n.record(
         "lamp joined the home Wi-Fi",
         t,
-        if joined {
+        if lamp.joined(&home().ssid) {
             Ok("the lamp reports joined; next it is found on the LAN".into())
         } else {
             Err("the lamp did not join".into())
         },
     );
-    let stats = air.stats();
+    let stats = lamp.radio_stats();
     Ok((
         setup,
         json!({
@@ -421,107 +171,160 @@ async fn narrate(
             "pdus_sent": stats.pdus_sent,
             "pdus_lost": stats.pdus_lost,
             "links_dropped": stats.links_dropped,
-            "reconnections": attempt_log.reconnections,
+            "reconnections": reconnections,
         }),
     ))
 }
 
-/// Commissions a simulated lamp (a random setup code, read as a QR string)
-/// on a fresh simulated air with `authority`: scan, pair, bind, provision.
-/// For `tether demo`; returns the lamp's setup QR string and the result.
-pub(crate) async fn commission_simulated(
-    product_model: u16,
-    authority: &mut (dyn AccountAuthority + Send),
-) -> Result<SimDevice, String> {
-    let payload = new_payload(product_model)?;
-    let qr = payload.to_qr_string().map_err(|e| e.to_string())?;
-    let code = ReadCode::Qr(SetupPayload::from_qr_string(&qr).map_err(|e| e.to_string())?);
-    let (air, _peripheral, log) = lamp_on_air(&payload, 0.0)?;
-    let central = air.central();
-    let (id, _) = find_lamp(&central, &code)
-        .await?
-        .ok_or("the device was not heard")?;
-    let commissioned = attempt(&central, &id, code.passcode(), random()?, authority, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    // What the device kept from its binding, to serve members on the LAN.
-    let (credentials, secret) = log
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .binding
-        .take()
-        .ok_or("the device kept no binding")?;
-    if secret != commissioned.device_secret {
-        return Err("the device and the car derived different device secrets".into());
-    }
-    Ok(SimDevice {
-        qr,
-        commissioned,
-        credentials,
-        product_model,
-    })
-}
+/// When each progress event came.
+type Heard = Arc<Mutex<Vec<(Instant, CommissionProgress)>>>;
 
-/// A device commissioned over the simulated radio: what the car learnt and
-/// what the device kept.
-pub(crate) struct SimDevice {
-    /// The setup QR string the head unit read (shown in the terminal).
-    pub(crate) qr: String,
-    /// The car's side: certificate, device secret, network outcome.
-    pub(crate) commissioned: Commissioned,
-    /// The device's side: its credentials (role device, no group key).
-    pub(crate) credentials: tether_identity::Credentials,
-    /// Its product model.
-    pub(crate) product_model: u16,
-}
-
-/// One commissioning attempt (reconnecting a dropped link, SPEC §12.7),
-/// then disconnect. With `drop_link`, the lamp drops the first link as
-/// binding starts, and the reconnections are counted.
-async fn attempt(
-    central: &tether_ble::sim::SimCentral,
-    id: &PeripheralId,
-    passcode: u32,
-    seed: [u8; 32],
-    authority: &mut (dyn AccountAuthority + Send),
-    mut drop_link: Option<(&SimPeripheral, &mut AttemptLog)>,
-) -> Result<Commissioned, CommissionError> {
+/// One `HeadUnit::commission` call that also drops the lamp's link once
+/// when asked; what it heard.
+async fn commission_once(
+    car: &HeadUnit,
+    owner: &Phone,
+    lamp: &SimulatedAccessory,
+    code: SetupCode,
+    drop_link: bool,
+) -> (
+    Result<CommissionReport, NodeError>,
+    Vec<(Instant, CommissionProgress)>,
+) {
+    let heard: Heard = Arc::default();
+    let log = heard.clone();
     let mut dropped = false;
-    let mut bind_nonce = [0; 16];
-    bind_nonce.copy_from_slice(&seed[16..]);
-    let plan = CommissionPlan {
-        passcode,
-        credentials: home(),
-        seed,
-        bind_nonce,
-        unix_now: tether_node::unix_now(),
+    let result = match owner.authority() {
+        Ok(mut authority) => {
+            car.commission(
+                &lamp.central(),
+                &mut authority,
+                &CommissionRequest::new(code, "Lamp", home()),
+                |p| {
+                    if p == CommissionProgress::Paired && drop_link && !dropped {
+                        dropped = true;
+                        lamp.drop_link();
+                    }
+                    // The rare stages a user should hear of as they happen
+                    // (stderr: stdout may be JSON).
+                    match p {
+                        CommissionProgress::Reconnecting { retry } => {
+                            eprintln!("  the Bluetooth link dropped; reconnecting ({retry})")
+                        }
+                        CommissionProgress::Waiting { seconds } => {
+                            eprintln!("  the device asks to wait {seconds} s before pairing again")
+                        }
+                        _ => {}
+                    }
+                    log.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((Instant::now(), p));
+                },
+            )
+            .await
+        }
+        Err(e) => Err(e),
     };
-    commission_peripheral(
-        central,
-        id,
-        &plan,
-        authority,
-        CommissionTimeouts::default(),
-        |stage| match stage {
-            CommissionStage::Paired if !dropped => {
-                if let Some((lamp, _)) = &drop_link {
-                    dropped = true;
-                    lamp.disconnect();
-                }
-            }
-            // The rare stages a user should hear of as they happen (stderr:
-            // stdout may be JSON).
-            CommissionStage::Reconnecting { retry } => {
-                if let Some((_, log)) = &mut drop_link {
-                    log.reconnections = retry;
-                }
-                eprintln!("  the Bluetooth link dropped; reconnecting ({retry})")
-            }
-            CommissionStage::Waiting { seconds } => {
-                eprintln!("  the device asks to wait {seconds} s before pairing again")
-            }
-            _ => {}
-        },
+    let heard = heard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    (result, heard)
+}
+
+/// The scan, the optional mistyped attempt and its backoff, and the
+/// commissioning itself; the reconnections it made.
+async fn commission_steps(
+    n: &mut Narrator,
+    options: PairOptions,
+    lamp: &SimulatedAccessory,
+    code: &SetupCode,
+    owner: &Phone,
+    car: &HeadUnit,
+) -> Result<u32, ()> {
+    let t = Instant::now();
+    let first_code = if options.wrong_first {
+        code.mistyped()
+    } else {
+        code.clone()
+    };
+    let (first, heard) = commission_once(
+        car,
+        owner,
+        lamp,
+        first_code,
+        options.drop_link && !options.wrong_first,
     )
-    .await
+    .await;
+    let found = heard.iter().find_map(|(at, p)| match p {
+        CommissionProgress::Found { rssi } => Some((*at, *rssi)),
+        _ => None,
+    });
+    let Some((found_at, rssi)) = found else {
+        n.record(
+            "scan finds the lamp",
+            t,
+            Err(match first {
+                Err(e) => e.to_string(),
+                Ok(_) => "no matching advert".into(),
+            }),
+        );
+        return Err(());
+    };
+    n.record(
+        "scan finds the lamp",
+        t,
+        Ok(match rssi {
+            Some(dbm) => format!("unprovisioned advert matches the code, RSSI {dbm} dBm"),
+            None => "unprovisioned advert matches the code".to_owned(),
+        }),
+    );
+    let (result, started) = if options.wrong_first {
+        n.record(
+            "a mistyped passcode is refused",
+            found_at,
+            match &first {
+                Err(e) if e.is_wrong_passcode() => {
+                    Ok("wrong passcode; the lamp counted the attempt (R6)".into())
+                }
+                other => Err(format!("expected a wrong-passcode refusal, got {other:?}")),
+            },
+        );
+        let t = Instant::now();
+        let (second, _) = commission_once(car, owner, lamp, code.clone(), false).await;
+        n.record(
+            "an immediate retry must wait",
+            t,
+            match second.as_ref().err().and_then(NodeError::retry_after_s) {
+                Some(seconds) => {
+                    tokio::time::sleep(Duration::from_secs(u64::from(seconds))).await;
+                    Ok(format!("the lamp asked to wait {seconds} s (backoff)"))
+                }
+                None => Err(format!("expected a backoff, got {second:?}")),
+            },
+        );
+        let t = Instant::now();
+        let (third, _) = commission_once(car, owner, lamp, code.clone(), options.drop_link).await;
+        (third, t)
+    } else {
+        (first, found_at)
+    };
+    let reconnections = result.as_ref().map_or(0, |r| r.reconnections);
+    let reconnected = match reconnections {
+        0 => String::new(),
+        1 => "; the link dropped once and was reconnected".to_owned(),
+        n => format!("; the link dropped and was reconnected {n} times"),
+    };
+    let ok = n.record(
+        "pair, bind and provision",
+        started,
+        match &result {
+            Ok(report) if report.outcome == NetworkOutcome::Joined => Ok(format!(
+                "SPAKE2 paired; bound as a device (certificate #{}, no group key); sealed Wi-Fi credentials sent; kept by the head unit{reconnected}",
+                report.serial
+            )),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    if ok { Ok(reconnections) } else { Err(()) }
 }

@@ -111,6 +111,12 @@ impl DeviceNode {
         Ok(())
     }
 
+    /// Keeps a binding the device received when it was commissioned
+    /// ([`crate::SimulatedAccessory::take_binding`]).
+    pub fn install(&self, binding: &crate::DeviceBinding) -> Result<(), NodeError> {
+        self.install_binding(&binding.credentials, binding.secret)
+    }
+
     /// Whether the device holds a binding.
     pub fn is_bound(&self) -> Result<bool, NodeError> {
         Ok(binding(&lock(&self.store))?.is_some())

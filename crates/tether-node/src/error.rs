@@ -46,6 +46,16 @@ pub enum NodeError {
     #[error("relay: {0}")]
     Relay(#[from] tether_relay::RelayError),
 
+    /// Commissioning a device failed (radio, pairing, binding,
+    /// provisioning: SPEC §12, §13). Boxed: the error is large.
+    #[error("commissioning: {0}")]
+    Commission(Box<tether_ble::commission::CommissionError>),
+    /// No unprovisioned device matching the setup code was heard.
+    #[error("no device matching the setup code was heard")]
+    NoDeviceFound,
+    /// A setup code that does not read (SPEC §12.1).
+    #[error("setup code: {0}")]
+    SetupCode(String),
     /// A letter for the relay's mailbox could not be sealed (SPEC §19.12).
     #[error("letter: {0}")]
     Letter(#[from] tether_identity::LetterError),

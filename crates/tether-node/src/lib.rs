@@ -28,6 +28,7 @@ mod automation_car;
 mod automation_catalogue;
 mod automation_link;
 mod automation_serve;
+mod commission;
 mod config;
 mod device;
 mod device_api;
@@ -55,6 +56,13 @@ pub use automation::{
 pub use automation_car::AppNotice;
 pub use automation_link::{Confirmation, Confirmations, Tasks};
 pub use automation_serve::owner_permissions;
+#[cfg(feature = "bluetooth")]
+pub use commission::BluezCentral;
+pub use commission::{
+    Central, CommissionProgress, CommissionReport, CommissionRequest, DEFAULT_SCAN_WINDOW,
+    DeviceBinding, HomeNetwork, NetworkOutcome, RadioError, SetupCode, SimCentral, SimStats,
+    SimulatedAccessory,
+};
 pub use config::{LocalIdentifiers, NodeConfig, unix_now};
 pub use device::DeviceNode;
 pub use device_api::{CommissionedDevice, DeviceInfo};

@@ -82,6 +82,8 @@ pub struct BindingCommissioner {
     from_device: Direction,
     offered: Option<[u8; BIND_NONCE_BYTES]>,
     granted: Option<VerifiedCertificate>,
+    /// The encoded certificate of the last grant sent.
+    granted_message: Vec<u8>,
 }
 
 impl std::fmt::Debug for BindingCommissioner {
@@ -100,6 +102,7 @@ impl BindingCommissioner {
             from_device: Direction::new(key, INFO_TO_COMMISSIONER, AAD_TO_COMMISSIONER),
             offered: None,
             granted: None,
+            granted_message: Vec::new(),
         }
     }
 
@@ -159,7 +162,14 @@ impl BindingCommissioner {
                 .map_err(EnrollmentError::from)?;
         let (sequence, bytes) = self.to_device.seal(&grant.encode_to_vec())?;
         self.granted = Some(verified.clone());
+        self.granted_message = certificate.encode_to_vec();
         Ok((sealed(Kind::BindGrant, sequence, bytes), verified))
+    }
+
+    /// The encoded `DeviceCertificate` of the grant sent (empty before
+    /// one), for the commissioner's binding record.
+    pub fn granted_certificate(&self) -> &[u8] {
+        &self.granted_message
     }
 
     /// Handles the device's report; `Ok` once the device accepted.
