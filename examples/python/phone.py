@@ -330,6 +330,60 @@ async def devices_on_the_head_unit(tether, car, link, narrator):
     )
 
 
+async def commission_on_the_head_unit(tether, car, phone, narrator):
+    """--host self: the car commissions a simulated lamp (SPEC 12.8): a
+    mistyped manual code is refused, then the QR code pairs, binds with
+    this phone's authority and joins the Wi-Fi; the car keeps it."""
+    t = time.monotonic()
+    ssid = b"py home"
+    home = tether.HomeNetwork(ssid=ssid, passphrase=b"py passphrase 1")
+    lamp = tether.SimulatedAccessory.power_on(LAMP_PRODUCT_MODEL, home)
+    manual = lamp.manual_code()
+    # One digit off keeps the check digit wrong too: refused as unreadable.
+    unreadable = False
+    try:
+        await car.commission_simulated(
+            lamp, phone, manual[:-1] + str((int(manual[-1]) + 1) % 10),
+            "Lamp", home, None,
+        )
+    except tether.TetherError.Commission as e:
+        unreadable = not e.wrong_passcode
+
+    class Stages(tether.CommissionListener):
+        """Collects the stages; called on a Tether runtime thread."""
+
+        def __init__(self):
+            self.heard = queue.Queue()
+
+        def on_stage(self, stage):
+            self.heard.put(type(stage).__name__.split(".")[-1])
+
+    stages = Stages()
+    before = len(await car.list_devices())
+    result = await car.commission_simulated(
+        lamp, phone, lamp.setup_qr(), "Py lamp", home, stages
+    )
+    heard = []
+    while not stages.heard.empty():
+        heard.append(stages.heard.get())
+    names = [d.name for d in await car.list_devices()]
+    narrator.step(
+        "head unit commissions a lamp",
+        unreadable
+        and result.outcome == "JOINED"
+        and len(result.device_key) == 32
+        and lamp.joined(ssid)
+        and heard[0] == "SCANNING"
+        and heard[-1] == "SAVED"
+        and "PAIRED" in heard
+        and "Py lamp" in names
+        and len(names) == before + 1,
+        f"a mistyped manual code is refused; the QR code paired, bound "
+        f"(certificate #{result.serial}) and joined; stages {' > '.join(heard)}",
+        t,
+    )
+
+
 # ---- super tasks (SPEC 18) -------------------------------------------------
 # A task crosses the bindings as the protobuf bytes of `tether.v1.Task`
 # (proto/tether/v1/automation.proto). An app uses its protobuf library; the
@@ -853,6 +907,7 @@ async def run(tether, host_kind, narrator, data_dir, broker):
         await devices_through_the_car(tether, link, narrator)
     else:
         await devices_on_the_head_unit(tether, host.car, link, narrator)
+        await commission_on_the_head_unit(tether, host.car, phone, narrator)
     link.close()
 
     # 12. Super tasks on the car (SPEC 18).

@@ -108,6 +108,19 @@ pub enum TetherError {
         /// What failed.
         detail: String,
     },
+    /// Commissioning a device failed (SPEC §12.8): no device matched the
+    /// setup code, the code does not read, or the radio, pairing, binding
+    /// or provisioning failed. `wrong_passcode`: the device refused the
+    /// passcode; `retry_after_s`: the device asks to wait (R6).
+    #[error("commissioning: {detail}")]
+    Commission {
+        /// What failed.
+        detail: String,
+        /// The device refused the passcode.
+        wrong_passcode: bool,
+        /// Seconds the device asks to wait before the next attempt.
+        retry_after_s: Option<u32>,
+    },
     /// The node has no certificate yet.
     #[error("this node is not enrolled in an account")]
     NotEnrolled,
@@ -188,6 +201,13 @@ impl From<NodeError> for TetherError {
             NodeError::UnexpectedResponse(_) => TetherError::UnexpectedResponse { detail },
             NodeError::Random => TetherError::Random,
             NodeError::ServiceStopped => TetherError::ServiceStopped,
+            NodeError::Commission(_) | NodeError::NoDeviceFound | NodeError::SetupCode(_) => {
+                TetherError::Commission {
+                    wrong_passcode: e.is_wrong_passcode(),
+                    retry_after_s: e.retry_after_s(),
+                    detail,
+                }
+            }
             // NodeError is non-exhaustive: a variant added later is still an
             // error, never a panic.
             _ => TetherError::Internal { detail },

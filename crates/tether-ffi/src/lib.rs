@@ -7,6 +7,7 @@
 //! into a [`TetherError`]. See `README.md` beside this crate for the
 //! threading model, object lifetimes, events, key stores and errors.
 
+mod commission;
 mod confirm;
 mod devices;
 mod error;
@@ -23,6 +24,7 @@ mod traces;
 #[cfg(feature = "head-unit")]
 mod upgrade;
 
+pub use commission::{CommissionListener, CommissionResult, CommissionStage, SimulatedAccessory};
 pub use confirm::{Confirmation, ConfirmationListener, ConfirmationWatch};
 pub use devices::{DeviceInfo, DeviceValue, PropertyValue};
 pub use error::{KeyStoreError, TetherError};
