@@ -5,13 +5,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tether_control::client as control;
-use tether_control::signals;
+use tether_node::commands as control;
+use tether_node::proto::v1::CommandState;
+use tether_node::signals;
 use tether_node::{
     CommandOutcome, HeadUnit, Interfaces, LocalIdentifiers, NodeConfig, NodeError, Phone, Reading,
     ShareOptions, SharePermission, SignalData,
 };
-use tether_proto::v1::CommandState;
 
 use crate::narrate::Narrator;
 
@@ -72,7 +72,7 @@ pub(crate) async fn run(
     let (relay, embedded) = match broker {
         Some(config) => (config, None),
         None => {
-            let embedded = tether_broker::EmbeddedBroker::start(std::net::SocketAddr::from((
+            let embedded = tether_node::EmbeddedBroker::start(std::net::SocketAddr::from((
                 std::net::Ipv4Addr::LOCALHOST,
                 0,
             )))
@@ -546,11 +546,11 @@ async fn share_steps(
         co_link
             .set_device_properties(
                 &handle,
-                vec![tether_proto::v1::PropertyValue {
+                vec![tether_node::proto::v1::PropertyValue {
                     siid: 2,
                     piid: 2,
-                    value: Some(tether_proto::v1::DeviceValue {
-                        kind: Some(tether_proto::v1::device_value::Kind::UintValue(70)),
+                    value: Some(tether_node::proto::v1::DeviceValue {
+                        kind: Some(tether_node::proto::v1::device_value::Kind::UintValue(70)),
                     }),
                 }],
             )
@@ -563,7 +563,7 @@ async fn share_steps(
         &devices.lamp,
         2,
         2,
-        &tether_proto::v1::device_value::Kind::UintValue(70),
+        &tether_node::proto::v1::device_value::Kind::UintValue(70),
     )
     .await;
     n.record(
@@ -589,7 +589,7 @@ async fn share_steps(
         t,
         match lock {
             Err(NodeError::Control(e))
-                if e.code() == Some(tether_proto::v1::ErrorCode::PermissionDenied)
+                if e.code() == Some(tether_node::proto::v1::ErrorCode::PermissionDenied)
                     && before == after =>
             {
                 Ok("lock refused: outside the grant's scope; nothing executed".into())

@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 
 use ring::digest::{SHA256, digest};
 use serde_json::json;
-use tether_control::signals;
-use tether_devices::{CAMERA_PRODUCT_MODEL, LAMP_PRODUCT_MODEL, camera_model, lamp_model};
-use tether_identity::{AccountAuthority, DeviceKey};
+use tether_node::proto::v1::{DeviceValue, OtaManifest, PropertyValue, device_value};
+use tether_node::signals;
+use tether_node::{AccountAuthority, DeviceKey};
+use tether_node::{CAMERA_PRODUCT_MODEL, LAMP_PRODUCT_MODEL, camera_model, lamp_model};
 use tether_node::{
     CommissionReport, CommissionRequest, DeviceInfo, DeviceNode, HeadUnit, NetworkOutcome,
     NodeConfig, NodeError, OtaTransferError, Phone, SetupCode, SignalData, SimulatedAccessory,
     VehicleLink,
 };
-use tether_proto::v1::{DeviceValue, OtaManifest, PropertyValue, device_value};
 
 use crate::narrate::Narrator;
 use crate::pair::home;
@@ -81,7 +81,7 @@ fn signed_manifest(vendor: &DeviceKey, image: &[u8], version: &str) -> OtaManife
         signature: Vec::new(),
     };
     manifest.signature = vendor
-        .sign(&tether_ota::manifest_signing_input(&manifest))
+        .sign(&tether_node::manifest_signing_input(&manifest))
         .to_vec();
     manifest
 }
@@ -471,7 +471,7 @@ async fn upgrade_steps(
         .upgrade_device(handle, &manifest, image.clone(), |p| {
             progress::show(&bar, p);
             if p.percent() >= DROP_AT_PERCENT && !session.is_closed() {
-                session.close(tether_session::quic::CloseCode::Normal, "forced disconnect");
+                session.close(tether_node::CloseCode::Normal, "forced disconnect");
             }
         })
         .await;

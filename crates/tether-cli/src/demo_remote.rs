@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tether_control::client as control;
-use tether_control::signals;
+use tether_node::commands as control;
+use tether_node::signals;
 use tether_node::{
     HeadUnit, MailboxAnswer, NodeError, Phone, ShareOptions, SharePermission, SignalData,
     VehicleRoute, Via,
@@ -119,8 +119,8 @@ pub(crate) async fn remote_steps(
         t,
         match pushed {
             Ok((unlocked, Some(false), outcome, Some(true)))
-                if unlocked.state == tether_proto::v1::CommandState::Succeeded
-                    && outcome.state == tether_proto::v1::CommandState::Succeeded =>
+                if unlocked.state == tether_node::proto::v1::CommandState::Succeeded
+                    && outcome.state == tether_node::proto::v1::CommandState::Succeeded =>
             {
                 Ok(format!(
                     "unlocked, subscribed, locked; the update came back through the broker; signed receipt #{} verified",
@@ -294,7 +294,7 @@ pub(crate) async fn sleep_steps(
                 if asleep_answers.is_none()
                     && before.is_none()
                     && executions.unlock == 1
-                    && outcome.state == tether_proto::v1::CommandState::Succeeded =>
+                    && outcome.state == tether_node::proto::v1::CommandState::Succeeded =>
             {
                 Ok(format!(
                     "posted sealed to the car's mailbox while it slept; it woke, ran the unlock once and the signed receipt #{} waited for the phone in its own mailbox",
@@ -314,7 +314,7 @@ pub(crate) async fn sleep_steps(
         t,
         match find(&expired.letter_id) {
             Some(MailboxAnswer::Refused { code, .. })
-                if *code == tether_proto::v1::ErrorCode::DeadlineExceeded
+                if *code == tether_node::proto::v1::ErrorCode::DeadlineExceeded
                     && executions.flash_honk == 0 =>
             {
                 Ok("a flash with a 300 ms deadline, read after the car woke: refused (deadline exceeded) and not run".into())

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tether_control::signals;
+use tether_node::signals;
 use tether_node::{HeadUnit, NodeConfig, NodeError, Phone, Role};
 
 use crate::narrate::Narrator;

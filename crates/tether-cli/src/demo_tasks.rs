@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tether_automation::template::Template;
-use tether_automation::{
+use tether_node::tether_automation::template::Template;
+use tether_node::tether_automation::{
     Action, Cause, Condition, Date, DayTime, Fix, LatLon, Outcome, Place, PlaceId, StepResult,
     SunEvent, Task, TaskId, Trace, Transition, Trigger, Value, VehicleCommand, VehicleEvent,
     Weekdays, wire,
@@ -46,7 +46,7 @@ fn home() -> PlaceId {
 
 fn set(device: &str, on: bool) -> Action {
     Action::SetProperty {
-        device: tether_automation::DeviceId::new(device),
+        device: tether_node::tether_automation::DeviceId::new(device),
         property: HOME_SWITCH,
         value: Value::Bool(on),
     }
@@ -429,7 +429,7 @@ fn accept_for_family(
     family: &Arc<AutomationHost>,
     template: &Template,
 ) -> Result<tether_node::TaskInfo, NodeError> {
-    let mut binding = tether_automation::template::Binding::default();
+    let mut binding = tether_node::tether_automation::template::Binding::default();
     for slot in &template.places {
         binding
             .places
@@ -438,7 +438,7 @@ fn accept_for_family(
     for slot in &template.devices {
         binding.devices.insert(
             slot.slot.clone(),
-            tether_automation::DeviceId::new("front door light"),
+            tether_node::tether_automation::DeviceId::new("front door light"),
         );
     }
     Ok(family.accept(template, &binding, true, &tether_node::owner_permissions())?)

@@ -113,7 +113,7 @@ enum Command {
         /// `home=48.1372,11.5756,150` (latitude, longitude in degrees,
         /// radius in metres). Kept on the head unit only (R10).
         #[arg(long = "place", value_name = "NAME=LAT,LON,RADIUS_M", value_parser = roles::parse_place)]
-        places: Vec<tether_automation::Place>,
+        places: Vec<tether_node::tether_automation::Place>,
         /// An MQTT broker for the remote path, `mqtt://HOST:PORT`: the car
         /// also answers there, end to end encrypted, to phones anywhere
         /// (SPEC §19).
@@ -359,7 +359,7 @@ fn main() -> ExitCode {
 
 async fn broker(port: u16) -> Result<ExitCode, tether_node::NodeError> {
     let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
-    match tether_broker::EmbeddedBroker::start(addr).await {
+    match tether_node::EmbeddedBroker::start(addr).await {
         Ok(broker) => {
             println!(
                 "embedded MQTT 5 broker at {} (loopback only, in memory); Ctrl-C to stop",

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use serde_json::json;
-use tether_automation::{LatLon, Place};
-use tether_control::client as control;
+use tether_node::commands as control;
+use tether_node::tether_automation::{LatLon, Place};
 use tether_node::{
     HeadUnit, Hub, Interfaces, NodeConfig, NodeError, Phone, RelayConfig, VehicleRoute, Via,
 };
@@ -247,7 +247,7 @@ fn signal_json(value: &tether_node::SignalData) -> serde_json::Value {
     }
 }
 
-fn state_name(state: tether_proto::v1::CommandState) -> String {
+fn state_name(state: tether_node::proto::v1::CommandState) -> String {
     state
         .as_str_name()
         .trim_start_matches("COMMAND_STATE_")
@@ -498,7 +498,7 @@ pub(crate) async fn phone(
     let outcome = link.command(command, &key).await?;
     let state = state_name(outcome.state);
     let reason = match outcome.reason {
-        tether_proto::v1::CommandReason::Unspecified => String::new(),
+        tether_node::proto::v1::CommandReason::Unspecified => String::new(),
         r => r
             .as_str_name()
             .trim_start_matches("COMMAND_REASON_")
@@ -525,7 +525,7 @@ pub(crate) async fn phone(
     );
     link.close();
     Ok(
-        if outcome.state == tether_proto::v1::CommandState::Succeeded {
+        if outcome.state == tether_node::proto::v1::CommandState::Succeeded {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE

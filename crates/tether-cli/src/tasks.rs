@@ -16,7 +16,7 @@
 //!
 //! A task file is the proto3 JSON form of `tether.v1.Task`
 //! (`proto/tether/v1/automation.proto`), read by reflection over
-//! [`tether_proto::FILE_DESCRIPTOR_SET`]. With `--json` each step prints one
+//! [`tether_node::proto::FILE_DESCRIPTOR_SET`]. With `--json` each step prints one
 //! JSON object; the tasks and traces in it are in that same proto3 JSON
 //! form, except that 64-bit integers are numbers, not strings, and fields
 //! at their default value are written too. A template
@@ -31,14 +31,14 @@ use std::time::Duration;
 use clap::{Subcommand, ValueEnum};
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
 use serde_json::{Value as Json, json};
-use tether_automation::template::{Binding, Template};
-use tether_automation::{DeviceId, PlaceId, Task, Trace, wire};
-use tether_control::client::ControlError;
+use tether_node::ControlError;
+use tether_node::proto::prost::Message;
+use tether_node::proto::v1 as pb;
+use tether_node::tether_automation::template::{Binding, Template};
+use tether_node::tether_automation::{DeviceId, PlaceId, Task, Trace, wire};
 use tether_node::{
     Interfaces, NodeConfig, NodeError, Phone, TaskInfo, TaskState, Tasks, VehicleLink,
 };
-use tether_proto::prost::Message;
-use tether_proto::v1 as pb;
 
 use crate::demo_tasks::describe_trace;
 
@@ -498,7 +498,7 @@ fn slot_names(template: &Template) -> Vec<String> {
 fn descriptor(name: &str) -> MessageDescriptor {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        DescriptorPool::decode(tether_proto::FILE_DESCRIPTOR_SET)
+        DescriptorPool::decode(tether_node::proto::FILE_DESCRIPTOR_SET)
             .expect("tether-proto's build embeds a valid descriptor set")
     })
     .get_message_by_name(name)

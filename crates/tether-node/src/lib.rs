@@ -101,6 +101,27 @@ pub use vehicle_link::{
     new_idempotency_key,
 };
 
+/// An MQTT 5 broker inside the process, for the demo and the bench only
+/// (SPEC §19.10).
+#[cfg(feature = "embedded-broker")]
+pub use tether_broker::EmbeddedBroker;
+pub use tether_control::client::ControlError;
+/// The vehicle signal paths (VSS names) a member reads and subscribes to
+/// (SPEC §8.1).
+pub use tether_control::signals;
+/// The built-in device models (SPEC §16.3) and their product models.
+pub use tether_devices::{CAMERA_PRODUCT_MODEL, LAMP_PRODUCT_MODEL, camera_model, lamp_model};
+/// An account authority (the owner phone's, [`Phone::authority`]) and a
+/// device key (a vendor's, to sign firmware manifests).
+pub use tether_identity::{AccountAuthority, DeviceKey};
+/// What a vendor signs in a firmware manifest (SPEC §15).
+pub use tether_ota::manifest_signing_input;
+/// The wire messages (`tether.v1`), their file descriptor set and prost,
+/// for callers that build or read messages of their own (task files).
+pub use tether_proto as proto;
+/// How a session was closed (SPEC §6.4).
+pub use tether_session::quic::CloseCode;
+
 /// Builders for the vehicle commands a phone may send (R23; SPEC §8).
 pub mod commands {
     pub use tether_control::client::{climate, flash_honk, lock, unlock, window};

@@ -119,3 +119,42 @@ fn a_circle_is_found() {
     );
     assert!(circle_through(&graph, "d").is_none());
 }
+
+/// The crates of ours a manifest depends on (`tether-*` under
+/// `[dependencies]`), dev-dependencies aside.
+fn our_dependencies(manifest: &str) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(manifest),
+    )
+    .unwrap();
+    let mut section = String::new();
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line.to_owned();
+        } else if section == "[dependencies]" && line.starts_with("tether-") {
+            out.insert(line.split(['.', ' ', '=']).next().unwrap().to_owned());
+        }
+    }
+    out
+}
+
+/// Issue 14: the CLI and the FFI stand on the node alone (and the CLI on
+/// the bench for `tether bench`); what they need of lower crates the node
+/// re-exports.
+#[test]
+fn the_cli_and_the_ffi_depend_on_the_node_only() {
+    assert_eq!(
+        our_dependencies("tether-cli/Cargo.toml"),
+        BTreeSet::from(["tether-bench".to_owned(), "tether-node".to_owned()])
+    );
+    assert_eq!(
+        our_dependencies("tether-ffi/Cargo.toml"),
+        BTreeSet::from(["tether-node".to_owned()])
+    );
+    // And the parser sees a dependency where there is one.
+    assert!(our_dependencies("tether-node/Cargo.toml").contains("tether-session"));
+}
