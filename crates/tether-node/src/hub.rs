@@ -26,8 +26,8 @@ use tracing::{debug, warn};
 
 use crate::NodeError;
 use crate::adverts::{Adverts, follow_epochs};
+use crate::automation::serve::permissions_of;
 use crate::automation::{Actuator, AutomationHost, Clock, EffectFuture, Interest};
-use crate::automation_serve::permissions_of;
 use crate::config::{NodeConfig, unix_now};
 use crate::wire::lock;
 
@@ -299,7 +299,7 @@ impl Hub {
     /// its position, R10) and the home's devices.
     fn catalogue(&self) -> Catalogue {
         self.home
-            .catalogue_onto(crate::automation_catalogue::vehicle_catalogue())
+            .catalogue_onto(crate::automation::catalogue::vehicle_catalogue())
     }
 
     /// Someone at home switched `device`: the home's tasks hear of it
@@ -574,9 +574,9 @@ async fn serve_owner(
                     crate::automation::AutomationError::BadRequest("revocation list refused")
                 }),
             Some(pb::envelope::Body::Request(pb::Request { kind: Some(kind) }))
-                if crate::automation_serve::is_task_management(&kind) =>
+                if crate::automation::serve::is_task_management(&kind) =>
             {
-                crate::automation_serve::handle(&host, role, kind)
+                crate::automation::serve::handle(&host, role, kind)
             }
             _ => Err(crate::automation::AutomationError::BadRequest(
                 "the hub answers task management only",

@@ -24,57 +24,49 @@
 
 mod adverts;
 mod automation;
-mod automation_car;
-mod automation_catalogue;
-mod automation_link;
-mod automation_serve;
-mod commission;
+mod car;
 mod config;
 mod device;
-mod device_api;
 mod devices;
-mod drive;
 mod error;
-mod head_unit;
 mod hub;
-mod hub_link;
-mod mailbox;
 mod members;
 mod membership;
 mod ota;
 mod phone;
-mod receipt_log;
-mod serve;
 mod share;
-mod vehicle_link;
 mod wire;
 
+pub use automation::drive::{Drive, DriveError, DriveInput, DriveStep};
+pub use automation::serve::owner_permissions;
 pub use automation::{
     Actuator, AutomationError, AutomationHost, Clock, ConfirmNotice, EffectFuture, Interest,
     Performed, TRACES_KEPT, TaskInfo, TaskState,
 };
-pub use automation_car::AppNotice;
-pub use automation_link::{Confirmation, Confirmations, Tasks};
-pub use automation_serve::owner_permissions;
+pub use car::head_unit::HeadUnit;
+pub use car::tasks::AppNotice;
+pub use config::{LocalIdentifiers, NodeConfig, unix_now};
+pub use device::DeviceNode;
+pub use devices::api::{CommissionedDevice, DeviceInfo};
 #[cfg(feature = "bluetooth")]
-pub use commission::BluezCentral;
-pub use commission::{
+pub use devices::commission::BluezCentral;
+pub use devices::commission::{
     Central, CommissionProgress, CommissionReport, CommissionRequest, DEFAULT_SCAN_WINDOW,
     DeviceBinding, HomeNetwork, NetworkOutcome, RadioError, SetupCode, SimCentral, SimStats,
     SimulatedAccessory,
 };
-pub use config::{LocalIdentifiers, NodeConfig, unix_now};
-pub use device::DeviceNode;
-pub use device_api::{CommissionedDevice, DeviceInfo};
-pub use drive::{Drive, DriveError, DriveInput, DriveStep};
 pub use error::NodeError;
-pub use head_unit::HeadUnit;
 pub use hub::{HOME_SWITCH, Hub, SimHome};
-pub use hub_link::HubLink;
-pub use mailbox::{MAX_LETTER_VALIDITY, MailboxAnswer, MailboxReply, PostedCommand};
 pub use ota::{
     FirmwareImage, InstalledFirmware, OtaProgress, OtaReport, OtaTarget, OtaTransferError,
     send_firmware,
+};
+pub use phone::automation_link::{Confirmation, Confirmations, Tasks};
+pub use phone::hub_link::HubLink;
+pub use phone::mailbox::{MAX_LETTER_VALIDITY, MailboxAnswer, MailboxReply, PostedCommand};
+pub use phone::vehicle_link::{
+    CommandOutcome, Reading, RoamEvent, RoamingSubscription, SignalData, Subscription, VehicleLink,
+    new_idempotency_key,
 };
 pub use phone::{
     AccountDevice, DiscoveredVehicle, DiscoveryReport, Phone, PhoneAuthority, Removal,
@@ -96,10 +88,6 @@ pub use tether_proto::v1::{DeviceValue, OtaManifest, OtaOutcome, PropertyValue, 
 pub use tether_relay::{RelayConfig, RelayError};
 pub use tether_session::quic::ListenerStats;
 pub use tether_store::{KeyStore, KeyStoreError, SecretName, StoreError};
-pub use vehicle_link::{
-    CommandOutcome, Reading, RoamEvent, RoamingSubscription, SignalData, Subscription, VehicleLink,
-    new_idempotency_key,
-};
 
 /// An MQTT 5 broker inside the process, for the demo and the bench only
 /// (SPEC §19.10).

@@ -99,6 +99,62 @@ fn the_nodes_modules_import_each_other_without_a_circle() {
     assert_no_circle(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
 }
 
+/// Inside one folder of `src/`: its files (but `mod.rs`, the folder's own
+/// root) and which siblings each names, as `crate::folder::file` or
+/// `super::file`.
+fn folder_graph(folder: &Path) -> Graph {
+    let name = folder.file_name().unwrap().to_string_lossy().into_owned();
+    let prefix = format!("crate::{name}::");
+    let mut graph = Graph::new();
+    for entry in std::fs::read_dir(folder).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if stem == "mod" || path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(&prefix, "crate::")
+            .replace("super::", "crate::");
+        graph.entry(stem).or_default().extend(crate_paths(&text));
+    }
+    let names: BTreeSet<String> = graph.keys().cloned().collect();
+    for (name, deps) in graph.iter_mut() {
+        deps.retain(|d| names.contains(d) && d != name);
+    }
+    graph
+}
+
+/// Issue 14: the node's `src/` is in folders by role and service, and no
+/// two files of a folder import each other in a circle either.
+#[test]
+fn the_nodes_folders_hold_no_circle_inside_them() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut folders = Vec::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            let graph = folder_graph(&path);
+            for name in graph.keys() {
+                if let Some(circle) = circle_through(&graph, name) {
+                    panic!("{}: a circle: {}", path.display(), circle.join(" -> "));
+                }
+            }
+            folders.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    folders.sort();
+    assert_eq!(folders, ["automation", "car", "devices", "phone"]);
+    // A circle between two files of a folder is seen.
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("car");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("a.rs"), "use crate::car::b::X;").unwrap();
+    std::fs::write(folder.join("b.rs"), "use super::a::Y;").unwrap();
+    let graph = folder_graph(&folder);
+    assert!(circle_through(&graph, "a").is_some());
+}
+
 #[test]
 fn the_clis_modules_import_each_other_without_a_circle() {
     assert_no_circle(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../tether-cli/src"));

@@ -17,7 +17,8 @@ use crate::config::unix_now;
 use crate::devices::{DeviceRequest, DeviceService};
 use crate::share::{Gate, ShareRegistry};
 
-pub(crate) type Service = VehicleService<SimulatedVehicle, crate::receipt_log::StoreReceiptLog>;
+pub(crate) type Service =
+    VehicleService<SimulatedVehicle, crate::car::receipt_log::StoreReceiptLog>;
 
 pub(crate) enum ServiceInput {
     Request {
@@ -257,7 +258,7 @@ pub(crate) async fn serve_session(
             shares.grant_allows(g, tether_identity::SharePermission::VehicleLocation),
         ),
     }
-    .with_principal(crate::receipt_log::principal_of(session.peer()));
+    .with_principal(crate::car::receipt_log::principal_of(session.peer()));
     while let Some(request) = session.next_request().await {
         match shares.gate(role, grant.as_ref(), &request.envelope, unix_now()) {
             Gate::Forward => {}
@@ -296,7 +297,7 @@ pub(crate) async fn serve_session(
         let kind = request_kind(&request.envelope);
         if let Some(envelope::Body::Request(tether_proto::v1::Request { kind: Some(k) })) =
             &request.envelope.body
-            && crate::automation_serve::is_automation(k)
+            && crate::automation::serve::is_automation(k)
         {
             // Super tasks (SPEC §18.1).
             let request_id = request.envelope.request_id;
@@ -308,17 +309,17 @@ pub(crate) async fn serve_session(
             );
             let outcome = match &k {
                 request::Kind::WatchHomeEvents(w) => {
-                    crate::automation_serve::watch(&automation, role, request_id, w, writer)
+                    crate::automation::serve::watch(&automation, role, request_id, w, writer)
                 }
                 request::Kind::WatchConfirmations(_) => {
-                    crate::automation_serve::watch_confirmations(
+                    crate::automation::serve::watch_confirmations(
                         &automation,
                         role,
                         request_id,
                         writer,
                     )
                 }
-                _ => match crate::automation_serve::handle(&automation, role, k) {
+                _ => match crate::automation::serve::handle(&automation, role, k) {
                     Ok(kind) => writer
                         .send(Envelope {
                             request_id,

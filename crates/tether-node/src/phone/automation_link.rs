@@ -7,7 +7,7 @@ use tether_proto::v1::{self as pb, request, response};
 
 use crate::NodeError;
 use crate::automation::{TaskInfo, TaskState};
-use crate::vehicle_link::VehicleLink;
+use crate::phone::vehicle_link::VehicleLink;
 use crate::wire::{answer, request};
 
 fn info_from_proto(info: pb::TaskInfo) -> Result<TaskInfo, NodeError> {

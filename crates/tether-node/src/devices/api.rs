@@ -40,7 +40,7 @@ impl DeviceInfo {
     /// validates while the device is bound to the car. (An offline device
     /// attached physically, R12, cannot be named by a task.)
     pub fn task_device(&self) -> tether_automation::DeviceId {
-        crate::automation_catalogue::task_device_id(&self.handle)
+        crate::automation::catalogue::task_device_id(&self.handle)
     }
 }
 

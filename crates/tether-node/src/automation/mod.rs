@@ -11,6 +11,10 @@
 //! - On the **hub** the engine gets those events from the head unit and
 //!   acts on the home's devices.
 
+pub(crate) mod catalogue;
+pub(crate) mod drive;
+pub(crate) mod serve;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;

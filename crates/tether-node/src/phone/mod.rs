@@ -1,6 +1,11 @@
 //! The phone: hosts the local account authority, discovers the car over
 //! mDNS by resolving rotating tokens, and opens account-bound sessions.
 
+pub(crate) mod automation_link;
+pub(crate) mod hub_link;
+pub(crate) mod mailbox;
+pub(crate) mod vehicle_link;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,8 +26,8 @@ use tokio::sync::OnceCell;
 use crate::NodeError;
 use crate::adverts::browse_keys;
 use crate::config::{NodeConfig, random_bytes, unix_now};
+use crate::phone::vehicle_link::{RelayCall, VehicleLink};
 use crate::share::{HeldShare, IssuedShare, ShareOptions, share_status};
-use crate::vehicle_link::{RelayCall, VehicleLink};
 use crate::wire::lock;
 
 fn held(invite: &AcceptedInvite) -> HeldShare {
@@ -136,10 +141,11 @@ pub struct Phone {
     remote: OnceCell<RemotePath>,
     /// The phone's mailbox session, opened anew under a new group key
     /// epoch (SPEC §19.12).
-    mailbox: tokio::sync::Mutex<Option<Arc<crate::mailbox::PhoneMailbox>>>,
+    mailbox: tokio::sync::Mutex<Option<Arc<crate::phone::mailbox::PhoneMailbox>>>,
     /// (Co-user) one mailbox session per share grant held, by grant id.
-    shared_mailboxes:
-        tokio::sync::Mutex<std::collections::HashMap<[u8; 16], Arc<crate::mailbox::PhoneMailbox>>>,
+    shared_mailboxes: tokio::sync::Mutex<
+        std::collections::HashMap<[u8; 16], Arc<crate::phone::mailbox::PhoneMailbox>>,
+    >,
     membership: Mutex<Option<Arc<crate::membership::Membership>>>,
     /// Whether the LAN is there (the app's connectivity callback says so:
     /// [`Phone::set_lan_available`]); while not, `Via::Auto` takes the
@@ -607,7 +613,7 @@ impl Phone {
     /// This phone's mailbox on the broker, connected on first use: its
     /// persistent session keeps the car's answers while the app is away
     /// (SPEC §19.12).
-    async fn mailbox(&self) -> Result<Arc<crate::mailbox::PhoneMailbox>, NodeError> {
+    async fn mailbox(&self) -> Result<Arc<crate::phone::mailbox::PhoneMailbox>, NodeError> {
         let relay = self.config.relay.clone().ok_or(NodeError::NoRelay)?;
         let credentials = self.credentials()?;
         let mut slot = self.mailbox.lock().await;
@@ -616,7 +622,8 @@ impl Phone {
         {
             return Ok(open.clone());
         }
-        let fresh = Arc::new(crate::mailbox::PhoneMailbox::open(&relay, &credentials).await?);
+        let fresh =
+            Arc::new(crate::phone::mailbox::PhoneMailbox::open(&relay, &credentials).await?);
         *slot = Some(fresh.clone());
         Ok(fresh)
     }
@@ -674,7 +681,7 @@ impl Phone {
     async fn shared_mailbox(
         &self,
         grant_id: &[u8; 16],
-    ) -> Result<Arc<crate::mailbox::PhoneMailbox>, NodeError> {
+    ) -> Result<Arc<crate::phone::mailbox::PhoneMailbox>, NodeError> {
         let relay = self.config.relay.clone().ok_or(NodeError::NoRelay)?;
         let invite = self.invite(grant_id)?;
         let credentials = self.credentials()?;
@@ -683,7 +690,7 @@ impl Phone {
             return Ok(open.clone());
         }
         let fresh = Arc::new(
-            crate::mailbox::PhoneMailbox::open_shared(
+            crate::phone::mailbox::PhoneMailbox::open_shared(
                 &relay,
                 &credentials,
                 &invite.grant_key,

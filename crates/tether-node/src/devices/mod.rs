@@ -9,6 +9,9 @@
 //! marks the tasks of an unbound device broken, hands it every value a
 //! device reports, and performs the tasks' writes and actions.
 
+pub(crate) mod api;
+pub(crate) mod commission;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -34,7 +37,7 @@ use tracing::{debug, info, warn};
 
 use crate::NodeError;
 use crate::automation::AutomationHost;
-use crate::automation_catalogue::{
+use crate::automation::catalogue::{
     car_catalogue, device_spec, from_device_value, task_device_id, to_device_value,
 };
 use crate::config::random_bytes;

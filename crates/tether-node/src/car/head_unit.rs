@@ -17,14 +17,14 @@ use tracing::{info, warn};
 
 use crate::NodeError;
 use crate::adverts::{Adverts, follow_epochs};
+use crate::automation::catalogue::car_catalogue;
+use crate::automation::serve::permissions_of;
 use crate::automation::{AutomationHost, Clock};
-use crate::automation_car::{AppNotice, CarActuator};
-use crate::automation_catalogue::car_catalogue;
-use crate::automation_serve::permissions_of;
+use crate::car::receipt_log::{COMMAND_LOG_KEEP, StoreReceiptLog};
+use crate::car::serve::{ServiceInput, run_service, serve_session};
+use crate::car::tasks::{AppNotice, CarActuator};
 use crate::config::{NodeConfig, unix_now};
 use crate::devices::DeviceService;
-use crate::receipt_log::{COMMAND_LOG_KEEP, StoreReceiptLog};
-use crate::serve::{ServiceInput, run_service, serve_session};
 use crate::share::ShareRegistry;
 use crate::wire::lock;
 
@@ -57,7 +57,7 @@ struct Running {
     /// rendezvous topics in step with the group key and the grants.
     relay: Option<(Arc<RelaySocket>, tokio::task::JoinHandle<()>)>,
     /// The car's mailbox on the broker (SPEC §19.12).
-    mailbox: Option<crate::mailbox::CarMailbox>,
+    mailbox: Option<crate::car::mailbox::CarMailbox>,
 }
 
 /// A car's head unit. Create with [`HeadUnit::open`], enroll once, then
@@ -266,7 +266,7 @@ impl HeadUnit {
         // mailbox session delivers them now.
         let mailbox = match &self.config.relay {
             Some(config) => Some(
-                crate::mailbox::serve_car_mailbox(
+                crate::car::mailbox::serve_car_mailbox(
                     config,
                     membership.clone(),
                     service_tx.clone(),
@@ -314,7 +314,7 @@ impl HeadUnit {
                     registration,
                     tx.clone(),
                     stream_ids.clone(),
-                    crate::serve::Services {
+                    crate::car::serve::Services {
                         shares: serving_shares.clone(),
                         devices: serving_devices.clone(),
                         automation: serving_automation.clone(),
@@ -405,7 +405,7 @@ impl HeadUnit {
     /// Runs `f` on the vehicle service's task and returns what it gives.
     async fn with_service<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut crate::serve::Service) -> T + Send + 'static,
+        f: impl FnOnce(&mut crate::car::serve::Service) -> T + Send + 'static,
     ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
         {

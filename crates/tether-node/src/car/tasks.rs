@@ -15,10 +15,10 @@ use tether_identity::Role;
 use tether_proto::v1::{self as pb, CommandState, envelope, request, response};
 use tokio::sync::mpsc;
 
+use crate::automation::catalogue::command_to_proto;
 use crate::automation::{Actuator, EffectFuture};
-use crate::automation_catalogue::command_to_proto;
+use crate::car::serve::ServiceInput;
 use crate::devices::{DeviceService, TaskControl};
-use crate::serve::ServiceInput;
 use crate::wire::lock;
 
 /// Stream numbers for the engine's own commands: far from the sessions'.

@@ -32,7 +32,7 @@ pub use tether_ble::radio::{Central, RadioError};
 pub use tether_ble::sim::{SimCentral, SimStats};
 
 use crate::NodeError;
-use crate::device_api::CommissionedDevice;
+use crate::devices::api::CommissionedDevice;
 
 /// How long [`CommissionRequest::new`] scans for the device by default.
 pub const DEFAULT_SCAN_WINDOW: Duration = Duration::from_millis(500);

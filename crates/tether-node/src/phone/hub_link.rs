@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tether_session::quic::{ClientSession, CloseCode};
 
 use crate::NodeError;
-use crate::automation_link::Tasks;
+use crate::phone::automation_link::Tasks;
 
 /// An authenticated session to the account's home hub. Obtained from
 /// [`Phone::connect_hub`](crate::Phone::connect_hub). Cheap to share.
@@ -15,7 +15,7 @@ use crate::automation_link::Tasks;
 pub struct HubLink {
     session: Arc<ClientSession>,
     /// Over the relay: the reply topic, hung up with the link.
-    relay: Option<Arc<crate::vehicle_link::RelayCall>>,
+    relay: Option<Arc<crate::phone::vehicle_link::RelayCall>>,
 }
 
 impl HubLink {
@@ -30,7 +30,7 @@ impl HubLink {
         })
     }
 
-    pub(crate) fn over_relay(mut self, call: crate::vehicle_link::RelayCall) -> Self {
+    pub(crate) fn over_relay(mut self, call: crate::phone::vehicle_link::RelayCall) -> Self {
         self.relay = Some(Arc::new(call));
         self
     }
