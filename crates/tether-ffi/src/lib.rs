@@ -7,6 +7,7 @@
 //! into a [`TetherError`]. See `README.md` beside this crate for the
 //! threading model, object lifetimes, events, key stores and errors.
 
+#[cfg(feature = "head-unit")]
 mod commission;
 mod confirm;
 mod devices;
@@ -24,6 +25,7 @@ mod traces;
 #[cfg(feature = "head-unit")]
 mod upgrade;
 
+#[cfg(feature = "head-unit")]
 pub use commission::{CommissionListener, CommissionResult, CommissionStage, SimulatedAccessory};
 pub use confirm::{Confirmation, ConfirmationListener, ConfirmationWatch};
 pub use devices::{DeviceInfo, DeviceValue, PropertyValue};
