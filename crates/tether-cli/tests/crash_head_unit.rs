@@ -11,7 +11,10 @@
 //! - the command in flight at the kill, retried twice, answers the same
 //!   both times: it ran at most once;
 //! - receipt sequence numbers never repeat and keep increasing across
-//!   restarts (the command log's counter survived).
+//!   restarts (the command log's counter survived);
+//! - share grants installed and revoked between the commands (R16): a
+//!   grant the owner saw installed still admits its co-user, and one the
+//!   owner saw revoked still refuses it — a revocation never comes undone.
 //!
 //! Short form (the README's test command): 10 kills. Long form:
 //! `TETHER_CRASH_KILLS=100 cargo test -p tether-cli --test crash_head_unit`.
@@ -25,7 +28,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
-use tether_node::{HeadUnit, NodeConfig, Phone, VehicleLink, commands};
+use tether_node::{
+    HeadUnit, NodeConfig, Phone, ShareOptions, SharePermission, VehicleLink, commands,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -138,6 +143,19 @@ async fn r23_a_head_unit_killed_mid_write_loses_nothing_acknowledged_and_runs_no
     let mut acked: BTreeMap<u64, (Vec<u8>, u64)> = BTreeMap::new();
     let mut next = 0u64;
     let mut in_flight_seen = 0;
+    // The co-user the owner shares with, and the grants it saw settled.
+    let co_user_dir = tempfile::tempdir().unwrap();
+    let co_user = Phone::open(config(co_user_dir.path())).unwrap();
+    co_user.create_account().unwrap();
+    let grantee = co_user.authority_public_key().unwrap();
+    let mut active: Vec<[u8; 16]> = Vec::new();
+    let mut revoked: Vec<[u8; 16]> = Vec::new();
+    let options = ShareOptions {
+        permissions: vec![SharePermission::VehicleStatus],
+        devices: Vec::new(),
+        valid_for_s: 3600,
+        nickname: "crash".into(),
+    };
     for round in 0..kills {
         let mut car = start_car(car_dir.path(), port).await;
         let link = connect(&phone, address).await;
@@ -154,12 +172,65 @@ async fn r23_a_head_unit_killed_mid_write_loses_nothing_acknowledged_and_runs_no
                 "round {round}: key {n} lost its receipt"
             );
         }
+        // The latest grants settled before a kill still hold as settled.
+        // A session may open in early data before the car has judged it
+        // (SPEC §5.8): what counts is whether the car answers on it.
+        for grant in active.iter().rev().take(2) {
+            let shared = co_user.connect_shared(*grant, address).await.unwrap();
+            assert!(
+                shared.get(Vec::new()).await.is_ok(),
+                "round {round}: an installed grant no longer admits"
+            );
+        }
+        for grant in revoked.iter().rev().take(2) {
+            let answered = match co_user.connect_shared(*grant, address).await {
+                Ok(shared) => shared.get(Vec::new()).await.is_ok(),
+                Err(_) => false,
+            };
+            assert!(!answered, "round {round}: a revoked grant admits again");
+        }
         // Commands until the kill, at a random moment 5 to 300 ms in.
         let kill_at = tokio::time::sleep(Duration::from_millis(5 + random_u64() % 296));
         tokio::pin!(kill_at);
+        let mut unsettled = false;
         let in_flight = loop {
             let n = next;
             let key = key_of(n);
+            // Every 16th step installs a grant, every 16th (offset) revokes
+            // the oldest active one; the kill may fall in either write.
+            if n % 16 == 5 {
+                tokio::select! {
+                    issued = phone.share(&link, grantee, &options) => {
+                        let issued = issued.unwrap();
+                        co_user.accept_invite(&issued.invite).unwrap();
+                        active.push(issued.grant_id);
+                        next += 1;
+                        continue;
+                    }
+                    () = &mut kill_at => {
+                        unsettled = true;
+                        break n;
+                    }
+                }
+            }
+            if n % 16 == 13 && !active.is_empty() {
+                let grant = active[0];
+                tokio::select! {
+                    done = phone.revoke_share(&link, grant) => {
+                        done.unwrap();
+                        active.remove(0);
+                        revoked.push(grant);
+                        next += 1;
+                        continue;
+                    }
+                    () = &mut kill_at => {
+                        // Unsettled: in neither list from now on.
+                        active.remove(0);
+                        unsettled = true;
+                        break n;
+                    }
+                }
+            }
             tokio::select! {
                 outcome = link.command(command_for(n), &key) => {
                     let outcome = outcome.unwrap();
@@ -173,9 +244,16 @@ async fn r23_a_head_unit_killed_mid_write_loses_nothing_acknowledged_and_runs_no
         car.wait().await.unwrap();
         drop(link);
         next += 1;
-        // After the restart: the command in flight answers the same twice.
+        // After the restart: the command in flight answers the same twice
+        // (a grant or revocation in flight is left unsettled: neither list
+        // names it).
         let mut car = start_car(car_dir.path(), port).await;
         let link = connect(&phone, address).await;
+        if unsettled {
+            car.start_kill().unwrap();
+            car.wait().await.unwrap();
+            continue;
+        }
         let first = link
             .command(command_for(in_flight), &key_of(in_flight))
             .await
@@ -209,8 +287,11 @@ async fn r23_a_head_unit_killed_mid_write_loses_nothing_acknowledged_and_runs_no
         "too few commands to mean anything: {}",
         acked.len()
     );
+    assert!(!revoked.is_empty(), "no revocation was tested");
     eprintln!(
-        "{kills} kills, {} commands acknowledged, {in_flight_seen} in-flight commands completed on retry",
-        acked.len()
+        "{kills} kills, {} commands acknowledged, {in_flight_seen} in-flight commands completed on retry, {} grants installed and {} revoked",
+        acked.len(),
+        active.len() + revoked.len(),
+        revoked.len()
     );
 }
