@@ -144,7 +144,19 @@ fn the_nodes_folders_hold_no_circle_inside_them() {
         }
     }
     folders.sort();
-    assert_eq!(folders, ["automation", "car", "devices", "phone"]);
+    assert_eq!(
+        folders,
+        [
+            "automation",
+            "car",
+            "device",
+            "devices",
+            "hub",
+            "ota",
+            "phone",
+            "share"
+        ]
+    );
     // A circle between two files of a folder is seen.
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("car");
