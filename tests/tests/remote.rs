@@ -48,6 +48,33 @@ async fn owner_and_car(broker: &Mosquitto) -> (Phone, HeadUnit) {
     (owner, car)
 }
 
+/// A co-user with its own account, holding a grant of `permission` that
+/// the owner issued over a relay session; that session, and the grant.
+async fn co_user_over_relay(
+    broker: &Mosquitto,
+    owner: &Phone,
+    permission: SharePermission,
+) -> (Phone, tether_node::VehicleLink, tether_node::IssuedShare) {
+    let co_user = Phone::open(over(broker)).unwrap();
+    co_user.create_account().unwrap();
+    let owner_link = owner.connect_via_relay().await.unwrap();
+    let issued = owner
+        .share(
+            &owner_link,
+            co_user.authority_public_key().unwrap(),
+            &ShareOptions {
+                permissions: vec![permission],
+                devices: Vec::new(),
+                valid_for_s: 3600,
+                nickname: "Ana".into(),
+            },
+        )
+        .await
+        .unwrap();
+    co_user.accept_invite(&issued.invite).unwrap();
+    (co_user, owner_link, issued)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r23_phone_reads_subscribes_and_locks_the_car_through_the_broker() {
     let broker = Mosquitto::start();
@@ -90,24 +117,9 @@ async fn r23_phone_reads_subscribes_and_locks_the_car_through_the_broker() {
 async fn r16_co_user_works_remotely_and_is_cut_off_by_revocation() {
     let broker = Mosquitto::start();
     let (owner, car) = owner_and_car(&broker).await;
-    let co_user = Phone::open(over(&broker)).unwrap();
-    co_user.create_account().unwrap();
     // The owner shares from afar, too.
-    let owner_link = owner.connect_via_relay().await.unwrap();
-    let issued = owner
-        .share(
-            &owner_link,
-            co_user.authority_public_key().unwrap(),
-            &ShareOptions {
-                permissions: vec![SharePermission::VehicleStatus],
-                devices: Vec::new(),
-                valid_for_s: 3600,
-                nickname: "Ana".into(),
-            },
-        )
-        .await
-        .unwrap();
-    co_user.accept_invite(&issued.invite).unwrap();
+    let (co_user, owner_link, issued) =
+        co_user_over_relay(&broker, &owner, SharePermission::VehicleStatus).await;
     let co_link = co_user
         .connect_shared_via_relay(issued.grant_id)
         .await
@@ -611,23 +623,8 @@ async fn r23_a_queued_commands_receipt_reaches_every_member_the_car_has_heard() 
 async fn r16_a_co_user_leaves_commands_in_its_grants_mailbox_until_revoked() {
     let broker = Mosquitto::start();
     let (owner, car) = owner_and_car(&broker).await;
-    let co_user = Phone::open(over(&broker)).unwrap();
-    co_user.create_account().unwrap();
-    let owner_link = owner.connect_via_relay().await.unwrap();
-    let issued = owner
-        .share(
-            &owner_link,
-            co_user.authority_public_key().unwrap(),
-            &ShareOptions {
-                permissions: vec![SharePermission::VehicleControl],
-                devices: Vec::new(),
-                valid_for_s: 3600,
-                nickname: "Ana".into(),
-            },
-        )
-        .await
-        .unwrap();
-    co_user.accept_invite(&issued.invite).unwrap();
+    let (co_user, _owner_link, issued) =
+        co_user_over_relay(&broker, &owner, SharePermission::VehicleControl).await;
     let grant = issued.grant_id;
     // The car sleeps; the co-user leaves an unlock for it.
     car.shutdown().await.unwrap();

@@ -187,6 +187,21 @@ fn hear(
     }
 }
 
+/// One commissioning on `central`, certified by `owner`'s authority.
+async fn commission_on<C: tether_node::Central>(
+    car: &tether_node::HeadUnit,
+    owner: &tether_node::Phone,
+    central: &C,
+    request: &tether_node::CommissionRequest,
+    listener: Option<Arc<dyn CommissionListener>>,
+) -> Result<CommissionResult, TetherError> {
+    let mut authority = owner.authority()?;
+    Ok(car
+        .commission(central, &mut authority, request, hear(listener))
+        .await?
+        .into())
+}
+
 #[uniffi::export]
 impl HeadUnit {
     /// Commissions the device of `setup_code` (QR string or manual code)
@@ -209,15 +224,7 @@ impl HeadUnit {
         let owner = owner.node();
         let accessory = accessory.inner.clone();
         run(async move {
-            let mut authority = owner.authority()?;
-            car.commission(
-                &accessory.central(),
-                &mut authority,
-                &request,
-                hear(listener),
-            )
-            .await
-            .map(CommissionResult::from)
+            commission_on(&car, &owner, &accessory.central(), &request, listener).await
         })
         .await
     }
@@ -245,11 +252,7 @@ impl HeadUnit {
                         wrong_passcode: false,
                         retry_after_s: None,
                     })?;
-            let mut authority = owner.authority()?;
-            car.commission(&central, &mut authority, &request, hear(listener))
-                .await
-                .map(CommissionResult::from)
-                .map_err(TetherError::from)
+            commission_on(&car, &owner, &central, &request, listener).await
         })
         .await
     }

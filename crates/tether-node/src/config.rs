@@ -174,6 +174,14 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The wall clock in Unix milliseconds (0 before 1970).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], crate::NodeError> {
     use ring::rand::SecureRandom;
     let mut out = [0; N];

@@ -611,7 +611,7 @@ async fn follow_relay_keys(
     shares: Arc<ShareRegistry>,
 ) {
     let mut epochs = membership.watch_epoch();
-    let mut grants = shares.watch_relay_keys();
+    let mut grants = shares.watch_grant_keys();
     loop {
         let grace_left = membership
             .credentials()

@@ -27,10 +27,10 @@ use tracing::{debug, info, warn};
 
 use crate::NodeError;
 use crate::car::serve::ServiceInput;
+use crate::config::unix_ms;
 use crate::config::unix_now;
 use crate::members::KnownMembers;
 use crate::share::{Gate, ShareRegistry};
-use crate::wire::unix_ms;
 
 /// How long the car's answer waits in the phone's mailbox.
 const ANSWER_EXPIRY_S: u32 = 7 * 24 * 3600;
@@ -389,7 +389,7 @@ async fn follow_grant_mailboxes(
 ) {
     let mut open: std::collections::HashMap<[u8; 16], AbortOnDrop> =
         std::collections::HashMap::new();
-    let mut changes = shares.watch_relay_keys();
+    let mut changes = shares.watch_grant_keys();
     loop {
         changes.mark_unchanged();
         let wanted = shares.mailboxes();

@@ -280,88 +280,6 @@ fn random<const N: usize>() -> Result<[u8; N], NodeError> {
     Ok(out)
 }
 
-/// Runs the commissioning of `request` on `central` with `authority`
-/// certifying the device; stores the binding with `store` when it joined.
-pub(crate) async fn commission<C: Central, F, S>(
-    central: &C,
-    authority: &mut (dyn AccountAuthority + Send),
-    request: &CommissionRequest,
-    mut progress: impl FnMut(CommissionProgress) + Send,
-    store: S,
-) -> Result<CommissionReport, NodeError>
-where
-    S: FnOnce(CommissionedDevice) -> F,
-    F: std::future::Future<Output = Result<(), NodeError>>,
-{
-    progress(CommissionProgress::Scanning);
-    let seen = central
-        .scan(request.scan_window)
-        .await
-        .map_err(|e| NodeError::Commission(Box::new(CommissionError::Radio(e))))?;
-    let (id, rssi, product_model) = seen
-        .into_iter()
-        .find_map(|r| {
-            let advert = Advert::decode(r.tether_data()?).ok()?;
-            let Advert::Unprovisioned { product_model, .. } = advert else {
-                return None;
-            };
-            request
-                .code
-                .matches(&advert)
-                .then_some((r.id, r.rssi, product_model))
-        })
-        .ok_or(NodeError::NoDeviceFound)?;
-    progress(CommissionProgress::Found { rssi });
-    let seed: [u8; 32] = random()?;
-    let mut bind_nonce = [0; 16];
-    bind_nonce.copy_from_slice(&seed[16..]);
-    let plan = CommissionPlan {
-        passcode: request.code.passcode(),
-        credentials: request.network.wifi(),
-        seed,
-        bind_nonce,
-        unix_now: crate::unix_now(),
-    };
-    let mut reconnections = 0;
-    let done = commission_peripheral(
-        central,
-        &id,
-        &plan,
-        authority,
-        CommissionTimeouts::default(),
-        |stage| {
-            if let CommissionStage::Reconnecting { retry } = stage {
-                reconnections = retry;
-            }
-            progress(stage.into());
-        },
-    )
-    .await
-    .map_err(|e| NodeError::Commission(Box::new(e)))?;
-    let outcome = NetworkOutcome::from(done.outcome);
-    if outcome == NetworkOutcome::Joined {
-        store(CommissionedDevice {
-            device_key: done.certificate.public_key,
-            certificate: done.certificate_message.clone(),
-            serial: done.certificate.serial,
-            product_model,
-            name: request.name.clone(),
-            ssid: Some(request.network.ssid.clone()),
-            device_secret: done.device_secret,
-        })
-        .await?;
-        progress(CommissionProgress::Saved);
-    }
-    Ok(CommissionReport {
-        device_key: done.certificate.public_key,
-        serial: done.certificate.serial,
-        product_model,
-        outcome,
-        reconnections,
-        rssi,
-    })
-}
-
 impl crate::HeadUnit {
     /// Commissions a smart device over Bluetooth LE (SPEC §12, §13): scans
     /// `central` for the unprovisioned advert that matches the request's
@@ -369,22 +287,88 @@ impl crate::HeadUnit {
     /// local mode the owner's phone, [`crate::Phone::authority`]) certify
     /// it as a device without a group key, hands it the home network
     /// sealed, reconnects a link that drops, and — when it joined — keeps
-    /// the binding ([`HeadUnit::add_commissioned`]), so a later
-    /// [`HeadUnit::scan_devices`] finds it on the LAN. `progress` hears
+    /// the binding ([`crate::HeadUnit::add_commissioned`]), so a later
+    /// [`crate::HeadUnit::scan_devices`] finds it on the LAN. `progress` hears
     /// each stage as it is reached. A wrong passcode is
     /// [`NodeError::is_wrong_passcode`]; the device's backoff
     /// [`NodeError::retry_after_s`].
     pub async fn commission<C: Central>(
         &self,
         central: &C,
-        authority: &mut (dyn tether_identity::AccountAuthority + Send),
+        authority: &mut (dyn AccountAuthority + Send),
         request: &CommissionRequest,
-        progress: impl FnMut(CommissionProgress) + Send,
+        mut progress: impl FnMut(CommissionProgress) + Send,
     ) -> Result<CommissionReport, NodeError> {
-        commission(central, authority, request, progress, |device| async move {
-            self.add_commissioned(&device, crate::unix_now()).await
-        })
+        progress(CommissionProgress::Scanning);
+        let seen = central
+            .scan(request.scan_window)
+            .await
+            .map_err(|e| NodeError::Commission(Box::new(CommissionError::Radio(e))))?;
+        let (id, rssi, product_model) = seen
+            .into_iter()
+            .find_map(|r| {
+                let advert = Advert::decode(r.tether_data()?).ok()?;
+                let Advert::Unprovisioned { product_model, .. } = advert else {
+                    return None;
+                };
+                request
+                    .code
+                    .matches(&advert)
+                    .then_some((r.id, r.rssi, product_model))
+            })
+            .ok_or(NodeError::NoDeviceFound)?;
+        progress(CommissionProgress::Found { rssi });
+        let seed: [u8; 32] = random()?;
+        let mut bind_nonce = [0; 16];
+        bind_nonce.copy_from_slice(&seed[16..]);
+        let plan = CommissionPlan {
+            passcode: request.code.passcode(),
+            credentials: request.network.wifi(),
+            seed,
+            bind_nonce,
+            unix_now: crate::unix_now(),
+        };
+        let mut reconnections = 0;
+        let done = commission_peripheral(
+            central,
+            &id,
+            &plan,
+            authority,
+            CommissionTimeouts::default(),
+            |stage| {
+                if let CommissionStage::Reconnecting { retry } = stage {
+                    reconnections = retry;
+                }
+                progress(stage.into());
+            },
+        )
         .await
+        .map_err(|e| NodeError::Commission(Box::new(e)))?;
+        let outcome = NetworkOutcome::from(done.outcome);
+        if outcome == NetworkOutcome::Joined {
+            self.add_commissioned(
+                &CommissionedDevice {
+                    device_key: done.certificate.public_key,
+                    certificate: done.certificate_message.clone(),
+                    serial: done.certificate.serial,
+                    product_model,
+                    name: request.name.clone(),
+                    ssid: Some(request.network.ssid.clone()),
+                    device_secret: done.device_secret,
+                },
+                crate::unix_now(),
+            )
+            .await?;
+            progress(CommissionProgress::Saved);
+        }
+        Ok(CommissionReport {
+            device_key: done.certificate.public_key,
+            serial: done.certificate.serial,
+            product_model,
+            outcome,
+            reconnections,
+            rssi,
+        })
     }
 }
 

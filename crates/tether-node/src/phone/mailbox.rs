@@ -16,9 +16,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::NodeError;
+use crate::config::unix_ms;
 use crate::config::unix_now;
 use crate::phone::vehicle_link::CommandOutcome;
-use crate::wire::unix_ms;
 
 /// The longest a letter may be valid: the broker keeps a mailbox's session
 /// that long ([`tether_relay::mailbox::SESSION_EXPIRY_S`]).

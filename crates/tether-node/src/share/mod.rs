@@ -144,9 +144,9 @@ pub(crate) struct ShareRegistry {
     /// Each grant's key (SPEC §17.1): the car answers at its relay
     /// rendezvous topics (§19.2) and reads its mailbox (§19.12) while the
     /// grant is in force.
-    relay_keys: Mutex<HashMap<[u8; GRANT_ID_LEN], GrantKey>>,
-    /// Bumped whenever `relay_keys` changes.
-    relay_changed: tokio::sync::watch::Sender<u64>,
+    grant_keys: Mutex<HashMap<[u8; GRANT_ID_LEN], GrantKey>>,
+    /// Bumped whenever `grant_keys` changes.
+    grant_keys_changed: tokio::sync::watch::Sender<u64>,
     /// The grants whose mailbox the car reads on the relay (SPEC §19.12);
     /// `None` while no relay mailbox follows the grants.
     mailboxes_open:
@@ -214,8 +214,8 @@ impl ShareRegistry {
             next_session: AtomicU64::new(1),
             advert,
             advertisers: Mutex::default(),
-            relay_keys: Mutex::default(),
-            relay_changed: tokio::sync::watch::Sender::new(0),
+            grant_keys: Mutex::default(),
+            grant_keys_changed: tokio::sync::watch::Sender::new(0),
             mailboxes_open: tokio::sync::watch::Sender::new(None),
             expiries: Mutex::default(),
             this: this.clone(),
@@ -253,8 +253,8 @@ impl ShareRegistry {
         let (grant_id, not_after) = (grant.grant_id, grant.not_after);
         lock(&self.grants).insert(grant.grant_id, grant);
         // After the grant: a watcher reading `mailboxes` finds both.
-        lock(&self.relay_keys).insert(grant_id, key.clone());
-        self.relay_changed.send_modify(|n| *n += 1);
+        lock(&self.grant_keys).insert(grant_id, key.clone());
+        self.grant_keys_changed.send_modify(|n| *n += 1);
         self.expire_at(grant_id, not_after);
         Ok(())
     }
@@ -525,7 +525,7 @@ impl ShareRegistry {
 
     /// The relay keys of the grants in force (SPEC §19.2).
     pub(crate) fn relay_keys(&self) -> Vec<[u8; 32]> {
-        lock(&self.relay_keys)
+        lock(&self.grant_keys)
             .values()
             .map(GrantKey::relay_key)
             .collect()
@@ -534,7 +534,7 @@ impl ShareRegistry {
     /// The mailboxes of the grants in force (SPEC §19.12, co-users): each
     /// grant's id, mailbox key and grantee authority.
     pub(crate) fn mailboxes(&self) -> Vec<GrantMailbox> {
-        let keys = lock(&self.relay_keys);
+        let keys = lock(&self.grant_keys);
         let grants = lock(&self.grants);
         keys.iter()
             .filter_map(|(id, key)| {
@@ -567,15 +567,16 @@ impl ShareRegistry {
         .await;
     }
 
-    /// Changes whenever a grant's relay key comes or goes.
-    pub(crate) fn watch_relay_keys(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.relay_changed.subscribe()
+    /// Changes whenever a grant comes or goes (its relay rendezvous and its
+    /// mailbox follow it).
+    pub(crate) fn watch_grant_keys(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.grant_keys_changed.subscribe()
     }
 
     /// A grant ended: the car stops answering at its rendezvous topics.
     fn forget_relay_key(&self, grant_id: &[u8; GRANT_ID_LEN]) {
-        if lock(&self.relay_keys).remove(grant_id).is_some() {
-            self.relay_changed.send_modify(|n| *n += 1);
+        if lock(&self.grant_keys).remove(grant_id).is_some() {
+            self.grant_keys_changed.send_modify(|n| *n += 1);
         }
     }
 
