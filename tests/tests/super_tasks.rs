@@ -716,6 +716,42 @@ async fn r21_a_car_task_on_the_locked_event_runs_when_the_doors_lock() {
     close(&link, &hub, &car).await;
 }
 
+/// Found by the crash harness (issue 15): `UpdateTask` of an installed
+/// task was refused as a duplicate of itself (the engine's validation saw
+/// the old version's number taken), so no task could ever be edited. Now
+/// the edit replaces it under the same number, over the wire, and the
+/// replaced version no longer runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_edits_a_car_task_in_place_over_a_session() {
+    let (owner, car, hub, car_tasks, _hub_tasks) = setup().await;
+    let link = owner.connect(car.address().await.unwrap()).await.unwrap();
+    let created = link
+        .create_task(&flash_when(VehicleEvent::Locked), true)
+        .await
+        .unwrap();
+    let id = created.task.id.0;
+    let mut edited = flash_when(VehicleEvent::Unlocked);
+    edited.name = "flash when unlocked".into();
+    let updated = link.update_task(id, &edited).await.unwrap();
+    assert_eq!(updated.task.id.0, id, "an edit keeps the task's number");
+    assert_eq!(updated.task.name, "flash when unlocked");
+    let listed = link.list_tasks().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].task.name, "flash when unlocked");
+    assert_eq!(car_tasks.list()[0].task.name, "flash when unlocked");
+    // The old trigger is gone, the new one runs.
+    command(&link, tether_control::client::lock(), 21).await;
+    command(&link, tether_control::client::unlock(), 22).await;
+    assert!(
+        until_executions(&car, |e| e.unlock == 1 && e.flash_honk == 1).await,
+        "{:?}",
+        car.executions().await.unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(car.executions().await.unwrap().flash_honk, 1);
+    close(&link, &hub, &car).await;
+}
+
 /// The owner manages the hub's tasks over a session (SPEC §18.8): the
 /// phone finds the hub by its own token, not the car's, creates a task,
 /// lists it, runs it by hand, reads its trace, and the hub's home changes.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use tether_identity::{Adopted, Credentials, RevocationError};
 use tether_proto::v1::{MembershipSync, request, response};
 use tether_session::quic::{ClientSession, CloseCode, SessionCloser};
-use tether_store::Store;
+use tether_store::{Store, StoreError};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -86,11 +86,25 @@ impl Membership {
         list: &tether_identity::RevocationList,
         group_key: Option<&[u8]>,
     ) -> Result<Adopted, NodeError> {
+        self.adopt_storing(list, group_key, |store, credentials| {
+            store.save_membership(credentials)
+        })
+    }
+
+    /// [`Membership::adopt`], with the write done by `save` (which gets the
+    /// credentials once they hold the new list): the phone that removed a
+    /// device stores its authority and its own membership together.
+    pub(crate) fn adopt_storing(
+        &self,
+        list: &tether_identity::RevocationList,
+        group_key: Option<&[u8]>,
+        save: impl FnOnce(&mut Store, &Credentials) -> Result<(), StoreError>,
+    ) -> Result<Adopted, NodeError> {
         let adopted = self.credentials.adopt(list, group_key)?;
         if let Adopted::Updated { new_epoch } = adopted {
             // The list is in force in memory before the write: a store
             // error must not keep a removed device in (fail closed).
-            let saved = lock(&self.store).save_membership(&self.credentials);
+            let saved = save(&mut lock(&self.store), &self.credentials);
             let removed: Vec<SessionCloser> = lock(&self.live)
                 .iter()
                 .filter(|(_, key, _)| self.credentials.is_revoked(key))

@@ -35,20 +35,26 @@ fn from_sql_id(task_id: i64) -> Result<u64, StoreError> {
 }
 
 impl Store {
-    /// Inserts or replaces task `task_id`.
+    /// Inserts or replaces task `task_id`, and raises the highest task
+    /// number handed out to it in the same transaction (a new task's number
+    /// is never reused, SPEC §18.1).
     pub fn put_task(&mut self, record: &TaskRecord) -> Result<(), StoreError> {
-        self.conn.execute(
+        let id = to_sql_id(record.task_id)?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
             "INSERT INTO automation_tasks (task_id, task, enabled, broken)
              VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (task_id) DO UPDATE SET
                 task = excluded.task, enabled = excluded.enabled, broken = excluded.broken",
-            params![
-                to_sql_id(record.task_id)?,
-                record.task,
-                record.enabled,
-                record.broken
-            ],
+            params![id, record.task, record.enabled, record.broken],
         )?;
+        tx.execute(
+            "INSERT INTO automation_counters (id, last_task_id) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET
+                last_task_id = max(last_task_id, excluded.last_task_id)",
+            params![id],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -78,13 +84,15 @@ impl Store {
     }
 
     /// The highest task number ever stored, 0 if none (new tasks take the
-    /// next).
+    /// next one). Deleted tasks count: their numbers are not handed out
+    /// again.
     pub fn max_task_id(&self) -> Result<u64, StoreError> {
-        let max: Option<i64> =
-            self.conn
-                .query_row("SELECT max(task_id) FROM automation_tasks", [], |row| {
-                    row.get(0)
-                })?;
+        let max: Option<i64> = self.conn.query_row(
+            "SELECT max(coalesce((SELECT last_task_id FROM automation_counters WHERE id = 1), 0),
+                        coalesce((SELECT max(task_id) FROM automation_tasks), 0))",
+            [],
+            |row| row.get(0),
+        )?;
         max.map_or(Ok(0), from_sql_id)
     }
 

@@ -114,6 +114,44 @@ impl Store {
     /// §3.6): the current group key, the revocation list and the previous
     /// epoch's key with the end of its grace period, in one transaction.
     pub fn save_membership(&mut self, credentials: &Credentials) -> Result<(), StoreError> {
+        let row = self.membership_row(credentials)?;
+        let tx = self.conn.transaction()?;
+        write_membership(&tx, &row)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A device removal on the phone that hosts the account authority (SPEC
+    /// §3.6), in **one** transaction: the authority's new state (its new
+    /// group key), this phone's own membership as [`Store::save_membership`]
+    /// writes it, and the device marked removed in `account_devices`. A
+    /// crash leaves all three or none (found by the crash harness, issue
+    /// 15: written one after the other, a kill between them left a device
+    /// revoked by the list but listed as enrolled, or an authority a key
+    /// ahead of its own phone).
+    pub fn save_removal(
+        &mut self,
+        state: &AuthorityState,
+        credentials: &Credentials,
+        public_key: &[u8; PUBLIC_KEY_LEN],
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let authority = self.authority_row(state)?;
+        let membership = self.membership_row(credentials)?;
+        let tx = self.conn.transaction()?;
+        write_authority(&tx, &authority)?;
+        write_membership(&tx, &membership)?;
+        tx.execute(
+            "UPDATE account_devices SET removed_unix_s = ?2 WHERE public_key = ?1",
+            params![public_key.as_slice(), to_sql_i64(now, "removal time")?],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// What [`write_membership`] stores for `credentials` (secrets through
+    /// the key store first).
+    fn membership_row(&mut self, credentials: &Credentials) -> Result<MembershipRow, StoreError> {
         let group_key = credentials
             .group_key()
             .map(|k| self.put_secret(SecretName::GroupKey, k.as_bytes()))
@@ -128,28 +166,24 @@ impl Store {
         let list = credentials
             .revocation_list()
             .map(|l| l.signed.encode_to_vec());
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "UPDATE identity SET group_key = ?1 WHERE id = 1",
-            params![group_key],
-        )?;
-        tx.execute(
-            "INSERT INTO membership (id, revocation_list, previous_group_key, previous_until)
-             VALUES (1, ?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE SET
-                 revocation_list = excluded.revocation_list,
-                 previous_group_key = excluded.previous_group_key,
-                 previous_until = excluded.previous_until",
-            params![
-                list,
-                previous.as_ref().map(|(k, _)| k.clone()),
-                previous
-                    .map(|(_, until)| to_sql_i64(until, "previous group key end"))
-                    .transpose()?,
-            ],
-        )?;
-        tx.commit()?;
-        Ok(())
+        Ok(MembershipRow {
+            group_key,
+            list,
+            previous_key: previous.as_ref().map(|(k, _)| k.clone()),
+            previous_until: previous
+                .map(|(_, until)| to_sql_i64(until, "previous group key end"))
+                .transpose()?,
+        })
+    }
+
+    /// What [`write_authority`] stores for `state`.
+    fn authority_row(&mut self, state: &AuthorityState) -> Result<AuthorityRow, StoreError> {
+        Ok(AuthorityRow {
+            signing_key: self
+                .put_secret(SecretName::AuthoritySigningKey, &state.signing_key_pkcs8)?,
+            group_key: self.put_secret(SecretName::AuthorityGroupKey, &state.group_key)?,
+            next_serial: to_sql_i64(state.next_serial, "authority next serial")?,
+        })
     }
 
     fn load_membership(&self, credentials: &Credentials) -> Result<(), StoreError> {
@@ -230,23 +264,8 @@ impl Store {
     /// Saves the account authority's state (phone, local mode). Call after
     /// every enrollment so a serial is never issued twice.
     pub fn save_authority(&mut self, state: &AuthorityState) -> Result<(), StoreError> {
-        let signing_key =
-            self.put_secret(SecretName::AuthoritySigningKey, &state.signing_key_pkcs8)?;
-        let group_key = self.put_secret(SecretName::AuthorityGroupKey, &state.group_key)?;
-        self.conn.execute(
-            "INSERT INTO authority (id, signing_key, group_key, next_serial)
-             VALUES (1, ?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE SET
-                 signing_key = excluded.signing_key,
-                 group_key = excluded.group_key,
-                 next_serial = excluded.next_serial",
-            params![
-                signing_key,
-                group_key,
-                to_sql_i64(state.next_serial, "authority next serial")?,
-            ],
-        )?;
-        Ok(())
+        let row = self.authority_row(state)?;
+        write_authority(&self.conn, &row)
     }
 
     /// Loads the account authority's state; `None` if this node hosts none.
@@ -377,4 +396,49 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// The membership row and the current group key, as stored.
+struct MembershipRow {
+    group_key: Option<Vec<u8>>,
+    list: Option<Vec<u8>>,
+    previous_key: Option<Vec<u8>>,
+    previous_until: Option<i64>,
+}
+
+fn write_membership(conn: &rusqlite::Connection, row: &MembershipRow) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE identity SET group_key = ?1 WHERE id = 1",
+        params![row.group_key],
+    )?;
+    conn.execute(
+        "INSERT INTO membership (id, revocation_list, previous_group_key, previous_until)
+         VALUES (1, ?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET
+             revocation_list = excluded.revocation_list,
+             previous_group_key = excluded.previous_group_key,
+             previous_until = excluded.previous_until",
+        params![row.list, row.previous_key, row.previous_until],
+    )?;
+    Ok(())
+}
+
+/// The authority row, as stored.
+struct AuthorityRow {
+    signing_key: Vec<u8>,
+    group_key: Vec<u8>,
+    next_serial: i64,
+}
+
+fn write_authority(conn: &rusqlite::Connection, row: &AuthorityRow) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO authority (id, signing_key, group_key, next_serial)
+         VALUES (1, ?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET
+             signing_key = excluded.signing_key,
+             group_key = excluded.group_key,
+             next_serial = excluded.next_serial",
+        params![row.signing_key, row.group_key, row.next_serial],
+    )?;
+    Ok(())
 }

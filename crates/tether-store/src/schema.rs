@@ -6,11 +6,11 @@ use crate::StoreError;
 
 /// The schema version this build writes; a database with a higher
 /// `user_version` is refused with [`StoreError::NewerSchema`].
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// `MIGRATIONS[i]` takes a database from version `i` to `i + 1`. Append only:
 /// a released step is never edited.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4, V5, V6, V7, V8];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// Version 1. Tables are STRICT so a value of the wrong type cannot be stored;
 /// single-row tables are pinned to `id = 1`.
@@ -198,6 +198,21 @@ CREATE TABLE account_devices (
     enrolled_unix_s INTEGER NOT NULL,
     removed_unix_s INTEGER
 ) STRICT;
+";
+
+/// Version 9: the highest task number ever handed out (SPEC §18.1), so a
+/// deleted task's number is never given to a new task, not even after a
+/// restart (until version 8 the next number was one past the highest task
+/// *left*: deleting the newest task and restarting reused its number, and a
+/// phone still holding it edited the wrong task). Seeded from the tasks
+/// stored now.
+const V9: &str = "
+CREATE TABLE automation_counters (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last_task_id INTEGER NOT NULL CHECK (last_task_id >= 0)
+) STRICT;
+INSERT INTO automation_counters (id, last_task_id)
+    SELECT 1, coalesce(max(task_id), 0) FROM automation_tasks;
 ";
 
 /// Reads `user_version` and refuses a database newer than this build.

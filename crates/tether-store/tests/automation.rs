@@ -65,3 +65,45 @@ fn traces_are_bounded_per_task_and_go_with_their_task() {
     assert_eq!(store.list_traces(2).unwrap(), [b"other".to_vec()]);
     assert!(!store.delete_task(1).unwrap());
 }
+
+/// Found while building the crash harness (issue 15, which now checks it):
+/// the next task number was one past
+/// the highest task left, so deleting the newest task and restarting handed
+/// its number to the next new task, and a phone still holding the old
+/// number edited or deleted the new one.
+#[test]
+fn a_deleted_tasks_number_is_not_handed_out_again_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = Store::open(dir.path()).unwrap();
+        store.put_task(&record(1, true, None)).unwrap();
+        store.put_task(&record(2, true, None)).unwrap();
+        assert!(store.delete_task(2).unwrap());
+        assert_eq!(store.max_task_id().unwrap(), 2);
+    }
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.max_task_id().unwrap(), 2, "task 2's number came back");
+    assert!(store.delete_task(1).unwrap());
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.list_tasks().unwrap().is_empty());
+    assert_eq!(store.max_task_id().unwrap(), 2);
+}
+
+/// A version-8 database (tasks, no counter) keeps its highest stored task
+/// number through the migration to version 9.
+#[test]
+fn the_migration_seeds_the_task_counter_from_the_stored_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = Store::open(dir.path()).unwrap();
+        store.put_task(&record(7, true, None)).unwrap();
+    }
+    {
+        let raw = rusqlite::Connection::open(dir.path().join(tether_store::DATABASE_FILE)).unwrap();
+        raw.execute_batch("DROP TABLE automation_counters; PRAGMA user_version = 8;")
+            .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.max_task_id().unwrap(), 7);
+}

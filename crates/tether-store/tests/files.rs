@@ -127,6 +127,7 @@ fn a_version_6_command_log_migrates_keeping_its_records_under_no_principal() {
         raw.execute_batch(
             "DROP TABLE membership;
              DROP TABLE account_devices;
+             DROP TABLE automation_counters;
              DROP TABLE command_log;
              CREATE TABLE command_log (
                  seq INTEGER PRIMARY KEY,
@@ -177,7 +178,8 @@ fn a_version_7_database_migrates_to_empty_membership_tables() {
     Connection::open(&path)
         .unwrap()
         .execute_batch(
-            "DROP TABLE membership; DROP TABLE account_devices; PRAGMA user_version = 7;",
+            "DROP TABLE membership; DROP TABLE account_devices; DROP TABLE automation_counters;
+             PRAGMA user_version = 7;",
         )
         .unwrap();
     drop(Store::open(dir.path()).unwrap());

@@ -79,6 +79,18 @@ impl Engine {
         if self.tasks.contains_key(&task.id) {
             return Err(ValidationError::DuplicateTask(task.id));
         }
+        self.validate_replacement(task, permissions)
+    }
+
+    /// Checks `task` as the new version of the installed task with its
+    /// number (an edit): as [`Engine::validate`], except that the number
+    /// may be taken, by the version it replaces (which the loop check
+    /// already leaves out).
+    pub fn validate_replacement(
+        &self,
+        task: &Task,
+        permissions: &Permissions,
+    ) -> Result<(), ValidationError> {
         self.check_task(task, permissions)?;
         if let Some(cycle) = self.find_loop(task) {
             return Err(ValidationError::Loop { cycle });

@@ -564,7 +564,8 @@ impl AutomationHost {
                 None => return Err(AutomationError::UnknownTask(id.0)),
             };
             task.id = id;
-            inner.engine.validate(&task, permissions)?;
+            // The old version holds the number until it is removed below.
+            inner.engine.validate_replacement(&task, permissions)?;
             if inner.engine.task(id).is_some() {
                 inner.engine.remove(id, now)?;
             }

@@ -339,26 +339,47 @@ impl Phone {
             return Err(NodeError::State("this phone cannot remove itself"));
         }
         let now = unix_now();
-        let (list, key) = {
+        {
             let mut guard = lock(&self.authority);
             let authority = guard.as_mut().ok_or(NodeError::NoAuthority)?;
             let before = authority.state();
-            let made = authority.remove_devices(
+            let (list, key) = authority.remove_devices(
                 credentials.revocation_list().as_ref(),
                 &[public_key],
                 now,
             )?;
-            if let Err(e) = lock(&self.store).save_authority(&authority.state()) {
-                // Not stored: the authority keeps its old key, nothing changed.
+            let state = authority.state();
+            // One transaction for the authority's new key, this phone's new
+            // list and the device marked removed (crash safety, issue 15).
+            let mut stored = false;
+            let adopted = self.membership()?.adopt_storing(
+                &list,
+                Some(key.as_bytes()),
+                |store, credentials| {
+                    let saved = store.save_removal(&state, credentials, &public_key, now);
+                    stored = saved.is_ok();
+                    saved
+                },
+            );
+            let adopted = match adopted {
+                Ok(_) if stored => Ok(()),
+                // The list was not newer than what this phone holds (it
+                // cannot be: the authority made it from that one); store the
+                // authority and the device all the same.
+                Ok(_) => lock(&self.store)
+                    .save_removal(&state, &credentials, &public_key, now)
+                    .map_err(NodeError::from),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = adopted {
+                // Not stored: the authority keeps its old key. The list may
+                // stay in force in this phone's memory (fail closed).
                 if let Ok(old) = LocalAuthority::restore(&before) {
                     *authority = old;
                 }
-                return Err(e.into());
+                return Err(e);
             }
-            made
-        };
-        self.membership()?.adopt(&list, Some(key.as_bytes()))?;
-        lock(&self.store).mark_account_device_removed(&public_key, now)?;
+        }
         let verified = credentials
             .revocation_list()
             .ok_or(NodeError::State("the new list was not adopted"))?;
