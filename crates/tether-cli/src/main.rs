@@ -15,6 +15,7 @@ mod pair;
 mod progress;
 mod roles;
 mod share;
+mod soak;
 mod tasks;
 
 /// Counts live heap bytes only while `tether bench` measures idle sessions
@@ -184,6 +185,32 @@ enum Command {
         #[arg(long, value_name = "URL", value_parser = parse_broker)]
         broker: Option<tether_node::RelayConfig>,
     },
+    /// Load one head unit like a household would, in this process on
+    /// loopback: many member sessions sending lock/unlock commands at a set
+    /// rate, first quiet, then while a stranger floods it with connection
+    /// attempts. Reports latency, memory per session, and that no command
+    /// was lost or ran twice (exit 1 otherwise).
+    Soak {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// A few seconds with 50 sessions, instead of the full run.
+        #[arg(long)]
+        quick: bool,
+        /// Concurrent member sessions (full run: 1000).
+        #[arg(long)]
+        sessions: Option<usize>,
+        /// Commands per second over all sessions (full run: 10000).
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Seconds per phase, quiet and flooded (full run: 60).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Non-member connection attempts during the second phase (full
+        /// run: 10000).
+        #[arg(long)]
+        flood: Option<usize>,
+    },
     /// The smart-device life cycle on its own: commission a lamp and a camera
     /// over the simulated radio, find them on the LAN, list, rename, reorder
     /// and control them through the car, upgrade the lamp (with a progress
@@ -331,6 +358,25 @@ fn main() -> ExitCode {
                 quick,
                 broker,
             } => bench(json, quick, broker).await,
+            Command::Soak {
+                json,
+                quick,
+                sessions,
+                rate,
+                seconds,
+                flood,
+            } => {
+                let mut options = if quick {
+                    soak::SoakOptions::quick(json)
+                } else {
+                    soak::SoakOptions::full(json)
+                };
+                options.sessions = sessions.unwrap_or(options.sessions).max(1);
+                options.rate = rate.unwrap_or(options.rate).max(1);
+                options.seconds = seconds.unwrap_or(options.seconds).max(1);
+                options.flood = flood.unwrap_or(options.flood);
+                soak::run(options).await
+            }
             Command::Broker { port } => broker(port).await,
             Command::Pair {
                 json,

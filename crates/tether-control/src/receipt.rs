@@ -89,6 +89,18 @@ pub trait ReceiptLog {
         key: &[u8],
         record: StoredReceipt,
     ) -> Result<(), ReceiptLogError>;
+    /// Stores several records, all or none, durable when it returns. A log
+    /// on a database writes them in one transaction (group commit); the
+    /// default stores them one by one.
+    fn put_batch(
+        &mut self,
+        records: Vec<(Principal, Vec<u8>, StoredReceipt)>,
+    ) -> Result<(), ReceiptLogError> {
+        for (principal, key, record) in records {
+            self.put(&principal, &key, record)?;
+        }
+        Ok(())
+    }
     /// The highest sequence number ever stored (0 when empty), so sequence
     /// numbers keep increasing across restarts.
     fn last_sequence(&self) -> Result<u64, ReceiptLogError>;

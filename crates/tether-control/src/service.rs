@@ -293,8 +293,9 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
     pub fn handle_timeout(&mut self, now_ms: u64) {
         self.advance(now_ms);
         let ran_commands = !self.pending.is_empty();
-        while let Some(command) = self.pending.pop_front() {
-            self.run(command);
+        let batch: Vec<_> = self.pending.drain(..).collect();
+        if !batch.is_empty() {
+            self.run_batch(batch);
         }
         let tick_due = self.now_ms >= self.next_tick_ms;
         if tick_due {

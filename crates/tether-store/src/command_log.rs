@@ -48,6 +48,41 @@ impl Store {
         Ok(())
     }
 
+    /// Stores several records in **one** transaction: one commit (one
+    /// sync of the write-ahead log) for a batch of commands, instead of one
+    /// each (group commit, SPEC §8.3). All are stored or none.
+    pub fn put_command_records(
+        &mut self,
+        records: &[(&[u8], &[u8], &CommandRecord)],
+        now_unix_s: u64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut statement = tx.prepare_cached(
+                "INSERT INTO command_log
+                     (principal, idempotency_key, command_digest, sequence, receipt, recorded_unix_s)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (principal, idempotency_key) DO UPDATE SET
+                     command_digest = excluded.command_digest,
+                     sequence = excluded.sequence,
+                     receipt = excluded.receipt,
+                     recorded_unix_s = excluded.recorded_unix_s",
+            )?;
+            for (principal, key, record) in records {
+                statement.execute(params![
+                    principal,
+                    key,
+                    record.command_digest,
+                    to_sql_i64(record.sequence, "command sequence")?,
+                    record.receipt,
+                    to_sql_i64(now_unix_s, "command time")?
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The record `principal` holds for idempotency `key`, if kept.
     pub fn get_command_record(
         &self,

@@ -150,84 +150,122 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
         }
     }
 
-    pub(super) fn run(&mut self, command: PendingCommand) {
-        if self.now_ms >= command.deadline_at_ms {
-            // The requester has stopped waiting; acting now would surprise
-            // them. TIMED_OUT therefore always means "the car did nothing".
-            return self.seal(command, CommandState::TimedOut, CommandReason::Unspecified);
+    /// Runs the accepted commands in order with **two commits for the
+    /// whole batch** (group commit, SPEC §8.3): the write-ahead marks of
+    /// those that will act, before any acts; then every receipt, before any
+    /// is sent. Each command still runs at most once and is answered only
+    /// once its receipt is stored.
+    pub(super) fn run_batch(&mut self, commands: Vec<PendingCommand>) {
+        // What each command will do. TIMED_OUT always means "the car did
+        // nothing": a requester that stopped waiting is not surprised.
+        let mut planned: Vec<(PendingCommand, Plan)> = commands
+            .into_iter()
+            .map(|mut command| {
+                let plan = if self.now_ms >= command.deadline_at_ms {
+                    Err((CommandState::TimedOut, CommandReason::Unspecified))
+                } else {
+                    match std::mem::replace(&mut command.actuation, Err(CommandReason::Unspecified))
+                    {
+                        Ok(actuation) => Ok(actuation),
+                        Err(reason) => Err((CommandState::Rejected, reason)),
+                    }
+                };
+                (command, plan)
+            })
+            .collect();
+        // Write-ahead marks: if we crash while the car acts, a retry finds
+        // the mark and the command is not run twice (at most once).
+        let first = self.last_sequence + 1;
+        let marks: Vec<_> = planned
+            .iter()
+            .zip(first..)
+            .filter(|((_, plan), _)| plan.is_ok())
+            .map(|((command, _), sequence)| {
+                (
+                    command.principal,
+                    command.key.clone(),
+                    StoredReceipt {
+                        command_digest: command.digest,
+                        sequence,
+                        receipt: None,
+                    },
+                )
+            })
+            .collect();
+        if !marks.is_empty() && self.log.put_batch(marks).is_err() {
+            // Not stored: none of them acts; their requesters hear so.
+            planned.retain(|(command, plan)| {
+                if plan.is_ok() {
+                    for waiter in &command.waiters {
+                        self.send_error(waiter.stream, waiter.request_id, LOG_UNAVAILABLE);
+                    }
+                }
+                plan.is_err()
+            });
         }
-        let actuation = match command.actuation {
-            Ok(actuation) => actuation,
-            Err(reason) => return self.seal(command, CommandState::Rejected, reason),
-        };
-        // Write-ahead mark: if we crash while the car acts, a retry finds the
-        // mark and the command is not run twice (at most once, SPEC §8.3).
-        let sequence = self.last_sequence + 1;
-        let mark = StoredReceipt {
-            command_digest: command.digest,
-            sequence,
-            receipt: None,
-        };
-        if self
-            .log
-            .put(&command.principal, &command.key, mark)
-            .is_err()
-        {
-            for waiter in &command.waiters {
-                self.send_error(waiter.stream, waiter.request_id, LOG_UNAVAILABLE);
-            }
-            return;
+        let mut finished = Vec::with_capacity(planned.len());
+        for ((command, plan), sequence) in planned.into_iter().zip(first..) {
+            self.last_sequence = sequence;
+            let (state, reason) = match plan {
+                Ok(actuation) => {
+                    for waiter in &command.waiters {
+                        self.send_status(*waiter, status(CommandState::InProgress));
+                    }
+                    match self.backend.execute(&actuation, self.now_ms) {
+                        Ok(()) => (CommandState::Succeeded, CommandReason::Unspecified),
+                        Err(ActuationError::Rejected(reason)) => (CommandState::Rejected, reason),
+                        Err(ActuationError::Failed(reason)) => (CommandState::Failed, reason),
+                    }
+                }
+                Err(sealed) => sealed,
+            };
+            finished.push((command, sequence, state, reason));
         }
-        self.last_sequence = sequence;
-        for waiter in &command.waiters {
-            self.send_status(*waiter, status(CommandState::InProgress));
-        }
-        let (state, reason) = match self.backend.execute(&actuation, self.now_ms) {
-            Ok(()) => (CommandState::Succeeded, CommandReason::Unspecified),
-            Err(ActuationError::Rejected(reason)) => (CommandState::Rejected, reason),
-            Err(ActuationError::Failed(reason)) => (CommandState::Failed, reason),
-        };
-        self.finish(command, sequence, state, reason);
+        self.finish_batch(finished);
     }
 
-    /// Finishes a command the car never saw, with the next sequence number.
-    fn seal(&mut self, command: PendingCommand, state: CommandState, reason: CommandReason) {
-        self.last_sequence += 1;
-        self.finish(command, self.last_sequence, state, reason);
-    }
-
-    /// Signs the receipt, stores it under the key and sends it to every waiter.
-    fn finish(
-        &mut self,
-        command: PendingCommand,
-        sequence: u64,
-        state: CommandState,
-        reason: CommandReason,
-    ) {
-        let body = ReceiptBody {
-            idempotency_key: command.key.clone(),
-            command_digest: command.digest.to_vec(),
-            state: state as i32,
-            reason: reason as i32,
-            sequence,
-        };
-        let receipt = sign_receipt(&self.key, &body);
-        let record = StoredReceipt {
-            command_digest: command.digest,
-            sequence,
-            receipt: Some(receipt.encode_to_vec()),
-        };
+    /// Signs the receipts, stores them under their keys in one commit and
+    /// sends each to its waiters.
+    fn finish_batch(&mut self, finished: Vec<(PendingCommand, u64, CommandState, CommandReason)>) {
+        let mut answers = Vec::with_capacity(finished.len());
+        let mut records = Vec::with_capacity(finished.len());
+        for (command, sequence, state, reason) in finished {
+            let body = ReceiptBody {
+                idempotency_key: command.key.clone(),
+                command_digest: command.digest.to_vec(),
+                state: state as i32,
+                reason: reason as i32,
+                sequence,
+            };
+            let receipt = sign_receipt(&self.key, &body);
+            records.push((
+                command.principal,
+                command.key.clone(),
+                StoredReceipt {
+                    command_digest: command.digest,
+                    sequence,
+                    receipt: Some(receipt.encode_to_vec()),
+                },
+            ));
+            answers.push((
+                command.waiters,
+                CommandStatus {
+                    state: state as i32,
+                    reason: reason as i32,
+                    receipt: Some(receipt),
+                },
+            ));
+        }
         // If this write fails, an executed command's write-ahead mark stays,
         // so retries get OUTCOME_UNKNOWN and nothing runs twice. The waiters
         // still get their receipt.
-        let _ = self.log.put(&command.principal, &command.key, record);
-        let final_status = CommandStatus {
-            state: state as i32,
-            reason: reason as i32,
-            receipt: Some(receipt),
-        };
-        for waiter in &command.waiters {
-            self.send_status(*waiter, final_status.clone());
+        if !records.is_empty() {
+            let _ = self.log.put_batch(records);
+        }
+        for (waiters, final_status) in answers {
+            for waiter in &waiters {
+                self.send_status(*waiter, final_status.clone());
+            }
         }
     }
 
@@ -239,6 +277,10 @@ impl<B: VehicleBackend, L: ReceiptLog> VehicleService<B, L> {
         );
     }
 }
+
+/// What a command of a batch will do: act, or end at once with this state
+/// and reason (timed out, or a command the car cannot perform).
+type Plan = Result<Actuation, (CommandState, CommandReason)>;
 
 /// A non-final status: no reason, no receipt yet.
 fn status(state: CommandState) -> CommandStatus {

@@ -20,7 +20,7 @@ use crate::adverts::{Adverts, follow_epochs};
 use crate::automation::catalogue::car_catalogue;
 use crate::automation::serve::permissions_of;
 use crate::automation::{AutomationHost, Clock};
-use crate::car::receipt_log::{COMMAND_LOG_KEEP, StoreReceiptLog};
+use crate::car::receipt_log::StoreReceiptLog;
 use crate::car::serve::{ServiceInput, run_service, serve_session};
 use crate::car::tasks::{AppNotice, CarActuator};
 use crate::config::{NodeConfig, unix_now};
@@ -30,6 +30,11 @@ use crate::wire::lock;
 
 /// The store setting that keeps the owner's logout across restarts
 /// (SPEC §17.5): `"yes"` while logged out.
+/// Commands the head unit holds for its next batch (SPEC §8.3); more are
+/// refused `BUSY`. A bound on memory (a few hundred bytes each), not on
+/// the rate: every pending command runs in the next turn.
+const HEAD_UNIT_PENDING_COMMANDS: usize = 256;
+
 const LOGGED_OUT_SETTING: &str = "head_unit.owner_logged_out";
 
 /// How long a device scan browses the LAN at most (R17).
@@ -188,13 +193,16 @@ impl HeadUnit {
             address,
         ));
         let service = VehicleService::new(
-            ControlConfig::default(),
+            ControlConfig {
+                // Commands waiting for the service's next turn run as one
+                // batch with two commits (SPEC §8.3); a household's burst
+                // fits, and each waits a few milliseconds, not a refusal.
+                max_pending_commands: HEAD_UNIT_PENDING_COMMANDS,
+                ..ControlConfig::default()
+            },
             DeviceKey::from_pkcs8(&self.key_pkcs8)?,
             SimulatedVehicle::new(),
-            {
-                lock(&self.store).prune_command_log(COMMAND_LOG_KEEP)?;
-                StoreReceiptLog(self.store.clone())
-            },
+            StoreReceiptLog::open(self.store.clone())?,
         )
         .map_err(|_| NodeError::State("receipt log unavailable"))?;
         let (service_tx, service_rx) = mpsc::unbounded_channel();

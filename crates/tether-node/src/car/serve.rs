@@ -156,6 +156,9 @@ impl SignalFeed {
     }
 }
 
+/// Inputs taken from the queue in one turn of the service task, at most.
+const MAX_INPUTS_PER_TURN: usize = 64;
+
 /// Owns the service; the only place that reads the clock for it.
 pub(crate) async fn run_service(
     mut service: Service,
@@ -170,25 +173,39 @@ pub(crate) async fn run_service(
     loop {
         let sleep = tokio::time::sleep_until(start + std::time::Duration::from_millis(wake_at_ms));
         tokio::select! {
-            input = inputs.recv() => match input {
-                None => return,
-                Some(ServiceInput::Request { stream, peer, envelope, writer }) => {
-                    writers.insert(stream, writer);
-                    // Where the car stands before the request (a command
-                    // may change it): a state first read after the change
-                    // would be taken as the start, with no event.
-                    if let Some(host) = automation.upgrade() {
-                        signals.feed(&mut service, &host, now_ms(start));
+            input = inputs.recv() => {
+                let Some(input) = input else { return };
+                let mut next = Some(input);
+                // Take what else is already queued before running the
+                // commands: they then share one pair of commits (group
+                // commit, SPEC §8.3). Bounded, so the clock keeps moving.
+                let mut taken = 0;
+                while let Some(input) = next.take() {
+                    match input {
+                        ServiceInput::Request { stream, peer, envelope, writer } => {
+                            writers.insert(stream, writer);
+                            // Where the car stands before the request (a
+                            // command may change it): a state first read
+                            // after the change would be taken as the start,
+                            // with no event.
+                            if let Some(host) = automation.upgrade() {
+                                signals.feed(&mut service, &host, now_ms(start));
+                            }
+                            service.handle_request(stream, peer, &envelope, now_ms(start));
+                        }
+                        ServiceInput::Closed(stream) => {
+                            writers.remove(&stream);
+                            service.handle_stream_closed(stream);
+                        }
+                        ServiceInput::With(f) => f(&mut service),
+                        ServiceInput::Automation(host) => automation = host,
                     }
-                    service.handle_request(stream, peer, &envelope, now_ms(start));
+                    taken += 1;
+                    if taken < MAX_INPUTS_PER_TURN {
+                        next = inputs.try_recv().ok();
+                    }
                 }
-                Some(ServiceInput::Closed(stream)) => {
-                    writers.remove(&stream);
-                    service.handle_stream_closed(stream);
-                }
-                Some(ServiceInput::With(f)) => f(&mut service),
-                Some(ServiceInput::Automation(host)) => automation = host,
-            },
+            }
             _ = sleep => service.handle_timeout(now_ms(start)),
         }
         loop {

@@ -1,0 +1,49 @@
+//! `tether soak` (issue 15, item 3; RELIABILITY.md §3) in a small run: the
+//! command works, its JSON carries the figures, and the invariants hold under
+//! load and a non-member flood — no command lost, none run twice, no
+//! stranger admitted. The full run's figures are in RELIABILITY.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on setup failures
+
+use std::process::Command;
+
+#[test]
+fn r23_r31_a_loaded_and_flooded_head_unit_loses_no_command_and_runs_none_twice() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args([
+            "soak",
+            "--json",
+            "--quick",
+            "--sessions",
+            "20",
+            "--rate",
+            "200",
+        ])
+        .args(["--seconds", "1", "--flood", "40"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "soak failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let n = |k: &str| {
+        report[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {report}"))
+    };
+    assert_eq!(n("sessions"), 20);
+    assert_eq!(n("lost"), 0, "{report}");
+    assert_eq!(n("duplicated"), 0, "{report}");
+    assert_eq!(n("flood_admitted"), 0, "{report}");
+    assert_eq!(n("flood_attempts"), 40, "{report}");
+    assert_eq!(n("actuations"), n("completed"), "{report}");
+    // One second per phase at 200/s: most of the 400 commands go through.
+    assert!(n("commands_total") >= 300, "{report}");
+    for phase in ["quiet", "flood"] {
+        let p99 = report[phase]["latency_p99_us"].as_u64().unwrap();
+        assert!(p99 > 0, "{phase}: no latency measured: {report}");
+    }
+}
