@@ -45,6 +45,28 @@ const CAR_PORT: u16 = 47_000;
 const FRONT_PORT: u16 = 47_001;
 const CAR_IP: &str = "10.231.0.1";
 const PHONE_IP: &str = "10.231.0.2";
+/// The MQTT broker in the car's namespace, and the injector's TCP front.
+const BROKER_PORT: u16 = 1883;
+const RELAY_FRONT_PORT: u16 = 1884;
+
+/// How the phone reaches the car.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Straight over the veth (QUIC over UDP), through the injector.
+    Lan,
+    /// Through the MQTT broker in the car's namespace (SPEC §19), the
+    /// phone's TCP connection to it through the injector.
+    Relay,
+}
+
+impl Route {
+    fn name(self) -> &'static str {
+        match self {
+            Route::Lan => "lan",
+            Route::Relay => "relay",
+        }
+    }
+}
 
 fn config(dir: &Path) -> NodeConfig {
     NodeConfig {
@@ -164,6 +186,64 @@ async fn inject(front: UdpSocket, upstream: SocketAddr, faults: Arc<Mutex<Faults
     }
 }
 
+/// The relay's injector: a TCP proxy from `listener` to the broker at
+/// `upstream` that holds each chunk for the delay `faults` give it, in order
+/// (a TCP stream cannot reorder; its loss is the kernel's, set with nftables).
+async fn inject_tcp(
+    listener: tokio::net::TcpListener,
+    upstream: SocketAddr,
+    faults: Arc<Mutex<Faults>>,
+) {
+    while let Ok((inbound, _)) = listener.accept().await {
+        let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else {
+            continue;
+        };
+        let (in_read, in_write) = inbound.into_split();
+        let (out_read, out_write) = outbound.into_split();
+        tokio::spawn(pipe(in_read, out_write, faults.clone()));
+        tokio::spawn(pipe(out_read, in_write, faults.clone()));
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    faults: Arc<Mutex<Faults>>,
+) {
+    use tokio::io::AsyncReadExt;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    tokio::spawn(async move {
+        while let Some((at, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut rng = random_u64() | 1;
+    let mut last = tokio::time::Instant::now();
+    let mut buf = vec![0u8; 65_536];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+        let delay = {
+            let faults = *faults.lock().unwrap();
+            Faults {
+                loss: 0.0,
+                answer_loss: 0.0,
+                ..faults
+            }
+            .judge(&mut rng, false)
+        }
+        .unwrap_or_default();
+        last = last.max(tokio::time::Instant::now() + delay);
+        if tx.send((last, buf[..n].to_vec())).is_err() {
+            return;
+        }
+    }
+}
+
 // ---- the phone (child) -----------------------------------------------------
 
 fn key_of(n: u64) -> [u8; 16] {
@@ -181,10 +261,16 @@ fn is_locked(readings: &[tether_node::Reading]) -> Option<bool> {
     })
 }
 
-async fn connect(phone: &Phone, car: SocketAddr) -> VehicleLink {
+async fn connect(phone: &Phone, route: Route) -> VehicleLink {
+    let car: SocketAddr = format!("{CAR_IP}:{FRONT_PORT}").parse().unwrap();
     loop {
-        if let Ok(Ok(link)) = tokio::time::timeout(Duration::from_secs(5), phone.connect(car)).await
-        {
+        let attempt = async {
+            match route {
+                Route::Lan => phone.connect(car).await,
+                Route::Relay => phone.connect_via_relay().await,
+            }
+        };
+        if let Ok(Ok(link)) = tokio::time::timeout(Duration::from_secs(5), attempt).await {
             return link;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -193,13 +279,15 @@ async fn connect(phone: &Phone, car: SocketAddr) -> VehicleLink {
 
 /// The phone's side: commands until `stop` on stdin, a subscription
 /// throughout; one line per event on stdout, after a `@ ` marker.
-async fn phone_child(dir: PathBuf, car: SocketAddr) {
+async fn phone_child(dir: PathBuf, route: Route) {
     let say = |line: String| println!("\n@ {line}");
     // Its sockets on its end of the veth (the default, loopback, reaches
     // nothing outside the namespace).
     let phone = Arc::new(
         Phone::open(NodeConfig {
             bind_ip: PHONE_IP.parse().unwrap(),
+            relay: (route == Route::Relay)
+                .then(|| tether_node::RelayConfig::new(CAR_IP, RELAY_FRONT_PORT)),
             ..config(&dir)
         })
         .unwrap(),
@@ -222,7 +310,7 @@ async fn phone_child(dir: PathBuf, car: SocketAddr) {
         let (phone, last_seen) = (phone.clone(), last_seen.clone());
         tokio::spawn(async move {
             loop {
-                let link = connect(&phone, car).await;
+                let link = connect(&phone, route).await;
                 let path = vec![signals::DOOR_ROW1_DRIVER_IS_LOCKED.to_owned()];
                 if let Ok(Ok(mut sub)) =
                     tokio::time::timeout(Duration::from_secs(5), link.subscribe(path)).await
@@ -242,7 +330,7 @@ async fn phone_child(dir: PathBuf, car: SocketAddr) {
             }
         });
     }
-    let mut link = connect(&phone, car).await;
+    let mut link = connect(&phone, route).await;
     let mut n = 0u64;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         let command = if n.is_multiple_of(2) {
@@ -268,7 +356,7 @@ async fn phone_child(dir: PathBuf, car: SocketAddr) {
                 _ => {
                     say(format!("retry {n}"));
                     link.close();
-                    link = connect(&phone, car).await;
+                    link = connect(&phone, route).await;
                 }
             }
         }
@@ -284,7 +372,7 @@ async fn phone_child(dir: PathBuf, car: SocketAddr) {
         {
             break locked;
         }
-        link = connect(&phone, car).await;
+        link = connect(&phone, route).await;
     };
     say(format!("final {locked}"));
     let give_up = Instant::now() + Duration::from_secs(15);
@@ -319,10 +407,10 @@ struct Namespaces {
 }
 
 impl Namespaces {
-    fn create() -> Self {
+    fn create(tag: char) -> Self {
         let id = std::process::id();
-        let (car, phone) = (format!("tf{id}c"), format!("tf{id}p"));
-        let (car_link, phone_link) = (format!("tf{id}c0"), format!("tf{id}p0"));
+        let (car, phone) = (format!("tf{id}{tag}c"), format!("tf{id}{tag}p"));
+        let (car_link, phone_link) = (format!("tf{id}{tag}c0"), format!("tf{id}{tag}p0"));
         ip(&["netns", "add", &car]);
         let ns = Namespaces {
             car: car.clone(),
@@ -358,6 +446,49 @@ impl Namespaces {
             ip(&["-n", netns, "link", "set", link, "up"]);
         }
         ns
+    }
+
+    /// Kernel-level loss in the phone's namespace (nftables `numgen`), in
+    /// both directions, or only of what comes in (`answers_only`); 0 clears.
+    fn set_kernel_loss(&self, percent: u32, answers_only: bool) {
+        let nft = |script: &str| {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &self.phone, "nft", "-f", "-"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .and_then(|mut child| {
+                    use std::io::Write;
+                    child.stdin.take().unwrap().write_all(script.as_bytes())?;
+                    child.wait_with_output()
+                })
+                .unwrap_or_else(|e| panic!("`nft` (nftables) is needed for the relay faults: {e}"));
+            assert!(
+                out.status.success(),
+                "nft: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        nft("table inet tetherfault\ndelete table inet tetherfault\n");
+        if percent == 0 {
+            return;
+        }
+        let verdict = if percent >= 100 {
+            "drop".to_owned()
+        } else {
+            format!("numgen random mod 100 < {percent} drop")
+        };
+        let output = if answers_only {
+            String::new()
+        } else {
+            format!(
+                "chain out {{ type filter hook output priority 0; oifname != \"lo\" {verdict}; }}\n"
+            )
+        };
+        nft(&format!(
+            "table inet tetherfault {{\n{output}chain in {{ type filter hook input priority 0; iifname != \"lo\" {verdict}; }}\n}}\n"
+        ));
     }
 
     /// The phone's end of the veth down or up (the kernel's link state).
@@ -465,6 +596,19 @@ fn self_args() -> [&'static str; 4] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r23_sessions_recover_from_loss_delay_reordering_and_a_link_down_and_run_each_command_once()
 {
+    fault_run(Route::Lan).await;
+}
+
+/// The same over the relay (SPEC §19): phone → MQTT broker → car, with the
+/// phone's TCP connection to the broker crossing the veth. Loss is the
+/// kernel's (nftables in the phone's namespace: TCP retransmits), the delay
+/// and jitter the injector's (in order: a TCP stream does not reorder).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r23_relay_sessions_recover_from_loss_delay_and_a_link_down_and_run_each_command_once() {
+    fault_run(Route::Relay).await;
+}
+
+async fn fault_run(route: Route) {
     let uid = std::process::Command::new("id").arg("-u").output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&uid.stdout).trim(),
@@ -484,22 +628,32 @@ async fn r23_sessions_recover_from_loss_delay_reordering_and_a_link_down_and_run
         )
         .unwrap();
     }
-    let net = Namespaces::create();
+    let net = Namespaces::create(if route == Route::Lan { 'l' } else { 'r' });
     let tether = PathBuf::from(env!("CARGO_BIN_EXE_tether"));
     let me = std::env::current_exe().unwrap();
     let car_dir_s = car_dir.path().display().to_string();
-    let mut car = in_netns(
-        &net.car,
-        &tether,
-        &[
-            "head-unit",
-            "--data-dir",
-            &car_dir_s,
-            "--port",
-            &CAR_PORT.to_string(),
-        ],
-        &[],
-    );
+    let port = CAR_PORT.to_string();
+    let broker_url = format!("mqtt://127.0.0.1:{BROKER_PORT}");
+    let mut car_args = vec!["head-unit", "--data-dir", &car_dir_s, "--port", &port];
+    let mut broker = None;
+    if route == Route::Relay {
+        let mut child = in_netns(
+            &net.car,
+            &tether,
+            &["broker", "--port", &BROKER_PORT.to_string()],
+            &[],
+        );
+        let broker_lines = collect(&mut child, false);
+        assert!(
+            until_line(&broker_lines, Duration::from_secs(20), |l| l
+                .contains("broker at"))
+            .await,
+            "the broker did not start in the car's namespace"
+        );
+        broker = Some(child);
+        car_args.extend(["--broker", &broker_url]);
+    }
+    let mut car = in_netns(&net.car, &tether, &car_args, &[]);
     let car_lines = collect(&mut car, false);
     assert!(
         until_line(&car_lines, Duration::from_secs(20), |l| l
@@ -511,7 +665,10 @@ async fn r23_sessions_recover_from_loss_delay_reordering_and_a_link_down_and_run
         &net.car,
         &me,
         &self_args(),
-        &[(CHILD_ENV, "injector".into())],
+        &[
+            (CHILD_ENV, "injector".into()),
+            ("TETHER_NETFAULT_ROUTE", route.name().into()),
+        ],
     );
     let injector_lines = collect(&mut injector, true);
     assert!(until_line(&injector_lines, Duration::from_secs(20), |l| l == "ready").await);
@@ -522,6 +679,7 @@ async fn r23_sessions_recover_from_loss_delay_reordering_and_a_link_down_and_run
         &self_args(),
         &[
             (CHILD_ENV, "phone".into()),
+            ("TETHER_NETFAULT_ROUTE", route.name().into()),
             (
                 "TETHER_NETFAULT_DIR",
                 phone_dir.path().display().to_string(),
@@ -537,7 +695,7 @@ async fn r23_sessions_recover_from_loss_delay_reordering_and_a_link_down_and_run
 
     // Each fault for a while, then cleared: a command must get through
     // within 30 s of clearing it.
-    let faults: [(&str, &str, u64); 6] = [
+    let lan_faults: &[(&str, &str, u64)] = &[
         ("loss 5 %", "loss 0.05", 8),
         ("loss 20 %", "loss 0.20", 8),
         ("delay 50–300 ms (jitter reorders)", "delay 50 300", 8),
@@ -548,21 +706,32 @@ async fn r23_sessions_recover_from_loss_delay_reordering_and_a_link_down_and_run
         // of what already ran, not a second run.
         ("answers lost for 4 s", "answer-loss 1.0", 4),
     ];
+    let relay_faults: &[(&str, &str, u64)] = &[
+        ("loss 5 % (kernel)", "kernel-loss 5", 8),
+        ("loss 20 % (kernel)", "kernel-loss 20", 8),
+        ("delay 50–300 ms (in order)", "delay 50 300", 8),
+        ("veth down for 5 s", "link-down", 5),
+        ("answers lost for 4 s (kernel)", "kernel-answer-loss", 4),
+    ];
+    let faults = if route == Route::Lan {
+        lan_faults
+    } else {
+        relay_faults
+    };
     let mut report = Vec::new();
-    for (name, fault, seconds) in faults {
+    for &(name, fault, seconds) in faults {
         let before = acks(&lines);
-        if fault == "link-down" {
-            net.set_link(false);
-        } else {
-            send(&mut injector_in, fault).await;
+        match fault.split_once(' ').map_or(fault, |(kind, _)| kind) {
+            "link-down" => net.set_link(false),
+            "kernel-loss" => net.set_kernel_loss(fault[12..].parse().unwrap(), false),
+            "kernel-answer-loss" => net.set_kernel_loss(100, true),
+            _ => send(&mut injector_in, fault).await,
         }
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         let during = acks(&lines) - before;
-        if fault == "link-down" {
-            net.set_link(true);
-        } else {
-            send(&mut injector_in, "clear").await;
-        }
+        net.set_link(true);
+        net.set_kernel_loss(0, false);
+        send(&mut injector_in, "clear").await;
         let cleared = Instant::now();
         let at_clear = acks(&lines);
         let give_up = Instant::now() + Duration::from_secs(30);
@@ -595,6 +764,9 @@ async fn r23_sessions_recover_from_loss_delay_reordering_and_a_link_down_and_run
     let _ = phone.kill().await;
     let _ = injector.kill().await;
     let _ = car.kill().await;
+    if let Some(mut broker) = broker {
+        let _ = broker.kill().await;
+    }
 
     // Exactly once: one receipt per key, sequences exactly 1..=N.
     let lines = lines.lock().unwrap().clone();
@@ -651,7 +823,8 @@ async fn r23_sessions_recover_from_loss_delay_reordering_and_a_link_down_and_run
     );
     let lost_subscriptions = lines.iter().filter(|(_, l)| l == "sub-lost").count();
     eprintln!(
-        "{count} commands, each once ({retries} retries of a key); {lost_subscriptions} subscriptions re-opened\n{}",
+        "{}: {count} commands, each once ({retries} retries of a key); {lost_subscriptions} subscriptions re-opened\n{}",
+        route.name(),
         report.join("\n")
     );
 }
@@ -663,7 +836,7 @@ async fn r23_sessions_recover_from_loss_delay_reordering_and_a_link_down_and_run
 async fn netfault_child() {
     match std::env::var(CHILD_ENV).as_deref() {
         Ok("injector") => {
-            let front = UdpSocket::bind((CAR_IP, FRONT_PORT)).await.unwrap();
+            let relay = std::env::var("TETHER_NETFAULT_ROUTE").as_deref() == Ok("relay");
             let faults = Arc::new(Mutex::new(Faults::default()));
             let control = faults.clone();
             tokio::spawn(async move {
@@ -672,14 +845,32 @@ async fn netfault_child() {
                     control.lock().unwrap().apply(&line);
                 }
             });
-            println!("\n@ ready");
-            inject(front, SocketAddr::from(([127, 0, 0, 1], CAR_PORT)), faults).await;
+            if relay {
+                let front = tokio::net::TcpListener::bind((CAR_IP, RELAY_FRONT_PORT))
+                    .await
+                    .unwrap();
+                println!("\n@ ready");
+                inject_tcp(
+                    front,
+                    SocketAddr::from(([127, 0, 0, 1], BROKER_PORT)),
+                    faults,
+                )
+                .await;
+            } else {
+                let front = UdpSocket::bind((CAR_IP, FRONT_PORT)).await.unwrap();
+                println!("\n@ ready");
+                inject(front, SocketAddr::from(([127, 0, 0, 1], CAR_PORT)), faults).await;
+            }
             return;
         }
         Ok("phone") => {
             let dir = PathBuf::from(std::env::var("TETHER_NETFAULT_DIR").unwrap());
-            let car: SocketAddr = format!("{CAR_IP}:{FRONT_PORT}").parse().unwrap();
-            phone_child(dir, car).await;
+            let route = if std::env::var("TETHER_NETFAULT_ROUTE").as_deref() == Ok("relay") {
+                Route::Relay
+            } else {
+                Route::Lan
+            };
+            phone_child(dir, route).await;
             return;
         }
         _ => {}
