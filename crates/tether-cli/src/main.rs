@@ -210,6 +210,10 @@ enum Command {
         /// run: 10000).
         #[arg(long)]
         flood: Option<usize>,
+        /// Load a home hub instead: members list its tasks, every tenth
+        /// request runs one.
+        #[arg(long)]
+        hub: bool,
     },
     /// The smart-device life cycle on its own: commission a lamp and a camera
     /// over the simulated radio, find them on the LAN, list, rename, reorder
@@ -365,6 +369,7 @@ fn main() -> ExitCode {
                 rate,
                 seconds,
                 flood,
+                hub,
             } => {
                 let mut options = if quick {
                     soak::SoakOptions::quick(json)
@@ -375,6 +380,7 @@ fn main() -> ExitCode {
                 options.rate = rate.unwrap_or(options.rate).max(1);
                 options.seconds = seconds.unwrap_or(options.seconds).max(1);
                 options.flood = flood.unwrap_or(options.flood);
+                options.hub = hub;
                 soak::run(options).await
             }
             Command::Broker { port } => broker(port).await,

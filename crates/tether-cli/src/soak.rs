@@ -26,6 +26,8 @@ pub(crate) struct SoakOptions {
     pub(crate) seconds: u64,
     pub(crate) flood: usize,
     pub(crate) json: bool,
+    /// Load a home hub instead: its members' task requests (SPEC §18.8).
+    pub(crate) hub: bool,
 }
 
 impl SoakOptions {
@@ -38,6 +40,7 @@ impl SoakOptions {
             seconds: 60,
             flood: 10_000,
             json,
+            hub: false,
         }
     }
 
@@ -49,6 +52,7 @@ impl SoakOptions {
             seconds: 3,
             flood: 200,
             json,
+            hub: false,
         }
     }
 }
@@ -71,6 +75,9 @@ struct Phase {
 /// The whole run.
 #[derive(Debug, Serialize)]
 struct SoakReport {
+    /// What was loaded: "head unit" (vehicle commands) or "hub" (task
+    /// requests: ListTasks, every tenth a RunTask).
+    node: &'static str,
     sessions: usize,
     target_rate_per_s: u32,
     seconds_per_phase: u64,
@@ -87,8 +94,9 @@ struct SoakReport {
     flood_admitted: u64,
     /// Members' p99 during the flood over the quiet p99 (goal ≤ 2).
     flood_p99_ratio: f64,
-    /// Commands with a receipt in the end, those whose receipt says the
-    /// car did it, and the car's actuations (equal to `completed`).
+    /// Requests answered in the end, those whose answer says it was done,
+    /// and what the node did: the car's actuations (equal to `completed`),
+    /// or the hub's distinct run numbers (equal to the runs it started).
     commands_total: u64,
     completed: u64,
     lost: u64,
@@ -142,18 +150,68 @@ fn command_for(seq: u64) -> tether_node::proto::v1::VehicleCommand {
     }
 }
 
+/// One session of the load: what a request is, and how it went.
+#[derive(Clone)]
+enum Target {
+    /// A lock or unlock with its own key, to a head unit.
+    Car(Arc<VehicleLink>),
+    /// A hub's task requests: `ListTasks`, every tenth a `RunTask` of
+    /// `task` (its runs numbered by the hub).
+    Hub(Arc<tether_node::HubLink>, u64),
+}
+
+/// What one request's answer says.
+struct Answer {
+    /// The car did it / the hub started a run.
+    completed: bool,
+    /// The hub's run number, to find a run started twice.
+    run: Option<u64>,
+}
+
+impl Target {
+    async fn send(&self, seq: u64, key: &[u8; 16]) -> Result<Answer, NodeError> {
+        match self {
+            Target::Car(link) => link
+                .command(command_for(seq), key)
+                .await
+                .map(|outcome| Answer {
+                    completed: outcome.state == CommandState::Succeeded,
+                    run: None,
+                }),
+            Target::Hub(link, task) if seq.is_multiple_of(10) => {
+                link.tasks().run_task(*task).await.map(|run| Answer {
+                    completed: run != 0,
+                    run: (run != 0).then_some(run),
+                })
+            }
+            Target::Hub(link, _) => link.tasks().list_tasks().await.map(|tasks| Answer {
+                completed: !tasks.is_empty(),
+                run: None,
+            }),
+        }
+    }
+
+    /// A failed car command may be retried with its key (it runs at most
+    /// once); a hub's `RunTask` has no key, so nothing of the hub's is.
+    fn retries(&self) -> bool {
+        matches!(self, Target::Car(_))
+    }
+}
+
 /// What one session's task did in a phase.
 #[derive(Default)]
 struct SessionRun {
     latencies_us: Vec<u64>,
     sent: u64,
     acked: u64,
-    /// Receipts that say the car did it (the others refused, with a reason).
+    /// Answers that say it was done (the others refused, with a reason).
     completed: u64,
-    /// Keys (and sequence numbers) whose command failed; retried later.
+    /// Keys (and sequence numbers) whose request failed; retried later.
     failed: Vec<([u8; 16], u64)>,
     /// Why they failed (the error's text, its first words), counted.
     failures: std::collections::BTreeMap<String, u64>,
+    /// Run numbers the hub gave.
+    runs: Vec<u64>,
 }
 
 /// An error's text up to its first digit (ids and counts vary).
@@ -166,9 +224,9 @@ fn failure_kind(e: &NodeError) -> String {
     text[..end].trim_end().to_owned()
 }
 
-/// Sends on `link` every `period`, from `start + offset` until `end`.
+/// Sends on `target` every `period`, from `start` until `end`.
 async fn drive(
-    link: Arc<VehicleLink>,
+    target: Target,
     phase: u8,
     session: usize,
     period: Duration,
@@ -187,10 +245,11 @@ async fn drive(
         let key = key_of(phase, session, seq);
         let sent = Instant::now();
         run.sent += 1;
-        match link.command(command_for(seq), &key).await {
-            Ok(outcome) => {
+        match target.send(seq, &key).await {
+            Ok(answer) => {
                 run.acked += 1;
-                run.completed += u64::from(outcome.state == CommandState::Succeeded);
+                run.completed += u64::from(answer.completed);
+                run.runs.extend(answer.run);
                 run.latencies_us
                     .push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
             }
@@ -206,10 +265,10 @@ async fn drive(
 
 /// Runs one phase over every link; returns its figures and the failures.
 async fn phase(
-    links: &[Arc<VehicleLink>],
+    links: &[Target],
     phase_no: u8,
     options: &SoakOptions,
-) -> (Phase, Vec<(usize, [u8; 16], u64)>) {
+) -> (Phase, Vec<(usize, [u8; 16], u64)>, Vec<u64>) {
     let n = links.len().max(1);
     let period = Duration::from_secs_f64(n as f64 / f64::from(options.rate.max(1)));
     let begin = tokio::time::Instant::now() + Duration::from_millis(50);
@@ -234,8 +293,10 @@ async fn phase(
     let (mut sent, mut acked, mut completed) = (0, 0, 0);
     let mut failed = Vec::new();
     let mut failures = std::collections::BTreeMap::new();
+    let mut runs = Vec::new();
     for (i, task) in tasks.into_iter().enumerate() {
         if let Ok(run) = task.await {
+            runs.extend(run.runs);
             for (kind, count) in run.failures {
                 *failures.entry(kind).or_default() += count;
             }
@@ -261,6 +322,7 @@ async fn phase(
             latency_max_us: latencies.last().copied().unwrap_or(0),
         },
         failed,
+        runs,
     )
 }
 
@@ -302,28 +364,47 @@ async fn flood(
     (made, admitted.load(Ordering::Relaxed))
 }
 
-/// Opens `n` sessions, `parallel` at a time.
+/// Opens `n` sessions, 16 at a time: to the car, or (`hub_task`) to the
+/// hub, whose task that is.
 async fn open_sessions(
     phone: &Arc<Phone>,
     address: SocketAddr,
     n: usize,
-) -> Result<Vec<Arc<VehicleLink>>, NodeError> {
+    hub_task: Option<u64>,
+) -> Result<Vec<Target>, NodeError> {
     let mut links = Vec::with_capacity(n);
     let mut pending = tokio::task::JoinSet::new();
     let mut started = 0;
     while links.len() < n {
         while started < n && pending.len() < 16 {
             let phone = phone.clone();
-            pending.spawn(async move { phone.connect(address).await });
+            pending.spawn(async move {
+                match hub_task {
+                    Some(task) => phone
+                        .connect_hub(address)
+                        .await
+                        .map(|link| Target::Hub(Arc::new(link), task)),
+                    None => phone
+                        .connect(address)
+                        .await
+                        .map(|link| Target::Car(Arc::new(link))),
+                }
+            });
             started += 1;
         }
         match pending.join_next().await {
-            Some(Ok(link)) => links.push(Arc::new(link?)),
+            Some(Ok(link)) => links.push(link?),
             Some(Err(_)) => return Err(NodeError::State("a session task failed")),
             None => break,
         }
     }
     Ok(links)
+}
+
+/// The node under load, and how to stop it.
+enum Served {
+    Car(Box<HeadUnit>),
+    Hub(Box<tether_node::Hub>),
 }
 
 pub(crate) async fn run(options: SoakOptions) -> Result<ExitCode, NodeError> {
@@ -334,24 +415,64 @@ pub(crate) async fn run(options: SoakOptions) -> Result<ExitCode, NodeError> {
     let dirs = (temp()?, temp()?, temp()?);
     let phone = Arc::new(Phone::open(config(dirs.0.path()))?);
     phone.create_account()?;
-    let car = HeadUnit::open(config(dirs.1.path()))?;
-    car.complete_enrollment(&phone.enroll_device(&car.enrollment_request()?)?)?;
-    let address = car.start().await?;
+    let (served, address, task) = if options.hub {
+        let hub = tether_node::Hub::open(config(dirs.1.path()))?;
+        hub.complete_enrollment(&phone.enroll_device(&hub.enrollment_request()?)?)?;
+        let host = hub.start(tether_node::Clock::System)?;
+        // A task the members run by hand: the porch light on, at once;
+        // runs overlap freely (parallel), each gets its own number.
+        let porch = tether_node::tether_automation::Task::new(
+            tether_node::tether_automation::TaskId(0),
+            "porch on",
+        )
+        .trigger(tether_node::tether_automation::Trigger::Manual)
+        .action(tether_node::tether_automation::Action::SetProperty {
+            device: tether_node::tether_automation::DeviceId::new("porch"),
+            property: tether_node::HOME_SWITCH,
+            value: tether_node::tether_automation::Value::Bool(true),
+        })
+        .mode(tether_node::tether_automation::Mode::Parallel { max: 64 })
+        .declare_inputs();
+        let task = host
+            .create(porch, true, &tether_node::owner_permissions())
+            .map_err(NodeError::from)?
+            .task
+            .id
+            .0;
+        let address = hub.serve()?;
+        (Served::Hub(Box::new(hub)), address, task)
+    } else {
+        let car = HeadUnit::open(config(dirs.1.path()))?;
+        car.complete_enrollment(&phone.enroll_device(&car.enrollment_request()?)?)?;
+        let address = car.start().await?;
+        (Served::Car(Box::new(car)), address, 0)
+    };
     let stranger = Arc::new(Phone::open(config(dirs.2.path()))?);
     stranger.create_account()?;
     let rss_before = rss_bytes();
-    let links = open_sessions(&phone, address, options.sessions).await?;
+    let links = open_sessions(
+        &phone,
+        address,
+        options.sessions,
+        options.hub.then_some(task),
+    )
+    .await?;
     let rss_with = rss_bytes();
     let setup_s = setup.elapsed().as_secs_f64();
+    let what = if options.hub {
+        "hub requests"
+    } else {
+        "commands"
+    };
     if !options.json {
         println!(
-            "{} sessions open in {setup_s:.1} s; {} commands/s for {} s, quiet",
+            "{} sessions open in {setup_s:.1} s; {} {what}/s for {} s, quiet",
             links.len(),
             options.rate,
             options.seconds
         );
     }
-    let (quiet, mut failed) = phase(&links, 1, &options).await;
+    let (quiet, mut failed, mut runs) = phase(&links, 1, &options).await;
     if !options.json {
         println!(
             "quiet: {} acknowledged ({:.0}/s), p50 {} µs, p99 {} µs; now with {} non-member attempts",
@@ -370,28 +491,47 @@ pub(crate) async fn run(options: SoakOptions) -> Result<ExitCode, NodeError> {
         Duration::from_secs(options.seconds),
         stop.clone(),
     ));
-    let (flooded, failed_flood) = phase(&links, 2, &options).await;
+    let (flooded, failed_flood, flood_runs) = phase(&links, 2, &options).await;
     stop.store(true, Ordering::Relaxed);
     let (flood_attempts, flood_admitted) = flooding.await.unwrap_or((0, 0));
     failed.extend(failed_flood);
-    // Every failed command once more, with its key: an answer now is the
-    // same command (it ran at most once); still failing is lost.
+    runs.extend(flood_runs);
+    // Every failed car command once more, with its key: an answer now is
+    // the same command (it ran at most once); still failing is lost. A
+    // hub's request that failed is lost (a RunTask has no key to retry).
     let mut lost = 0;
     let mut recovered = 0;
     let mut recovered_completed = 0;
     for (session, key, seq) in &failed {
-        match links[*session].command(command_for(*seq), key).await {
-            Ok(outcome) => {
+        let target = &links[*session];
+        if !target.retries() {
+            lost += 1;
+            continue;
+        }
+        match target.send(*seq, key).await {
+            Ok(answer) => {
                 recovered += 1;
-                recovered_completed += u64::from(outcome.state == CommandState::Succeeded);
+                recovered_completed += u64::from(answer.completed);
             }
             Err(_) => lost += 1,
         }
     }
     let acked = quiet.acknowledged + flooded.acknowledged + recovered;
     let completed = quiet.completed + flooded.completed + recovered_completed;
-    let executions = car.executions().await?;
-    let actuations = u64::from(executions.lock) + u64::from(executions.unlock);
+    // Done on the node: the car's actuations, or the hub's distinct runs.
+    let (actuations, duplicated) = match &served {
+        Served::Car(car) => {
+            let executions = car.executions().await?;
+            let actuations = u64::from(executions.lock) + u64::from(executions.unlock);
+            (actuations, actuations.saturating_sub(completed))
+        }
+        Served::Hub(_) => {
+            let started = runs.len() as u64;
+            runs.sort_unstable();
+            runs.dedup();
+            (runs.len() as u64, started - runs.len() as u64)
+        }
+    };
     let report = SoakReport {
         sessions: links.len(),
         target_rate_per_s: options.rate,
@@ -408,17 +548,26 @@ pub(crate) async fn run(options: SoakOptions) -> Result<ExitCode, NodeError> {
         commands_total: acked,
         completed,
         lost,
-        duplicated: actuations.saturating_sub(completed),
+        duplicated,
+        node: if options.hub { "hub" } else { "head unit" },
         actuations,
     };
     for link in &links {
-        link.close();
+        match link {
+            Target::Car(link) => link.close(),
+            Target::Hub(link, _) => link.close(),
+        }
     }
-    car.shutdown().await?;
+    match served {
+        Served::Car(car) => car.shutdown().await?,
+        Served::Hub(hub) => hub.stop_serving(),
+    }
+    // The car: every receipt that says SUCCEEDED is one actuation. The
+    // hub: every run number it gave is a distinct run (`duplicated`).
     let ok = report.lost == 0
         && report.duplicated == 0
         && report.flood_admitted == 0
-        && report.actuations == report.completed;
+        && (options.hub || report.actuations == report.completed);
     if options.json {
         match serde_json::to_string(&report) {
             Ok(text) => println!("{text}"),
@@ -438,8 +587,13 @@ pub(crate) async fn run(options: SoakOptions) -> Result<ExitCode, NodeError> {
             report.flood_attempts,
             report.flood_admitted
         );
+        let (answered, done) = if options.hub {
+            ("requests answered", "distinct runs started")
+        } else {
+            ("commands with a receipt", "actuations")
+        };
         println!(
-            "{} commands with a receipt ({} completed), {} actuations: {} lost, {} duplicated; {} B resident per session",
+            "{} {answered} ({} completed), {} {done}: {} lost, {} duplicated; {} B resident per session",
             report.commands_total,
             report.completed,
             report.actuations,

@@ -47,3 +47,34 @@ fn r23_r31_a_loaded_and_flooded_head_unit_loses_no_command_and_runs_none_twice()
         assert!(p99 > 0, "{phase}: no latency measured: {report}");
     }
 }
+
+/// The hub under its members' task requests (ListTasks, every tenth a
+/// RunTask) and the same flood: nothing lost, every run its own number, no
+/// stranger admitted.
+#[test]
+fn r31_a_loaded_and_flooded_hub_answers_every_member_and_admits_no_stranger() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["soak", "--json", "--quick", "--hub", "--sessions", "20"])
+        .args(["--rate", "200", "--seconds", "1", "--flood", "40"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "soak --hub failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let n = |k: &str| {
+        report[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} in {report}"))
+    };
+    assert_eq!(report["node"], "hub");
+    assert_eq!(n("lost"), 0, "{report}");
+    assert_eq!(n("duplicated"), 0, "{report}");
+    assert_eq!(n("flood_admitted"), 0, "{report}");
+    assert!(n("commands_total") >= 300, "{report}");
+    // Every tenth request ran the task, each run its own number.
+    assert!(n("actuations") >= 30, "{report}");
+}

@@ -200,6 +200,50 @@ impl Store {
         Ok(())
     }
 
+    /// The engine's snapshot (if given) and any number of traces, each
+    /// bounded to its task's newest `keep`, in **one** transaction: one
+    /// commit for what a turn of the engine changed, instead of one per
+    /// trace (found by `tether soak --hub`, RELIABILITY.md §3). All are
+    /// stored or none.
+    pub fn put_automation_changes(
+        &mut self,
+        snapshot: Option<&[u8]>,
+        traces: &[(u64, u64, Vec<u8>)],
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let tx = self.conn.transaction()?;
+        if let Some(snapshot) = snapshot {
+            tx.execute(
+                "INSERT INTO automation_state (id, snapshot) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot",
+                params![snapshot],
+            )?;
+        }
+        let mut tasks = std::collections::BTreeSet::new();
+        for (task_id, run_seq, trace) in traces {
+            let id = to_sql_id(*task_id)?;
+            let seq =
+                i64::try_from(*run_seq).map_err(|_| StoreError::CorruptRecord("run number"))?;
+            tx.execute(
+                "INSERT INTO automation_traces (task_id, run_seq, trace) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (task_id, run_seq) DO UPDATE SET trace = excluded.trace",
+                params![id, seq, trace],
+            )?;
+            tasks.insert(id);
+        }
+        for id in tasks {
+            tx.execute(
+                "DELETE FROM automation_traces WHERE task_id = ?1 AND run_seq NOT IN
+                    (SELECT run_seq FROM automation_traces WHERE task_id = ?1
+                     ORDER BY run_seq DESC LIMIT ?2)",
+                params![id, keep],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The engine's last snapshot, if one was stored.
     pub fn automation_snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self

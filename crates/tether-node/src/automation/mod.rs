@@ -1216,37 +1216,49 @@ impl AutomationHost {
         if inner.last_snapshot.as_ref() == Some(&unchanged) && inner.open_traces.is_empty() {
             return Ok(());
         }
-        let mut store = lock(&self.store);
-        if inner.last_snapshot.as_ref() != Some(&unchanged) {
-            store.put_automation_snapshot(&wire::encode_snapshot(&snapshot))?;
+        let snapshot_changed = inner.last_snapshot.as_ref() != Some(&unchanged);
+        let traces_changed =
+            next_trace != inner.persisted_next_trace || !inner.open_traces.is_empty();
+        let mut max_seq = inner.persisted_seq;
+        let mut open = BTreeSet::new();
+        let mut traces = Vec::new();
+        if traces_changed {
+            for id in inner.engine.task_ids() {
+                for trace in inner.engine.traces(id) {
+                    let fresh = trace.seq > inner.persisted_seq;
+                    if fresh || inner.open_traces.contains(&(id, trace.seq)) {
+                        let key = inner.seq_offset + trace.seq;
+                        traces.push((id.0, key, wire::encode_trace(&trace)));
+                    }
+                    if matches!(
+                        trace.outcome,
+                        tether_automation::Outcome::Running | tether_automation::Outcome::Queued
+                    ) {
+                        open.insert((id, trace.seq));
+                    }
+                    max_seq = max_seq.max(trace.seq);
+                }
+            }
+        }
+        // The snapshot and the traces in one commit (not one per trace).
+        let encoded = snapshot_changed.then(|| wire::encode_snapshot(&snapshot));
+        let stored =
+            lock(&self.store).put_automation_changes(encoded.as_deref(), &traces, TRACES_KEPT);
+        if let Err(e) = stored {
+            if snapshot_changed {
+                // Written again next time.
+                return Err(e);
+            }
+            // Traces only: tried again while they are open.
+            warn!(error = %e, "traces could not be stored");
+        }
+        if snapshot_changed {
             inner.last_snapshot = Some(unchanged);
         }
-        if next_trace == inner.persisted_next_trace && inner.open_traces.is_empty() {
+        if !traces_changed {
             return Ok(());
         }
         inner.persisted_next_trace = next_trace;
-        let mut max_seq = inner.persisted_seq;
-        let mut open = BTreeSet::new();
-        for id in inner.engine.task_ids() {
-            for trace in inner.engine.traces(id) {
-                let fresh = trace.seq > inner.persisted_seq;
-                if fresh || inner.open_traces.contains(&(id, trace.seq)) {
-                    let key = inner.seq_offset + trace.seq;
-                    if let Err(e) =
-                        store.put_trace(id.0, key, &wire::encode_trace(&trace), TRACES_KEPT)
-                    {
-                        warn!(error = %e, "a trace could not be stored");
-                    }
-                }
-                if matches!(
-                    trace.outcome,
-                    tether_automation::Outcome::Running | tether_automation::Outcome::Queued
-                ) {
-                    open.insert((id, trace.seq));
-                }
-                max_seq = max_seq.max(trace.seq);
-            }
-        }
         inner.persisted_seq = max_seq;
         inner.open_traces = open;
         Ok(())
