@@ -4,8 +4,9 @@
 //! opened on the same data directory and checked against what the child saw
 //! acknowledged:
 //!
-//! - **head unit**: super tasks created, edited and deleted, devices attached
-//!   and unbound;
+//! - **head unit**: super tasks created, edited and deleted; devices bound
+//!   (a lamp commissioned over the simulated radio with the owner's
+//!   authority) or attached offline, and unbound;
 //! - **hub**: its super tasks;
 //! - **phone**: the account authority's state: devices enrolled and removed
 //!   (the revocation list, its serial and the group key epoch, SPEC §3.6).
@@ -37,14 +38,16 @@ use tether_node::tether_automation::{
     Action, DeviceId, Task, TaskId, Trigger, Value, VehicleCommand, VehicleEvent,
 };
 use tether_node::{
-    DeviceKey, HOME_SWITCH, HeadUnit, Hub, LAMP_PRODUCT_MODEL, NodeConfig, Phone, Role,
-    owner_permissions,
+    CommissionRequest, DeviceKey, HOME_SWITCH, HeadUnit, HomeNetwork, Hub, LAMP_PRODUCT_MODEL,
+    NodeConfig, Phone, Role, SetupCode, SimulatedAccessory, owner_permissions,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 const CHILD_ENV: &str = "TETHER_CRASH_CHILD";
 const DIR_ENV: &str = "TETHER_CRASH_DIR";
+/// The owner's phone directory, for the head unit's commissioning.
+const OWNER_ENV: &str = "TETHER_CRASH_OWNER";
 
 fn random_u64() -> u64 {
     let mut b = [0; 8];
@@ -96,6 +99,13 @@ impl Node {
 
 // ---- the writers (the child's side) ---------------------------------------
 
+fn home() -> HomeNetwork {
+    HomeNetwork {
+        ssid: b"Crash Test Home".to_vec(),
+        passphrase: b"crash passphrase".to_vec(),
+    }
+}
+
 fn car_task(name: &str) -> Task {
     Task::new(TaskId(0), name)
         .trigger(Trigger::Vehicle(VehicleEvent::Parked))
@@ -116,7 +126,13 @@ fn hub_task(name: &str) -> Task {
 
 /// Edits tasks (and, on the head unit, devices) until `steps` run out or
 /// the process is killed. `emit` gets each `begin`/`ack` line.
-async fn write_node(node: Node, dir: &Path, steps: Option<u64>, emit: &mut dyn FnMut(String)) {
+async fn write_node(
+    node: Node,
+    dir: &Path,
+    owner: Option<&Path>,
+    steps: Option<u64>,
+    emit: &mut dyn FnMut(String),
+) {
     // Unique task names across child runs: a run prefix.
     let run = random_u64() & 0xffff_ffff;
     let mut car = None;
@@ -134,6 +150,8 @@ async fn write_node(node: Node, dir: &Path, steps: Option<u64>, emit: &mut dyn F
         Node::Phone => unreachable!("the phone has its own writer"),
     };
     let permissions = owner_permissions();
+    // The owner's phone signs the bindings the head unit commissions.
+    let owner = owner.map(|dir| Phone::open(config(dir)).unwrap());
     emit("ready".into());
     let mut step = 0u64;
     while steps.is_none_or(|s| step < s) {
@@ -177,13 +195,39 @@ async fn write_node(node: Node, dir: &Path, steps: Option<u64>, emit: &mut dyn F
                     .await
                     .unwrap();
                     emit(format!("ack unbind {}", hex(&handle)));
-                } else {
+                } else if (step / 5).is_multiple_of(2) || owner.is_none() {
                     emit("begin attach".into());
                     let handle = car
                         .attach_offline_device(LAMP_PRODUCT_MODEL, Some("1.0".into()))
                         .await
                         .unwrap();
                     emit(format!("ack attach {}", hex(&handle)));
+                } else {
+                    // A lamp commissioned over the simulated radio: paired,
+                    // bound with the owner's authority, provisioned, saved.
+                    let owner = owner.as_ref().unwrap();
+                    let lamp =
+                        SimulatedAccessory::power_on(LAMP_PRODUCT_MODEL, &[home()], 0.0).unwrap();
+                    let code = SetupCode::parse(&lamp.setup_qr().unwrap()).unwrap();
+                    let lamp_name = format!("lamp-{name}");
+                    emit(format!("begin bind {lamp_name}"));
+                    car.commission(
+                        &lamp.central(),
+                        &mut owner.authority().unwrap(),
+                        &CommissionRequest::new(code, lamp_name.clone(), home()),
+                        |_| {},
+                    )
+                    .await
+                    .unwrap();
+                    let handle = car
+                        .list_devices()
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .find(|d| d.name == lamp_name)
+                        .expect("the commissioned lamp is listed")
+                        .handle;
+                    emit(format!("ack bind {}", hex(&handle)));
                 }
             }
             _ => {
@@ -306,7 +350,7 @@ fn apply_task_acks(model: &mut TaskModel, acks: &[Vec<String>], round: u32) {
                 model.tasks.remove(&id);
                 model.deleted.insert(id);
             }
-            "attach" => {
+            "attach" | "bind" => {
                 model.devices.insert(ack[1].clone());
             }
             "unbind" => {
@@ -380,7 +424,7 @@ fn check_tasks(
     }
     let mut expected = model.devices.clone();
     match pending {
-        Some([op]) if op == "attach" => {
+        Some([op]) | Some([op, _]) if op == "attach" || op == "bind" => {
             let new: Vec<_> = found.difference(&expected).cloned().collect();
             assert!(new.len() <= 1, "round {round}: extra devices {new:?}");
             expected.extend(new);
@@ -544,8 +588,12 @@ impl ChildLines {
 
 /// Runs the child on `dir` until a random moment, kills it with SIGKILL and
 /// returns what it printed.
-async fn run_and_kill(node: Node, dir: &Path) -> Vec<String> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+async fn run_and_kill(node: Node, dir: &Path, owner: Option<&Path>) -> Vec<String> {
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    if let Some(owner) = owner {
+        child.env(OWNER_ENV, owner);
+    }
+    let mut child = child
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, node.name())
         .env(DIR_ENV, dir)
@@ -568,7 +616,11 @@ async fn run_and_kill(node: Node, dir: &Path) -> Vec<String> {
     })
     .await;
     assert_eq!(ready, Ok(true), "the {} child did not start", node.name());
-    let kill_at = tokio::time::sleep(Duration::from_millis(5 + random_u64() % 196));
+    // The head unit's commissioning takes longer than any other write (a
+    // pairing, a binding, a provisioning): a wider window lets some finish
+    // and kills others at every stage.
+    let window = if node == Node::HeadUnit { 1500 } else { 196 };
+    let kill_at = tokio::time::sleep(Duration::from_millis(5 + random_u64() % window));
     tokio::pin!(kill_at);
     loop {
         tokio::select! {
@@ -588,7 +640,9 @@ async fn run_and_kill(node: Node, dir: &Path) -> Vec<String> {
     seen
 }
 
-fn enrolled_car_and_hub(dir: &Path, node: Node) {
+/// Enrolls a head unit or hub on `dir` with a new owner, whose phone's
+/// directory is returned (the head unit's child commissions with it).
+fn enrolled_car_and_hub(dir: &Path, node: Node) -> tempfile::TempDir {
     let owner_dir = tempfile::tempdir().unwrap();
     let owner = Phone::open(config(owner_dir.path())).unwrap();
     owner.create_account().unwrap();
@@ -613,19 +667,23 @@ fn enrolled_car_and_hub(dir: &Path, node: Node) {
         }
         Node::Phone => unreachable!("the phone is its own authority"),
     }
+    owner_dir
 }
 
 async fn crash_tasks(node: Node) {
     let dir = tempfile::tempdir().unwrap();
-    enrolled_car_and_hub(dir.path(), node);
+    let owner = enrolled_car_and_hub(dir.path(), node);
     let mut model = TaskModel::default();
     let mut writes = 0;
     let mut in_flight = 0;
+    let (mut binds, mut binds_in_flight) = (0, 0);
     for round in 0..kills() {
-        let lines = run_and_kill(node, dir.path()).await;
+        let lines = run_and_kill(node, dir.path(), Some(owner.path())).await;
         let (acks, pending) = history(&lines);
         writes += acks.len();
         in_flight += usize::from(pending.is_some());
+        binds += acks.iter().filter(|a| a[0] == "bind").count();
+        binds_in_flight += usize::from(pending.as_ref().is_some_and(|p| p[0] == "bind"));
         apply_task_acks(&mut model, &acks, round);
         let (tasks, devices) = read_node(node, dir.path()).await;
         check_tasks(&mut model, pending.as_deref(), tasks, devices, round);
@@ -633,7 +691,7 @@ async fn crash_tasks(node: Node) {
     assert!(writes > kills() as usize, "too few writes: {writes}");
     assert!(!model.deleted.is_empty(), "no deletion was tested");
     eprintln!(
-        "{}: {} kills, {writes} writes acknowledged, {in_flight} in flight at a kill, {} tasks and {} devices at the end, {} tasks deleted",
+        "{}: {} kills, {writes} writes acknowledged ({binds} commissioned devices), {in_flight} in flight at a kill ({binds_in_flight} commissionings), {} tasks and {} devices at the end, {} tasks deleted",
         node.name(),
         kills(),
         model.tasks.len(),
@@ -662,7 +720,7 @@ async fn r16_the_phones_authority_survives_sigkill_mid_write() {
     let mut model = AuthorityModel::default();
     let mut writes = 0;
     for round in 0..kills() {
-        let lines = run_and_kill(Node::Phone, dir.path()).await;
+        let lines = run_and_kill(Node::Phone, dir.path(), None).await;
         let (acks, pending) = history(&lines);
         writes += acks.len();
         check_authority(&mut model, &acks, pending.as_deref(), dir.path(), round);
@@ -690,17 +748,29 @@ async fn crash_child() {
         let mut emit = |line: String| println!("\n@ {line}");
         match node {
             Node::Phone => write_phone(&dir, None, &mut emit),
-            node => write_node(node, &dir, None, &mut emit).await,
+            node => {
+                let owner = std::env::var(OWNER_ENV).ok().map(std::path::PathBuf::from);
+                write_node(node, &dir, owner.as_deref(), None, &mut emit).await
+            }
         }
         return;
     }
     for node in [Node::HeadUnit, Node::Hub] {
         let dir = tempfile::tempdir().unwrap();
-        enrolled_car_and_hub(dir.path(), node);
+        let owner = enrolled_car_and_hub(dir.path(), node);
         let mut lines = Vec::new();
-        write_node(node, dir.path(), Some(15), &mut |l| lines.push(l)).await;
+        write_node(node, dir.path(), Some(owner.path()), Some(20), &mut |l| {
+            lines.push(l)
+        })
+        .await;
         let (acks, pending) = history(&lines);
-        assert_eq!(acks.len(), 15);
+        assert_eq!(acks.len(), 20);
+        if node == Node::HeadUnit {
+            assert!(
+                acks.iter().any(|a| a[0] == "bind"),
+                "no device was commissioned: {acks:?}"
+            );
+        }
         assert!(pending.is_none());
         let mut model = TaskModel::default();
         apply_task_acks(&mut model, &acks, 0);
