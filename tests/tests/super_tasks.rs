@@ -1198,3 +1198,54 @@ async fn r23_a_run_not_stored_sends_nothing_and_after_a_restart_the_next_run_sti
     assert_eq!(traces.last().unwrap().outcome, Outcome::Completed);
     car.shutdown().await.unwrap();
 }
+
+/// R28 with a failing store: withdrawing "car data to home" takes effect at
+/// once even when it cannot be stored (fail closed), and the owner hears
+/// that it was not stored; giving consent that cannot be stored changes
+/// nothing. Before, both were answered as done and the store error only
+/// logged, so a restart could bring back a consent the owner had withdrawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r28_a_consent_switch_that_cannot_be_stored_fails_closed_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = NodeConfig {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..NodeConfig::default()
+    };
+    let owner = Phone::open(NodeConfig::default()).unwrap();
+    owner.create_account().unwrap();
+    let car = HeadUnit::open(config).unwrap();
+    car.complete_enrollment(
+        &owner
+            .enroll_device(&car.enrollment_request().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let address = car.start().await.unwrap();
+    let link = owner.connect(address).await.unwrap();
+    assert!(link.set_car_data_to_home(true).await.unwrap());
+    let tasks = car.automation().await.unwrap();
+    // The store refuses every settings write from now on.
+    let raw = rusqlite::Connection::open(dir.path().join(tether_store::DATABASE_FILE)).unwrap();
+    raw.execute_batch(
+        "CREATE TRIGGER fail_settings_insert BEFORE INSERT ON settings
+             BEGIN SELECT RAISE(ABORT, 'disk full'); END;
+         CREATE TRIGGER fail_settings_update BEFORE UPDATE ON settings
+             BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .unwrap();
+    assert!(
+        link.set_car_data_to_home(false).await.is_err(),
+        "a withdrawal that was not stored was answered as done"
+    );
+    assert!(!tasks.car_data_to_home(), "the withdrawal is not in force");
+    assert!(link.set_car_data_to_home(true).await.is_err());
+    assert!(
+        !tasks.car_data_to_home(),
+        "a consent that was not stored is in force"
+    );
+    raw.execute_batch("DROP TRIGGER fail_settings_insert; DROP TRIGGER fail_settings_update;")
+        .unwrap();
+    assert!(!link.set_car_data_to_home(false).await.unwrap());
+    link.close();
+    car.shutdown().await.unwrap();
+}

@@ -11,6 +11,8 @@
 //! - **phone**: the account authority's state: devices enrolled and removed
 //!   (the revocation list, its serial and the group key epoch, SPEC §3.6).
 //!
+//! Both also switch "car data to home" (a setting, R11/R28) now and then.
+//!
 //! After every kill: the store opens; every acknowledged write is there
 //! with its acknowledged content, and nothing acknowledged as removed came
 //! back; the write in flight at the kill took effect entirely or not at all;
@@ -163,6 +165,13 @@ async fn write_node(
             _ => hub_task(name),
         };
         match kind {
+            // A setting: the "car data to home" switch (R11, R28).
+            0 if step % 10 == 5 => {
+                let on = (step / 10).is_multiple_of(2);
+                emit(format!("begin consent {on}"));
+                host.set_car_data_to_home(on).unwrap();
+                emit(format!("ack consent {on}"));
+            }
             2 if !tasks.is_empty() => {
                 let id = tasks[step as usize % tasks.len()].task.id.0;
                 emit(format!("begin update {id} {name}"));
@@ -293,6 +302,9 @@ struct TaskModel {
     devices: BTreeSet<String>,
     /// Every handle acknowledged as unbound.
     unbound: BTreeSet<String>,
+    /// The "car data to home" switch as last acknowledged (None: never set,
+    /// the default, off).
+    consent: Option<bool>,
 }
 
 /// What the parent knows of the phone's authority.
@@ -350,6 +362,7 @@ fn apply_task_acks(model: &mut TaskModel, acks: &[Vec<String>], round: u32) {
                 model.tasks.remove(&id);
                 model.deleted.insert(id);
             }
+            "consent" => model.consent = Some(ack[1] == "true"),
             "attach" | "bind" => {
                 model.devices.insert(ack[1].clone());
             }
@@ -442,9 +455,29 @@ fn check_tasks(
     model.devices = expected;
 }
 
+/// The "car data to home" switch after a kill: as last acknowledged, or
+/// what the switch in flight set.
+fn check_consent(model: &mut TaskModel, pending: Option<&[String]>, found: bool, round: u32) {
+    let acked = model.consent.unwrap_or(false);
+    match pending {
+        Some([op, value]) if op == "consent" => {
+            let flight = value == "true";
+            assert!(
+                found == acked || found == flight,
+                "round {round}: the consent is {found}, neither {acked} nor the switch in flight"
+            );
+            model.consent = Some(found);
+        }
+        _ => assert_eq!(found, acked, "round {round}: the consent setting was lost"),
+    }
+}
+
 /// The head unit's or hub's tasks (number → name) and, for the head unit,
 /// its devices, read by opening the node on `dir`.
-async fn read_node(node: Node, dir: &Path) -> (BTreeMap<u64, String>, Option<BTreeSet<String>>) {
+async fn read_node(
+    node: Node,
+    dir: &Path,
+) -> (BTreeMap<u64, String>, Option<BTreeSet<String>>, bool) {
     let names = |infos: Vec<tether_node::TaskInfo>| {
         infos
             .into_iter()
@@ -455,7 +488,9 @@ async fn read_node(node: Node, dir: &Path) -> (BTreeMap<u64, String>, Option<BTr
         Node::HeadUnit => {
             let car = HeadUnit::open(config(dir)).expect("the head unit's store opens");
             car.start().await.unwrap();
-            let tasks = names(car.automation().await.unwrap().list());
+            let host = car.automation().await.unwrap();
+            let consent = host.car_data_to_home();
+            let tasks = names(host.list());
             let devices = car
                 .list_devices()
                 .await
@@ -464,12 +499,12 @@ async fn read_node(node: Node, dir: &Path) -> (BTreeMap<u64, String>, Option<BTr
                 .map(|d| hex(&d.handle))
                 .collect();
             car.shutdown().await.unwrap();
-            (tasks, Some(devices))
+            (tasks, Some(devices), consent)
         }
         Node::Hub => {
             let hub = Hub::open(config(dir)).expect("the hub's store opens");
-            let tasks = names(hub.start(tether_node::Clock::System).unwrap().list());
-            (tasks, None)
+            let host = hub.start(tether_node::Clock::System).unwrap();
+            (names(host.list()), None, host.car_data_to_home())
         }
         Node::Phone => unreachable!(),
     }
@@ -685,7 +720,8 @@ async fn crash_tasks(node: Node) {
         binds += acks.iter().filter(|a| a[0] == "bind").count();
         binds_in_flight += usize::from(pending.as_ref().is_some_and(|p| p[0] == "bind"));
         apply_task_acks(&mut model, &acks, round);
-        let (tasks, devices) = read_node(node, dir.path()).await;
+        let (tasks, devices, consent) = read_node(node, dir.path()).await;
+        check_consent(&mut model, pending.as_deref(), consent, round);
         check_tasks(&mut model, pending.as_deref(), tasks, devices, round);
     }
     assert!(writes > kills() as usize, "too few writes: {writes}");
@@ -774,8 +810,10 @@ async fn crash_child() {
         assert!(pending.is_none());
         let mut model = TaskModel::default();
         apply_task_acks(&mut model, &acks, 0);
-        let (tasks, devices) = read_node(node, dir.path()).await;
+        let (tasks, devices, consent) = read_node(node, dir.path()).await;
+        check_consent(&mut model, None, consent, 0);
         check_tasks(&mut model, None, tasks, devices, 0);
+        assert!(model.consent.is_some(), "no setting was written");
         assert!(!model.deleted.is_empty() && !model.tasks.is_empty());
     }
     let dir = tempfile::tempdir().unwrap();

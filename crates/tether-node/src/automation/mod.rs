@@ -900,15 +900,22 @@ impl AutomationHost {
     /// The "car data to home" switch (R11, R28). On the head unit, off
     /// stops place and vehicle events to the hub from the next event on; on
     /// the hub, off disables every task that reads car data.
-    pub fn set_car_data_to_home(self: &Arc<Self>, on: bool) {
+    ///
+    /// Stored before it is answered, so a restart keeps it. If the store
+    /// fails the caller gets the error; a withdrawal (off) still takes
+    /// effect in memory at once (R28: fail closed, it is written again by
+    /// the next switch), a consent (on) does not.
+    pub fn set_car_data_to_home(self: &Arc<Self>, on: bool) -> Result<(), AutomationError> {
         let now = self.now_ms();
-        {
+        let stored = {
             let mut inner = lock(&self.inner);
-            if let Err(e) =
-                lock(&self.store).set_setting(CONSENT_SETTING, if on { "on" } else { "off" })
-            {
-                warn!(error = %e, "the consent setting could not be stored");
-            }
+            let stored = match (
+                lock(&self.store).set_setting(CONSENT_SETTING, if on { "on" } else { "off" }),
+                on,
+            ) {
+                (Err(e), true) => return Err(e.into()),
+                (stored, _) => stored,
+            };
             inner.engine.handle_consent(on, now);
             let notice = pb::HomeEvent {
                 kind: Some(pb::home_event::Kind::Consent(pb::ConsentState {
@@ -918,9 +925,15 @@ impl AutomationHost {
             inner
                 .watchers
                 .retain(|w| w.events.send(notice.clone()).is_ok());
-        }
+            stored
+        };
         self.consent.send_replace(on);
         self.settle();
+        if let Err(e) = stored {
+            warn!(error = %e, "the consent withdrawal is in force but could not be stored");
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Follows the "car data to home" switch (the head unit ends a hub's

@@ -179,7 +179,7 @@ pub(crate) fn handle(
             response::Kind::TaskInfo(info_to_proto(&host.set_enabled(r.task_id, r.enabled)?))
         }
         request::Kind::SetCarDataToHome(r) => {
-            host.set_car_data_to_home(r.on);
+            host.set_car_data_to_home(r.on)?;
             response::Kind::ConsentState(pb::ConsentState {
                 car_data_to_home: host.car_data_to_home(),
             })

@@ -574,7 +574,9 @@ async fn follow(
                     match crate::wire::answer(reply) {
                         Ok(response::Kind::ConsentState(state)) => {
                             *lock(&watching) = interest.clone();
-                            host.set_car_data_to_home(state.car_data_to_home);
+                            if let Err(e) = host.set_car_data_to_home(state.car_data_to_home) {
+                                warn!(error = %e, "the car's consent state could not be stored");
+                            }
                             if let Some(ready) = ready.take() {
                                 let _ = ready.send(Ok(()));
                             }
@@ -619,7 +621,9 @@ fn apply(host: &Arc<AutomationHost>, event: pb::HomeEvent) {
             let _ = host.handle_vehicle_event(event);
         }
         Ok(wire::HomeEvent::Consent { car_data_to_home }) => {
-            host.set_car_data_to_home(car_data_to_home);
+            if let Err(e) = host.set_car_data_to_home(car_data_to_home) {
+                warn!(error = %e, "the car's consent switch could not be stored");
+            }
         }
         Err(e) => warn!(error = %e, "a home event the hub cannot read"),
     }
