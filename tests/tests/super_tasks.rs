@@ -1207,19 +1207,10 @@ async fn r23_a_run_not_stored_sends_nothing_and_after_a_restart_the_next_run_sti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r28_a_consent_switch_that_cannot_be_stored_fails_closed_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let config = NodeConfig {
+    let (owner, car) = support::owner_and_enrolled_car_with(NodeConfig {
         data_dir: Some(dir.path().to_path_buf()),
         ..NodeConfig::default()
-    };
-    let owner = Phone::open(NodeConfig::default()).unwrap();
-    owner.create_account().unwrap();
-    let car = HeadUnit::open(config).unwrap();
-    car.complete_enrollment(
-        &owner
-            .enroll_device(&car.enrollment_request().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    });
     let address = car.start().await.unwrap();
     let link = owner.connect(address).await.unwrap();
     assert!(link.set_car_data_to_home(true).await.unwrap());

@@ -442,12 +442,8 @@ async fn bench(
     match tether_bench::run(config).await {
         Ok(report) => {
             if json {
-                match serde_json::to_string(&report) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => {
-                        eprintln!("error: cannot encode the report: {e}");
-                        return Ok(ExitCode::FAILURE);
-                    }
+                if !print_json(&report) {
+                    return Ok(ExitCode::FAILURE);
                 }
             } else {
                 print!("{}", tether_bench::render_text(&report));
@@ -457,6 +453,21 @@ async fn bench(
         Err(e) => {
             eprintln!("error: benchmark failed: {e}");
             Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Prints `report` as one line of JSON; false (and says why) if it cannot
+/// be encoded.
+pub(crate) fn print_json(report: &impl serde::Serialize) -> bool {
+    match serde_json::to_string(report) {
+        Ok(text) => {
+            println!("{text}");
+            true
+        }
+        Err(e) => {
+            eprintln!("error: cannot encode the report: {e}");
+            false
         }
     }
 }

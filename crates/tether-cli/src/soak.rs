@@ -569,12 +569,8 @@ pub(crate) async fn run(options: SoakOptions) -> Result<ExitCode, NodeError> {
         && report.flood_admitted == 0
         && (options.hub || report.actuations == report.completed);
     if options.json {
-        match serde_json::to_string(&report) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("error: cannot encode the report: {e}");
-                return Ok(ExitCode::FAILURE);
-            }
+        if !crate::print_json(&report) {
+            return Ok(ExitCode::FAILURE);
         }
     } else {
         println!(

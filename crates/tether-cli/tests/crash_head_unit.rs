@@ -21,6 +21,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a harness may panic on setup failures
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -28,9 +30,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
-use tether_node::{
-    HeadUnit, NodeConfig, Phone, ShareOptions, SharePermission, VehicleLink, commands,
-};
+use tether_node::{NodeConfig, Phone, ShareOptions, SharePermission, VehicleLink, commands};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -46,10 +46,7 @@ fn random_u64() -> u64 {
 }
 
 fn config(dir: &Path) -> NodeConfig {
-    NodeConfig {
-        data_dir: Some(dir.to_owned()),
-        ..NodeConfig::default()
-    }
+    common::config_in(dir)
 }
 
 /// A free UDP port on loopback, so the car keeps its address across
@@ -128,15 +125,7 @@ async fn r23_a_head_unit_killed_mid_write_loses_nothing_acknowledged_and_runs_no
     let car_dir = tempfile::tempdir().unwrap();
     let phone = Phone::open(config(phone_dir.path())).unwrap();
     phone.create_account().unwrap();
-    {
-        let car = HeadUnit::open(config(car_dir.path())).unwrap();
-        car.complete_enrollment(
-            &phone
-                .enroll_device(&car.enrollment_request().unwrap())
-                .unwrap(),
-        )
-        .unwrap();
-    }
+    common::enroll_car_in(&phone, car_dir.path());
     let port = free_port();
     let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     // key number → (receipt, sequence) the phone saw acknowledged.

@@ -27,6 +27,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a harness may panic on setup failures
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
-use tether_node::{CommandState, HeadUnit, NodeConfig, Phone, VehicleLink, commands, signals};
+use tether_node::{CommandState, NodeConfig, Phone, VehicleLink, commands, signals};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UdpSocket;
 use tokio::process::{Child, ChildStdin, Command};
@@ -69,10 +71,7 @@ impl Route {
 }
 
 fn config(dir: &Path) -> NodeConfig {
-    NodeConfig {
-        data_dir: Some(dir.to_owned()),
-        ..NodeConfig::default()
-    }
+    common::config_in(dir)
 }
 
 fn random_u64() -> u64 {
@@ -620,13 +619,7 @@ async fn fault_run(route: Route) {
     {
         let phone = Phone::open(config(phone_dir.path())).unwrap();
         phone.create_account().unwrap();
-        let car = HeadUnit::open(config(car_dir.path())).unwrap();
-        car.complete_enrollment(
-            &phone
-                .enroll_device(&car.enrollment_request().unwrap())
-                .unwrap(),
-        )
-        .unwrap();
+        common::enroll_car_in(&phone, car_dir.path());
     }
     let net = Namespaces::create(if route == Route::Lan { 'l' } else { 'r' });
     let tether = PathBuf::from(env!("CARGO_BIN_EXE_tether"));

@@ -7,33 +7,46 @@
 
 use std::process::Command;
 
-#[test]
-fn r23_r31_a_loaded_and_flooded_head_unit_loses_no_command_and_runs_none_twice() {
+/// Runs `tether soak --json --quick` with `args` and returns its report,
+/// once it exited 0.
+fn soak(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args([
-            "soak",
-            "--json",
-            "--quick",
-            "--sessions",
-            "20",
-            "--rate",
-            "200",
-        ])
-        .args(["--seconds", "1", "--flood", "40"])
+        .args(["soak", "--json", "--quick"])
+        .args(args)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "soak failed: {stdout}\n{}",
+        "soak {args:?} failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    let n = |k: &str| {
-        report[k]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{k} in {report}"))
-    };
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+fn number(report: &serde_json::Value, key: &str) -> u64 {
+    report[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {report}"))
+}
+
+/// A small run's arguments: 20 sessions, 200 requests/s, 1 s per phase,
+/// 40 non-member attempts.
+const SMALL: [&str; 8] = [
+    "--sessions",
+    "20",
+    "--rate",
+    "200",
+    "--seconds",
+    "1",
+    "--flood",
+    "40",
+];
+
+#[test]
+fn r23_r31_a_loaded_and_flooded_head_unit_loses_no_command_and_runs_none_twice() {
+    let report = soak(&SMALL);
+    let n = |k: &str| number(&report, k);
     assert_eq!(n("sessions"), 20);
     assert_eq!(n("lost"), 0, "{report}");
     assert_eq!(n("duplicated"), 0, "{report}");
@@ -53,23 +66,8 @@ fn r23_r31_a_loaded_and_flooded_head_unit_loses_no_command_and_runs_none_twice()
 /// stranger admitted.
 #[test]
 fn r31_a_loaded_and_flooded_hub_answers_every_member_and_admits_no_stranger() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["soak", "--json", "--quick", "--hub", "--sessions", "20"])
-        .args(["--rate", "200", "--seconds", "1", "--flood", "40"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "soak --hub failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    let n = |k: &str| {
-        report[k]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{k} in {report}"))
-    };
+    let report = soak(&[&["--hub"][..], &SMALL[..]].concat());
+    let n = |k: &str| number(&report, k);
     assert_eq!(report["node"], "hub");
     assert_eq!(n("lost"), 0, "{report}");
     assert_eq!(n("duplicated"), 0, "{report}");

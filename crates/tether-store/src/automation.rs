@@ -122,23 +122,7 @@ impl Store {
         trace: &[u8],
         keep: usize,
     ) -> Result<(), StoreError> {
-        let id = to_sql_id(task_id)?;
-        let seq = i64::try_from(run_seq).map_err(|_| StoreError::CorruptRecord("run number"))?;
-        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO automation_traces (task_id, run_seq, trace) VALUES (?1, ?2, ?3)
-             ON CONFLICT (task_id, run_seq) DO UPDATE SET trace = excluded.trace",
-            params![id, seq, trace],
-        )?;
-        tx.execute(
-            "DELETE FROM automation_traces WHERE task_id = ?1 AND run_seq NOT IN
-                (SELECT run_seq FROM automation_traces WHERE task_id = ?1
-                 ORDER BY run_seq DESC LIMIT ?2)",
-            params![id, keep],
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.put_automation_changes(None, &[(task_id, run_seq, trace.to_vec())], keep)
     }
 
     /// The highest run number of any stored trace, 0 if none.

@@ -27,25 +27,7 @@ impl Store {
         record: &CommandRecord,
         now_unix_s: u64,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO command_log
-                 (principal, idempotency_key, command_digest, sequence, receipt, recorded_unix_s)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (principal, idempotency_key) DO UPDATE SET
-                 command_digest = excluded.command_digest,
-                 sequence = excluded.sequence,
-                 receipt = excluded.receipt,
-                 recorded_unix_s = excluded.recorded_unix_s",
-            params![
-                principal,
-                key,
-                record.command_digest,
-                to_sql_i64(record.sequence, "command sequence")?,
-                record.receipt,
-                to_sql_i64(now_unix_s, "command time")?
-            ],
-        )?;
-        Ok(())
+        self.put_command_records(&[(principal, key, record)], now_unix_s)
     }
 
     /// Stores several records in **one** transaction: one commit (one

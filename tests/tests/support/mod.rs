@@ -46,8 +46,14 @@ pub(crate) fn member_phone(
 /// A new account on a phone, and a car enrolled in it (not started: a test
 /// may set the car's clock first).
 pub(crate) fn owner_and_enrolled_car() -> (Phone, HeadUnit) {
+    owner_and_enrolled_car_with(NodeConfig::default())
+}
+
+/// [`owner_and_enrolled_car`], the car opened with `config` (a data
+/// directory a test reaches into, say).
+pub(crate) fn owner_and_enrolled_car_with(config: NodeConfig) -> (Phone, HeadUnit) {
     let owner = owner();
-    let car = HeadUnit::open(NodeConfig::default()).unwrap();
+    let car = HeadUnit::open(config).unwrap();
     car.complete_enrollment(
         &owner
             .enroll_device(&car.enrollment_request().unwrap())

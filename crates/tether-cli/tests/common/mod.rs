@@ -55,3 +55,24 @@ pub(crate) fn spawn_until(args: &[&str], ready: &str) -> (KillOnDrop, String) {
         .unwrap_or_else(|| panic!("tether {args:?} never printed {ready:?}"));
     (child, line)
 }
+
+/// A node's configuration with its state in `dir` (the rest as default:
+/// loopback only).
+pub(crate) fn config_in(dir: &std::path::Path) -> tether_node::NodeConfig {
+    tether_node::NodeConfig {
+        data_dir: Some(dir.to_owned()),
+        ..tether_node::NodeConfig::default()
+    }
+}
+
+/// Enrolls a head unit whose state is in `dir` into `owner`'s account, and
+/// closes it (a test then runs it, as a process or not).
+pub(crate) fn enroll_car_in(owner: &tether_node::Phone, dir: &std::path::Path) {
+    let car = tether_node::HeadUnit::open(config_in(dir)).unwrap();
+    car.complete_enrollment(
+        &owner
+            .enroll_device(&car.enrollment_request().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+}
