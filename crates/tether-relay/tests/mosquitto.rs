@@ -572,17 +572,28 @@ async fn rendezvous_topics_rotate_and_a_clock_one_window_off_still_reaches_the_c
         car_socket.shift_clock(0).await.unwrap();
     }
     // The topics the initiator with this dial (its reply id) published to.
-    let topic_of = |dialed: SocketAddr| {
+    // The observer is a client of its own: what it was sent may reach it a
+    // little after the call has returned (seen on a loaded machine), so
+    // wait for the first.
+    let topic_of = async |dialed: SocketAddr| {
         let Some(Peer::Dialed(reply)) = Peer::from_addr(dialed) else {
             panic!("not a dialed address");
         };
-        let mut topics: Vec<String> = observer
-            .seen()
-            .iter()
-            .filter(|(_, p)| tether_relay::decode(p).is_ok_and(|e| e.reply == Some(reply)))
-            .map(|(t, _)| t.clone())
-            .collect();
-        topics.dedup();
+        let topics = || {
+            let mut topics: Vec<String> = observer
+                .seen()
+                .iter()
+                .filter(|(_, p)| tether_relay::decode(p).is_ok_and(|e| e.reply == Some(reply)))
+                .map(|(t, _)| t.clone())
+                .collect();
+            topics.dedup();
+            topics
+        };
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+        while topics().is_empty() && tokio::time::Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let topics = topics();
         assert_eq!(topics.len(), 1, "{topics:?}");
         topics[0].clone()
     };
@@ -596,7 +607,7 @@ async fn rendezvous_topics_rotate_and_a_clock_one_window_off_still_reaches_the_c
         .call(ping(b"0"))
         .await
         .unwrap();
-    let t0 = topic_of(d0);
+    let t0 = topic_of(d0).await;
 
     // A phone whose clock is one window ahead still reaches the car, at
     // another topic.
@@ -609,7 +620,7 @@ async fn rendezvous_topics_rotate_and_a_clock_one_window_off_still_reaches_the_c
         .call(ping(b"1"))
         .await
         .unwrap();
-    let t1 = topic_of(d1);
+    let t1 = topic_of(d1).await;
     assert_ne!(t0, t1);
 
     // Two windows ahead: the car does not listen there.
@@ -636,7 +647,7 @@ async fn rendezvous_topics_rotate_and_a_clock_one_window_off_still_reaches_the_c
         .call(ping(b"2"))
         .await
         .unwrap();
-    let t2 = topic_of(d2);
+    let t2 = topic_of(d2).await;
     assert!(car_topics.contains(&t2));
     assert!(t0 != t2 && t1 != t2);
     assert_eq!(car.stats.get().authenticated, 3);

@@ -205,14 +205,15 @@ CREATE TABLE account_devices (
 /// restart (until version 8 the next number was one past the highest task
 /// *left*: deleting the newest task and restarting reused its number, and a
 /// phone still holding it edited the wrong task). Seeded from the tasks
-/// stored now.
+/// stored now; no row until a task is stored (an empty store holds nothing,
+/// R12).
 const V9: &str = "
 CREATE TABLE automation_counters (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     last_task_id INTEGER NOT NULL CHECK (last_task_id >= 0)
 ) STRICT;
 INSERT INTO automation_counters (id, last_task_id)
-    SELECT 1, coalesce(max(task_id), 0) FROM automation_tasks;
+    SELECT 1, max(task_id) FROM automation_tasks HAVING count(*) > 0;
 ";
 
 /// Reads `user_version` and refuses a database newer than this build.
