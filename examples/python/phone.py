@@ -11,7 +11,8 @@ reads the status, subscribes to the door locks (updates arrive through a
 Python callback), locks the doors with an idempotency key and retries the
 same command, then shows that a phone of another account is refused and that
 errors arrive as typed exceptions. It then shares the car with that other
-account as a co-user (status only), and revokes the share. Last, it manages
+account as a co-user (status only; with a broker, also through the grant's own
+mailbox: a pushed read, a lock refused), and revokes the share. Last, it manages
 a lamp bound to the account through the car (SPEC 16): lists it under an
 opaque handle, sets its brightness and reads it back, toggles it, renames
 and reorders it, sees an out-of-range write refused as a typed error, and
@@ -881,6 +882,29 @@ async def run(tether, host_kind, narrator, data_dir, broker):
         await co_link.command(tether.VehicleAction.LOCK(), tether.new_idempotency_key())
     except tether.TetherError.Control as e:
         denied = e.code
+    # With a broker: the co-user's own mailbox under the grant (SPEC 17.1,
+    # 19.12) answers a read pushed there, and refuses a lock outside the
+    # grant's scope, as the session did.
+    mailbox = "no broker"
+    mailbox_ok = True
+    if broker is not None:
+        await stranger.push_subscribe_shared(issued.grant_id, [DOOR_LOCKS[0]], 60_000)
+        pushed = await stranger.next_shared_mailbox_reply(issued.grant_id, 10_000)
+        posted = await stranger.post_shared_command(
+            issued.grant_id, tether.VehicleAction.LOCK(), tether.new_idempotency_key(), 60_000
+        )
+        refused = await stranger.next_shared_mailbox_reply(issued.grant_id, 10_000)
+        mailbox_ok = (
+            pushed is not None
+            and len(pushed.signals) == 1
+            and refused is not None
+            and refused.in_reply_to == posted.letter_id
+            and refused.refused_code == "ERROR_CODE_PERMISSION_DENIED"
+        )
+        mailbox = (
+            f"grant mailbox pushed {len(pushed.signals) if pushed else 0} value(s), "
+            f"lock {refused.refused_code if refused else 'unanswered'}"
+        )
     closed = await phone.revoke_share(link, issued.grant_id)
     cut_off = False
     try:
@@ -894,9 +918,11 @@ async def run(tether, host_kind, narrator, data_dir, broker):
         and shared.address == found.address
         and len(co_read) == len(DOOR_LOCKS)
         and denied == "ERROR_CODE_PERMISSION_DENIED"
+        and mailbox_ok
         and closed == 1
         and cut_off,
-        f"co-user read {len(co_read)} signals, lock {denied}, revoked: {closed} session closed",
+        f"co-user read {len(co_read)} signals, lock {denied}, {mailbox}, "
+        f"revoked: {closed} session closed",
         t,
     )
 

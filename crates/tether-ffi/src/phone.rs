@@ -205,22 +205,13 @@ impl Phone {
         valid_for_ms: u64,
     ) -> Result<crate::records::PostedCommand, TetherError> {
         let command = action.to_command()?;
-        let key: [u8; 16] =
-            idempotency_key
-                .as_slice()
-                .try_into()
-                .map_err(|_| TetherError::InvalidArgument {
-                    detail: "a mailbox idempotency key is 16 bytes".into(),
-                })?;
+        let key = crate::records::mailbox_key(&idempotency_key)?;
         let inner = self.inner.clone();
         run(async move {
             inner
                 .post_command(command, key, Duration::from_millis(valid_for_ms))
                 .await
-                .map(|p| crate::records::PostedCommand {
-                    letter_id: p.letter_id.to_vec(),
-                    not_after_unix_ms: p.not_after_unix_ms,
-                })
+                .map(Into::into)
         })
         .await
     }
@@ -239,10 +230,7 @@ impl Phone {
             inner
                 .push_subscribe(paths, Duration::from_millis(valid_for_ms))
                 .await
-                .map(|p| crate::records::PostedCommand {
-                    letter_id: p.letter_id.to_vec(),
-                    not_after_unix_ms: p.not_after_unix_ms,
-                })
+                .map(Into::into)
         })
         .await
     }

@@ -370,6 +370,24 @@ pub struct PostedCommand {
     pub not_after_unix_ms: u64,
 }
 
+impl From<tether_node::PostedCommand> for PostedCommand {
+    fn from(p: tether_node::PostedCommand) -> Self {
+        Self {
+            letter_id: p.letter_id.to_vec(),
+            not_after_unix_ms: p.not_after_unix_ms,
+        }
+    }
+}
+
+/// A mailbox letter's idempotency key: exactly 16 bytes.
+pub(crate) fn mailbox_key(bytes: &[u8]) -> Result<[u8; 16], crate::TetherError> {
+    bytes
+        .try_into()
+        .map_err(|_| crate::TetherError::InvalidArgument {
+            detail: "a mailbox idempotency key is 16 bytes".into(),
+        })
+}
+
 /// What the car answered to a command left in its mailbox.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct MailboxReply {

@@ -212,6 +212,70 @@ impl Phone {
         .await
     }
 
+    /// (Co-user) leaves a command for the shared car in the grant's own
+    /// mailbox on the broker (SPEC §17.1, §19.12), whether the car is awake
+    /// or not: sealed for the car, signed by this phone, run at most once
+    /// within `valid_for_ms` and only within the grant's scope (outside it
+    /// the answer is `PERMISSION_DENIED`). The answer:
+    /// `nextSharedMailboxReply`.
+    pub async fn post_shared_command(
+        &self,
+        grant_id: Vec<u8>,
+        action: crate::records::VehicleAction,
+        idempotency_key: Vec<u8>,
+        valid_for_ms: u64,
+    ) -> Result<crate::records::PostedCommand, TetherError> {
+        let id = self::grant_id(&grant_id)?;
+        let command = action.to_command()?;
+        let key = crate::records::mailbox_key(&idempotency_key)?;
+        let inner = self.node();
+        run(async move {
+            inner
+                .post_shared_command(id, command, key, Duration::from_millis(valid_for_ms))
+                .await
+                .map(Into::into)
+        })
+        .await
+    }
+
+    /// (Co-user) leaves a subscription to `paths` in the grant's mailbox
+    /// for `valid_for_ms`: the car pushes their values (those the grant
+    /// lets this account read) to this phone's mailbox under the grant.
+    pub async fn push_subscribe_shared(
+        &self,
+        grant_id: Vec<u8>,
+        paths: Vec<String>,
+        valid_for_ms: u64,
+    ) -> Result<crate::records::PostedCommand, TetherError> {
+        let id = self::grant_id(&grant_id)?;
+        let inner = self.node();
+        run(async move {
+            inner
+                .push_subscribe_shared(id, paths, Duration::from_millis(valid_for_ms))
+                .await
+                .map(Into::into)
+        })
+        .await
+    }
+
+    /// (Co-user) the next answer the car left under the grant, waiting at
+    /// most `timeout_ms`; `None` when none came.
+    pub async fn next_shared_mailbox_reply(
+        &self,
+        grant_id: Vec<u8>,
+        timeout_ms: u64,
+    ) -> Result<Option<crate::records::MailboxReply>, TetherError> {
+        let id = self::grant_id(&grant_id)?;
+        let inner = self.node();
+        run(async move {
+            inner
+                .next_shared_mailbox_reply(id, Duration::from_millis(timeout_ms))
+                .await
+                .map(|r| r.map(Into::into))
+        })
+        .await
+    }
+
     /// (Co-user) opens a session to the shared car under the grant.
     pub async fn connect_shared(
         &self,
