@@ -13,6 +13,8 @@
 //! - [`VehicleService`]: the head unit's service, with a [`ReceiptLog`] that
 //!   makes commands at-most-once across retries and restarts.
 //! - [`client`]: request builders, response parsing, receipt verification.
+//! - [`profile`]: driver profiles and their per-setting merge between the
+//!   account's cars (R26).
 //!
 //! # Roles (R23)
 //!
@@ -91,6 +93,7 @@ mod backend;
 pub mod camera;
 pub mod client;
 mod principal;
+pub mod profile;
 mod receipt;
 mod service;
 pub mod signals;
