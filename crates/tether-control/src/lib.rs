@@ -13,6 +13,8 @@
 //! - [`VehicleService`]: the head unit's service, with a [`ReceiptLog`] that
 //!   makes commands at-most-once across retries and restarts.
 //! - [`client`]: request builders, response parsing, receipt verification.
+//! - [`navigation`]: a destination handed from the phone to the car, and
+//!   the rest of the way on foot back to the phone (R5, R32).
 //! - [`profile`]: driver profiles and their per-setting merge between the
 //!   account's cars (R26).
 //!
@@ -92,6 +94,7 @@ pub mod access;
 mod backend;
 pub mod camera;
 pub mod client;
+pub mod navigation;
 mod principal;
 pub mod profile;
 mod receipt;
