@@ -15,6 +15,8 @@
 //! - [`client`]: request builders, response parsing, receipt verification.
 //! - [`navigation`]: a destination handed from the phone to the car, and
 //!   the rest of the way on foot back to the phone (R5, R32).
+//! - [`sentry`]: sentry mode's danger alerts, once to each authorised
+//!   recipient (R25).
 //! - [`profile`]: driver profiles and their per-setting merge between the
 //!   account's cars (R26).
 //!
@@ -98,6 +100,7 @@ pub mod navigation;
 mod principal;
 pub mod profile;
 mod receipt;
+pub mod sentry;
 mod service;
 pub mod signals;
 mod simulated;
