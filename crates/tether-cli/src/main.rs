@@ -185,11 +185,12 @@ enum Command {
         #[arg(long, value_name = "URL", value_parser = parse_broker)]
         broker: Option<tether_node::RelayConfig>,
     },
-    /// Load one head unit like a household would, in this process on
-    /// loopback: many member sessions sending lock/unlock commands at a set
-    /// rate, first quiet, then while a stranger floods it with connection
-    /// attempts. Reports latency, memory per session, and that no command
-    /// was lost or ran twice (exit 1 otherwise).
+    /// Load one head unit (or, with `--hub`, a home hub) like a household
+    /// would, in this process on loopback: many member sessions sending
+    /// lock/unlock commands (a hub: task requests) at a set rate, first
+    /// quiet, then while a stranger floods it with connection attempts.
+    /// Reports latency, memory per session, and that nothing was lost or ran
+    /// twice (exit 1 otherwise). See RELIABILITY.md §3.
     Soak {
         /// Print one JSON object.
         #[arg(long)]
